@@ -1,0 +1,42 @@
+# Switchyard: `make run` starts the whole system offline, `make test` runs every test.
+GO        ?= go
+BUF       := $(GO) tool -modfile=tools/go.mod buf
+TEST_FLAGS ?= -race -shuffle=on -count=1
+
+.PHONY: run test generate lint breaking check-generated build bench vet tidy
+
+## run: the dev stack (embedded store + Anthropic simulator), real gRPC between services.
+run:
+	$(GO) run ./cmd/switchyard dev
+
+## test: every test, with the race detector. PostgreSQL suites run when
+## SWITCHYARD_TEST_DATABASE_URL is set.
+test:
+	$(GO) test $(TEST_FLAGS) ./...
+
+## generate: regenerate gen/ from proto/ with the pinned buf and plugins.
+generate:
+	$(BUF) generate
+
+## lint: buf lint plus go vet.
+lint:
+	$(BUF) lint
+	$(GO) vet ./...
+
+## breaking: compare the contract with main.
+breaking:
+	$(BUF) breaking --against '.git#branch=main'
+
+## check-generated: fail if `make generate` changes anything.
+check-generated: generate
+	git diff --exit-code -- gen/
+	@test -z "$$(git status --porcelain -- gen/)" || (git status --porcelain -- gen/; echo 'gen/ is stale: run make generate'; exit 1)
+
+build:
+	$(GO) build -o bin/switchyard ./cmd/switchyard
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+vet:
+	$(GO) vet ./...
