@@ -1,0 +1,189 @@
+// Package grpcserver assembles the gRPC server every Switchyard service runs:
+// OpenTelemetry stats handler, the go-grpc-middleware v2 interceptor chain
+// (logging with trace ids, panic recovery), message size limits, health and
+// server reflection, and graceful shutdown. Services only register their
+// handlers.
+package grpcserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/pkg/telemetry"
+)
+
+// Config configures a server. The zero value of every field but Addr,
+// Logger and Telemetry is a sensible default.
+type Config struct {
+	// Addr is the TCP address to listen on, e.g. "127.0.0.1:50051"; port 0
+	// picks a free port (see Server.Addr).
+	Addr string
+	// Name identifies the service in logs.
+	Name      string
+	Logger    *slog.Logger
+	Telemetry telemetry.Providers
+	// MaxRecvMsgSize bounds a request message; default 4 MiB.
+	MaxRecvMsgSize int
+	// ShutdownGrace is how long in-flight calls may finish after the
+	// context is cancelled before they are cut; default 10s.
+	ShutdownGrace time.Duration
+	// UnaryInterceptors run after logging and recovery, in order.
+	UnaryInterceptors []grpc.UnaryServerInterceptor
+	// StreamInterceptors run after logging and recovery, in order.
+	StreamInterceptors []grpc.StreamServerInterceptor
+}
+
+// Server is a listening gRPC server.
+type Server struct {
+	cfg    Config
+	lis    net.Listener
+	grpc   *grpc.Server
+	health *health.Server
+}
+
+// New listens on cfg.Addr and builds the server; register adds the
+// service's handlers. Health starts NOT_SERVING for the named services until
+// SetServing is called, so a load balancer sends no traffic to a service
+// whose store is not ready.
+func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
+	if cfg.Logger == nil {
+		return nil, errors.New("grpcserver: Logger is required")
+	}
+	if cfg.MaxRecvMsgSize == 0 {
+		cfg.MaxRecvMsgSize = 4 << 20
+	}
+	if cfg.ShutdownGrace == 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	lis, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s for %s: %w", cfg.Addr, cfg.Name, err)
+	}
+
+	logger := cfg.Logger.With("service", cfg.Name)
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithFieldsFromContext(traceFields),
+	}
+	// Request and response payloads are never logged: they carry API keys
+	// and prompts.
+	recoverOpt := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		logger.ErrorContext(ctx, "recovered from panic in handler", "panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
+		return status.Error(codes.Internal, "internal error; the server logged the details")
+	})
+	unary := append([]grpc.UnaryServerInterceptor{
+		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
+		recovery.UnaryServerInterceptor(recoverOpt),
+	}, cfg.UnaryInterceptors...)
+	stream := append([]grpc.StreamServerInterceptor{
+		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
+		recovery.StreamServerInterceptor(recoverOpt),
+	}, cfg.StreamInterceptors...)
+
+	var otelOpts []otelgrpc.Option
+	if cfg.Telemetry.Tracer != nil {
+		otelOpts = append(otelOpts,
+			otelgrpc.WithTracerProvider(cfg.Telemetry.Tracer),
+			otelgrpc.WithMeterProvider(cfg.Telemetry.Meter),
+			otelgrpc.WithPropagators(cfg.Telemetry.Propagator))
+	}
+	gs := grpc.NewServer(
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	register(gs)
+
+	hs := health.NewServer()
+	for name := range gs.GetServiceInfo() {
+		hs.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+	}
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+
+	return &Server{cfg: cfg, lis: lis, grpc: gs, health: hs}, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// SetServing marks every registered service (and the server as a whole)
+// SERVING or NOT_SERVING on the health service.
+func (s *Server) SetServing(serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	for name := range s.grpc.GetServiceInfo() {
+		if name == healthpb.Health_ServiceDesc.ServiceName {
+			continue
+		}
+		s.health.SetServingStatus(name, st)
+	}
+	s.health.SetServingStatus("", st)
+}
+
+// Serve serves until ctx is cancelled, then stops gracefully: health turns
+// NOT_SERVING, in-flight calls get ShutdownGrace to finish, and whatever is
+// left is cut. It returns nil after a shutdown caused by ctx.
+func (s *Server) Serve(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(s.lis) }()
+	s.cfg.Logger.Info("serving gRPC", "service", s.cfg.Name, "addr", s.Addr().String())
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving %s: %w", s.cfg.Name, err)
+	case <-ctx.Done():
+	}
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(s.cfg.ShutdownGrace):
+		s.cfg.Logger.Warn("graceful stop timed out; closing remaining calls", "service", s.cfg.Name)
+		s.grpc.Stop()
+		<-stopped
+	}
+	<-errc
+	return nil
+}
+
+func traceFields(ctx context.Context) logging.Fields {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return nil
+	}
+	return logging.Fields{"trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String()}
+}
+
+// slogAdapter lets go-grpc-middleware log through slog.
+func slogAdapter(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}
