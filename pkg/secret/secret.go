@@ -9,6 +9,7 @@ package secret
 import (
 	"fmt"
 	"log/slog"
+	"regexp"
 )
 
 // Redacted is what a String prints instead of its value.
@@ -57,3 +58,14 @@ func (s String) MarshalJSON() ([]byte, error) { return []byte(`"` + Redacted + `
 
 // MarshalText implements encoding.TextMarshaler.
 func (s String) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
+
+// keyShaped matches strings that look like API keys or bearer credentials:
+// Anthropic keys (sk-ant-...), other sk- keys, and Bearer tokens.
+var keyShaped = regexp.MustCompile(`(?i)(sk-[a-z0-9][a-z0-9_\-]{7,}|bearer\s+[a-z0-9._~+/\-]{8,}=*)`)
+
+// Scrub replaces anything key-shaped in s with the redaction marker. Use it
+// on text that came from outside (an upstream error message) before it is
+// logged, traced or returned.
+func Scrub(s string) string {
+	return keyShaped.ReplaceAllString(s, Redacted)
+}

@@ -54,3 +54,15 @@ func TestRevealReturnsTheValue(t *testing.T) {
 	require.True(t, s.Equal(secret.New(canary)))
 	require.False(t, s.Equal(secret.New("other")))
 }
+
+func TestScrubRemovesKeyShapedText(t *testing.T) {
+	cases := map[string]string{
+		"invalid x-api-key sk-ant-api03-AbC_def-123456789 provided": "invalid x-api-key [REDACTED] provided",
+		"Authorization: Bearer abcdefghijklmnop":                    "Authorization: [REDACTED]",
+		"overloaded_error: Overloaded":                              "overloaded_error: Overloaded",
+		"task-ant and sk-short stay":                                "task-ant and sk-short stay",
+	}
+	for in, want := range cases {
+		require.Equal(t, want, secret.Scrub(in), in)
+	}
+}

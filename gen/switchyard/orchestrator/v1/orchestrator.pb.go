@@ -273,8 +273,17 @@ type TaskMetadata struct {
 	// still valid, but these records are missing or incomplete.
 	BookkeepingErrors []string `protobuf:"bytes,14,rep,name=bookkeeping_errors,json=bookkeepingErrors,proto3" json:"bookkeeping_errors,omitempty"`
 	StopReason        string   `protobuf:"bytes,15,opt,name=stop_reason,json=stopReason,proto3" json:"stop_reason,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// When status is RATE_LIMITED: how long until an account is expected to
+	// free up, in milliseconds (0 when unknown).
+	RetryAfterMs int64 `protobuf:"varint,16,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
+	// True when the task ran on the fallback key because the organization has
+	// no accounts (legacy mode) or the pool was unreachable.
+	LegacyMode bool `protobuf:"varint,17,opt,name=legacy_mode,json=legacyMode,proto3" json:"legacy_mode,omitempty"`
+	// True when this is the stored result of an earlier run with the same
+	// request_id; the model was not called again.
+	Replayed      bool `protobuf:"varint,18,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskMetadata) Reset() {
@@ -412,6 +421,27 @@ func (x *TaskMetadata) GetStopReason() string {
 	return ""
 }
 
+func (x *TaskMetadata) GetRetryAfterMs() int64 {
+	if x != nil {
+		return x.RetryAfterMs
+	}
+	return 0
+}
+
+func (x *TaskMetadata) GetLegacyMode() bool {
+	if x != nil {
+		return x.LegacyMode
+	}
+	return false
+}
+
+func (x *TaskMetadata) GetReplayed() bool {
+	if x != nil {
+		return x.Replayed
+	}
+	return false
+}
+
 // Attempt is one model call of a task.
 type Attempt struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -529,7 +559,7 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\x0e2&.switchyard.orchestrator.v1.TaskStatusR\x06status\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12D\n" +
-	"\bmetadata\x18\x04 \x01(\v2(.switchyard.orchestrator.v1.TaskMetadataR\bmetadata\"\xc4\x04\n" +
+	"\bmetadata\x18\x04 \x01(\v2(.switchyard.orchestrator.v1.TaskMetadataR\bmetadata\"\xa7\x05\n" +
 	"\fTaskMetadata\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12!\n" +
 	"\finput_tokens\x18\x02 \x01(\x03R\vinputTokens\x12#\n" +
@@ -551,7 +581,11 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x0fattempt_details\x18\r \x03(\v2#.switchyard.orchestrator.v1.AttemptR\x0eattemptDetails\x12-\n" +
 	"\x12bookkeeping_errors\x18\x0e \x03(\tR\x11bookkeepingErrors\x12\x1f\n" +
 	"\vstop_reason\x18\x0f \x01(\tR\n" +
-	"stopReason\"\xd5\x01\n" +
+	"stopReason\x12$\n" +
+	"\x0eretry_after_ms\x18\x10 \x01(\x03R\fretryAfterMs\x12\x1f\n" +
+	"\vlegacy_mode\x18\x11 \x01(\bR\n" +
+	"legacyMode\x12\x1a\n" +
+	"\breplayed\x18\x12 \x01(\bR\breplayed\"\xd5\x01\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1d\n" +
 	"\n" +

@@ -1,0 +1,43 @@
+package api
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate"
+)
+
+// toStatus is the one place where the Orchestrator's errors become gRPC
+// statuses. Messages of domain errors are written for the caller; anything
+// unexpected becomes Internal without details.
+func toStatus(err error) error {
+	var inv *delegate.InvalidArgumentError
+	switch {
+	case errors.As(err, &inv):
+		st := status.New(codes.InvalidArgument, inv.Error())
+		if withDetails, derr := st.WithDetails(&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
+			{Field: inv.Field, Description: inv.Problem},
+		}}); derr == nil {
+			st = withDetails
+		}
+		return st.Err()
+	case errors.Is(err, delegate.ErrNoAccounts):
+		return status.Error(codes.FailedPrecondition, err.Error()+": register an account with AccountPoolService.RegisterAccount or set ANTHROPIC_API_KEY for the orchestrator")
+	case errors.Is(err, delegate.ErrInProgress):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, delegate.ErrRequestIDReused):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, delegate.ErrPoolUnavailable):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "the caller cancelled the request")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "the request's deadline passed")
+	default:
+		return status.Error(codes.Internal, "internal error")
+	}
+}

@@ -1,0 +1,50 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate"
+)
+
+func TestToStatus(t *testing.T) {
+	cases := []struct {
+		name        string
+		err         error
+		code        codes.Code
+		msgContains string
+	}{
+		{"invalid argument", &delegate.InvalidArgumentError{Field: "prompt", Problem: "is required"}, codes.InvalidArgument, "prompt: is required"},
+		{"wrapped invalid argument", fmt.Errorf("x: %w", &delegate.InvalidArgumentError{Field: "category", Problem: "unknown"}), codes.InvalidArgument, "category"},
+		{"no accounts", delegate.ErrNoAccounts, codes.FailedPrecondition, "ANTHROPIC_API_KEY"},
+		{"in progress", fmt.Errorf("%w (activity a)", delegate.ErrInProgress), codes.Aborted, "still running"},
+		{"request id reused", delegate.ErrRequestIDReused, codes.InvalidArgument, "different task"},
+		{"pool unavailable", fmt.Errorf("%w: connection refused", delegate.ErrPoolUnavailable), codes.Unavailable, "unavailable"},
+		{"cancelled", context.Canceled, codes.Canceled, "cancelled"},
+		{"deadline", context.DeadlineExceeded, codes.DeadlineExceeded, "deadline"},
+		{"unexpected", errors.New("secret internals sk-ant-xyz"), codes.Internal, "internal error"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			st := status.Convert(toStatus(tc.err))
+			require.Equal(t, tc.code, st.Code())
+			require.Contains(t, st.Message(), tc.msgContains)
+			require.NotContains(t, st.Message(), "sk-ant")
+		})
+	}
+}
+
+func TestInvalidArgumentCarriesFieldViolation(t *testing.T) {
+	st := status.Convert(toStatus(&delegate.InvalidArgumentError{Field: "load_skills", Problem: "unknown skill"}))
+	require.Len(t, st.Details(), 1)
+	br, ok := st.Details()[0].(*errdetails.BadRequest)
+	require.True(t, ok)
+	require.Equal(t, "load_skills", br.GetFieldViolations()[0].GetField())
+}

@@ -1,0 +1,184 @@
+package delegate_test
+
+import (
+	"context"
+	"sync"
+
+	"github.com/google/uuid"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
+)
+
+type fakeAccount struct{ id, name, key string }
+
+// fakePool selects the first account not excluded, in order.
+type fakePool struct {
+	accountpoolv1.AccountPoolServiceClient
+	mu        sync.Mutex
+	accounts  []fakeAccount
+	selectErr error // returned by every SelectAccount when set
+	recordErr error
+	selects   []*accountpoolv1.SelectAccountRequest
+	records   []*accountpoolv1.RecordRequestRequest
+}
+
+func (p *fakePool) SelectAccount(_ context.Context, req *accountpoolv1.SelectAccountRequest, _ ...grpc.CallOption) (*accountpoolv1.SelectAccountResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.selects = append(p.selects, proto.Clone(req).(*accountpoolv1.SelectAccountRequest))
+	if p.selectErr != nil {
+		return nil, p.selectErr
+	}
+	if len(p.accounts) == 0 {
+		return nil, status.Error(codes.NotFound, "organization has no accounts in service")
+	}
+	excluded := map[string]bool{}
+	for _, id := range req.GetExcludedAccountIds() {
+		excluded[id] = true
+	}
+	for _, a := range p.accounts {
+		if !excluded[a.id] {
+			return &accountpoolv1.SelectAccountResponse{Lease: &accountpoolv1.Lease{
+				LeaseId: uuid.NewString(), AccountId: a.id, AccountName: a.name, ApiKey: a.key,
+			}}, nil
+		}
+	}
+	st, _ := status.New(codes.ResourceExhausted, "every account is excluded").
+		WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(7_000_000_000)})
+	return nil, st.Err()
+}
+
+func (p *fakePool) RecordRequest(_ context.Context, req *accountpoolv1.RecordRequestRequest, _ ...grpc.CallOption) (*accountpoolv1.RecordRequestResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.recordErr != nil {
+		return nil, p.recordErr
+	}
+	p.records = append(p.records, proto.Clone(req).(*accountpoolv1.RecordRequestRequest))
+	cost := 0.0
+	if req.GetOutcome() == accountpoolv1.Outcome_OUTCOME_SUCCESS {
+		cost = 0.25
+	}
+	return &accountpoolv1.RecordRequestResponse{CostUsd: cost}, nil
+}
+
+// fakeActivity keeps activities in memory with the real service's
+// idempotency and lifecycle rules.
+type fakeActivity struct {
+	activityv1.ActivityServiceClient
+	mu         sync.Mutex
+	startErr   error
+	activities map[string]*activityv1.Activity
+	progress   map[string][]string
+	completes  int
+}
+
+func newFakeActivity() *fakeActivity {
+	return &fakeActivity{activities: map[string]*activityv1.Activity{}, progress: map[string][]string{}}
+}
+
+func (a *fakeActivity) TrackStart(_ context.Context, req *activityv1.TrackStartRequest, _ ...grpc.CallOption) (*activityv1.TrackStartResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.startErr != nil {
+		return nil, a.startErr
+	}
+	if existing, ok := a.activities[req.GetActivityId()]; ok {
+		return &activityv1.TrackStartResponse{Activity: proto.Clone(existing).(*activityv1.Activity)}, nil
+	}
+	act := &activityv1.Activity{
+		Id: req.GetActivityId(), OrganizationId: req.GetOrganizationId(), Status: activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING,
+		InputData: req.GetInputData(), Metadata: req.GetMetadata(), Category: req.GetCategory(),
+	}
+	a.activities[act.Id] = act
+	return &activityv1.TrackStartResponse{Activity: proto.Clone(act).(*activityv1.Activity), Created: true}, nil
+}
+
+func (a *fakeActivity) TrackProgress(_ context.Context, req *activityv1.TrackProgressRequest, _ ...grpc.CallOption) (*activityv1.TrackProgressResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.progress[req.GetActivityId()] = append(a.progress[req.GetActivityId()], req.GetMessage())
+	return &activityv1.TrackProgressResponse{}, nil
+}
+
+func (a *fakeActivity) TrackComplete(_ context.Context, req *activityv1.TrackCompleteRequest, _ ...grpc.CallOption) (*activityv1.TrackCompleteResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	act, ok := a.activities[req.GetActivityId()]
+	if !ok {
+		return nil, status.Error(codes.NotFound, "no such activity")
+	}
+	if act.Status != activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING {
+		return nil, status.Error(codes.FailedPrecondition, "already ended")
+	}
+	a.completes++
+	act.Status, act.OutputData, act.ErrorMessage = req.GetStatus(), req.GetOutputData(), req.GetErrorMessage()
+	return &activityv1.TrackCompleteResponse{Activity: proto.Clone(act).(*activityv1.Activity)}, nil
+}
+
+func (a *fakeActivity) get(id string) *activityv1.Activity {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return proto.Clone(a.activities[id]).(*activityv1.Activity)
+}
+
+// fakeExecutor answers by API key: each key has a script of results, the
+// last of which repeats.
+type fakeExecutor struct {
+	mu      sync.Mutex
+	scripts map[string][]executor.Result
+	calls   []executor.Request
+	block   chan struct{} // when set, Call waits for it or for ctx
+}
+
+func (e *fakeExecutor) Call(ctx context.Context, req executor.Request) executor.Result {
+	e.mu.Lock()
+	e.calls = append(e.calls, req)
+	block := e.block
+	script := e.scripts[req.APIKey.Reveal()]
+	var res executor.Result
+	switch {
+	case len(script) == 0:
+		res = ok("default answer")
+	case len(script) == 1:
+		res = script[0]
+	default:
+		res, e.scripts[req.APIKey.Reveal()] = script[0], script[1:]
+	}
+	e.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return executor.Result{Outcome: executor.Cancelled, ErrorMessage: ctx.Err().Error()}
+		}
+	}
+	return res
+}
+
+func (e *fakeExecutor) keysCalled() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var keys []string
+	for _, c := range e.calls {
+		keys = append(keys, c.APIKey.Reveal())
+	}
+	return keys
+}
+
+func ok(text string) executor.Result {
+	return executor.Result{Outcome: executor.Success, HTTPStatus: 200, Text: text, Model: "claude-haiku-4-5", StopReason: "end_turn",
+		Usage: executor.Usage{InputTokens: 10, OutputTokens: 5, CacheReadTokens: 3, CacheCreationTokens: 2}}
+}
+
+func failed(outcome executor.Outcome, httpStatus int, errType string) executor.Result {
+	return executor.Result{Outcome: outcome, HTTPStatus: httpStatus, ErrorType: errType, ErrorMessage: errType + " happened"}
+}

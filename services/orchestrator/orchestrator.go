@@ -1,0 +1,177 @@
+// Package orchestrator is the Orchestrator service: it exposes
+// OrchestratorService.DelegateTask and runs each task on the organization's
+// pool of Anthropic accounts, talking to the AccountPool and Activity
+// services over gRPC and to the Anthropic Messages API through the official
+// SDK. It owns no durable state.
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
+
+	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
+	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
+	"github.com/switchyard-dev/switchyard/pkg/grpcclient"
+	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
+	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/telemetry"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/api"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/categories"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/skills"
+)
+
+// Default addresses.
+const (
+	DefaultAddr             = "127.0.0.1:50051"
+	DefaultAccountPoolAddr  = "127.0.0.1:50052"
+	DefaultActivityAddr     = "127.0.0.1:50053"
+	DefaultAnthropicBaseURL = "https://api.anthropic.com"
+)
+
+// Config configures the Orchestrator. Zero values take the defaults named
+// on each field.
+type Config struct {
+	// Addr to serve gRPC on; default DefaultAddr.
+	Addr string
+	// AccountPoolAddr and ActivityAddr are the gRPC targets of the other
+	// two services; defaults DefaultAccountPoolAddr and DefaultActivityAddr.
+	AccountPoolAddr string
+	ActivityAddr    string
+	// AnthropicBaseURL is the Messages API (or simulator) base URL; default
+	// DefaultAnthropicBaseURL.
+	AnthropicBaseURL string
+	// FallbackAPIKey is the key of legacy mode, for organizations without
+	// accounts (ANTHROPIC_API_KEY).
+	FallbackAPIKey secret.String
+	// FailWhenPoolUnavailable fails tasks with Unavailable when the
+	// AccountPool cannot be reached, instead of running them on
+	// FallbackAPIKey (the default, as in the original system).
+	FailWhenPoolUnavailable bool
+	// CategoriesFile optionally extends or overrides the category table.
+	CategoriesFile string
+	// SkillsDir holds the skills that load_skills can name; default "skills".
+	SkillsDir string
+	// MaxAttempts per task; default 3.
+	MaxAttempts int
+	// AttemptTimeout bounds one model call; default 10m.
+	AttemptTimeout time.Duration
+	// MaxPromptBytes bounds a prompt; default 512 KiB.
+	MaxPromptBytes int
+	// HTTPClient for the upstream; default a pooled client.
+	HTTPClient *http.Client
+
+	Logger    *slog.Logger
+	Telemetry telemetry.Providers
+}
+
+// Service is a running Orchestrator.
+type Service struct {
+	server *grpcserver.Server
+	conns  []*grpc.ClientConn
+}
+
+// New builds the Orchestrator and listens on cfg.Addr. Clients to the other
+// services connect lazily, so the services can start in any order.
+func New(ctx context.Context, cfg Config) (*Service, error) {
+	if cfg.Logger == nil {
+		return nil, errors.New("orchestrator: Logger is required")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = DefaultAddr
+	}
+	if cfg.AccountPoolAddr == "" {
+		cfg.AccountPoolAddr = DefaultAccountPoolAddr
+	}
+	if cfg.ActivityAddr == "" {
+		cfg.ActivityAddr = DefaultActivityAddr
+	}
+	if cfg.AnthropicBaseURL == "" {
+		cfg.AnthropicBaseURL = DefaultAnthropicBaseURL
+	}
+	if cfg.SkillsDir == "" {
+		cfg.SkillsDir = "skills"
+	}
+	cats, err := categories.Load(cfg.CategoriesFile)
+	if err != nil {
+		return nil, err
+	}
+	lib, err := skills.Load(cfg.SkillsDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Logger.Info("orchestrator configured",
+		"anthropic_base_url", cfg.AnthropicBaseURL, "categories", cats.Names(), "skills", lib.Names(),
+		"fallback_key_configured", !cfg.FallbackAPIKey.IsZero(), "fail_when_pool_unavailable", cfg.FailWhenPoolUnavailable)
+
+	poolConn, err := grpcclient.Dial(grpcclient.Config{Target: cfg.AccountPoolAddr, Telemetry: cfg.Telemetry})
+	if err != nil {
+		return nil, err
+	}
+	activityConn, err := grpcclient.Dial(grpcclient.Config{Target: cfg.ActivityAddr, Telemetry: cfg.Telemetry})
+	if err != nil {
+		_ = poolConn.Close()
+		return nil, err
+	}
+	exec := executor.New(executor.Config{BaseURL: cfg.AnthropicBaseURL, HTTPClient: cfg.HTTPClient, Tracer: cfg.Telemetry.Tracer})
+	runner := delegate.New(delegate.Config{
+		Categories:              cats,
+		Skills:                  lib,
+		MaxAttempts:             cfg.MaxAttempts,
+		FallbackKey:             cfg.FallbackAPIKey,
+		FailWhenPoolUnavailable: cfg.FailWhenPoolUnavailable,
+		AttemptTimeout:          cfg.AttemptTimeout,
+		MaxPromptBytes:          cfg.MaxPromptBytes,
+	}, accountpoolv1.NewAccountPoolServiceClient(poolConn), activityv1.NewActivityServiceClient(activityConn), exec, cfg.Logger, tracerOrNoop(cfg.Telemetry))
+
+	srv, err := grpcserver.New(grpcserver.Config{Addr: cfg.Addr, Name: "orchestrator", Logger: cfg.Logger, Telemetry: cfg.Telemetry},
+		func(r grpc.ServiceRegistrar) { orchestratorv1.RegisterOrchestratorServiceServer(r, api.New(runner)) })
+	if err != nil {
+		_ = poolConn.Close()
+		_ = activityConn.Close()
+		return nil, err
+	}
+	return &Service{server: srv, conns: []*grpc.ClientConn{poolConn, activityConn}}, nil
+}
+
+// Addr is the address the service listens on.
+func (s *Service) Addr() net.Addr { return s.server.Addr() }
+
+// Serve serves until ctx is cancelled, then shuts down gracefully.
+func (s *Service) Serve(ctx context.Context) error {
+	s.server.SetServing(true)
+	err := s.server.Serve(ctx)
+	for _, c := range s.conns {
+		if cerr := c.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing client connection: %w", cerr)
+		}
+	}
+	return err
+}
+
+// Run builds the service and serves until ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+func tracerOrNoop(p telemetry.Providers) trace.TracerProvider {
+	if p.Tracer == nil {
+		return tracenoop.NewTracerProvider()
+	}
+	return p.Tracer
+}
