@@ -3,7 +3,7 @@ GO        ?= go
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 TEST_FLAGS ?= -race -shuffle=on -count=1
 
-.PHONY: run test generate lint breaking check-generated build bench vet tidy
+.PHONY: run test generate lint breaking check-generated build bench vet tools
 
 ## run: the dev stack (embedded store + Anthropic simulator), real gRPC between services.
 run:
@@ -40,3 +40,7 @@ bench:
 
 vet:
 	$(GO) vet ./...
+
+## tools: install grpcurl (pinned in tools/go.mod) into $(shell go env GOPATH)/bin.
+tools:
+	$(GO) install -modfile=tools/go.mod github.com/fullstorydev/grpcurl/cmd/grpcurl
