@@ -1,0 +1,86 @@
+package anthropicsim
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// faultRequest is the body of POST /sim/faults.
+type faultRequest struct {
+	APIKey       string `json:"api_key"`
+	Status       int    `json:"status"`
+	Count        int    `json:"count"`
+	DelayMS      int64  `json:"delay_ms"`
+	Drop         bool   `json:"drop"`
+	SpendLimit   bool   `json:"spend_limit"`
+	RetryAfterMS int64  `json:"retry_after_ms"`
+}
+
+// handleSetFault serves POST /sim/faults: 204 on success, 400 with a message
+// saying what is wrong otherwise.
+func (s *Server) handleSetFault(w http.ResponseWriter, r *http.Request, reqID string) {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	var fr faultRequest
+	if err := dec.Decode(&fr); err != nil {
+		writeError(w, reqID, invalidRequest("invalid JSON body: "+err.Error()))
+		return
+	}
+	var problem string
+	switch {
+	case fr.APIKey == "":
+		problem = `api_key: required (use "*" for every key)`
+	case fr.Status != 0 && (fr.Status < 400 || fr.Status > 599):
+		problem = "status: must be 0 or an HTTP error status (400-599)"
+	case fr.Count < 0:
+		problem = "count: must not be negative (0 means until cleared)"
+	case fr.DelayMS < 0:
+		problem = "delay_ms: must not be negative"
+	case fr.RetryAfterMS < 0:
+		problem = "retry_after_ms: must not be negative"
+	case fr.SpendLimit && fr.Status != http.StatusTooManyRequests:
+		problem = "spend_limit: requires status 429"
+	case fr.Status == 0 && fr.DelayMS == 0 && !fr.Drop:
+		problem = "nothing to do: set status, delay_ms or drop"
+	}
+	if problem != "" {
+		writeError(w, reqID, invalidRequest(problem))
+		return
+	}
+	f := Fault{
+		Status:     fr.Status,
+		SpendLimit: fr.SpendLimit,
+		RetryAfter: time.Duration(fr.RetryAfterMS) * time.Millisecond,
+		Delay:      time.Duration(fr.DelayMS) * time.Millisecond,
+		Drop:       fr.Drop,
+		Count:      fr.Count,
+	}
+	s.SetFault(fr.APIKey, f)
+	s.log.Info("anthropicsim: fault set", "key", fingerprint(fr.APIKey), "fault", fmt.Sprintf("%+v", f))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleClearFaults serves DELETE /sim/faults: every fault, or only those of
+// ?api_key=. Always 204.
+func (s *Server) handleClearFaults(w http.ResponseWriter, r *http.Request) {
+	if k := r.URL.Query().Get("api_key"); k != "" {
+		s.SetFault(k, Fault{})
+		s.log.Info("anthropicsim: fault cleared", "key", fingerprint(k))
+	} else {
+		s.ClearFaults()
+		s.log.Info("anthropicsim: all faults cleared")
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleStats serves GET /sim/stats?api_key=K.
+func (s *Server) handleStats(w http.ResponseWriter, r *http.Request, reqID string) {
+	k := r.URL.Query().Get("api_key")
+	if k == "" {
+		writeError(w, reqID, invalidRequest("api_key: query parameter required"))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.Stats(k))
+}
