@@ -1,0 +1,125 @@
+package api
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
+	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
+	"github.com/switchyard-dev/switchyard/services/activity/internal/tracker"
+)
+
+// structToMap returns nil for an absent or empty struct: the domain does
+// not distinguish them. Non-finite numbers become the strings "NaN",
+// "Infinity" and "-Infinity", as protojson writes them
+// (structpb.Value.AsInterface), so every struct is storable as JSON.
+func structToMap(s *structpb.Struct) map[string]any {
+	if len(s.GetFields()) == 0 {
+		return nil
+	}
+	return s.AsMap()
+}
+
+func mapToStruct(m map[string]any) (*structpb.Struct, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return structpb.NewStruct(m)
+}
+
+func timestampOrNil(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// timeFromProto converts an optional filter bound.
+func timeFromProto(field string, ts *timestamppb.Timestamp) (time.Time, error) {
+	if ts == nil {
+		return time.Time{}, nil
+	}
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, &tracker.ValidationError{Field: field, Problem: "is not a valid timestamp: " + err.Error()}
+	}
+	return ts.AsTime(), nil
+}
+
+// statusFromProto maps UNSPECIFIED to the empty Status ("any" in a filter,
+// rejected by Complete) and refuses numbers the enum does not define.
+func statusFromProto(s activityv1.ActivityStatus) (store.Status, error) {
+	switch s {
+	case activityv1.ActivityStatus_ACTIVITY_STATUS_UNSPECIFIED:
+		return "", nil
+	case activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING:
+		return store.StatusRunning, nil
+	case activityv1.ActivityStatus_ACTIVITY_STATUS_COMPLETED:
+		return store.StatusCompleted, nil
+	case activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED:
+		return store.StatusFailed, nil
+	default:
+		return "", &tracker.ValidationError{Field: "status", Problem: fmt.Sprintf("%d is not an ActivityStatus value", s)}
+	}
+}
+
+func statusToProto(s store.Status) activityv1.ActivityStatus {
+	switch s {
+	case store.StatusRunning:
+		return activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING
+	case store.StatusCompleted:
+		return activityv1.ActivityStatus_ACTIVITY_STATUS_COMPLETED
+	case store.StatusFailed:
+		return activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED
+	default:
+		return activityv1.ActivityStatus_ACTIVITY_STATUS_UNSPECIFIED
+	}
+}
+
+func activityToProto(a store.Activity) (*activityv1.Activity, error) {
+	input, err := mapToStruct(a.Input)
+	if err != nil {
+		return nil, fmt.Errorf("converting input of activity %s: %w", a.ID, err)
+	}
+	output, err := mapToStruct(a.Output)
+	if err != nil {
+		return nil, fmt.Errorf("converting output of activity %s: %w", a.ID, err)
+	}
+	metadata, err := mapToStruct(a.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("converting metadata of activity %s: %w", a.ID, err)
+	}
+	return &activityv1.Activity{
+		Id:             a.ID,
+		OrganizationId: a.OrganizationID,
+		SessionId:      a.SessionID,
+		UserId:         a.UserID,
+		AgentType:      a.AgentType,
+		AgentName:      a.AgentName,
+		Category:       a.Category,
+		Status:         statusToProto(a.Status),
+		InputData:      input,
+		OutputData:     output,
+		ErrorMessage:   a.ErrorMessage,
+		Metadata:       metadata,
+		StartTime:      timestampOrNil(a.StartTime),
+		CompleteTime:   timestampOrNil(a.CompleteTime),
+		DurationMs:     a.Duration().Milliseconds(),
+	}, nil
+}
+
+func eventToProto(e store.ProgressEvent) (*activityv1.ProgressEvent, error) {
+	data, err := mapToStruct(e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("converting data of progress event %d of activity %s: %w", e.Sequence, e.ActivityID, err)
+	}
+	return &activityv1.ProgressEvent{
+		ActivityId: e.ActivityID,
+		Sequence:   e.Sequence,
+		Message:    e.Message,
+		Data:       data,
+		CreateTime: timestampOrNil(e.CreateTime),
+	}, nil
+}

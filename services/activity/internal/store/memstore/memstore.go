@@ -1,0 +1,294 @@
+// Package memstore is the embedded store.Store: maps behind one lock. It
+// needs nothing installed, keeps nothing across restarts, and is meant for
+// development and tests only. It passes the whole storetest suite, like
+// every backend; a difference from pgstore is a bug in one of them.
+//
+// JSON objects are kept encoded, as PostgreSQL keeps jsonb: what a caller
+// reads back is what a JSON round trip yields (numbers as float64), every
+// read returns fresh maps, and nothing a caller holds aliases the store.
+package memstore
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
+)
+
+// Store is an in-memory store.Store. The zero value is not usable; call New.
+type Store struct {
+	mu sync.RWMutex
+	// orgs maps organization id → activity id → record, so that an
+	// organization's lookups can only ever reach its own rows.
+	orgs map[string]map[string]*record
+}
+
+var _ store.Store = (*Store)(nil)
+
+type record struct {
+	// a holds every field except the JSON objects, which live encoded
+	// below.
+	a                       store.Activity
+	input, output, metadata []byte
+	events                  []event
+}
+
+type event struct {
+	seq        int64
+	message    string
+	data       []byte
+	createTime time.Time
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{orgs: make(map[string]map[string]*record)}
+}
+
+// CreateActivity implements store.Store.
+func (s *Store) CreateActivity(ctx context.Context, orgID string, na store.NewActivity) (store.Activity, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Activity{}, false, err
+	}
+	input, err := encode(na.Input)
+	if err != nil {
+		return store.Activity{}, false, fmt.Errorf("encoding input: %w", err)
+	}
+	metadata, err := encode(na.Metadata)
+	if err != nil {
+		return store.Activity{}, false, fmt.Errorf("encoding metadata: %w", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	acts := s.orgs[orgID]
+	if acts == nil {
+		acts = make(map[string]*record)
+		s.orgs[orgID] = acts
+	}
+	if r, ok := acts[na.ID]; ok {
+		a, err := r.activity()
+		return a, false, err
+	}
+	r := &record{
+		a: store.Activity{
+			ID:             na.ID,
+			OrganizationID: orgID,
+			SessionID:      na.SessionID,
+			UserID:         na.UserID,
+			AgentType:      na.AgentType,
+			AgentName:      na.AgentName,
+			Category:       na.Category,
+			Status:         store.StatusRunning,
+			StartTime:      na.StartTime.UTC(),
+		},
+		input:    input,
+		metadata: metadata,
+	}
+	acts[na.ID] = r
+	a, err := r.activity()
+	return a, true, err
+}
+
+// AppendProgress implements store.Store.
+func (s *Store) AppendProgress(ctx context.Context, orgID, activityID string, ev store.NewProgressEvent) (store.ProgressEvent, error) {
+	if err := ctx.Err(); err != nil {
+		return store.ProgressEvent{}, err
+	}
+	data, err := encode(ev.Data)
+	if err != nil {
+		return store.ProgressEvent{}, fmt.Errorf("encoding progress data: %w", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.orgs[orgID][activityID]
+	switch {
+	case !ok:
+		return store.ProgressEvent{}, store.ErrNotFound
+	case r.a.Status.Ended():
+		return store.ProgressEvent{}, store.ErrAlreadyEnded
+	case len(r.events) >= store.MaxProgressEvents:
+		return store.ProgressEvent{}, store.ErrProgressLimit
+	}
+	e := event{seq: int64(len(r.events)) + 1, message: ev.Message, data: data, createTime: ev.CreateTime.UTC()}
+	r.events = append(r.events, e)
+	return e.progressEvent(activityID)
+}
+
+// CompleteActivity implements store.Store.
+func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, c store.Completion) (store.Activity, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Activity{}, err
+	}
+	output, err := encode(c.Output)
+	if err != nil {
+		return store.Activity{}, fmt.Errorf("encoding output: %w", err)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.orgs[orgID][activityID]
+	switch {
+	case !ok:
+		return store.Activity{}, store.ErrNotFound
+	case r.a.Status.Ended():
+		return store.Activity{}, store.ErrAlreadyEnded
+	}
+	metadata, err := mergeEncoded(r.metadata, c.Metadata)
+	if err != nil {
+		return store.Activity{}, fmt.Errorf("merging metadata: %w", err)
+	}
+	completeTime := c.CompleteTime.UTC()
+	if completeTime.Before(r.a.StartTime) {
+		completeTime = r.a.StartTime
+	}
+	// Every fallible step is done; now change the record all at once.
+	r.a.Status = c.Status
+	r.a.ErrorMessage = c.ErrorMessage
+	r.a.CompleteTime = completeTime
+	r.output = output
+	r.metadata = metadata
+	return r.activity()
+}
+
+// GetActivity implements store.Store.
+func (s *Store) GetActivity(ctx context.Context, orgID, activityID string) (store.Activity, []store.ProgressEvent, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Activity{}, nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	r, ok := s.orgs[orgID][activityID]
+	if !ok {
+		return store.Activity{}, nil, store.ErrNotFound
+	}
+	a, err := r.activity()
+	if err != nil {
+		return store.Activity{}, nil, err
+	}
+	events := make([]store.ProgressEvent, 0, len(r.events))
+	for _, e := range r.events {
+		pe, err := e.progressEvent(activityID)
+		if err != nil {
+			return store.Activity{}, nil, err
+		}
+		events = append(events, pe)
+	}
+	return a, events, nil
+}
+
+// ListActivities implements store.Store. It scans the organization's
+// activities on every call, which is fine for the development data sizes
+// this store is meant for.
+func (s *Store) ListActivities(ctx context.Context, orgID string, q store.ListQuery) ([]store.Activity, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var matches []*record
+	for _, r := range s.orgs[orgID] {
+		if matchesFilter(r.a, q.Filter) && (q.After == nil || listCompare(store.CursorOf(r.a), *q.After) > 0) {
+			matches = append(matches, r)
+		}
+	}
+	slices.SortFunc(matches, func(x, y *record) int {
+		return listCompare(store.CursorOf(x.a), store.CursorOf(y.a))
+	})
+	if len(matches) > q.Limit {
+		matches = matches[:max(q.Limit, 0)]
+	}
+	out := make([]store.Activity, 0, len(matches))
+	for _, r := range matches {
+		a, err := r.activity()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func matchesFilter(a store.Activity, f store.ListFilter) bool {
+	return (f.SessionID == "" || a.SessionID == f.SessionID) &&
+		(f.Status == "" || a.Status == f.Status) &&
+		(f.StartFrom.IsZero() || !a.StartTime.Before(f.StartFrom)) &&
+		(f.StartTo.IsZero() || a.StartTime.Before(f.StartTo))
+}
+
+// listCompare orders positions as a list returns them: newest first, then
+// by id descending. A negative result means x comes before y.
+func listCompare(x, y store.Cursor) int {
+	if c := y.StartTime.Compare(x.StartTime); c != 0 {
+		return c
+	}
+	return cmp.Compare(y.ID, x.ID)
+}
+
+func (r *record) activity() (store.Activity, error) {
+	a := r.a
+	var err error
+	if a.Input, err = decode(r.input); err != nil {
+		return store.Activity{}, fmt.Errorf("decoding input of activity %s: %w", a.ID, err)
+	}
+	if a.Output, err = decode(r.output); err != nil {
+		return store.Activity{}, fmt.Errorf("decoding output of activity %s: %w", a.ID, err)
+	}
+	if a.Metadata, err = decode(r.metadata); err != nil {
+		return store.Activity{}, fmt.Errorf("decoding metadata of activity %s: %w", a.ID, err)
+	}
+	return a, nil
+}
+
+func (e event) progressEvent(activityID string) (store.ProgressEvent, error) {
+	data, err := decode(e.data)
+	if err != nil {
+		return store.ProgressEvent{}, fmt.Errorf("decoding progress event %d of activity %s: %w", e.seq, activityID, err)
+	}
+	return store.ProgressEvent{
+		ActivityID: activityID,
+		Sequence:   e.seq,
+		Message:    e.message,
+		Data:       data,
+		CreateTime: e.createTime,
+	}, nil
+}
+
+// encode keeps an empty object as nil, as pgstore keeps it as NULL.
+func encode(m map[string]any) ([]byte, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(m)
+}
+
+func decode(b []byte) (map[string]any, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// mergeEncoded is jsonb's ||: a top-level merge in which add's keys win.
+func mergeEncoded(stored []byte, add map[string]any) ([]byte, error) {
+	m, err := decode(stored)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		m = make(map[string]any, len(add))
+	}
+	maps.Copy(m, add)
+	return encode(m)
+}

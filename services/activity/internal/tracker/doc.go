@@ -1,0 +1,69 @@
+// Package tracker is the Activity service's domain: it validates requests
+// and enforces the lifecycle of an activity (RUNNING, then exactly one of
+// COMPLETED or FAILED) on top of a store.Store. It knows nothing of gRPC or
+// SQL; the api package translates its errors into status codes.
+//
+// # Identity
+//
+// Activity ids are UUIDs. When the caller gives none, Start generates a
+// UUIDv7 (time-ordered, so a database index on it stays compact). A given
+// id must be in the 8-4-4-4-12 hex form; any case is accepted and ids are
+// always returned in lowercase.
+//
+// An activity is identified by (organization id, activity id): ids are
+// scoped by organization. An id that organization B picks and that
+// organization A already uses creates B's own activity. The alternative,
+// globally unique ids answering AlreadyExists, would tell B that A has an
+// activity with that id; scoping leaks nothing, never lets a client-chosen
+// id fail because of another tenant, and maps onto a composite primary key
+// under PostgreSQL row-level security, where a global unique constraint
+// would let a tenant probe for rows it cannot read.
+//
+// # Lifecycle
+//
+//   - Start with an id that already exists in the organization returns the
+//     stored activity unchanged, created = false, whatever its status and
+//     whatever the repeat's other fields say: a retried start must never
+//     reset a running or ended activity.
+//   - Progress appends an event only while the activity is RUNNING
+//     (store.ErrAlreadyEnded otherwise). Events are numbered 1, 2, 3, ...
+//     in append order; an activity holds at most store.MaxProgressEvents.
+//   - Complete ends a RUNNING activity as COMPLETED or FAILED. COMPLETED
+//     with an error message is rejected as contradictory; FAILED may omit
+//     one. Its metadata is merged into the start metadata at the top level,
+//     its keys winning. Once ended, an activity never changes again. A
+//     repeated completion is idempotent when applying it again would change
+//     nothing (same status, error message and output, and every metadata
+//     key it gives already holds that value) and then returns the stored
+//     activity; any other completion of an ended activity is
+//     ErrCompletionConflict.
+//   - The service owns the clock: start, progress and completion times are
+//     taken when the request is handled, in UTC, to the microsecond (what
+//     PostgreSQL keeps, so memstore and pgstore agree). duration is
+//     complete time minus start time and never negative.
+//
+// # Data and limits
+//
+// Input, output, metadata and progress data are JSON objects
+// (map[string]any); an empty object and no object are the same and read
+// back as nil. Limits (on the JSON encoding, or on the UTF-8 bytes of a
+// string) keep one activity with all its events inside one 4 MiB gRPC
+// response: input and output 1 MiB each, metadata 64 KiB per call (so at
+// most 128 KiB after the merge), error message 16 KiB, progress message
+// 2 KiB and data 4 KiB, identifiers 256 bytes. Strings must be valid UTF-8
+// without NUL (PostgreSQL text and jsonb reject NUL); identifiers must not
+// contain control characters, since they reach logs.
+//
+// # Listing
+//
+// List returns the newest activities first, ties in start time broken by
+// id (descending), filtered by session, status and a start-time window
+// [from, to). Pagination is by keyset: the opaque page token holds the
+// position of the last activity returned, so pages neither repeat nor skip
+// activities, even when activities are added between pages or share a
+// start time. A token is bound to the organization and filters it was
+// issued for. Page size defaults to 50 and is at most 500; a page also
+// stops early once it holds about 3 MiB, so it may be shorter than the
+// page size without being the last: only an empty next page token means
+// the end.
+package tracker

@@ -1,0 +1,350 @@
+package tracker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
+)
+
+// ErrCompletionConflict is returned by Complete when the activity has
+// already ended with a different completion. The stored activity is left
+// as it was.
+var ErrCompletionConflict = errors.New("activity already ended with a different completion")
+
+// Tracker applies the activity rules on top of a store.
+type Tracker struct {
+	store store.Store
+	now   func() time.Time
+}
+
+// New returns a Tracker over s. now is the clock, time.Now when nil; tests
+// inject one to pin times and durations.
+func New(s store.Store, now func() time.Time) *Tracker {
+	if now == nil {
+		now = time.Now
+	}
+	return &Tracker{store: s, now: now}
+}
+
+// clock is now in UTC with the microsecond precision stores keep, so a
+// time returned by a call equals the time later read back.
+func (t *Tracker) clock() time.Time {
+	return t.now().UTC().Truncate(time.Microsecond)
+}
+
+// StartInput is a request to start an activity.
+type StartInput struct {
+	OrganizationID string
+	// ActivityID is optional; giving one makes Start idempotent.
+	ActivityID string
+	SessionID  string
+	UserID     string
+	AgentType  string
+	AgentName  string
+	Category   string
+	Input      map[string]any
+	Metadata   map[string]any
+}
+
+// Start creates a RUNNING activity, or returns the existing one with
+// created = false when in.ActivityID already exists in the organization.
+// Errors: *ValidationError, or a store failure.
+func (t *Tracker) Start(ctx context.Context, in StartInput) (a store.Activity, created bool, err error) {
+	if err := checkOrganization(in.OrganizationID); err != nil {
+		return store.Activity{}, false, err
+	}
+	var id string
+	if in.ActivityID == "" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return store.Activity{}, false, fmt.Errorf("generating activity id: %w", err)
+		}
+		id = u.String()
+	} else if id, err = parseActivityID(in.ActivityID); err != nil {
+		return store.Activity{}, false, err
+	}
+	for _, f := range []struct{ name, v string }{
+		{"session_id", in.SessionID},
+		{"user_id", in.UserID},
+		{"agent_type", in.AgentType},
+		{"agent_name", in.AgentName},
+		{"category", in.Category},
+	} {
+		if err := checkIdentifier(f.name, f.v); err != nil {
+			return store.Activity{}, false, err
+		}
+	}
+	if err := checkObject("input_data", in.Input, MaxObjectBytes); err != nil {
+		return store.Activity{}, false, err
+	}
+	if err := checkObject("metadata", in.Metadata, MaxMetadataBytes); err != nil {
+		return store.Activity{}, false, err
+	}
+
+	a, created, err = t.store.CreateActivity(ctx, in.OrganizationID, store.NewActivity{
+		ID:        id,
+		SessionID: in.SessionID,
+		UserID:    in.UserID,
+		AgentType: in.AgentType,
+		AgentName: in.AgentName,
+		Category:  in.Category,
+		Input:     in.Input,
+		Metadata:  in.Metadata,
+		StartTime: t.clock(),
+	})
+	if err != nil {
+		return store.Activity{}, false, fmt.Errorf("creating activity %s: %w", id, err)
+	}
+	return a, created, nil
+}
+
+// ProgressInput is one progress report.
+type ProgressInput struct {
+	OrganizationID string
+	ActivityID     string
+	// Message is required: it is what a person reads in the timeline.
+	Message string
+	Data    map[string]any
+}
+
+// Progress appends an event to a RUNNING activity.
+// Errors: *ValidationError, store.ErrNotFound, store.ErrAlreadyEnded,
+// store.ErrProgressLimit, or a store failure.
+func (t *Tracker) Progress(ctx context.Context, in ProgressInput) (store.ProgressEvent, error) {
+	if err := checkOrganization(in.OrganizationID); err != nil {
+		return store.ProgressEvent{}, err
+	}
+	id, err := parseActivityID(in.ActivityID)
+	if err != nil {
+		return store.ProgressEvent{}, err
+	}
+	if in.Message == "" {
+		return store.ProgressEvent{}, invalid("message", "is required: say what happened, e.g. \"attempt 2 of 3 after 429 on account X\"")
+	}
+	if err := checkText("message", in.Message, MaxProgressMessageBytes); err != nil {
+		return store.ProgressEvent{}, err
+	}
+	if err := checkObject("data", in.Data, MaxProgressDataBytes); err != nil {
+		return store.ProgressEvent{}, err
+	}
+	ev, err := t.store.AppendProgress(ctx, in.OrganizationID, id, store.NewProgressEvent{
+		Message:    in.Message,
+		Data:       in.Data,
+		CreateTime: t.clock(),
+	})
+	if err != nil {
+		return store.ProgressEvent{}, fmt.Errorf("appending progress to activity %s: %w", id, err)
+	}
+	return ev, nil
+}
+
+// CompleteInput ends an activity.
+type CompleteInput struct {
+	OrganizationID string
+	ActivityID     string
+	// Status is store.StatusCompleted or store.StatusFailed.
+	Status       store.Status
+	Output       map[string]any
+	ErrorMessage string
+	// Metadata is merged into the activity's metadata; its keys win.
+	Metadata map[string]any
+}
+
+// Complete ends a RUNNING activity, or returns the stored activity when it
+// already ended with this very completion (see the package comment).
+// Errors: *ValidationError, store.ErrNotFound, ErrCompletionConflict, or a
+// store failure.
+func (t *Tracker) Complete(ctx context.Context, in CompleteInput) (store.Activity, error) {
+	if err := checkOrganization(in.OrganizationID); err != nil {
+		return store.Activity{}, err
+	}
+	id, err := parseActivityID(in.ActivityID)
+	if err != nil {
+		return store.Activity{}, err
+	}
+	if !in.Status.Ended() {
+		return store.Activity{}, invalid("status", "must be COMPLETED or FAILED")
+	}
+	if err := checkObject("output_data", in.Output, MaxObjectBytes); err != nil {
+		return store.Activity{}, err
+	}
+	if err := checkText("error_message", in.ErrorMessage, MaxErrorMessageBytes); err != nil {
+		return store.Activity{}, err
+	}
+	if in.Status == store.StatusCompleted && in.ErrorMessage != "" {
+		return store.Activity{}, invalid("error_message", "is set but status is COMPLETED; use status FAILED, or leave error_message empty")
+	}
+	if err := checkObject("metadata", in.Metadata, MaxMetadataBytes); err != nil {
+		return store.Activity{}, err
+	}
+
+	a, err := t.store.CompleteActivity(ctx, in.OrganizationID, id, store.Completion{
+		Status:       in.Status,
+		Output:       in.Output,
+		ErrorMessage: in.ErrorMessage,
+		Metadata:     in.Metadata,
+		CompleteTime: t.clock(),
+	})
+	if err == nil {
+		return a, nil
+	}
+	if !errors.Is(err, store.ErrAlreadyEnded) {
+		return store.Activity{}, fmt.Errorf("completing activity %s: %w", id, err)
+	}
+	// An ended activity never changes again, so what we read now is what
+	// the repeat must be judged against.
+	stored, _, err := t.store.GetActivity(ctx, in.OrganizationID, id)
+	if err != nil {
+		return store.Activity{}, fmt.Errorf("reading ended activity %s: %w", id, err)
+	}
+	if !isRepeat(stored, in) {
+		return store.Activity{}, fmt.Errorf("completing activity %s (ended as %s): %w", id, stored.Status, ErrCompletionConflict)
+	}
+	return stored, nil
+}
+
+// isRepeat reports whether applying in to the ended activity a would
+// change nothing. Values compare as JSON, so 1 and 1.0 are equal, as they
+// are once stored.
+func isRepeat(a store.Activity, in CompleteInput) bool {
+	if a.Status != in.Status || a.ErrorMessage != in.ErrorMessage || !jsonEqual(a.Output, in.Output) {
+		return false
+	}
+	for k, v := range in.Metadata {
+		stored, ok := a.Metadata[k]
+		if !ok || !jsonEqual(stored, v) {
+			return false
+		}
+	}
+	return true
+}
+
+func jsonEqual(x, y any) bool {
+	norm := func(v any) any {
+		if m, ok := v.(map[string]any); ok && len(m) == 0 {
+			return nil
+		}
+		return v
+	}
+	bx, errx := json.Marshal(norm(x))
+	by, erry := json.Marshal(norm(y))
+	return errx == nil && erry == nil && bytes.Equal(bx, by)
+}
+
+// Get returns an activity and its progress events in order.
+// Errors: *ValidationError, store.ErrNotFound, or a store failure.
+func (t *Tracker) Get(ctx context.Context, orgID, activityID string) (store.Activity, []store.ProgressEvent, error) {
+	if err := checkOrganization(orgID); err != nil {
+		return store.Activity{}, nil, err
+	}
+	id, err := parseActivityID(activityID)
+	if err != nil {
+		return store.Activity{}, nil, err
+	}
+	a, evs, err := t.store.GetActivity(ctx, orgID, id)
+	if err != nil {
+		return store.Activity{}, nil, fmt.Errorf("getting activity %s: %w", id, err)
+	}
+	return a, evs, nil
+}
+
+// ListInput is one page request; zero filter fields match everything.
+type ListInput struct {
+	OrganizationID string
+	SessionID      string
+	// Status is empty for any status.
+	Status store.Status
+	// StartFrom is inclusive, StartTo exclusive; zero means unbounded.
+	StartFrom time.Time
+	StartTo   time.Time
+	// PageSize is 0 for DefaultPageSize, at most MaxPageSize.
+	PageSize int
+	// PageToken is empty for the first page.
+	PageToken string
+}
+
+// ListResult is one page.
+type ListResult struct {
+	Activities []store.Activity
+	// NextPageToken is empty on the last page.
+	NextPageToken string
+}
+
+// List returns one page of the organization's activities, newest first.
+// Errors: *ValidationError, or a store failure.
+func (t *Tracker) List(ctx context.Context, in ListInput) (ListResult, error) {
+	if err := checkOrganization(in.OrganizationID); err != nil {
+		return ListResult{}, err
+	}
+	if err := checkIdentifier("session_id", in.SessionID); err != nil {
+		return ListResult{}, err
+	}
+	if in.Status != "" && !in.Status.Valid() {
+		return ListResult{}, invalid("status", "must be RUNNING, COMPLETED, FAILED, or unspecified for any")
+	}
+	filter := store.ListFilter{
+		SessionID: in.SessionID,
+		Status:    in.Status,
+		StartFrom: ceilMicro(in.StartFrom),
+		StartTo:   ceilMicro(in.StartTo),
+	}
+	if !filter.StartFrom.IsZero() && !filter.StartTo.IsZero() && !filter.StartFrom.Before(filter.StartTo) {
+		return ListResult{}, invalid("start_time_to", "must be after start_time_from; the window [from, to) is empty")
+	}
+	size := in.PageSize
+	switch {
+	case size == 0:
+		size = DefaultPageSize
+	case size < 0 || size > MaxPageSize:
+		return ListResult{}, invalid("page_size", "must be between 1 and %d, or 0 for the default of %d; got %d", MaxPageSize, DefaultPageSize, in.PageSize)
+	}
+	fp := fingerprint(in.OrganizationID, filter)
+	q := store.ListQuery{Filter: filter, Limit: size + 1}
+	if in.PageToken != "" {
+		c, err := decodePageToken(in.PageToken, fp)
+		if err != nil {
+			return ListResult{}, err
+		}
+		q.After = &c
+	}
+
+	// One more than a page tells whether another page follows.
+	as, err := t.store.ListActivities(ctx, in.OrganizationID, q)
+	if err != nil {
+		return ListResult{}, fmt.Errorf("listing activities: %w", err)
+	}
+	n, budget := 0, maxPageBytes
+	for n < len(as) && n < size {
+		budget -= approxSize(as[n])
+		if budget < 0 && n > 0 {
+			break
+		}
+		n++
+	}
+	res := ListResult{Activities: as[:n]}
+	if n < len(as) {
+		res.NextPageToken = encodePageToken(store.CursorOf(as[n-1]), fp)
+	}
+	return res, nil
+}
+
+// approxSize estimates an activity's share of a response. Its JSON
+// objects dominate; the rest is a small constant.
+func approxSize(a store.Activity) int {
+	n := 256 + len(a.ID) + len(a.OrganizationID) + len(a.SessionID) + len(a.UserID) +
+		len(a.AgentType) + len(a.AgentName) + len(a.Category) + len(a.ErrorMessage)
+	for _, m := range []map[string]any{a.Input, a.Output, a.Metadata} {
+		if len(m) > 0 {
+			b, _ := json.Marshal(m)
+			n += len(b)
+		}
+	}
+	return n
+}
