@@ -68,7 +68,9 @@ type AccountPoolServiceClient interface {
 	// RecordRequest settles a lease with what the upstream answered: it
 	// reconciles capacity, feeds the circuit breaker and, except for
 	// rate-limited attempts, writes one usage row. Idempotent on
-	// (request_id, attempt).
+	// (request_id, attempt). A request with neither lease_id nor account_id
+	// records a legacy-mode call (the orchestrator's fallback key): only its
+	// usage row is written, under the account name "default".
 	RecordRequest(ctx context.Context, in *RecordRequestRequest, opts ...grpc.CallOption) (*RecordRequestResponse, error)
 	// GetOrganizationSettings returns the organization's settings; an
 	// organization that never saved any gets the defaults.
@@ -225,7 +227,9 @@ type AccountPoolServiceServer interface {
 	// RecordRequest settles a lease with what the upstream answered: it
 	// reconciles capacity, feeds the circuit breaker and, except for
 	// rate-limited attempts, writes one usage row. Idempotent on
-	// (request_id, attempt).
+	// (request_id, attempt). A request with neither lease_id nor account_id
+	// records a legacy-mode call (the orchestrator's fallback key): only its
+	// usage row is written, under the account name "default".
 	RecordRequest(context.Context, *RecordRequestRequest) (*RecordRequestResponse, error)
 	// GetOrganizationSettings returns the organization's settings; an
 	// organization that never saved any gets the defaults.

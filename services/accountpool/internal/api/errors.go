@@ -1,0 +1,79 @@
+package api
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/pool"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
+)
+
+// errorDomain is the google.rpc.ErrorInfo domain of this service's errors.
+const errorDomain = "accountpool.switchyard.dev"
+
+// ErrorInfo reasons, stable for callers that branch on them.
+const (
+	ReasonNoAccounts = "NO_ACCOUNTS_IN_SERVICE"
+	ReasonExhausted  = "ACCOUNTS_EXHAUSTED"
+)
+
+// ToStatus translates an error from the pool or the store into a gRPC
+// status error. It is the only place that does, so every RPC answers the
+// same condition with the same code. Messages come from domain errors,
+// which never carry an API key; errors it does not recognise become
+// Internal with a generic message (the handler logs the original).
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	var (
+		field     *pool.FieldError
+		exhausted *pool.ExhaustedError
+	)
+	switch {
+	case errors.As(err, &field):
+		return withDetails(codes.InvalidArgument, field.Error(), &errdetails.BadRequest{
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field.Field, Description: field.Message}},
+		})
+	case errors.Is(err, pool.ErrNoAccounts):
+		return withDetails(codes.NotFound,
+			"the organization has no accounts in service (none active or invalid); run in legacy mode with the organization's default key",
+			&errdetails.ErrorInfo{Reason: ReasonNoAccounts, Domain: errorDomain})
+	case errors.As(err, &exhausted):
+		details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: ReasonExhausted, Domain: errorDomain}}
+		if exhausted.RetryAfter > 0 {
+			details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(exhausted.RetryAfter)})
+		}
+		return withDetails(codes.ResourceExhausted, exhausted.Error(), details...)
+	case errors.Is(err, store.ErrNotFound):
+		return status.Error(codes.NotFound, err.Error())
+	case errors.Is(err, store.ErrAlreadyExists), errors.Is(err, store.ErrDuplicate):
+		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, store.ErrUnavailable):
+		return status.Error(codes.Unavailable, "the account store is unavailable; retry with backoff")
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, "the call was cancelled")
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, "the call's deadline passed")
+	default:
+		return status.Error(codes.Internal, "internal error; the server logged the details")
+	}
+}
+
+func withDetails(c codes.Code, msg string, details ...protoadapt.MessageV1) error {
+	st := status.New(c, msg)
+	for _, d := range details {
+		// WithDetails fails only for messages that cannot be marshalled,
+		// which these generated ones always can.
+		if withD, err := st.WithDetails(d); err == nil {
+			st = withD
+		}
+	}
+	return st.Err()
+}

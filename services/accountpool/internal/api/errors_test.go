@@ -1,0 +1,97 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/crypto"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/pool"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
+)
+
+func TestToStatus(t *testing.T) {
+	exhausted := &pool.ExhaustedError{
+		RetryAfter: 3 * time.Second,
+		Candidates: []pool.Candidate{
+			{AccountID: "id-a", AccountName: "alpha", SkipReason: "breaker open until 2026-05-01T12:00:03Z (in 3s)"},
+			{AccountID: "id-b", AccountName: "bravo", SkipReason: "excluded"},
+		},
+	}
+	tests := []struct {
+		name        string
+		err         error
+		code        codes.Code
+		contains    []string
+		retryDelay  time.Duration // 0: no RetryInfo expected
+		badField    string
+		errorReason string
+	}{
+		{name: "nil", err: nil, code: codes.OK},
+		{name: "field error", err: &pool.FieldError{Field: "tier", Message: "unknown tier \"gold\"; use one of [tier1]"},
+			code: codes.InvalidArgument, contains: []string{"tier: unknown tier", "tier1"}, badField: "tier"},
+		{name: "wrapped field error", err: fmt.Errorf("registering: %w", &pool.FieldError{Field: "name", Message: "required"}),
+			code: codes.InvalidArgument, contains: []string{"name: required"}, badField: "name"},
+		{name: "no accounts", err: pool.ErrNoAccounts, code: codes.NotFound,
+			contains: []string{"no accounts in service", "legacy mode"}, errorReason: ReasonNoAccounts},
+		{name: "exhausted", err: exhausted, code: codes.ResourceExhausted,
+			contains: []string{"alpha", "breaker open", "bravo", "excluded"}, retryDelay: 3 * time.Second, errorReason: ReasonExhausted},
+		{name: "exhausted, nothing frees up", err: &pool.ExhaustedError{Candidates: []pool.Candidate{{AccountName: "alpha", SkipReason: "invalid"}}},
+			code: codes.ResourceExhausted, contains: []string{"no account frees up by itself"}, errorReason: ReasonExhausted},
+		{name: "not found", err: fmt.Errorf("account 123: %w", store.ErrNotFound), code: codes.NotFound, contains: []string{"account 123"}},
+		{name: "already exists", err: fmt.Errorf("creating account \"a\": %w", store.ErrAlreadyExists), code: codes.AlreadyExists},
+		{name: "duplicate", err: store.ErrDuplicate, code: codes.AlreadyExists},
+		{name: "unavailable", err: fmt.Errorf("dial: %w", store.ErrUnavailable), code: codes.Unavailable, contains: []string{"retry"}},
+		{name: "cancelled", err: fmt.Errorf("x: %w", context.Canceled), code: codes.Canceled},
+		{name: "deadline", err: context.DeadlineExceeded, code: codes.DeadlineExceeded},
+		{name: "decrypt", err: fmt.Errorf("lease: %w", crypto.ErrDecrypt), code: codes.Internal},
+		{name: "unknown error hides its text", err: errors.New("pq: password sk-ant-leaked"), code: codes.Internal, contains: []string{"internal error"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ToStatus(tc.err)
+			st := status.Convert(err)
+			require.Equal(t, tc.code, st.Code(), st.Message())
+			for _, s := range tc.contains {
+				require.Contains(t, st.Message(), s)
+			}
+			require.NotContains(t, st.Message(), "sk-ant-leaked")
+
+			var (
+				retry  *errdetails.RetryInfo
+				bad    *errdetails.BadRequest
+				reason string
+			)
+			for _, d := range st.Details() {
+				switch d := d.(type) {
+				case *errdetails.RetryInfo:
+					retry = d
+				case *errdetails.BadRequest:
+					bad = d
+				case *errdetails.ErrorInfo:
+					reason = d.GetReason()
+				}
+			}
+			if tc.retryDelay > 0 {
+				require.NotNil(t, retry)
+				require.Equal(t, tc.retryDelay, retry.GetRetryDelay().AsDuration())
+			} else {
+				require.Nil(t, retry)
+			}
+			if tc.badField != "" {
+				require.NotNil(t, bad)
+				require.Equal(t, tc.badField, bad.GetFieldViolations()[0].GetField())
+			} else {
+				require.Nil(t, bad)
+			}
+			require.Equal(t, tc.errorReason, reason)
+		})
+	}
+}

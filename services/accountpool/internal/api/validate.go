@@ -1,0 +1,243 @@
+package api
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/pool"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
+)
+
+// Input limits. They bound what one organization can make the service
+// store and keep every field printable in logs and explanations.
+const (
+	maxIDLen         = 128
+	maxNameLen       = 128
+	maxAPIKeyLen     = 512
+	maxRequestIDLen  = 256
+	maxModelLen      = 256
+	maxTextLen       = 256 // category, session, user, error type, upstream request id
+	maxLabels        = 64
+	maxLabelKeyLen   = 63
+	maxLabelValueLen = 256
+	maxIDList        = 1000
+	defaultPageSize  = 100
+	maxPageSize      = 1000
+)
+
+func invalid(field, format string, args ...any) *pool.FieldError {
+	return &pool.FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+func checkOrg(org string) error {
+	if org == "" {
+		return invalid("organization_id", "required; set it to the id of the organization the call acts on")
+	}
+	if len(org) > maxIDLen || !printable(org) {
+		return invalid("organization_id", "must be at most %d printable bytes without whitespace", maxIDLen)
+	}
+	return nil
+}
+
+// printable reports whether s is valid UTF-8 with no whitespace or control
+// characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func checkName(field, name string) error {
+	if strings.TrimSpace(name) == "" {
+		return invalid(field, "required; give the account a name unique in the organization, such as \"prod-primary\"")
+	}
+	if len(name) > maxNameLen {
+		return invalid(field, "%d bytes is too long; use at most %d", len(name), maxNameLen)
+	}
+	if !utf8.ValidString(name) || strings.ContainsFunc(name, unicode.IsControl) || strings.TrimSpace(name) != name {
+		return invalid(field, "must be valid UTF-8 without control characters or leading/trailing whitespace")
+	}
+	return nil
+}
+
+// checkAPIKey never echoes the key: not in the message, not its length
+// beyond the limit.
+func checkAPIKey(key string) error {
+	switch {
+	case key == "":
+		return invalid("api_key", "required; pass the account's Anthropic API key")
+	case len(key) > maxAPIKeyLen:
+		return invalid("api_key", "longer than %d bytes, which no Anthropic API key is; check what was pasted", maxAPIKeyLen)
+	case !printable(key):
+		return invalid("api_key", "contains whitespace or control characters; check for a trailing newline or a pasted header")
+	}
+	return nil
+}
+
+// parseUUID returns the canonical form of a UUID field. The bad value is
+// not echoed: callers sometimes paste the wrong secret into the wrong field.
+func parseUUID(field, s string) (string, error) {
+	if s == "" {
+		return "", invalid(field, "required; use the id the service returned")
+	}
+	u, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		return "", invalid(field, "not a UUID such as 0b6f3f0e-8f6b-4c1a-9d2e-3c5a7f1e2d4b; use the id the service returned")
+	}
+	return u.String(), nil
+}
+
+func parseUUIDs(field string, ids []string) ([]string, error) {
+	if len(ids) > maxIDList {
+		return nil, invalid(field, "at most %d ids", maxIDList)
+	}
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		c, err := parseUUID(fmt.Sprintf("%s[%d]", field, i), id)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = c
+	}
+	return out, nil
+}
+
+func checkText(field, s string, maxLen int) error {
+	if len(s) > maxLen || !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return invalid(field, "must be at most %d bytes of UTF-8 without control characters", maxLen)
+	}
+	return nil
+}
+
+func checkNonNegative(field string, n int64) error {
+	if n < 0 {
+		return invalid(field, "must not be negative, got %d", n)
+	}
+	return nil
+}
+
+func checkLabels(labels map[string]string) error {
+	if len(labels) > maxLabels {
+		return invalid("labels", "at most %d labels, got %d", maxLabels, len(labels))
+	}
+	for k, v := range labels {
+		if k == "" || len(k) > maxLabelKeyLen || !printable(k) {
+			return invalid("labels", "keys must be 1 to %d printable bytes without whitespace", maxLabelKeyLen)
+		}
+		if err := checkText("labels["+k+"]", v, maxLabelValueLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func strategyFromProto(field string, s accountpoolv1.SelectionStrategy) (store.Strategy, error) {
+	switch s {
+	case accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_UNSPECIFIED:
+		return "", nil
+	case accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_LEAST_LOADED:
+		return store.StrategyLeastLoaded, nil
+	case accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_ROUND_ROBIN:
+		return store.StrategyRoundRobin, nil
+	}
+	return "", invalid(field, "unknown strategy %d; use SELECTION_STRATEGY_LEAST_LOADED or SELECTION_STRATEGY_ROUND_ROBIN", s)
+}
+
+func outcomeFromProto(o accountpoolv1.Outcome) (store.Outcome, error) {
+	switch o {
+	case accountpoolv1.Outcome_OUTCOME_SUCCESS:
+		return store.OutcomeSuccess, nil
+	case accountpoolv1.Outcome_OUTCOME_RATE_LIMITED:
+		return store.OutcomeRateLimited, nil
+	case accountpoolv1.Outcome_OUTCOME_SPEND_LIMITED:
+		return store.OutcomeSpendLimited, nil
+	case accountpoolv1.Outcome_OUTCOME_AUTH_FAILED:
+		return store.OutcomeAuthFailed, nil
+	case accountpoolv1.Outcome_OUTCOME_UPSTREAM_ERROR:
+		return store.OutcomeUpstreamError, nil
+	case accountpoolv1.Outcome_OUTCOME_CLIENT_ERROR:
+		return store.OutcomeClientError, nil
+	case accountpoolv1.Outcome_OUTCOME_CANCELLED:
+		return store.OutcomeCancelled, nil
+	case accountpoolv1.Outcome_OUTCOME_UNSPECIFIED:
+		return "", invalid("outcome", "required; classify the upstream's answer (OUTCOME_SUCCESS, OUTCOME_RATE_LIMITED, ...)")
+	}
+	return "", invalid("outcome", "unknown outcome %d; use one of the Outcome values", o)
+}
+
+func statusFromProto(s accountpoolv1.AccountStatus) (*store.Status, error) {
+	var st store.Status
+	switch s {
+	case accountpoolv1.AccountStatus_ACCOUNT_STATUS_UNSPECIFIED:
+		return nil, nil
+	case accountpoolv1.AccountStatus_ACCOUNT_STATUS_ACTIVE:
+		st = store.StatusActive
+	case accountpoolv1.AccountStatus_ACCOUNT_STATUS_DISABLED:
+		st = store.StatusDisabled
+	case accountpoolv1.AccountStatus_ACCOUNT_STATUS_INVALID:
+		st = store.StatusInvalid
+	default:
+		return nil, invalid("status", "unknown status %d; use ACCOUNT_STATUS_ACTIVE, _DISABLED or _INVALID, or leave it unset", s)
+	}
+	return &st, nil
+}
+
+// timeFromProto converts an optional timestamp; nil is the zero time.
+func timeFromProto(field string, ts *timestamppb.Timestamp) (time.Time, error) {
+	if ts == nil {
+		return time.Time{}, nil
+	}
+	if err := ts.CheckValid(); err != nil {
+		return time.Time{}, invalid(field, "not a valid timestamp")
+	}
+	return ts.AsTime(), nil
+}
+
+// Page tokens are opaque to callers: "v1|<unix micros>|<row id>", base64url.
+const pageTokenVersion = "v1"
+
+func encodePageToken(c *store.UsageCursor) string {
+	if c == nil {
+		return ""
+	}
+	raw := pageTokenVersion + "|" + strconv.FormatInt(c.CreateTime.UnixMicro(), 10) + "|" + c.ID
+	return base64.RawURLEncoding.EncodeToString([]byte(raw))
+}
+
+func decodePageToken(tok string) (*store.UsageCursor, error) {
+	if tok == "" {
+		return nil, nil
+	}
+	bad := invalid("page_token", "not a token from a previous GetUsage response; omit it to start from the newest row")
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return nil, bad
+	}
+	parts := strings.Split(string(raw), "|")
+	if len(parts) != 3 || parts[0] != pageTokenVersion {
+		return nil, bad
+	}
+	micros, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil {
+		return nil, bad
+	}
+	if _, err := uuid.Parse(parts[2]); err != nil {
+		return nil, bad
+	}
+	return &store.UsageCursor{CreateTime: time.UnixMicro(micros).UTC(), ID: parts[2]}, nil
+}

@@ -1,0 +1,71 @@
+package pool
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ErrNoAccounts is returned by Select when the organization has no account
+// in service: none is ACTIVE or INVALID (all were deleted or disabled by an
+// admin, or none was ever registered). The orchestrator then runs in legacy
+// mode with the organization's default key or the operator's key.
+//
+// INVALID accounts count as in service on purpose: an organization that
+// registered its own keys expects to be billed on them, and a rejected key
+// is an incident for that organization to fix, not a reason to silently
+// move its traffic onto the operator's fallback key. Such an organization
+// gets ExhaustedError instead, naming the invalid accounts.
+var ErrNoAccounts = errors.New("the organization has no accounts in service")
+
+// ExhaustedError is returned by Select when the organization has accounts in
+// service but none can take the request now.
+type ExhaustedError struct {
+	// RetryAfter is how long until the first skipped account frees up (its
+	// cool-down ends, its breaker half-opens, or its buckets refill enough
+	// for the estimate). Zero when no account frees up by itself: every
+	// candidate is excluded, not allowed, disabled or invalid.
+	RetryAfter time.Duration
+	// Candidates explains every account of the organization.
+	Candidates []Candidate
+}
+
+// maxExplained bounds how many accounts the message names: it travels in a
+// gRPC trailer, and the Candidates field has the full list.
+const maxExplained = 20
+
+func (e *ExhaustedError) Error() string {
+	var b strings.Builder
+	b.WriteString("no account can take the request")
+	for i, c := range e.Candidates {
+		if i == maxExplained {
+			fmt.Fprintf(&b, "; and %d more", len(e.Candidates)-maxExplained)
+			break
+		}
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s (%s): %s", c.AccountName, c.AccountID, c.SkipReason)
+	}
+	if e.RetryAfter > 0 {
+		fmt.Fprintf(&b, "; the first account frees up in %s", e.RetryAfter.Round(time.Millisecond))
+	} else {
+		b.WriteString("; no account frees up by itself")
+	}
+	return b.String()
+}
+
+// FieldError is a request field that is wrong, and how to fix it.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+// errNotAdmitted aborts a reservation whose account stopped being eligible
+// between the snapshot and the atomic update.
+var errNotAdmitted = errors.New("account no longer eligible")

@@ -1,0 +1,636 @@
+// Package pool is AccountPool's domain core: accounts, selection, capacity,
+// circuit breakers, cost, and the usage ledger's write path. It imports
+// neither gRPC nor a database driver; the api package adapts it to gRPC and
+// the store package abstracts persistence.
+//
+// Hot paths stay off the database. Each organization's accounts and
+// settings are loaded from the store once, on first use, into an immutable
+// in-memory view that admin operations of this process replace
+// (copy-on-write) after their store write succeeds; Select reads only that
+// view and the live State. This assumes one AccountPool process per
+// organization (DESIGN §10): with several replicas, a view refreshed by
+// notifications or polling would join the shared Redis State.
+//
+// Key plaintext exists only inside Select, between decryption and the
+// returned Selection, as a secret.String.
+package pool
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
+)
+
+// Keys encrypts and decrypts API keys bound to their organization and
+// account; *crypto.Keyring implements it.
+type Keys interface {
+	Encrypt(plaintext secret.String, orgID, accountID string) ([]byte, int32, error)
+	Decrypt(ciphertext []byte, orgID, accountID string) (secret.String, error)
+}
+
+// Config configures a Pool. Store and Keys are required; every other zero
+// field takes the default its comment names.
+type Config struct {
+	Store store.Store
+	Keys  Keys
+	// State holds the live state; default a new MemState.
+	State State
+	// Tiers is the tier limits table; default DefaultTiers().
+	Tiers Tiers
+	// Pricing is the pricing table; default DefaultPricing().
+	Pricing Pricing
+	// LeaseTimeout is how long a lease holds its reservation if it is never
+	// settled; default 2m.
+	LeaseTimeout time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Jitter turns a breaker cool-down bound into the actual cool-down;
+	// default full jitter, uniform in [0, bound].
+	Jitter func(bound time.Duration) time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Breaker policy constants (DESIGN §3).
+const (
+	breakerThreshold = 5
+	breakerBase      = 5 * time.Second
+	breakerMax       = 5 * time.Minute
+)
+
+// Cool-downs when the upstream gives no time.
+const (
+	defaultRateLimitCooldown  = 5 * time.Second
+	defaultSpendLimitCooldown = time.Hour
+)
+
+// Pool is the account pool. It is safe for concurrent use.
+type Pool struct {
+	store        store.Store
+	keys         Keys
+	state        State
+	tiers        Tiers
+	pricing      Pricing
+	leaseTimeout time.Duration
+	now          func() time.Time
+	breaker      breakerPolicy
+	logger       *slog.Logger
+
+	mu   sync.Mutex
+	orgs map[string]*orgEntry
+}
+
+// New returns a Pool.
+func New(cfg Config) (*Pool, error) {
+	if cfg.Store == nil || cfg.Keys == nil {
+		return nil, errors.New("pool: Store and Keys are required")
+	}
+	if cfg.State == nil {
+		cfg.State = NewMemState()
+	}
+	if cfg.Tiers.tiers == nil {
+		cfg.Tiers = DefaultTiers()
+	}
+	if cfg.Pricing.models == nil && cfg.Pricing.families == nil {
+		cfg.Pricing = DefaultPricing()
+	}
+	if cfg.LeaseTimeout <= 0 {
+		cfg.LeaseTimeout = 2 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = fullJitter
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Pool{
+		store:        cfg.Store,
+		keys:         cfg.Keys,
+		state:        cfg.State,
+		tiers:        cfg.Tiers,
+		pricing:      cfg.Pricing,
+		leaseTimeout: cfg.LeaseTimeout,
+		now:          cfg.Now,
+		breaker:      breakerPolicy{threshold: breakerThreshold, base: breakerBase, max: breakerMax, jitter: cfg.Jitter},
+		logger:       cfg.Logger,
+		orgs:         map[string]*orgEntry{},
+	}, nil
+}
+
+func fullJitter(bound time.Duration) time.Duration {
+	if bound <= 0 {
+		return 0
+	}
+	return rand.N(bound + 1)
+}
+
+// Tiers returns the tier table in use.
+func (p *Pool) Tiers() Tiers { return p.tiers }
+
+// Pricing returns the pricing table in use.
+func (p *Pool) Pricing() Pricing { return p.pricing }
+
+// orgEntry is one organization's in-memory view. mu serializes loading and
+// admin writes, so a load never races a write into a stale view; readers
+// only load the pointer.
+type orgEntry struct {
+	mu   sync.Mutex
+	view atomic.Pointer[orgView]
+}
+
+// orgView is immutable once published.
+type orgView struct {
+	accounts []*account // ordered by name, then id
+	byID     map[string]*account
+	settings store.Settings
+	// gone keeps deleted accounts for a while, so a lease issued before the
+	// delete can still write its usage row.
+	gone map[string]goneAccount
+}
+
+type goneAccount struct {
+	account *account
+	until   time.Time
+}
+
+// account is a stored account as the view holds it, with its quota key
+// computed once rather than on every selection.
+type account struct {
+	store.Account
+	quotaKey string
+}
+
+func newAccount(a store.Account) *account {
+	qk := "a:" + a.ID
+	if a.QuotaGroup != "" {
+		qk = "g:" + a.QuotaGroup
+	}
+	return &account{Account: a, quotaKey: qk}
+}
+
+func (p *Pool) entry(orgID string) *orgEntry {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.orgs[orgID]
+	if !ok {
+		e = &orgEntry{}
+		p.orgs[orgID] = e
+	}
+	return e
+}
+
+// view returns the organization's view, loading it on first use.
+func (p *Pool) view(ctx context.Context, orgID string) (*orgView, error) {
+	e := p.entry(orgID)
+	if v := e.view.Load(); v != nil {
+		return v, nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return p.loadLocked(ctx, orgID, e)
+}
+
+func (p *Pool) loadLocked(ctx context.Context, orgID string, e *orgEntry) (*orgView, error) {
+	if v := e.view.Load(); v != nil {
+		return v, nil
+	}
+	accounts, err := p.store.ListAccounts(ctx, orgID)
+	if err != nil {
+		return nil, fmt.Errorf("loading accounts of organization %s: %w", orgID, err)
+	}
+	settings, err := p.store.GetSettings(ctx, orgID)
+	if err != nil {
+		return nil, fmt.Errorf("loading settings of organization %s: %w", orgID, err)
+	}
+	v := &orgView{byID: make(map[string]*account, len(accounts)), settings: settings}
+	for _, sa := range accounts {
+		a := newAccount(sa)
+		v.accounts = append(v.accounts, a)
+		v.byID[a.ID] = a
+	}
+	e.view.Store(v)
+	return v, nil
+}
+
+// modify runs an admin write: under the organization's lock, with the view
+// loaded, fn performs the store write and returns the view that reflects
+// it, which is then published.
+func (p *Pool) modify(ctx context.Context, orgID string, fn func(v *orgView) (*orgView, error)) error {
+	e := p.entry(orgID)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v, err := p.loadLocked(ctx, orgID, e)
+	if err != nil {
+		return err
+	}
+	next, err := fn(v)
+	if err != nil {
+		return err
+	}
+	e.view.Store(next)
+	return nil
+}
+
+func (v *orgView) clone() *orgView {
+	return &orgView{
+		accounts: slices.Clone(v.accounts),
+		byID:     maps.Clone(v.byID),
+		settings: v.settings,
+		gone:     maps.Clone(v.gone),
+	}
+}
+
+// with returns a copy of v holding a (added or replaced).
+func (v *orgView) with(sa store.Account) *orgView {
+	a := newAccount(sa)
+	n := v.clone()
+	n.accounts = slices.DeleteFunc(n.accounts, func(x *account) bool { return x.ID == a.ID })
+	n.accounts = append(n.accounts, a)
+	slices.SortFunc(n.accounts, func(x, y *account) int {
+		return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(x.ID, y.ID))
+	})
+	n.byID[a.ID] = a
+	return n
+}
+
+// without returns a copy of v without account id, remembered as gone until
+// until; gone accounts past their time are pruned.
+func (v *orgView) without(id string, now, until time.Time) *orgView {
+	n := v.clone()
+	if n.gone == nil {
+		n.gone = map[string]goneAccount{}
+	}
+	maps.DeleteFunc(n.gone, func(_ string, g goneAccount) bool { return now.After(g.until) })
+	if a, ok := n.byID[id]; ok {
+		n.gone[id] = goneAccount{account: a, until: until}
+	}
+	n.accounts = slices.DeleteFunc(n.accounts, func(x *account) bool { return x.ID == id })
+	delete(n.byID, id)
+	return n
+}
+
+// ref names an account's live records for a family.
+func ref(a *account, f Family) Ref {
+	return Ref{OrgID: a.OrganizationID, AccountID: a.ID, QuotaKey: a.quotaKey, Family: f}
+}
+
+// NewAccount is what RegisterAccount needs.
+type NewAccount struct {
+	OrgID  string
+	Name   string
+	APIKey secret.String
+	// Tier defaults to DefaultTier.
+	Tier string
+	// Weight defaults to 1.
+	Weight     int32
+	Priority   int32
+	QuotaGroup string
+	Labels     map[string]string
+}
+
+// AccountInfo is an account with its live state. Account.KeyCiphertext is
+// always nil: nothing derived from the key leaves the pool except through
+// Select.
+type AccountInfo struct {
+	Account        store.Account
+	Breaker        BreakerInfo
+	CooldownUntil  time.Time // zero unless cooling down
+	CooldownReason CooldownReason
+	Capacity       []Capacity // one per family, in Families() order
+}
+
+// BreakerInfo is the live breaker state of one account.
+type BreakerInfo struct {
+	State               BreakerState
+	ConsecutiveFailures int32
+	// OpenUntil is when an open breaker half-opens; zero when closed.
+	OpenUntil time.Time
+}
+
+// Capacity is the live state of one account's buckets for one family.
+type Capacity struct {
+	Family                             Family
+	RequestsLimit, RequestsRemaining   int64
+	InputTokensLimit, InputRemaining   int64
+	OutputTokensLimit, OutputRemaining int64
+}
+
+func (p *Pool) unknownTier(tier string) error {
+	return &FieldError{Field: "tier", Message: fmt.Sprintf("unknown tier %q; use one of %v", tier, p.tiers.Names())}
+}
+
+// RegisterAccount encrypts the key and stores a new ACTIVE account.
+// FieldError for an unknown tier; store.ErrAlreadyExists for a name the
+// organization already uses.
+func (p *Pool) RegisterAccount(ctx context.Context, n NewAccount) (AccountInfo, error) {
+	if n.Tier == "" {
+		n.Tier = DefaultTier
+	}
+	if !p.tiers.Has(n.Tier) {
+		return AccountInfo{}, p.unknownTier(n.Tier)
+	}
+	if n.Weight == 0 {
+		n.Weight = 1
+	}
+	id := uuid.NewString()
+	ct, ver, err := p.keys.Encrypt(n.APIKey, n.OrgID, id)
+	if err != nil {
+		return AccountInfo{}, fmt.Errorf("encrypting api key: %w", err)
+	}
+	now := store.Normalize(p.now())
+	a := store.Account{
+		ID:             id,
+		OrganizationID: n.OrgID,
+		Name:           n.Name,
+		Tier:           n.Tier,
+		Status:         store.StatusActive,
+		Weight:         n.Weight,
+		Priority:       n.Priority,
+		QuotaGroup:     n.QuotaGroup,
+		Labels:         maps.Clone(n.Labels),
+		KeyCiphertext:  ct,
+		KeyVersion:     ver,
+		CreateTime:     now,
+		UpdateTime:     now,
+	}
+	err = p.modify(ctx, n.OrgID, func(v *orgView) (*orgView, error) {
+		if err := p.store.CreateAccount(ctx, a); err != nil {
+			return nil, err
+		}
+		return v.with(a), nil
+	})
+	if err != nil {
+		return AccountInfo{}, err
+	}
+	infos, err := p.infos(ctx, []*account{newAccount(a)})
+	if err != nil {
+		return AccountInfo{}, err
+	}
+	return infos[0], nil
+}
+
+// GetAccount returns one account of the organization with its live state.
+// store.ErrNotFound when the organization has no such account.
+func (p *Pool) GetAccount(ctx context.Context, orgID, id string) (AccountInfo, error) {
+	v, err := p.view(ctx, orgID)
+	if err != nil {
+		return AccountInfo{}, err
+	}
+	a, ok := v.byID[id]
+	if !ok {
+		return AccountInfo{}, fmt.Errorf("account %s: %w", id, store.ErrNotFound)
+	}
+	if err := p.expireLeases(ctx); err != nil {
+		return AccountInfo{}, err
+	}
+	infos, err := p.infos(ctx, []*account{a})
+	if err != nil {
+		return AccountInfo{}, err
+	}
+	return infos[0], nil
+}
+
+// ListAccounts returns every account of the organization, ordered by name,
+// with live state.
+func (p *Pool) ListAccounts(ctx context.Context, orgID string) ([]AccountInfo, error) {
+	v, err := p.view(ctx, orgID)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.expireLeases(ctx); err != nil {
+		return nil, err
+	}
+	return p.infos(ctx, v.accounts)
+}
+
+// AccountChanges lists the fields UpdateAccount changes; nil fields stay.
+type AccountChanges struct {
+	Name       *string
+	Tier       *string
+	Weight     *int32
+	Priority   *int32
+	Status     *store.Status
+	QuotaGroup *string
+}
+
+// UpdateAccount applies the changes. Setting the status to ACTIVE (whatever
+// it was) also closes the account's breaker: it is the admin's "this key is
+// good now" and the only way back for an INVALID account. FieldError for an
+// unknown tier; store.ErrNotFound; store.ErrAlreadyExists for a taken name.
+func (p *Pool) UpdateAccount(ctx context.Context, orgID, id string, c AccountChanges) (AccountInfo, error) {
+	if c.Tier != nil && !p.tiers.Has(*c.Tier) {
+		return AccountInfo{}, p.unknownTier(*c.Tier)
+	}
+	var updated store.Account
+	err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
+		var err error
+		updated, err = p.store.UpdateAccount(ctx, orgID, id, store.AccountUpdate{
+			Name: c.Name, Tier: c.Tier, Weight: c.Weight, Priority: c.Priority,
+			Status: c.Status, QuotaGroup: c.QuotaGroup, UpdateTime: store.Normalize(p.now()),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return v.with(updated), nil
+	})
+	if err != nil {
+		return AccountInfo{}, err
+	}
+	if c.Status != nil && *c.Status == store.StatusActive {
+		err := p.state.Update(ctx, ref(newAccount(updated), FamilyDefault), func(l *Live) error {
+			l.Breaker = Breaker{}
+			return nil
+		})
+		if err != nil {
+			return AccountInfo{}, fmt.Errorf("resetting breaker of account %s: %w", id, err)
+		}
+	}
+	infos, err := p.infos(ctx, []*account{newAccount(updated)})
+	if err != nil {
+		return AccountInfo{}, err
+	}
+	return infos[0], nil
+}
+
+// DeleteAccount removes an account; its usage rows stay. Its live records
+// are dropped, except capacity shared with its quota group.
+// store.ErrNotFound when the organization has no such account.
+func (p *Pool) DeleteAccount(ctx context.Context, orgID, id string) error {
+	var deleted *account
+	err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
+		if err := p.store.DeleteAccount(ctx, orgID, id); err != nil {
+			return nil, err
+		}
+		deleted = v.byID[id]
+		now := p.now()
+		return v.without(id, now, now.Add(2*p.leaseTimeout)), nil
+	})
+	if err != nil || deleted == nil {
+		return err
+	}
+	for _, f := range Families() {
+		err := p.state.Update(ctx, ref(deleted, f), func(l *Live) error {
+			l.Breaker = Breaker{}
+			if deleted.QuotaGroup == "" {
+				l.Cooldown, l.Buckets = Cooldown{}, Buckets{}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("dropping live state of account %s: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// infos attaches live state to accounts.
+func (p *Pool) infos(ctx context.Context, accounts []*account) ([]AccountInfo, error) {
+	fams := Families()
+	refs := make([]Ref, 0, len(accounts)*len(fams))
+	for _, a := range accounts {
+		for _, f := range fams {
+			refs = append(refs, ref(a, f))
+		}
+	}
+	lives, err := p.state.Snapshot(ctx, refs)
+	if err != nil {
+		return nil, fmt.Errorf("reading live state: %w", err)
+	}
+	now := p.now()
+	out := make([]AccountInfo, len(accounts))
+	for i, a := range accounts {
+		info := AccountInfo{Account: a.Account}
+		info.Account.KeyCiphertext = nil
+		info.Account.Labels = maps.Clone(a.Labels)
+		first := lives[i*len(fams)]
+		b := first.Breaker
+		info.Breaker = BreakerInfo{State: p.breaker.state(b, now), ConsecutiveFailures: b.Failures}
+		if b.Open {
+			info.Breaker.OpenUntil = b.OpenUntil
+		}
+		if first.Cooldown.Until.After(now) {
+			info.CooldownUntil, info.CooldownReason = first.Cooldown.Until, first.Cooldown.Reason
+		}
+		for j, f := range fams {
+			lim, _ := p.tiers.Limits(a.Tier, f)
+			bs := lives[i*len(fams)+j].Buckets
+			info.Capacity = append(info.Capacity, Capacity{
+				Family:            f,
+				RequestsLimit:     int64(bs.Requests.limit(lim.RPM)),
+				RequestsRemaining: remaining(bs.Requests, lim.RPM, now),
+				InputTokensLimit:  int64(bs.Input.limit(lim.InputTPM)),
+				InputRemaining:    remaining(bs.Input, lim.InputTPM, now),
+				OutputTokensLimit: int64(bs.Output.limit(lim.OutputTPM)),
+				OutputRemaining:   remaining(bs.Output, lim.OutputTPM, now),
+			})
+		}
+		out[i] = info
+	}
+	return out, nil
+}
+
+func remaining(b Bucket, table int64, now time.Time) int64 {
+	return int64(math.Floor(max(0, b.level(table, now))))
+}
+
+// Settings returns the organization's settings, the defaults when it never
+// saved any.
+func (p *Pool) Settings(ctx context.Context, orgID string) (store.Settings, error) {
+	v, err := p.view(ctx, orgID)
+	if err != nil {
+		return store.Settings{}, err
+	}
+	return v.settings, nil
+}
+
+// UpdateSettings sets the organization's selection strategy; an empty
+// strategy leaves it unchanged. FieldError for an unknown strategy.
+func (p *Pool) UpdateSettings(ctx context.Context, orgID string, strategy store.Strategy) (store.Settings, error) {
+	if strategy != "" && !validStrategy(strategy) {
+		return store.Settings{}, &FieldError{Field: "selection_strategy", Message: fmt.Sprintf("unknown strategy %q; use %q or %q", strategy, store.StrategyLeastLoaded, store.StrategyRoundRobin)}
+	}
+	var out store.Settings
+	err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
+		out = v.settings
+		if strategy != "" {
+			out.SelectionStrategy = strategy
+		}
+		out.OrganizationID = orgID
+		out.UpdateTime = store.Normalize(p.now())
+		if err := p.store.PutSettings(ctx, out); err != nil {
+			return nil, err
+		}
+		n := v.clone()
+		n.settings = out
+		return n, nil
+	})
+	return out, err
+}
+
+func validStrategy(s store.Strategy) bool {
+	return s == store.StrategyLeastLoaded || s == store.StrategyRoundRobin
+}
+
+// UsageQuery selects ledger rows.
+type UsageQuery struct {
+	// Filter.End zero means no upper bound, which is "until now" without
+	// excluding a row written in the same instant as the query.
+	Filter         store.UsageFilter
+	IncludeRecords bool
+	// PageSize is the number of rows per page, 1..1000.
+	PageSize int
+	After    *store.UsageCursor
+}
+
+// UsageReport is the answer to a UsageQuery.
+type UsageReport struct {
+	Total     store.UsageTotals
+	ByAccount []store.UsageTotals
+	Records   []store.UsageRecord
+	// Next is the cursor of the following page, nil on the last one.
+	Next *store.UsageCursor
+}
+
+// Usage sums the ledger by account and, when asked, returns one page of
+// rows, newest first. Reading the ledger goes to the store: it is not a hot
+// path.
+func (p *Pool) Usage(ctx context.Context, orgID string, q UsageQuery) (UsageReport, error) {
+	by, err := p.store.SumUsage(ctx, orgID, q.Filter)
+	if err != nil {
+		return UsageReport{}, fmt.Errorf("summing usage: %w", err)
+	}
+	r := UsageReport{ByAccount: by}
+	for _, t := range by {
+		r.Total.Requests += t.Requests
+		r.Total.FailedRequests += t.FailedRequests
+		r.Total.InputTokens += t.InputTokens
+		r.Total.OutputTokens += t.OutputTokens
+		r.Total.CacheReadTokens += t.CacheReadTokens
+		r.Total.CacheCreationTokens += t.CacheCreationTokens
+		r.Total.CostUSD += t.CostUSD
+	}
+	if q.IncludeRecords {
+		r.Records, r.Next, err = p.store.ListUsage(ctx, orgID, q.Filter, q.PageSize, q.After)
+		if err != nil {
+			return UsageReport{}, fmt.Errorf("listing usage: %w", err)
+		}
+	}
+	return r, nil
+}

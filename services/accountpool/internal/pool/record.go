@@ -1,0 +1,237 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
+)
+
+// RecordRequest is what the upstream answered to one attempt.
+type RecordRequest struct {
+	OrgID     string
+	LeaseID   string
+	AccountID string
+	// RequestID and Attempt identify the attempt; recording one twice
+	// changes nothing the second time.
+	RequestID         string
+	Attempt           int32
+	Outcome           store.Outcome
+	Model             string
+	Category          string
+	SessionID         string
+	UserID            string
+	Tokens            Tokens
+	Headers           RateLimitHeaders
+	HTTPStatus        int32
+	ErrorType         string
+	UpstreamRequestID string
+	DurationMS        int64
+}
+
+// RecordResult is what Record did.
+type RecordResult struct {
+	CostUSD float64
+	// UsageID is the ledger row, empty for rate- and spend-limited attempts.
+	UsageID string
+	// Duplicate is true when the attempt was already recorded and nothing
+	// changed.
+	Duplicate bool
+}
+
+// writesRow reports whether an outcome gets a ledger row: a 429 is no model
+// call, so it updates capacity but bills nothing.
+func writesRow(o store.Outcome) bool {
+	return o != store.OutcomeRateLimited && o != store.OutcomeSpendLimited
+}
+
+// LegacyAccountName is the account name of usage rows recorded in legacy
+// mode, where the orchestrator ran a task on its fallback key.
+const LegacyAccountName = "default"
+
+// Record settles a lease with what the upstream answered.
+//
+// A request without an account id records a legacy-mode call: it only
+// writes the ledger row (account name LegacyAccountName), since no pool
+// account, lease, bucket or breaker was involved.
+//
+// The ledger insert comes first and is the idempotency gate: a duplicate
+// (request id, attempt) returns before anything else is touched, so a
+// retried RecordRequest can never settle twice or count a breaker failure
+// twice. Rate-limited attempts write no row; for them the lease itself
+// dedupes (a settled lease settles no more).
+//
+// Errors: store.ErrNotFound when the account is not in the organization
+// (an account deleted while a lease was in flight is still found for two
+// lease timeouts); store errors from the ledger insert or the INVALID
+// status write.
+func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error) {
+	now := p.now()
+	if r.AccountID == "" {
+		res, _, err := p.insertUsage(ctx, r, "", LegacyAccountName, now)
+		return res, err
+	}
+	v, err := p.view(ctx, r.OrgID)
+	if err != nil {
+		return RecordResult{}, err
+	}
+	a, found := v.byID[r.AccountID]
+	deleted := false
+	if !found {
+		g, ok := v.gone[r.AccountID]
+		if !ok {
+			return RecordResult{}, fmt.Errorf("account %s: %w", r.AccountID, store.ErrNotFound)
+		}
+		a, deleted = g.account, true
+	}
+
+	res, done, err := p.insertUsage(ctx, r, a.ID, a.Name, now)
+	if err != nil || done {
+		return res, err
+	}
+
+	lease, status, err := p.state.SettleLease(ctx, r.OrgID, r.AccountID, r.LeaseID)
+	if err != nil {
+		return RecordResult{}, fmt.Errorf("settling lease %s: %w", r.LeaseID, err)
+	}
+	if status == LeaseSettled {
+		res.Duplicate = !writesRow(r.Outcome)
+		return res, nil
+	}
+	if deleted {
+		return res, nil
+	}
+
+	family := FamilyOf(r.Model)
+	if status != LeaseUnknown {
+		family = lease.Ref.Family
+	}
+	lim, knownTier := p.tiers.Limits(a.Tier, family)
+	// Cache reads do not count toward the input-tokens-per-minute limit;
+	// cache writes do.
+	actual := Amount{Requests: 1, Input: r.Tokens.Input + r.Tokens.CacheCreation, Output: r.Tokens.Output}
+	err = p.state.Update(ctx, ref(a, family), func(l *Live) error {
+		if knownTier {
+			if status == LeaseOpen {
+				l.Buckets.give(lim, lease.Reserved.minus(actual), now)
+			} else {
+				// The reservation is gone (expired, or never known here);
+				// the upstream still metered the call.
+				l.Buckets.give(lim, Amount{}.minus(actual), now)
+			}
+			l.Buckets.calibrate(lim, r.Headers, now)
+		}
+		coolDown(&l.Cooldown, r.Outcome, r.Headers, now)
+		p.breaker.observe(&l.Breaker, lease, r.Outcome, now)
+		return nil
+	})
+	if err != nil {
+		return RecordResult{}, fmt.Errorf("settling capacity of account %s: %w", a.ID, err)
+	}
+	if r.Outcome == store.OutcomeAuthFailed {
+		if err := p.markInvalid(ctx, r.OrgID, a.ID, r.HTTPStatus); err != nil {
+			return RecordResult{}, err
+		}
+	}
+	return res, nil
+}
+
+// coolDown applies the cool-down an outcome asks for; a later deadline
+// always wins over an earlier one, so concurrent 429s cannot shorten it.
+func coolDown(c *Cooldown, o store.Outcome, h RateLimitHeaders, now time.Time) {
+	if !c.Until.After(now) {
+		*c = Cooldown{}
+	}
+	extend := func(until time.Time, reason CooldownReason) {
+		if until.After(c.Until) {
+			c.Until, c.Reason = until, reason
+		}
+	}
+	switch o {
+	case store.OutcomeRateLimited:
+		if h.RetryAfter > 0 {
+			extend(now.Add(h.RetryAfter), CooldownRateLimited)
+		} else {
+			extend(now.Add(defaultRateLimitCooldown), CooldownRateLimited)
+		}
+	case store.OutcomeSpendLimited:
+		until := now.Add(h.RetryAfter)
+		if r := h.latestReset(); r.After(until) {
+			until = r
+		}
+		if !until.After(now) {
+			until = now.Add(defaultSpendLimitCooldown)
+		}
+		extend(until, CooldownSpendLimited)
+	default:
+		if h.RetryAfter > 0 {
+			extend(now.Add(h.RetryAfter), CooldownRetryAfter)
+		}
+	}
+}
+
+// markInvalid takes an account whose key the upstream rejected out of
+// selection, durably: the status goes through the store, so a restart does
+// not bring the key back. Only ACTIVE accounts change; an admin's DISABLED
+// stays.
+func (p *Pool) markInvalid(ctx context.Context, orgID, id string, httpStatus int32) error {
+	return p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
+		a, ok := v.byID[id]
+		if !ok || a.Status != store.StatusActive {
+			return v, nil
+		}
+		invalid := store.StatusInvalid
+		updated, err := p.store.UpdateAccount(ctx, orgID, id, store.AccountUpdate{Status: &invalid, UpdateTime: store.Normalize(p.now())})
+		if err != nil {
+			return nil, fmt.Errorf("marking account %s invalid: %w", id, err)
+		}
+		p.logger.WarnContext(ctx, "upstream rejected the account's key; account marked invalid until an admin sets it active",
+			"organization_id", orgID, "account_id", id, "account_name", a.Name, "http_status", httpStatus)
+		return v.with(updated), nil
+	})
+}
+
+// insertUsage writes the attempt's ledger row when its outcome has one.
+// done is true when the row was already there: the attempt was recorded
+// before and nothing else may change.
+func (p *Pool) insertUsage(ctx context.Context, r RecordRequest, accountID, accountName string, now time.Time) (res RecordResult, done bool, err error) {
+	res = RecordResult{CostUSD: p.pricing.Cost(r.Model, r.Tokens)}
+	if !writesRow(r.Outcome) {
+		return res, false, nil
+	}
+	row, err := p.store.InsertUsage(ctx, store.UsageRecord{
+		ID:                  uuid.NewString(),
+		OrganizationID:      r.OrgID,
+		AccountID:           accountID,
+		AccountName:         accountName,
+		RequestID:           r.RequestID,
+		Attempt:             r.Attempt,
+		Outcome:             r.Outcome,
+		Model:               r.Model,
+		Category:            r.Category,
+		SessionID:           r.SessionID,
+		UserID:              r.UserID,
+		InputTokens:         r.Tokens.Input,
+		OutputTokens:        r.Tokens.Output,
+		CacheReadTokens:     r.Tokens.CacheRead,
+		CacheCreationTokens: r.Tokens.CacheCreation,
+		CostUSD:             res.CostUSD,
+		HTTPStatus:          r.HTTPStatus,
+		ErrorType:           r.ErrorType,
+		UpstreamRequestID:   r.UpstreamRequestID,
+		DurationMS:          r.DurationMS,
+		CreateTime:          store.Normalize(now),
+	})
+	if errors.Is(err, store.ErrDuplicate) {
+		return RecordResult{CostUSD: row.CostUSD, UsageID: row.ID, Duplicate: true}, true, nil
+	}
+	if err != nil {
+		return RecordResult{}, false, fmt.Errorf("writing usage row: %w", err)
+	}
+	res.UsageID = row.ID
+	return res, false, nil
+}

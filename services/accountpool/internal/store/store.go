@@ -1,0 +1,251 @@
+// Package store defines what AccountPool keeps durably: accounts with their
+// encrypted keys, per-organization settings and the usage ledger, behind
+// one small [Store] interface that every backend implements (memstore for
+// development, pgstore for production).
+//
+// Every method takes the organization id and reads or writes only that
+// organization's rows: an id that exists in another organization is
+// reported exactly like one that exists nowhere (ErrNotFound), so callers
+// cannot probe other tenants.
+//
+// Times are stored with microsecond precision in UTC (PostgreSQL's
+// timestamptz precision); every backend truncates the same way, so a value
+// read back equals the value written after truncation. The caller supplies
+// every timestamp, which keeps the pool's injected clock authoritative and
+// makes backends deterministic.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends wrap them with what was being done; callers test
+// them with errors.Is.
+var (
+	// ErrNotFound is returned by GetAccount, UpdateAccount and DeleteAccount
+	// when the organization has no account with the given id.
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyExists is returned by CreateAccount when the organization
+	// already has an account with the same name (names are unique per
+	// organization, compared byte for byte) or the id is taken, and by
+	// UpdateAccount when a rename collides with another account's name.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrDuplicate is returned by InsertUsage when the organization already
+	// has a row for the same (request id, attempt); the existing row is
+	// returned with it and nothing is changed.
+	ErrDuplicate = errors.New("duplicate usage record")
+	// ErrUnavailable may be wrapped by any method of a backend that cannot
+	// reach its database. The call may or may not have taken effect; every
+	// write here is safe to retry (usage inserts are idempotent).
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// Status is an account's administrative state.
+type Status string
+
+// Account statuses.
+const (
+	// StatusActive accounts take traffic.
+	StatusActive Status = "active"
+	// StatusDisabled accounts were taken out of service by an admin.
+	StatusDisabled Status = "disabled"
+	// StatusInvalid accounts had their key rejected by the upstream
+	// (401/402/403); they stay out of service until an admin sets them
+	// active again.
+	StatusInvalid Status = "invalid"
+)
+
+// Strategy names how the pool chooses among eligible accounts.
+type Strategy string
+
+// Selection strategies.
+const (
+	// StrategyLeastLoaded picks the account with the most headroom left
+	// after the reservation. It is the default.
+	StrategyLeastLoaded Strategy = "least-loaded"
+	// StrategyRoundRobin takes each eligible account in turn.
+	StrategyRoundRobin Strategy = "round-robin"
+)
+
+// Outcome classifies what the upstream answered to one attempt.
+type Outcome string
+
+// Outcomes, one per row of the outcome table in DESIGN §2.
+const (
+	OutcomeSuccess       Outcome = "success"
+	OutcomeRateLimited   Outcome = "rate_limited"
+	OutcomeSpendLimited  Outcome = "spend_limited"
+	OutcomeAuthFailed    Outcome = "auth_failed"
+	OutcomeUpstreamError Outcome = "upstream_error"
+	OutcomeClientError   Outcome = "client_error"
+	OutcomeCancelled     Outcome = "cancelled"
+)
+
+// Account is one registered Anthropic API key. The key is held only as
+// ciphertext; see package crypto for the format.
+type Account struct {
+	ID             string // UUID, assigned by the caller
+	OrganizationID string
+	Name           string // unique within the organization
+	Tier           string
+	Status         Status
+	Weight         int32
+	Priority       int32
+	// QuotaGroup, when set, names the Anthropic organization whose rate
+	// limits this key shares with the other keys of the group.
+	QuotaGroup    string
+	Labels        map[string]string
+	KeyCiphertext []byte
+	KeyVersion    int32
+	CreateTime    time.Time
+	UpdateTime    time.Time
+}
+
+// AccountUpdate lists the fields UpdateAccount changes; nil fields are left
+// as they are. UpdateTime is always written.
+type AccountUpdate struct {
+	Name       *string
+	Tier       *string
+	Weight     *int32
+	Priority   *int32
+	Status     *Status
+	QuotaGroup *string
+	// Key, when set, replaces the key ciphertext and version together (key
+	// rotation, re-encryption under a newer key-encryption key).
+	Key        *EncryptedKey
+	UpdateTime time.Time
+}
+
+// EncryptedKey is an API key's ciphertext and the version of the
+// key-encryption key that produced it.
+type EncryptedKey struct {
+	Ciphertext []byte
+	Version    int32
+}
+
+// Settings are an organization's pool preferences.
+type Settings struct {
+	OrganizationID    string
+	SelectionStrategy Strategy
+	// UpdateTime is zero for an organization that never saved settings.
+	UpdateTime time.Time
+}
+
+// DefaultSettings are the settings of an organization that never saved any.
+func DefaultSettings(orgID string) Settings {
+	return Settings{OrganizationID: orgID, SelectionStrategy: StrategyLeastLoaded}
+}
+
+// UsageRecord is one ledger row: one successful or failed model call.
+type UsageRecord struct {
+	ID             string // UUID, assigned by the caller
+	OrganizationID string
+	AccountID      string
+	// AccountName is the account's name when the row was written, so rows
+	// of renamed or deleted accounts stay readable.
+	AccountName         string
+	RequestID           string
+	Attempt             int32
+	Outcome             Outcome
+	Model               string
+	Category            string
+	SessionID           string
+	UserID              string
+	InputTokens         int64
+	OutputTokens        int64
+	CacheReadTokens     int64
+	CacheCreationTokens int64
+	CostUSD             float64
+	HTTPStatus          int32
+	ErrorType           string
+	UpstreamRequestID   string
+	DurationMS          int64
+	CreateTime          time.Time
+}
+
+// UsageFilter selects ledger rows. Zero fields do not filter.
+type UsageFilter struct {
+	// Start is inclusive.
+	Start time.Time
+	// End is exclusive.
+	End time.Time
+	// AccountID restricts the rows to one account.
+	AccountID string
+}
+
+// UsageTotals sums the rows of one account.
+type UsageTotals struct {
+	AccountID string
+	// AccountName is the name on the newest row summed.
+	AccountName         string
+	Requests            int64
+	FailedRequests      int64 // rows whose outcome is not success
+	InputTokens         int64
+	OutputTokens        int64
+	CacheReadTokens     int64
+	CacheCreationTokens int64
+	CostUSD             float64
+}
+
+// UsageCursor is a position in the ledger's newest-first order
+// (CreateTime descending, then ID descending). ListUsage returns the rows
+// strictly after it.
+type UsageCursor struct {
+	CreateTime time.Time
+	ID         string
+}
+
+// Store is AccountPool's durable state. Implementations are safe for
+// concurrent use. A method returns only the errors its comment names,
+// wrapped, or an infrastructure error (possibly wrapping ErrUnavailable).
+type Store interface {
+	// CreateAccount stores a new account. ErrAlreadyExists when the
+	// organization already has an account named a.Name, or a.ID is taken.
+	CreateAccount(ctx context.Context, a Account) error
+	// GetAccount returns one account. ErrNotFound when the organization has
+	// no account with that id.
+	GetAccount(ctx context.Context, orgID, id string) (Account, error)
+	// ListAccounts returns every account of the organization ordered by name
+	// (byte order), empty when it has none.
+	ListAccounts(ctx context.Context, orgID string) ([]Account, error)
+	// UpdateAccount applies u atomically and returns the account as stored.
+	// ErrNotFound when the organization has no account with that id;
+	// ErrAlreadyExists when u renames it to another account's name.
+	UpdateAccount(ctx context.Context, orgID, id string, u AccountUpdate) (Account, error)
+	// DeleteAccount removes an account; its usage rows stay. ErrNotFound
+	// when the organization has no account with that id.
+	DeleteAccount(ctx context.Context, orgID, id string) error
+
+	// GetSettings returns the organization's settings, DefaultSettings when
+	// it never saved any. It returns no sentinel error.
+	GetSettings(ctx context.Context, orgID string) (Settings, error)
+	// PutSettings creates or replaces the organization's settings
+	// (s.OrganizationID). It returns no sentinel error.
+	PutSettings(ctx context.Context, s Settings) error
+
+	// InsertUsage appends a ledger row and returns it as stored. When the
+	// organization already has a row with the same (RequestID, Attempt) it
+	// returns that existing row and ErrDuplicate, and changes nothing, even
+	// under concurrent inserts of the same pair.
+	InsertUsage(ctx context.Context, r UsageRecord) (UsageRecord, error)
+	// SumUsage returns one total per account with rows matching f, ordered
+	// by account name then account id; empty when nothing matches.
+	SumUsage(ctx context.Context, orgID string, f UsageFilter) ([]UsageTotals, error)
+	// ListUsage returns at most limit (> 0) rows matching f, newest first
+	// (CreateTime descending, then ID descending), starting strictly after
+	// the cursor when it is not nil. next is the cursor for the following
+	// page and nil when there are no more rows. Keyset pagination: rows
+	// inserted between pages never cause a gap or a duplicate.
+	ListUsage(ctx context.Context, orgID string, f UsageFilter, limit int, after *UsageCursor) (rows []UsageRecord, next *UsageCursor, err error)
+}
+
+// Normalize returns t as backends store it: UTC, truncated to the
+// microsecond.
+func Normalize(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
