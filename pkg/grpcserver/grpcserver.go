@@ -35,7 +35,8 @@ type Config struct {
 	// Addr is the TCP address to listen on, e.g. "127.0.0.1:50051"; port 0
 	// picks a free port (see Server.Addr).
 	Addr string
-	// Name identifies the service in logs.
+	// Name identifies the server in its own start and stop logs; the
+	// Logger should already carry the service's identity.
 	Name      string
 	Logger    *slog.Logger
 	Telemetry telemetry.Providers
@@ -77,7 +78,7 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 		return nil, fmt.Errorf("listening on %s for %s: %w", cfg.Addr, cfg.Name, err)
 	}
 
-	logger := cfg.Logger.With("service", cfg.Name)
+	logger := cfg.Logger
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithFieldsFromContext(traceFields),
@@ -149,7 +150,7 @@ func (s *Server) SetServing(serving bool) {
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.lis) }()
-	s.cfg.Logger.Info("serving gRPC", "service", s.cfg.Name, "addr", s.Addr().String())
+	s.cfg.Logger.Info("serving gRPC", "server", s.cfg.Name, "addr", s.Addr().String())
 
 	select {
 	case err := <-errc:
@@ -165,7 +166,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	select {
 	case <-stopped:
 	case <-time.After(s.cfg.ShutdownGrace):
-		s.cfg.Logger.Warn("graceful stop timed out; closing remaining calls", "service", s.cfg.Name)
+		s.cfg.Logger.Warn("graceful stop timed out; closing remaining calls", "server", s.cfg.Name)
 		s.grpc.Stop()
 		<-stopped
 	}

@@ -552,6 +552,7 @@ func (run *taskRun) response() *orchestratorv1.DelegateTaskResponse {
 	}
 	resp := &orchestratorv1.DelegateTaskResponse{Metadata: md}
 	rateLimited := 0
+	var retryAfter time.Duration
 	for _, a := range run.tried {
 		u := a.result.Usage
 		md.InputTokens += u.InputTokens
@@ -574,22 +575,24 @@ func (run *taskRun) response() *orchestratorv1.DelegateTaskResponse {
 			}
 		case executor.RateLimited, executor.SpendLimited:
 			rateLimited++
-			if a.result.RateLimit.RetryAfter > 0 && (md.RetryAfterMs == 0 || a.result.RateLimit.RetryAfter.Milliseconds() < md.RetryAfterMs) {
-				md.RetryAfterMs = a.result.RateLimit.RetryAfter.Milliseconds()
+			if ra := a.result.RateLimit.RetryAfter; ra > 0 && (retryAfter == 0 || ra < retryAfter) {
+				retryAfter = ra
 			}
 		}
 	}
 	if resp.Status == orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS {
 		return resp
 	}
-	if run.retryAfter > 0 {
-		md.RetryAfterMs = run.retryAfter.Milliseconds()
-	}
 	if rateLimited == len(run.tried) && (len(run.tried) > 0 || run.exhausted != "") {
 		resp.Status = orchestratorv1.TaskStatus_TASK_STATUS_RATE_LIMITED
+		// The pool knows best when an account frees up; the upstream's
+		// retry-after is the fallback.
+		if run.retryAfter > 0 {
+			retryAfter = run.retryAfter
+		}
+		md.RetryAfterMs = retryAfter.Milliseconds()
 	} else {
 		resp.Status = orchestratorv1.TaskStatus_TASK_STATUS_FAILED
-		md.RetryAfterMs = 0
 	}
 	resp.Error = run.failureMessage(rateLimited)
 	return resp

@@ -64,6 +64,7 @@ func TestFailsOverToADifferentAccountOnRateLimit(t *testing.T) {
 	require.Equal(t, "charlie", md.GetAccountName())
 	require.Equal(t, []string{"key-a", "key-b", "key-c"}, h.exec.keysCalled(), "three distinct accounts, in the pool's order")
 	require.InDelta(t, 0.25, md.GetCostUsd(), 1e-9)
+	require.Zero(t, md.GetRetryAfterMs(), "a successful task has nothing to wait for")
 	require.EqualValues(t, 10, md.GetInputTokens())
 	require.EqualValues(t, 3, md.GetCacheReadTokens())
 

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Environment variables shared by several commands. Each is the default of
+// the flag of the same meaning.
+const (
+	envOrchestratorAddr  = "SWITCHYARD_ORCHESTRATOR_ADDR"
+	envAccountPoolAddr   = "SWITCHYARD_ACCOUNTPOOL_ADDR"
+	envActivityAddr      = "SWITCHYARD_ACTIVITY_ADDR"
+	envSimAddr           = "SWITCHYARD_SIM_ADDR"
+	envAnthropicBaseURL  = "SWITCHYARD_ANTHROPIC_BASE_URL"
+	envAnthropicAPIKey   = "ANTHROPIC_API_KEY"
+	envFailPoolDown      = "SWITCHYARD_FAIL_WHEN_POOL_UNAVAILABLE"
+	envCategoriesFile    = "SWITCHYARD_CATEGORIES_FILE"
+	envSkillsDir         = "SWITCHYARD_SKILLS_DIR"
+	envKeyring           = "SWITCHYARD_KEYRING"
+	envKeyringFile       = "SWITCHYARD_KEYRING_FILE"
+	envTiersFile         = "SWITCHYARD_TIERS_FILE"
+	envPricingFile       = "SWITCHYARD_PRICING_FILE"
+	envLogLevel          = "SWITCHYARD_LOG_LEVEL"
+	envLogFormat         = "SWITCHYARD_LOG_FORMAT"
+	envAttemptTimeout    = "SWITCHYARD_ATTEMPT_TIMEOUT"
+	defaultSimAddr       = "127.0.0.1:50080"
+	defaultAccountPool   = "127.0.0.1:50052"
+	defaultActivity      = "127.0.0.1:50053"
+	defaultOrchestrator  = "127.0.0.1:50051"
+	defaultSkillsDir     = "skills"
+	defaultAttemptTimout = 10 * time.Minute
+)
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+func envBool(name string, def bool) bool {
+	v, err := strconv.ParseBool(env(name, strconv.FormatBool(def)))
+	if err != nil {
+		return def
+	}
+	return v
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	v, err := time.ParseDuration(env(name, def.String()))
+	if err != nil {
+		return def
+	}
+	return v
+}
+
+// newFlagSet returns a flag set whose usage names the command and whose
+// errors go to w.
+func newFlagSet(name, summary string, w io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(w)
+	fs.Usage = func() {
+		fmt.Fprintf(w, "usage: switchyard %s [flags]\n\n%s\n\nflags (each defaults to the environment variable named in its description):\n", name, summary)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+type logFlags struct {
+	level, format string
+}
+
+func (l *logFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&l.level, "log-level", env(envLogLevel, "info"), "log level: debug, info, warn, error ("+envLogLevel+")")
+	fs.StringVar(&l.format, "log-format", env(envLogFormat, "text"), "log format: text or json ("+envLogFormat+")")
+}
+
+func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(l.format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("-log-format must be text or json, not %q", l.format)
+	}
+}
+
+// readKeyring returns the keyring from SWITCHYARD_KEYRING or the file named
+// by SWITCHYARD_KEYRING_FILE (or the flags that default to them).
+func readKeyring(inline, file string) (string, error) {
+	switch {
+	case inline != "" && file != "":
+		return "", fmt.Errorf("set either %s or %s, not both", envKeyring, envKeyringFile)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("reading keyring file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	default:
+		return inline, nil
+	}
+}

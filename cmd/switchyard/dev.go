@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"text/template"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
+	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/telemetry"
+	"github.com/switchyard-dev/switchyard/services/accountpool"
+	"github.com/switchyard-dev/switchyard/services/activity"
+	"github.com/switchyard-dev/switchyard/services/orchestrator"
+)
+
+// devFallbackKey is the legacy-mode key in dev when ANTHROPIC_API_KEY is not
+// set: a simulator key, so organizations without accounts work offline.
+const devFallbackKey = "sk-ant-sim-legacy-dev-key"
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("dev", "Runs the Orchestrator, AccountPool and Activity services and the Anthropic simulator in one process,\neach on its own port, talking real gRPC to each other, on the embedded store.", stderr)
+	var of orchestratorFlags
+	var af accountPoolFlags
+	var lf logFlags
+	var activityAddr, simAddr string
+	of.register(fs, "orchestrator-", "")
+	af.register(fs, "accountpool-")
+	fs.StringVar(&activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "activity gRPC listen address ("+envActivityAddr+")")
+	fs.StringVar(&simAddr, "sim-addr", env(envSimAddr, defaultSimAddr), "simulator listen address ("+envSimAddr+"); used as the upstream unless -anthropic-base-url is set")
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+
+	simLis, err := net.Listen("tcp", simAddr)
+	if err != nil {
+		return fmt.Errorf("listening on %s for the simulator: %w", simAddr, err)
+	}
+	if of.baseURL == "" {
+		of.baseURL = "http://" + simLis.Addr().String()
+	}
+	fallback := secret.New(env(envAnthropicAPIKey, ""))
+	if fallback.IsZero() && strings.HasPrefix(of.baseURL, "http://"+simLis.Addr().String()) {
+		fallback = secret.New(devFallbackKey)
+		logger.Info("ANTHROPIC_API_KEY is not set; legacy mode uses a simulator key")
+	}
+	keyring, err := readKeyring(af.keyring, af.keyringFile)
+	if err != nil {
+		return err
+	}
+	if keyring == "" {
+		if keyring, err = accountpool.GenerateKeyring(); err != nil {
+			return err
+		}
+		logger.Warn("generated an ephemeral key-encryption keyring: stored API keys cannot be decrypted after a restart; set " + envKeyring + " or " + envKeyringFile + " to keep them")
+	}
+	of.poolAddr, of.activityAddr = af.addr, activityAddr
+
+	exp, err := telemetry.ExporterFromEnv(ctx)
+	if err != nil {
+		return err
+	}
+	activityTel, activityShutdown := telemetry.New("switchyard-activity", exp)
+	poolTel, poolShutdown := telemetry.New("switchyard-accountpool", exp)
+	orchTel, orchShutdown := telemetry.New("switchyard-orchestrator", exp)
+	defer func() {
+		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = telemetry.Join(orchShutdown, poolShutdown, activityShutdown)(flushCtx)
+		_ = telemetry.ShutdownExporter(flushCtx, exp)
+	}()
+
+	act, err := activity.New(ctx, activity.Config{Addr: activityAddr, Logger: logger.With("service", "activity"), Telemetry: activityTel})
+	if err != nil {
+		return err
+	}
+	pool, err := accountpool.New(ctx, af.config(logger, poolTel, keyring))
+	if err != nil {
+		return err
+	}
+	orch, err := orchestrator.New(ctx, of.config(logger, orchTel, fallback))
+	if err != nil {
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		return serveSim(gctx, simLis, anthropicsim.Config{Logger: logger.With("service", "sim")}, logger)
+	})
+	g.Go(func() error { return act.Serve(gctx) })
+	g.Go(func() error { return pool.Serve(gctx) })
+	g.Go(func() error { return orch.Serve(gctx) })
+
+	if err := walkthrough.Execute(stdout, map[string]string{
+		"Orch": orch.Addr().String(), "Pool": pool.Addr().String(), "Activity": act.Addr().String(),
+		"Sim": simLis.Addr().String(), "Upstream": of.baseURL,
+	}); err != nil {
+		return err
+	}
+	return g.Wait()
+}
+
+var walkthrough = template.Must(template.New("walkthrough").Parse(`
+Switchyard dev stack is up (embedded store: nothing is kept across restarts).
+  orchestrator  {{.Orch}}
+  accountpool   {{.Pool}}
+  activity      {{.Activity}}
+  simulator     http://{{.Sim}}   (upstream: {{.Upstream}})
+
+Try it (see README.md for the full walkthrough):
+  grpcurl -plaintext {{.Orch}} list
+  grpcurl -plaintext -d '{"organization_id":"acme","name":"primary","api_key":"sk-ant-sim-tier4-primary","tier":"tier4"}' \
+    {{.Pool}} switchyard.accountpool.v1.AccountPoolService/RegisterAccount
+  grpcurl -plaintext -d '{"organization_id":"acme","category":"quick","prompt":"Say hello"}' \
+    {{.Orch}} switchyard.orchestrator.v1.OrchestratorService/DelegateTask
+
+Press Ctrl-C to stop.
+`))

@@ -1,0 +1,71 @@
+// Command switchyard runs the Switchyard services.
+//
+//	switchyard dev            all three services and the Anthropic simulator in one process
+//	switchyard orchestrator   the Orchestrator service
+//	switchyard accountpool    the AccountPool service
+//	switchyard activity       the Activity service
+//	switchyard sim            the Anthropic Messages API simulator
+//
+// Every setting is a flag whose default comes from an environment variable;
+// `switchyard <command> -h` lists them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "switchyard:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: switchyard <command> [flags]
+
+commands:
+  dev            run all three services and the Anthropic simulator in one process
+  orchestrator   run the Orchestrator service
+  accountpool    run the AccountPool service
+  activity       run the Activity service
+  sim            run the Anthropic Messages API simulator
+
+Run 'switchyard <command> -h' for the command's flags.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "dev":
+		return runDev(ctx, rest, stdout, stderr)
+	case "orchestrator":
+		return runOrchestrator(ctx, rest, stderr)
+	case "accountpool":
+		return runAccountPool(ctx, rest, stderr)
+	case "activity":
+		return runActivity(ctx, rest, stderr)
+	case "sim":
+		return runSim(ctx, rest, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("unknown command %q", cmd)
+	}
+}

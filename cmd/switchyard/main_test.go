@@ -1,0 +1,95 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+func TestUsageErrors(t *testing.T) {
+	var out, errOut bytes.Buffer
+	require.Error(t, run(context.Background(), nil, &out, &errOut))
+	require.Contains(t, errOut.String(), "usage: switchyard")
+
+	err := run(context.Background(), []string{"frobnicate"}, &out, &errOut)
+	require.ErrorContains(t, err, `unknown command "frobnicate"`)
+
+	err = run(context.Background(), []string{"dev", "-h"}, &out, &errOut)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	require.Contains(t, errOut.String(), "SWITCHYARD_ORCHESTRATOR_ADDR")
+
+	err = run(context.Background(), []string{"sim", "-default-tier", "tier9"}, &out, &errOut)
+	require.ErrorContains(t, err, "tier9")
+
+	t.Setenv(envKeyring, "")
+	t.Setenv(envKeyringFile, "")
+	err = run(context.Background(), []string{"accountpool", "-addr", "127.0.0.1:0"}, &out, &errOut)
+	require.ErrorContains(t, err, "keyring")
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writes of a running
+// command and the reads of the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestDevStartsEverythingAndStopsCleanly(t *testing.T) {
+	t.Setenv(envKeyring, "")
+	t.Setenv(envAnthropicAPIKey, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"dev",
+			"-orchestrator-addr", "127.0.0.1:0", "-accountpool-addr", "127.0.0.1:0",
+			"-activity-addr", "127.0.0.1:0", "-sim-addr", "127.0.0.1:0", "-skills-dir", "../../skills"}, &out, &errOut)
+	}()
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C") }, 20*time.Second, 10*time.Millisecond)
+
+	addr := ""
+	for _, line := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "orchestrator" {
+			addr = f[1]
+		}
+	}
+	require.NotEmpty(t, addr, out.String())
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	require.Eventually(t, func() bool {
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Contains(t, errOut.String(), "ephemeral key-encryption keyring")
+
+	cancel()
+	select {
+	case err := <-done:
+		require.True(t, err == nil || errors.Is(err, context.Canceled), "dev stopped with %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("dev did not stop after cancellation")
+	}
+}

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
+	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/telemetry"
+	"github.com/switchyard-dev/switchyard/services/accountpool"
+	"github.com/switchyard-dev/switchyard/services/activity"
+	"github.com/switchyard-dev/switchyard/services/orchestrator"
+)
+
+type orchestratorFlags struct {
+	addr, poolAddr, activityAddr, baseURL, categories, skills string
+	failPoolDown                                              bool
+	attemptTimeout                                            time.Duration
+}
+
+func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL string) {
+	fs.StringVar(&f.addr, prefix+"addr", env(envOrchestratorAddr, defaultOrchestrator), "orchestrator gRPC listen address ("+envOrchestratorAddr+")")
+	fs.StringVar(&f.baseURL, "anthropic-base-url", env(envAnthropicBaseURL, defaultBaseURL), "Anthropic Messages API base URL ("+envAnthropicBaseURL+")")
+	fs.BoolVar(&f.failPoolDown, "fail-when-pool-unavailable", envBool(envFailPoolDown, false), "fail tasks with Unavailable when the AccountPool is unreachable instead of using ANTHROPIC_API_KEY ("+envFailPoolDown+")")
+	fs.StringVar(&f.categories, "categories-file", env(envCategoriesFile, ""), "JSON file extending or overriding the category table ("+envCategoriesFile+")")
+	fs.StringVar(&f.skills, "skills-dir", env(envSkillsDir, defaultSkillsDir), "directory of skills that load_skills can name ("+envSkillsDir+")")
+	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", envDuration(envAttemptTimeout, defaultAttemptTimout), "upper bound of one model call ("+envAttemptTimeout+")")
+}
+
+func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers, fallbackKey secret.String) orchestrator.Config {
+	return orchestrator.Config{
+		Addr:                    f.addr,
+		AccountPoolAddr:         f.poolAddr,
+		ActivityAddr:            f.activityAddr,
+		AnthropicBaseURL:        f.baseURL,
+		FallbackAPIKey:          fallbackKey,
+		FailWhenPoolUnavailable: f.failPoolDown,
+		CategoriesFile:          f.categories,
+		SkillsDir:               f.skills,
+		AttemptTimeout:          f.attemptTimeout,
+		Logger:                  logger.With("service", "orchestrator"),
+		Telemetry:               tel,
+	}
+}
+
+type accountPoolFlags struct {
+	addr, keyring, keyringFile, tiers, pricing string
+}
+
+func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
+	fs.StringVar(&f.addr, prefix+"addr", env(envAccountPoolAddr, defaultAccountPool), "accountpool gRPC listen address ("+envAccountPoolAddr+")")
+	fs.StringVar(&f.keyringFile, "keyring-file", env(envKeyringFile, ""), "file holding the key-encryption keyring ("+envKeyringFile+")")
+	fs.StringVar(&f.tiers, "tiers-file", env(envTiersFile, ""), "JSON file overriding the tier limits table ("+envTiersFile+")")
+	fs.StringVar(&f.pricing, "pricing-file", env(envPricingFile, ""), "JSON file overriding the model pricing table ("+envPricingFile+")")
+	// The inline keyring is read from the environment only: a flag would
+	// show it in the process list.
+	f.keyring = env(envKeyring, "")
+}
+
+func (f *accountPoolFlags) config(logger *slog.Logger, tel telemetry.Providers, keyring string) accountpool.Config {
+	return accountpool.Config{
+		Addr:        f.addr,
+		Keyring:     keyring,
+		TiersFile:   f.tiers,
+		PricingFile: f.pricing,
+		Logger:      logger.With("service", "accountpool"),
+		Telemetry:   tel,
+	}
+}
+
+func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("orchestrator", "Runs the Orchestrator service (DelegateTask).", stderr)
+	var of orchestratorFlags
+	var lf logFlags
+	of.register(fs, "", orchestrator.DefaultAnthropicBaseURL)
+	fs.StringVar(&of.poolAddr, "accountpool-addr", env(envAccountPoolAddr, defaultAccountPool), "AccountPool gRPC target ("+envAccountPoolAddr+")")
+	fs.StringVar(&of.activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "Activity gRPC target ("+envActivityAddr+")")
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	return withTelemetry(ctx, "switchyard-orchestrator", func(tel telemetry.Providers) error {
+		return orchestrator.Run(ctx, of.config(logger, tel, secret.New(env(envAnthropicAPIKey, ""))))
+	})
+}
+
+func runAccountPool(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("accountpool", "Runs the AccountPool service. The key-encryption keyring comes from "+envKeyring+" or "+envKeyringFile+".", stderr)
+	var af accountPoolFlags
+	var lf logFlags
+	af.register(fs, "")
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	keyring, err := readKeyring(af.keyring, af.keyringFile)
+	if err != nil {
+		return err
+	}
+	if keyring == "" {
+		return fmt.Errorf("the accountpool needs a key-encryption keyring: set %s or %s (generate one with 'openssl rand -base64 32' and write it as '1:<base64>')", envKeyring, envKeyringFile)
+	}
+	return withTelemetry(ctx, "switchyard-accountpool", func(tel telemetry.Providers) error {
+		return accountpool.Run(ctx, af.config(logger, tel, keyring))
+	})
+}
+
+func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("activity", "Runs the Activity service.", stderr)
+	var addr string
+	var lf logFlags
+	fs.StringVar(&addr, "addr", env(envActivityAddr, defaultActivity), "activity gRPC listen address ("+envActivityAddr+")")
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	return withTelemetry(ctx, "switchyard-activity", func(tel telemetry.Providers) error {
+		return activity.Run(ctx, activity.Config{Addr: addr, Logger: logger.With("service", "activity"), Telemetry: tel})
+	})
+}
+
+func runSim(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlagSet("sim", "Runs the Anthropic Messages API simulator (see pkg/anthropicsim for its key conventions).", stderr)
+	var addr, tier string
+	var lf logFlags
+	fs.StringVar(&addr, "addr", env(envSimAddr, defaultSimAddr), "simulator HTTP listen address ("+envSimAddr+")")
+	fs.StringVar(&tier, "default-tier", "scale", "rate-limit tier of keys that do not name one")
+	lf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if _, ok := anthropicsim.DefaultTiers()[tier]; !ok {
+		return fmt.Errorf("-default-tier %q is not a tier; use one of tier1, tier2, tier3, tier4, start, build, scale", tier)
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s for the simulator: %w", addr, err)
+	}
+	return serveSim(ctx, lis, anthropicsim.Config{DefaultTier: tier, Logger: logger.With("service", "sim")}, logger)
+}
+
+// serveSim serves the simulator on lis until ctx is cancelled.
+func serveSim(ctx context.Context, lis net.Listener, cfg anthropicsim.Config, logger *slog.Logger) error {
+	srv := &http.Server{Handler: anthropicsim.New(cfg), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	logger.Info("serving the Anthropic simulator", "addr", lis.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving the simulator: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("stopping the simulator: %w", err)
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// withTelemetry runs fn with the providers of one service, exporting over
+// OTLP when it is configured, and flushes spans afterwards.
+func withTelemetry(ctx context.Context, service string, fn func(telemetry.Providers) error) error {
+	exp, err := telemetry.ExporterFromEnv(ctx)
+	if err != nil {
+		return err
+	}
+	tel, shutdown := telemetry.New(service, exp)
+	runErr := fn(tel)
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	return errors.Join(runErr, shutdown(flushCtx), telemetry.ShutdownExporter(flushCtx, exp))
+}

@@ -1,0 +1,130 @@
+// Package e2e_test runs the three services and the Anthropic simulator on
+// real loopback sockets, in one process, and drives them through their
+// generated gRPC clients as a user would.
+package e2e_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
+	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
+	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
+	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/telemetry"
+	"github.com/switchyard-dev/switchyard/services/accountpool"
+	"github.com/switchyard-dev/switchyard/services/activity"
+	"github.com/switchyard-dev/switchyard/services/orchestrator"
+)
+
+type stackOptions struct {
+	fallbackKey string
+	exporter    sdktrace.SpanExporter
+	// poolAddr overrides the orchestrator's AccountPool target (to point it
+	// at nothing).
+	poolAddr string
+}
+
+// stack is a running system: simulator, Activity, AccountPool and
+// Orchestrator, each on its own loopback port.
+type stack struct {
+	sim          *anthropicsim.Server
+	pool         accountpoolv1.AccountPoolServiceClient
+	activity     activityv1.ActivityServiceClient
+	orchestrator orchestratorv1.OrchestratorServiceClient
+	flush        func(context.Context) error
+}
+
+func startStack(t *testing.T, opts stackOptions) *stack {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+
+	sim := anthropicsim.New(anthropicsim.Config{})
+	simServer := httptest.NewServer(sim)
+	t.Cleanup(simServer.Close)
+
+	actTel, actFlush := telemetry.New("switchyard-activity", opts.exporter)
+	poolTel, poolFlush := telemetry.New("switchyard-accountpool", opts.exporter)
+	orchTel, orchFlush := telemetry.New("switchyard-orchestrator", opts.exporter)
+
+	act, err := activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Telemetry: actTel})
+	require.NoError(t, err)
+	keyring, err := accountpool.GenerateKeyring()
+	require.NoError(t, err)
+	pool, err := accountpool.New(ctx, accountpool.Config{Addr: "127.0.0.1:0", Keyring: keyring, Logger: logger, Telemetry: poolTel})
+	require.NoError(t, err)
+	poolAddr := pool.Addr().String()
+	if opts.poolAddr != "" {
+		poolAddr = opts.poolAddr
+	}
+	orch, err := orchestrator.New(ctx, orchestrator.Config{
+		Addr:             "127.0.0.1:0",
+		AccountPoolAddr:  poolAddr,
+		ActivityAddr:     act.Addr().String(),
+		AnthropicBaseURL: simServer.URL,
+		FallbackAPIKey:   secret.New(opts.fallbackKey),
+		SkillsDir:        "../skills",
+		Logger:           logger,
+		Telemetry:        orchTel,
+	})
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	for _, serve := range []func(context.Context) error{act.Serve, pool.Serve, orch.Serve} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := serve(ctx); err != nil {
+				t.Errorf("serving: %v", err)
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+
+	s := &stack{
+		sim:          sim,
+		pool:         accountpoolv1.NewAccountPoolServiceClient(dial(t, pool.Addr().String())),
+		activity:     activityv1.NewActivityServiceClient(dial(t, act.Addr().String())),
+		orchestrator: orchestratorv1.NewOrchestratorServiceClient(dial(t, orch.Addr().String())),
+		flush:        telemetry.Join(orchFlush, poolFlush, actFlush),
+	}
+	return s
+}
+
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return conn
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func (s *stack) register(t *testing.T, org, name, key, tier string) *accountpoolv1.Account {
+	t.Helper()
+	resp, err := s.pool.RegisterAccount(testContext(t), &accountpoolv1.RegisterAccountRequest{
+		OrganizationId: org, Name: name, ApiKey: key, Tier: tier,
+	})
+	require.NoError(t, err)
+	return resp.GetAccount()
+}

@@ -1,0 +1,108 @@
+package grpcserver_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
+)
+
+// panicky is a health server whose Check panics, standing in for a buggy
+// handler.
+type panicky struct {
+	healthpb.UnimplementedHealthServer
+}
+
+func (panicky) List(context.Context, *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
+	panic("handler bug with sk-ant-secret-value in it")
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestServerLifecycleHealthReflectionAndRecovery(t *testing.T) {
+	var logs syncBuffer
+	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Name: "test", Logger: slog.New(slog.NewTextHandler(&logs, nil))},
+		func(r grpc.ServiceRegistrar) {
+			r.RegisterService(&grpc.ServiceDesc{
+				ServiceName: "test.v1.Panicky",
+				HandlerType: (*healthpb.HealthServer)(nil),
+				Methods: []grpc.MethodDesc{{MethodName: "List", Handler: func(srv any, ctx context.Context, _ func(any) error, chain grpc.UnaryServerInterceptor) (any, error) {
+					call := func(ctx context.Context, req any) (any, error) {
+						return srv.(healthpb.HealthServer).List(ctx, req.(*healthpb.HealthListRequest))
+					}
+					return chain(ctx, &healthpb.HealthListRequest{}, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/test.v1.Panicky/List"}, call)
+				}}},
+			}, panicky{})
+		})
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+
+	resp, err := health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: "test.v1.Panicky"})
+	require.NoError(t, err)
+	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, resp.GetStatus(), "not serving until the service says it is ready")
+	srv.SetServing(true)
+	resp, err = health.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	require.Equal(t, healthpb.HealthCheckResponse_SERVING, resp.GetStatus())
+
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}))
+	refl, err := stream.Recv()
+	require.NoError(t, err)
+	var names []string
+	for _, s := range refl.GetListServicesResponse().GetService() {
+		names = append(names, s.GetName())
+	}
+	require.Contains(t, names, "test.v1.Panicky")
+	require.NoError(t, stream.CloseSend())
+
+	err = conn.Invoke(context.Background(), "/test.v1.Panicky/List", &healthpb.HealthListRequest{}, &healthpb.HealthListResponse{})
+	require.Equal(t, codes.Internal, status.Code(err))
+	require.NotContains(t, err.Error(), "sk-ant-secret-value", "the panic value stays out of the response")
+	require.Contains(t, logs.String(), "recovered from panic")
+	require.NotContains(t, logs.String(), "sk-ant-secret-value", "the panic value stays out of the log")
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("Serve did not return after its context was cancelled")
+	}
+}
