@@ -3,8 +3,11 @@ package grpcserver_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,4 +108,51 @@ func TestServerLifecycleHealthReflectionAndRecovery(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("Serve did not return after its context was cancelled")
 	}
+}
+
+func TestGateHoldsCallsUntilTheCheckPasses(t *testing.T) {
+	var ready atomic.Bool
+	gate := grpcserver.NewGate(func(context.Context) error {
+		if !ready.Load() {
+			return errors.New("schema behind: run 'switchyard migrate up'")
+		}
+		return nil
+	})
+	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Name: "gated", Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		UnaryInterceptors: []grpc.UnaryServerInterceptor{gate.UnaryInterceptor()}},
+		func(r grpc.ServiceRegistrar) {
+			r.RegisterService(&grpc.ServiceDesc{
+				ServiceName: "test.v1.Gated",
+				HandlerType: (*any)(nil),
+				Methods: []grpc.MethodDesc{{MethodName: "Call", Handler: func(srv any, ctx context.Context, _ func(any) error, chain grpc.UnaryServerInterceptor) (any, error) {
+					return chain(ctx, &healthpb.HealthCheckRequest{}, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/test.v1.Gated/Call"},
+						func(context.Context, any) (any, error) { return &healthpb.HealthCheckResponse{}, nil })
+				}}},
+			}, struct{}{})
+		})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = srv.Serve(ctx) }()
+	go gate.Run(ctx, srv, slog.New(slog.NewTextHandler(io.Discard, nil)), 5*time.Millisecond)
+
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+
+	resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+	require.NoError(t, err, "health answers while the gate is closed")
+	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, resp.GetStatus())
+	err = conn.Invoke(ctx, "/test.v1.Gated/Call", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{})
+	require.Equal(t, codes.Unavailable, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "switchyard migrate up")
+
+	ready.Store(true)
+	require.Eventually(t, func() bool {
+		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	}, 5*time.Second, 5*time.Millisecond)
+	require.NoError(t, gate.Err())
+	require.NoError(t, conn.Invoke(ctx, "/test.v1.Gated/Call", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{}), "calls pass once the gate opens")
 }

@@ -1,0 +1,86 @@
+// Package pgxutil holds the PostgreSQL plumbing the services share:
+// connecting, and running statements for one tenant under row-level
+// security.
+//
+// Every table that holds an organization's rows has row-level security
+// enabled and forced, with policies comparing organization_id to the
+// transaction-local setting migrations.TenantSetting. InTenantTx and
+// QueueTenant are the only places that set it, so a statement run any other
+// way sees no tenant rows at all.
+package pgxutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/switchyard-dev/switchyard/migrations"
+)
+
+// Connect opens a connection pool and checks that the database answers.
+// applicationName shows in pg_stat_activity.
+func Connect(ctx context.Context, url, applicationName string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// The parse error can quote the URL, password included.
+		return nil, errors.New("parsing the database URL: it is not a valid PostgreSQL connection string")
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = applicationName
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.User, err)
+	}
+	return pool, nil
+}
+
+// setTenantSQL scopes the current transaction to one organization.
+const setTenantSQL = "SELECT set_config('" + migrations.TenantSetting + "', $1, true)"
+
+// Beginner is a pool or a connection.
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// InTenantTx runs fn in a transaction scoped to organization org: row-level
+// security shows fn only that organization's rows and rejects writes of any
+// other. The transaction commits when fn returns nil and rolls back
+// otherwise.
+func InTenantTx(ctx context.Context, db Beginner, org string, fn func(pgx.Tx) error) error {
+	if org == "" {
+		return errors.New("pgxutil: empty organization id")
+	}
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, setTenantSQL, org); err != nil {
+			return fmt.Errorf("setting the tenant: %w", err)
+		}
+		return fn(tx)
+	})
+}
+
+// QueueTenant queues the tenant setting as the first statement of a batch.
+// A batch sent outside a transaction runs as one implicit transaction, so
+// the setting covers every statement queued after it and nothing else: a
+// tenant-scoped read or write in a single round trip.
+func QueueTenant(b *pgx.Batch, org string) {
+	b.Queue(setTenantSQL, org)
+}
+
+// SchemaVersionQuery returns a query function for migrations.Set.CheckVersion.
+func SchemaVersionQuery(db interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}) func(context.Context, string) (int64, error) {
+	return func(ctx context.Context, sql string) (int64, error) {
+		var v int64
+		err := db.QueryRow(ctx, sql).Scan(&v)
+		return v, err
+	}
+}
