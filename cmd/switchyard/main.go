@@ -5,6 +5,7 @@
 //	switchyard accountpool    the AccountPool service
 //	switchyard activity       the Activity service
 //	switchyard sim            the Anthropic Messages API simulator
+//	switchyard migrate        apply the PostgreSQL schema (up, status, down)
 //
 // Every setting is a flag whose default comes from an environment variable;
 // `switchyard <command> -h` lists them.
@@ -61,6 +62,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runActivity(ctx, rest, stderr)
 	case "sim":
 		return runSim(ctx, rest, stderr)
+	case "migrate":
+		return runMigrate(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

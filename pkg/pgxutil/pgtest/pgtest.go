@@ -59,6 +59,15 @@ type Schema struct {
 // test ends.
 func NewSchema(t testing.TB, sets ...migrations.Set) Schema {
 	t.Helper()
+	s := NewEmptySchema(t)
+	Migrate(t, s.OwnerURL, sets...)
+	return s
+}
+
+// NewEmptySchema creates a schema with nothing in it and drops it when the
+// test ends.
+func NewEmptySchema(t testing.TB) Schema {
+	t.Helper()
 	admin := AdminURL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -88,9 +97,7 @@ func NewSchema(t testing.TB, sets ...migrations.Set) Schema {
 		}
 	})
 
-	s := Schema{Name: name, OwnerURL: withParams(t, admin, "", name), AppURL: withParams(t, admin, migrations.AppRole, name)}
-	Migrate(t, s.OwnerURL, sets...)
-	return s
+	return Schema{Name: name, OwnerURL: withParams(t, admin, "", name), AppURL: withParams(t, admin, migrations.AppRole, name)}
 }
 
 // Migrate applies the sets through ownerURL.
