@@ -6,6 +6,12 @@
 //
 // A program runs it with Run, or with New and Serve when it needs the
 // listening address first (port 0, tests, switchyard dev).
+//
+// It keeps activities in memory (development) or in PostgreSQL
+// (production). On PostgreSQL it never migrates the schema itself: until
+// the schema is at the version this binary needs (`switchyard migrate up`),
+// health reports NOT_SERVING and every call is answered Unavailable with
+// what to run.
 package activity
 
 import (
@@ -16,14 +22,18 @@ import (
 	"net"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
 
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
+	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
+	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/api"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store/memstore"
+	"github.com/switchyard-dev/switchyard/services/activity/internal/store/pgstore"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/tracker"
 )
 
@@ -31,10 +41,18 @@ import (
 // otherwise; AccountPool and the Orchestrator use the neighbouring ports.
 const DefaultAddr = "127.0.0.1:50053"
 
-// StoreMemory selects the embedded in-memory store: nothing to install,
-// nothing kept across restarts. It is the default and, until pgstore
-// lands, the only backend.
-const StoreMemory = "memory"
+// The stores Config.Store can name.
+const (
+	// StoreMemory is the embedded in-memory store: nothing to install,
+	// nothing kept across restarts. For development.
+	StoreMemory = "memory"
+	// StorePostgres is PostgreSQL, at Config.DatabaseURL. For production.
+	StorePostgres = "postgres"
+)
+
+// readinessInterval is how often a service on PostgreSQL re-checks the
+// schema version while it is not serving.
+const readinessInterval = 5 * time.Second
 
 // Config configures the service. Every field but Logger has a usable zero
 // value.
@@ -43,8 +61,8 @@ type Config struct {
 	// picks a free port, which Service.Addr reports.
 	Addr string
 	// Logger receives start-up notices, one line per call, and the causes
-	// of internal errors, which callers never see. Required: a service
-	// that cannot say why it failed is not run.
+	// of internal errors and of an unavailable store, which callers never
+	// see. Required: a service that cannot say why it failed is not run.
 	Logger *slog.Logger
 	// Telemetry carries the trace and metric providers and the propagator
 	// for the gRPC server. The zero value falls back to the OpenTelemetry
@@ -53,18 +71,41 @@ type Config struct {
 	// Now is the clock for start, progress and completion times, and so
 	// for durations; default time.Now. Tests set it to pin them.
 	Now func() time.Time
-	// Store selects the storage backend; default StoreMemory. The choice
+	// Store selects the storage backend: StoreMemory or StorePostgres.
+	// Empty means StorePostgres when DatabaseURL is set, else
+	// StoreMemory; a Store that is set wins over DatabaseURL. The choice
 	// is made in one place, openStore.
 	Store string
+	// DatabaseURL is the PostgreSQL connection string (URL or key=value
+	// form) for StorePostgres. It must connect as the switchyard_app role
+	// (migrations.AppRole), which owns nothing and cannot bypass
+	// row-level security, never as the schema owner, with the schema
+	// that `switchyard migrate up` migrated on its search path. The
+	// commands read it from SWITCHYARD_DATABASE_URL, else DATABASE_URL.
+	// It is never logged: it may hold a password.
+	DatabaseURL string
 }
 
 // Service is the Activity service, listening but not yet serving.
 type Service struct {
-	srv *grpcserver.Server
+	srv     *grpcserver.Server
+	logger  *slog.Logger
+	backend backend
+}
+
+// backend is an open store and what serving it takes.
+type backend struct {
+	store store.Store
+	// gate, when set, holds calls back until the store is ready; without
+	// one the service serves at once.
+	gate *grpcserver.Gate
+	// close releases the store after the last call.
+	close func()
 }
 
 // New opens the store, listens on cfg.Addr and registers the handlers.
-// Health stays NOT_SERVING until Serve.
+// Health stays NOT_SERVING until Serve, and on PostgreSQL until the schema
+// is at the version this binary needs.
 func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		return nil, errors.New("activity: Config.Logger is required")
@@ -72,45 +113,108 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
 	}
-	st, err := openStore(ctx, cfg)
+	be, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	handlers := api.New(tracker.New(st, cfg.Now), cfg.Logger)
-	srv, err := grpcserver.New(grpcserver.Config{
+	handlers := api.New(tracker.New(be.store, cfg.Now), cfg.Logger)
+	scfg := grpcserver.Config{
 		Addr:      cfg.Addr,
 		Name:      "activity",
 		Logger:    cfg.Logger,
 		Telemetry: cfg.Telemetry,
-	}, func(r grpc.ServiceRegistrar) {
+	}
+	if be.gate != nil {
+		scfg.UnaryInterceptors = []grpc.UnaryServerInterceptor{be.gate.UnaryInterceptor()}
+		scfg.StreamInterceptors = []grpc.StreamServerInterceptor{be.gate.StreamInterceptor()}
+	}
+	srv, err := grpcserver.New(scfg, func(r grpc.ServiceRegistrar) {
 		activityv1.RegisterActivityServiceServer(r, handlers)
 	})
 	if err != nil {
+		be.close()
 		return nil, fmt.Errorf("activity: %w", err)
 	}
-	return &Service{srv: srv}, nil
+	return &Service{srv: srv, logger: cfg.Logger, backend: be}, nil
 }
 
 // openStore is the one place a backend is chosen.
-func openStore(ctx context.Context, cfg Config) (store.Store, error) {
-	switch cfg.Store {
-	case "", StoreMemory:
+func openStore(ctx context.Context, cfg Config) (backend, error) {
+	kind := cfg.Store
+	if kind == "" {
+		kind = StoreMemory
+		if cfg.DatabaseURL != "" {
+			kind = StorePostgres
+		}
+	}
+	switch kind {
+	case StoreMemory:
 		cfg.Logger.WarnContext(ctx, "activity: using the embedded in-memory store; it keeps nothing across restarts and is meant for development only")
-		return memstore.New(), nil
+		return backend{store: memstore.New(), close: func() {}}, nil
+	case StorePostgres:
+		if cfg.DatabaseURL == "" {
+			return backend{}, errors.New("activity: store \"postgres\" needs a database URL: set SWITCHYARD_DATABASE_URL (or DATABASE_URL) to a connection string for the switchyard_app role")
+		}
+		pool, err := pgxutil.Connect(ctx, cfg.DatabaseURL, "switchyard-activity")
+		if err != nil {
+			return backend{}, fmt.Errorf("activity: %w", err)
+		}
+		logPostgres(ctx, cfg.Logger, pool)
+		gate := grpcserver.NewGate(func(ctx context.Context) error {
+			return migrations.Activity.CheckVersion(ctx, pgxutil.SchemaVersionQuery(pool))
+		})
+		return backend{store: pgstore.New(pool), gate: gate, close: pool.Close}, nil
 	default:
-		return nil, fmt.Errorf("activity: unknown store %q; known stores: %q", cfg.Store, StoreMemory)
+		return backend{}, fmt.Errorf("activity: unknown store %q; known stores: %q, %q", cfg.Store, StoreMemory, StorePostgres)
+	}
+}
+
+// logPostgres says where the store is, without the password, and warns
+// when the role would defeat row-level security.
+func logPostgres(ctx context.Context, logger *slog.Logger, pool *pgxpool.Pool) {
+	cc := pool.Config().ConnConfig
+	logger.InfoContext(ctx, "activity: using PostgreSQL", "host", cc.Host, "port", cc.Port, "database", cc.Database, "user", cc.User)
+	var bypasses bool
+	err := pool.QueryRow(ctx, "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").Scan(&bypasses)
+	switch {
+	case err != nil:
+		logger.WarnContext(ctx, "activity: could not check the database role", "error", err)
+	case bypasses:
+		logger.WarnContext(ctx, "activity: the database role bypasses row-level security, so only the queries keep organizations apart; connect as "+migrations.AppRole, "user", cc.User)
 	}
 }
 
 // Addr is the address the service listens on.
 func (s *Service) Addr() net.Addr { return s.srv.Addr() }
 
-// Serve marks the service SERVING and serves until ctx is done, then
-// shuts down gracefully (see grpcserver.Server.Serve). It returns nil
-// after a shutdown caused by ctx. A Service serves once.
+// Serve serves until ctx is done, then shuts down gracefully (see
+// grpcserver.Server.Serve) and releases the store. It returns nil after a
+// shutdown caused by ctx. A Service serves once.
+//
+// On the in-memory store it is SERVING at once. On PostgreSQL it checks
+// the schema version every few seconds, logging what to do, and turns
+// SERVING once the version matches; until then calls get Unavailable.
 func (s *Service) Serve(ctx context.Context) error {
-	s.srv.SetServing(true)
-	return s.srv.Serve(ctx)
+	defer s.backend.close()
+	gate := s.backend.gate
+	if gate == nil {
+		s.srv.SetServing(true)
+		return s.srv.Serve(ctx)
+	}
+	gateCtx, stopGate := context.WithCancel(ctx)
+	gateDone := make(chan struct{})
+	go func() {
+		defer close(gateDone)
+		gate.Run(gateCtx, s.srv, s.logger, readinessInterval)
+		if gate.Err() == nil {
+			s.logger.InfoContext(ctx, "activity: the database schema is current; serving")
+		}
+	}()
+	err := s.srv.Serve(ctx)
+	// The check may be using the pool: let it finish before closing it.
+	stopGate()
+	<-gateDone
+	return err
 }
 
 // Run builds the service and serves until ctx is done.

@@ -5,12 +5,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -22,6 +24,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
+	"github.com/switchyard-dev/switchyard/migrations"
+	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
 	"github.com/switchyard-dev/switchyard/services/activity"
 )
 
@@ -75,17 +79,33 @@ type harness struct {
 	stop   func() error
 }
 
-// startService runs the service on a real loopback socket and waits until
-// its health check reports SERVING.
+// startService runs the service on the in-memory store on a real loopback
+// socket and waits until its health check reports SERVING.
 func startService(t *testing.T) *harness {
+	t.Helper()
+	return startServiceWith(t, activity.Config{})
+}
+
+// startServiceWith is startService with cfg's store settings and clock.
+func startServiceWith(t *testing.T, cfg activity.Config) *harness {
+	t.Helper()
+	h := launch(t, cfg)
+	h.waitServing(t)
+	return h
+}
+
+// launch runs the service with cfg on a loopback port and the harness's
+// logger and, unless cfg has one, clock, without waiting for it.
+func launch(t *testing.T, cfg activity.Config) *harness {
 	t.Helper()
 	h := &harness{clock: &fakeClock{t: time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)}, logs: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := activity.New(ctx, activity.Config{
-		Addr:   "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(h.logs, nil)),
-		Now:    h.clock.Now,
-	})
+	cfg.Addr = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, nil))
+	if cfg.Now == nil {
+		cfg.Now = h.clock.Now
+	}
+	svc, err := activity.New(ctx, cfg)
 	require.NoError(t, err)
 	served := make(chan error, 1)
 	go func() { served <- svc.Serve(ctx) }()
@@ -105,12 +125,35 @@ func startService(t *testing.T) *harness {
 	t.Cleanup(func() { _ = conn.Close() })
 	h.client = activityv1.NewActivityServiceClient(conn)
 	h.health = healthpb.NewHealthClient(conn)
-
-	require.Eventually(t, func() bool {
-		resp, err := h.health.Check(ctx, &healthpb.HealthCheckRequest{Service: serviceName})
-		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
-	}, 10*time.Second, 10*time.Millisecond)
 	return h
+}
+
+func (h *harness) waitServing(t *testing.T) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		return h.healthStatus() == healthpb.HealthCheckResponse_SERVING
+	}, 20*time.Second, 10*time.Millisecond)
+}
+
+func (h *harness) healthStatus() healthpb.HealthCheckResponse_ServingStatus {
+	resp, err := h.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: serviceName})
+	if err != nil {
+		return healthpb.HealthCheckResponse_UNKNOWN
+	}
+	return resp.GetStatus()
+}
+
+// forEachStore runs test once on the in-memory store and once on a fresh
+// PostgreSQL schema (skipped without a test database, failed when one is
+// required): the service must behave the same on both.
+func forEachStore(t *testing.T, test func(t *testing.T, h *harness)) {
+	t.Run("memory", func(t *testing.T) {
+		test(t, startService(t))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		schema := pgtest.NewSchema(t, migrations.Activity)
+		test(t, startServiceWith(t, activity.Config{DatabaseURL: schema.AppURL}))
+	})
 }
 
 func mustStruct(t *testing.T, m map[string]any) *structpb.Struct {
@@ -152,13 +195,26 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	require.ErrorContains(t, err, "Logger is required")
 	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Store: "postgres-someday"})
 	require.ErrorContains(t, err, `unknown store "postgres-someday"`)
+	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Store: activity.StorePostgres})
+	require.ErrorContains(t, err, "SWITCHYARD_DATABASE_URL")
+	for _, url := range []string{
+		"postgres://switchyard_app:hunter2@[bad",                             // not a URL
+		"postgres://switchyard_app:hunter2@127.0.0.1:1/db?connect_timeout=2", // nothing listens
+	} {
+		_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, DatabaseURL: url})
+		require.Error(t, err, url)
+		require.NotContains(t, err.Error(), "hunter2")
+	}
 	_, err = activity.New(ctx, activity.Config{Addr: "256.0.0.1:-1", Logger: logger})
 	require.Error(t, err)
 }
 
 func TestActivityLifecycleOverGRPC(t *testing.T) {
+	forEachStore(t, testActivityLifecycleOverGRPC)
+}
+
+func testActivityLifecycleOverGRPC(t *testing.T, h *harness) {
 	ctx := context.Background()
-	h := startService(t)
 	c := h.client
 	org := "org-" + uuid.NewString()
 
@@ -368,8 +424,12 @@ func TestInvalidArgumentSaysWhatToFix(t *testing.T) {
 }
 
 func TestUnknownActivityIsNotFound(t *testing.T) {
+	forEachStore(t, testUnknownActivityIsNotFound)
+}
+
+func testUnknownActivityIsNotFound(t *testing.T, h *harness) {
 	ctx := context.Background()
-	c := startService(t).client
+	c := h.client
 	org, id := "org-"+uuid.NewString(), uuid.NewString()
 
 	_, err := c.GetActivity(ctx, &activityv1.GetActivityRequest{OrganizationId: org, ActivityId: id})
@@ -381,8 +441,12 @@ func TestUnknownActivityIsNotFound(t *testing.T) {
 }
 
 func TestProgressLimitIsResourceExhausted(t *testing.T) {
+	forEachStore(t, testProgressLimitIsResourceExhausted)
+}
+
+func testProgressLimitIsResourceExhausted(t *testing.T, h *harness) {
 	ctx := context.Background()
-	c := startService(t).client
+	c := h.client
 	org := "org-" + uuid.NewString()
 	a, err := c.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org})
 	require.NoError(t, err)
@@ -398,8 +462,12 @@ func TestProgressLimitIsResourceExhausted(t *testing.T) {
 }
 
 func TestOrganizationsAreIsolated(t *testing.T) {
+	forEachStore(t, testOrganizationsAreIsolated)
+}
+
+func testOrganizationsAreIsolated(t *testing.T, h *harness) {
 	ctx := context.Background()
-	c := startService(t).client
+	c := h.client
 	orgA, orgB := "org-a-"+uuid.NewString(), "org-b-"+uuid.NewString()
 
 	a, err := c.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: orgA, SessionId: "shared-session", UserId: "alice"})
@@ -440,4 +508,115 @@ func TestOrganizationsAreIsolated(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, listA.GetActivities(), 1)
 	require.Equal(t, "alice", listA.GetActivities()[0].GetUserId())
+}
+
+// TestPostgresKeepsEverythingAcrossRestarts: what a service on PostgreSQL
+// acknowledged, a new service on the same database returns, and carries on
+// from.
+func TestPostgresKeepsEverythingAcrossRestarts(t *testing.T) {
+	ctx := context.Background()
+	schema := pgtest.NewSchema(t, migrations.Activity)
+	clock := &fakeClock{t: time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)}
+	// The test server trusts local connections, so the password only
+	// shows whether it leaks into the logs.
+	dbURL, err := url.Parse(schema.AppURL)
+	require.NoError(t, err)
+	dbURL.User = url.UserPassword(dbURL.User.Username(), "hunter2-secret")
+	cfg := activity.Config{DatabaseURL: dbURL.String(), Now: clock.Now}
+	org := "org-" + uuid.NewString()
+
+	first := startServiceWith(t, cfg)
+	require.Contains(t, first.logs.String(), "using PostgreSQL")
+	require.NotContains(t, first.logs.String(), "keeps nothing across restarts")
+	require.NotContains(t, first.logs.String(), "hunter2-secret")
+	c := first.client
+	started, err := c.TrackStart(ctx, &activityv1.TrackStartRequest{
+		OrganizationId: org, ActivityId: uuid.NewString(), SessionId: "session-1", AgentType: "ai_executor",
+		InputData: mustStruct(t, map[string]any{"prompt": "hello"}),
+		Metadata:  mustStruct(t, map[string]any{"account_id": "acc-1"}),
+	})
+	require.NoError(t, err)
+	id := started.GetActivity().GetId()
+	var events []*activityv1.ProgressEvent
+	for i := 1; i <= 2; i++ {
+		clock.Advance(time.Second)
+		resp, err := c.TrackProgress(ctx, &activityv1.TrackProgressRequest{OrganizationId: org, ActivityId: id, Message: fmt.Sprintf("attempt %d", i)})
+		require.NoError(t, err)
+		events = append(events, resp.GetEvent())
+	}
+	clock.Advance(1500 * time.Millisecond)
+	complete := &activityv1.TrackCompleteRequest{
+		OrganizationId: org, ActivityId: id, Status: completed,
+		OutputData: mustStruct(t, map[string]any{"text": "hi"}),
+		Metadata:   mustStruct(t, map[string]any{"cost_usd": 0.002}),
+	}
+	done, err := c.TrackComplete(ctx, complete)
+	require.NoError(t, err)
+	stillRunning, err := c.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org, SessionId: "session-2"})
+	require.NoError(t, err)
+	_, err = c.TrackProgress(ctx, &activityv1.TrackProgressRequest{OrganizationId: org, ActivityId: stillRunning.GetActivity().GetId(), Message: "before the restart"})
+	require.NoError(t, err)
+	require.NoError(t, first.stop())
+
+	second := startServiceWith(t, cfg)
+	c = second.client
+	got, err := c.GetActivity(ctx, &activityv1.GetActivityRequest{OrganizationId: org, ActivityId: id})
+	require.NoError(t, err)
+	require.True(t, proto.Equal(done.GetActivity(), got.GetActivity()), "want %v\ngot  %v", done.GetActivity(), got.GetActivity())
+	require.Equal(t, int64(3500), got.GetActivity().GetDurationMs())
+	require.Len(t, got.GetProgressEvents(), len(events))
+	for i := range events {
+		require.True(t, proto.Equal(events[i], got.GetProgressEvents()[i]))
+	}
+	list, err := c.ListActivities(ctx, &activityv1.ListActivitiesRequest{OrganizationId: org})
+	require.NoError(t, err)
+	require.Len(t, list.GetActivities(), 2)
+	require.Equal(t, stillRunning.GetActivity().GetId(), list.GetActivities()[0].GetId())
+
+	// The new service carries on: the repeat is recognised, the running
+	// activity's events continue their numbering.
+	repeat, err := c.TrackComplete(ctx, complete)
+	require.NoError(t, err)
+	require.True(t, proto.Equal(done.GetActivity(), repeat.GetActivity()))
+	next, err := c.TrackProgress(ctx, &activityv1.TrackProgressRequest{OrganizationId: org, ActivityId: stillRunning.GetActivity().GetId(), Message: "after the restart"})
+	require.NoError(t, err)
+	require.Equal(t, int64(2), next.GetEvent().GetSequence())
+	again, err := c.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org, ActivityId: id})
+	require.NoError(t, err)
+	require.False(t, again.GetCreated())
+}
+
+// TestPostgresNotMigratedIsNotServing: a service whose schema was never
+// migrated does not migrate it; it reports NOT_SERVING and answers every
+// call Unavailable, saying what to run, and serves once someone has run it.
+func TestPostgresNotMigratedIsNotServing(t *testing.T) {
+	ctx := context.Background()
+	pgtest.NewSchema(t, migrations.Activity) // so that the service role exists
+	empty := pgtest.NewSchema(t)             // no migrations applied
+
+	h := launch(t, activity.Config{DatabaseURL: empty.AppURL})
+	org := "org-" + uuid.NewString()
+	var err error
+	require.Eventually(t, func() bool {
+		_, err = h.client.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org})
+		return strings.Contains(status.Convert(err).Message(), "switchyard migrate up")
+	}, 20*time.Second, 10*time.Millisecond, "last error: %v", err)
+	requireCode(t, err, codes.Unavailable, "switchyard migrate up")
+	_, err = h.client.ListActivities(ctx, &activityv1.ListActivitiesRequest{OrganizationId: org})
+	requireCode(t, err, codes.Unavailable, "switchyard migrate up")
+	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, h.healthStatus())
+	require.Contains(t, h.logs.String(), "switchyard migrate up")
+
+	owner, err := pgx.Connect(ctx, empty.OwnerURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = owner.Close(ctx) })
+	var tables int
+	require.NoError(t, owner.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname = $1", empty.Name).Scan(&tables))
+	require.Zero(t, tables, "serving never migrates")
+
+	pgtest.Migrate(t, empty.OwnerURL, migrations.Activity)
+	h.waitServing(t)
+	resp, err := h.client.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org})
+	require.NoError(t, err)
+	require.True(t, resp.GetCreated())
 }

@@ -30,10 +30,11 @@ func New(t *tracker.Tracker, logger *slog.Logger) *Server {
 }
 
 // fail turns err into the status the caller gets, logging what the
-// caller cannot be told.
+// caller cannot be told: the cause of an internal error, and why the store
+// is unavailable.
 func (s *Server) fail(ctx context.Context, method string, err error) error {
 	st := toStatus(err)
-	if st.Code() == codes.Internal {
+	if st.Code() == codes.Internal || st.Code() == codes.Unavailable {
 		s.logger.ErrorContext(ctx, "activity call failed", "method", method, "error", err)
 	}
 	return st.Err()

@@ -20,6 +20,7 @@ const (
 	msgAlreadyEnded     = "the activity has already ended; progress is accepted only while it is RUNNING"
 	msgConflict         = "the activity already ended with a different completion (status, output_data, error_message or metadata); an ended activity is never overwritten, and GetActivity shows the stored one"
 	msgProgressLimit    = "the activity has reached the limit of %d progress events; report fewer, coarser steps"
+	msgUnavailable      = "the activity store is unavailable; retry with backoff (a retried TrackProgress may record its event twice)"
 	msgInternal         = "internal error; the server logged the details"
 	msgCanceled         = "the call was cancelled"
 	msgDeadlineExceeded = "the call's deadline passed before it finished"
@@ -54,6 +55,8 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.Canceled, msgCanceled)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.New(codes.DeadlineExceeded, msgDeadlineExceeded)
+	case errors.Is(err, store.ErrUnavailable):
+		return status.New(codes.Unavailable, msgUnavailable)
 	default:
 		return status.New(codes.Internal, msgInternal)
 	}

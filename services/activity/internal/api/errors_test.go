@@ -39,6 +39,8 @@ func TestToStatus(t *testing.T) {
 		{"progress limit", fmt.Errorf("appending: %w", store.ErrProgressLimit), codes.ResourceExhausted, fmt.Sprintf(msgProgressLimit, store.MaxProgressEvents)},
 		{"cancelled", fmt.Errorf("querying %s: %w", secret, context.Canceled), codes.Canceled, msgCanceled},
 		{"deadline", fmt.Errorf("querying %s: %w", secret, context.DeadlineExceeded), codes.DeadlineExceeded, msgDeadlineExceeded},
+		{"unavailable", fmt.Errorf("appending progress: %w: connecting to %s: connection refused", store.ErrUnavailable, secret), codes.Unavailable, msgUnavailable},
+		{"cancelled while unavailable", errors.Join(context.Canceled, store.ErrUnavailable), codes.Canceled, msgCanceled},
 		{"unknown", fmt.Errorf("connecting to %s: connection refused", secret), codes.Internal, msgInternal},
 	}
 	for _, tc := range tests {
@@ -74,4 +76,9 @@ func TestFailLogsOnlyWhatTheCallerIsNotTold(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, buf.String(), "disk on fire")
 	require.Contains(t, buf.String(), "GetActivity")
+
+	buf.Reset()
+	err = s.fail(context.Background(), "TrackProgress", fmt.Errorf("appending: %w: connection refused", store.ErrUnavailable))
+	require.Error(t, err)
+	require.Contains(t, buf.String(), "connection refused", "an unavailable store is logged: the caller only hears to retry")
 }

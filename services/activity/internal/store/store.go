@@ -26,7 +26,8 @@ import (
 
 // Errors a Store returns. Each method documents which of them it returns;
 // any other error is an infrastructure failure (the database is down, the
-// context ended). Backends may wrap these, so callers test with errors.Is.
+// context ended), which a backend wraps with ErrUnavailable when a retry
+// may succeed. Backends may wrap these, so callers test with errors.Is.
 var (
 	// ErrNotFound: no activity with that id exists in the organization.
 	ErrNotFound = errors.New("activity not found")
@@ -36,6 +37,13 @@ var (
 	// ErrProgressLimit: the activity already holds MaxProgressEvents
 	// progress events.
 	ErrProgressLimit = errors.New("activity has reached its progress event limit")
+	// ErrUnavailable may be wrapped by any method of a backend that
+	// cannot reach its database, or whose database refused the work for a
+	// reason a retry may fix (restarting, overloaded, a lost serialization
+	// race). A write that fails this way may or may not have taken
+	// effect: CreateActivity and CompleteActivity are safe to retry,
+	// AppendProgress may then append the event twice.
+	ErrUnavailable = errors.New("activity store unavailable")
 )
 
 // MaxProgressEvents bounds the progress events of one activity, so that an
@@ -167,9 +175,21 @@ type ListQuery struct {
 	After *Cursor
 	// Limit is the most activities to return; it is always positive.
 	Limit int
+	// MaxBytes, when positive, bounds what one call loads: the result
+	// stops before the activity that would take the total size of the
+	// returned activities past MaxBytes, but always holds the first one,
+	// so a list makes progress whatever the sizes. An activity's size is
+	// the bytes of its encoded JSON objects (Input, Output, Metadata) and
+	// of its error message: the fields that can be large. A backend may
+	// measure JSON in its own encoding (jsonb's text form puts a space
+	// after ':' and ','), so sizes are approximate and may differ between
+	// backends by a few bytes per value.
+	MaxBytes int
 }
 
-// Store keeps activities and their progress events.
+// Store keeps activities and their progress events. Implementations are
+// safe for concurrent use. Besides the errors each method names, any method
+// may fail with an infrastructure error, possibly wrapping ErrUnavailable.
 type Store interface {
 	// CreateActivity stores a RUNNING activity under orgID and returns it
 	// with created = true. If an activity with a.ID already exists in
@@ -192,9 +212,12 @@ type Store interface {
 	// returns the result. A CompleteTime before the activity's StartTime
 	// (clock skew between replicas) is stored as the StartTime, so
 	// durations are never negative.
-	// ErrNotFound if the activity does not exist in orgID; ErrAlreadyEnded
-	// if it has ended, in which case nothing changes: of concurrent
-	// completions exactly one succeeds.
+	// ErrNotFound if the activity does not exist in orgID. ErrAlreadyEnded
+	// if it has ended, in which case nothing changes and the activity is
+	// returned as stored alongside the error, so that the caller can tell
+	// a repeat of the winning completion from a conflicting one without
+	// another read: of concurrent completions exactly one succeeds, and
+	// every other one gets the winner's result.
 	CompleteActivity(ctx context.Context, orgID, activityID string, c Completion) (Activity, error)
 
 	// GetActivity returns an activity and its progress events in sequence
@@ -203,7 +226,9 @@ type Store interface {
 
 	// ListActivities returns at most q.Limit activities of orgID that match
 	// q.Filter and come after q.After, newest first: StartTime descending,
-	// then ID descending. It returns no sentinel errors; no match is an
-	// empty result.
-	ListActivities(ctx context.Context, orgID string, q ListQuery) ([]Activity, error)
+	// then ID descending, stopping early when q.MaxBytes says so. more
+	// reports whether further matching activities follow the last one
+	// returned, so the caller knows whether to ask for another page
+	// without loading it. No match is an empty result, not an error.
+	ListActivities(ctx context.Context, orgID string, q ListQuery) (as []Activity, more bool, err error)
 }

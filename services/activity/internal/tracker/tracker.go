@@ -185,7 +185,7 @@ func (t *Tracker) Complete(ctx context.Context, in CompleteInput) (store.Activit
 		return store.Activity{}, err
 	}
 
-	a, err := t.store.CompleteActivity(ctx, in.OrganizationID, id, store.Completion{
+	stored, err := t.store.CompleteActivity(ctx, in.OrganizationID, id, store.Completion{
 		Status:       in.Status,
 		Output:       in.Output,
 		ErrorMessage: in.ErrorMessage,
@@ -193,17 +193,13 @@ func (t *Tracker) Complete(ctx context.Context, in CompleteInput) (store.Activit
 		CompleteTime: t.clock(),
 	})
 	if err == nil {
-		return a, nil
+		return stored, nil
 	}
 	if !errors.Is(err, store.ErrAlreadyEnded) {
 		return store.Activity{}, fmt.Errorf("completing activity %s: %w", id, err)
 	}
-	// An ended activity never changes again, so what we read now is what
-	// the repeat must be judged against.
-	stored, _, err := t.store.GetActivity(ctx, in.OrganizationID, id)
-	if err != nil {
-		return store.Activity{}, fmt.Errorf("reading ended activity %s: %w", id, err)
-	}
+	// The store returned the ended activity as it is stored; it never
+	// changes again, so it is what the repeat must be judged against.
 	if !isRepeat(stored, in) {
 		return store.Activity{}, fmt.Errorf("completing activity %s (ended as %s): %w", id, stored.Status, ErrCompletionConflict)
 	}
@@ -306,7 +302,10 @@ func (t *Tracker) List(ctx context.Context, in ListInput) (ListResult, error) {
 		return ListResult{}, invalid("page_size", "must be between 1 and %d, or 0 for the default of %d; got %d", MaxPageSize, DefaultPageSize, in.PageSize)
 	}
 	fp := fingerprint(in.OrganizationID, filter)
-	q := store.ListQuery{Filter: filter, Limit: size + 1}
+	// MaxBytes keeps the store from loading far more than a response can
+	// carry; the cut below, which also counts the small fields, is what
+	// keeps the response itself in bounds.
+	q := store.ListQuery{Filter: filter, Limit: size, MaxBytes: maxPageBytes}
 	if in.PageToken != "" {
 		c, err := decodePageToken(in.PageToken, fp)
 		if err != nil {
@@ -315,13 +314,12 @@ func (t *Tracker) List(ctx context.Context, in ListInput) (ListResult, error) {
 		q.After = &c
 	}
 
-	// One more than a page tells whether another page follows.
-	as, err := t.store.ListActivities(ctx, in.OrganizationID, q)
+	as, more, err := t.store.ListActivities(ctx, in.OrganizationID, q)
 	if err != nil {
 		return ListResult{}, fmt.Errorf("listing activities: %w", err)
 	}
 	n, budget := 0, maxPageBytes
-	for n < len(as) && n < size {
+	for n < len(as) {
 		budget -= approxSize(as[n])
 		if budget < 0 && n > 0 {
 			break
@@ -329,7 +327,7 @@ func (t *Tracker) List(ctx context.Context, in ListInput) (ListResult, error) {
 		n++
 	}
 	res := ListResult{Activities: as[:n]}
-	if n < len(as) {
+	if n > 0 && (n < len(as) || more) {
 		res.NextPageToken = encodePageToken(store.CursorOf(as[n-1]), fp)
 	}
 	return res, nil

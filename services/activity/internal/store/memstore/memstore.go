@@ -135,11 +135,15 @@ func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r, ok := s.orgs[orgID][activityID]
-	switch {
-	case !ok:
+	if !ok {
 		return store.Activity{}, store.ErrNotFound
-	case r.a.Status.Ended():
-		return store.Activity{}, store.ErrAlreadyEnded
+	}
+	if r.a.Status.Ended() {
+		a, err := r.activity()
+		if err != nil {
+			return store.Activity{}, err
+		}
+		return a, store.ErrAlreadyEnded
 	}
 	metadata, err := mergeEncoded(r.metadata, c.Metadata)
 	if err != nil {
@@ -187,9 +191,9 @@ func (s *Store) GetActivity(ctx context.Context, orgID, activityID string) (stor
 // ListActivities implements store.Store. It scans the organization's
 // activities on every call, which is fine for the development data sizes
 // this store is meant for.
-func (s *Store) ListActivities(ctx context.Context, orgID string, q store.ListQuery) ([]store.Activity, error) {
+func (s *Store) ListActivities(ctx context.Context, orgID string, q store.ListQuery) ([]store.Activity, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -202,18 +206,23 @@ func (s *Store) ListActivities(ctx context.Context, orgID string, q store.ListQu
 	slices.SortFunc(matches, func(x, y *record) int {
 		return listCompare(store.CursorOf(x.a), store.CursorOf(y.a))
 	})
-	if len(matches) > q.Limit {
-		matches = matches[:max(q.Limit, 0)]
-	}
-	out := make([]store.Activity, 0, len(matches))
+	out := make([]store.Activity, 0, min(len(matches), max(q.Limit, 0)))
+	total := 0
 	for _, r := range matches {
+		if len(out) >= q.Limit {
+			break
+		}
+		total += r.size()
+		if q.MaxBytes > 0 && total > q.MaxBytes && len(out) > 0 {
+			break
+		}
 		a, err := r.activity()
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		out = append(out, a)
 	}
-	return out, nil
+	return out, len(out) < len(matches), nil
 }
 
 func matchesFilter(a store.Activity, f store.ListFilter) bool {
@@ -230,6 +239,11 @@ func listCompare(x, y store.Cursor) int {
 		return c
 	}
 	return cmp.Compare(y.ID, x.ID)
+}
+
+// size is the record's weight for store.ListQuery.MaxBytes.
+func (r *record) size() int {
+	return len(r.input) + len(r.output) + len(r.metadata) + len(r.a.ErrorMessage)
 }
 
 func (r *record) activity() (store.Activity, error) {

@@ -7,6 +7,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,6 +49,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListPagesHaveNoGapsOrDuplicates", testListPages},
 		{"ListFilters", testListFilters},
 		{"ListPagesWithFilter", testListPagesWithFilter},
+		{"ListReportsWhetherMoreFollow", testListReportsMore},
+		{"ListStopsAtMaxBytes", testListStopsAtMaxBytes},
 		{"ListOfUnknownOrganizationIsEmpty", testListOfUnknownOrganizationIsEmpty},
 		{"CancelledContextFails", testCancelledContextFails},
 	}
@@ -93,14 +96,23 @@ func get(t *testing.T, s store.Store, org, id string) (store.Activity, []store.P
 	return a, evs
 }
 
+// list returns everything q matches, in one call when q.Limit is zero.
 func list(t *testing.T, s store.Store, org string, q store.ListQuery) []store.Activity {
+	t.Helper()
+	as, _ := listPage(t, s, org, q)
+	return as
+}
+
+func listPage(t *testing.T, s store.Store, org string, q store.ListQuery) ([]store.Activity, bool) {
 	t.Helper()
 	if q.Limit == 0 {
 		q.Limit = 1000
 	}
-	as, err := s.ListActivities(context.Background(), org, q)
+	as, more, err := s.ListActivities(context.Background(), org, q)
 	require.NoError(t, err)
-	return as
+	require.LessOrEqual(t, len(as), q.Limit)
+	require.False(t, more && len(as) == 0, "more is reported only after a non-empty page")
+	return as, more
 }
 
 func ids(as []store.Activity) []string {
@@ -465,8 +477,9 @@ func testEndedActivityIsNeverOverwritten(t *testing.T, s store.Store) {
 		{Status: store.StatusFailed, ErrorMessage: "late failure", CompleteTime: base.Add(time.Minute)},
 		{Status: store.StatusCompleted, Output: map[string]any{"text": "second"}, Metadata: map[string]any{"x": "y"}, CompleteTime: base.Add(time.Minute)},
 	} {
-		_, err := s.CompleteActivity(ctx, org, na.ID, c)
+		stored, err := s.CompleteActivity(ctx, org, na.ID, c)
 		require.ErrorIs(t, err, store.ErrAlreadyEnded)
+		requireActivity(t, ended, stored)
 	}
 	got, _ := get(t, s, org, na.ID)
 	requireActivity(t, ended, got)
@@ -483,6 +496,7 @@ func testConcurrentCompletionsEndOnce(t *testing.T, s store.Store) {
 		wg      sync.WaitGroup
 		mu      sync.Mutex
 		winners []store.Activity
+		losers  []store.Activity
 		errs    []error
 	)
 	for i := range n {
@@ -496,13 +510,15 @@ func testConcurrentCompletionsEndOnce(t *testing.T, s store.Store) {
 				winners = append(winners, a)
 			} else {
 				errs = append(errs, err)
+				losers = append(losers, a)
 			}
 		})
 	}
 	wg.Wait()
 	require.Len(t, winners, 1, "exactly one completion wins")
-	for _, err := range errs {
+	for i, err := range errs {
 		require.ErrorIs(t, err, store.ErrAlreadyEnded)
+		requireActivity(t, winners[0], losers[i])
 	}
 	got, _ := get(t, s, org, na.ID)
 	requireActivity(t, winners[0], got)
@@ -650,18 +666,17 @@ func testListBreaksTimeTies(t *testing.T, s store.Store) {
 	}
 }
 
-// listAll pages through q with the given page size, following cursors as
-// the tracker does.
+// listAll pages through q with the given page size, following cursors
+// while the store reports more, as the tracker does.
 func listAll(t *testing.T, s store.Store, org string, q store.ListQuery, pageSize int) []string {
 	t.Helper()
 	var all []string
 	q.Limit = pageSize
 	q.After = nil
 	for range 1000 {
-		page := list(t, s, org, q)
-		require.LessOrEqual(t, len(page), pageSize)
+		page, more := listPage(t, s, org, q)
 		all = append(all, ids(page)...)
-		if len(page) < pageSize {
+		if !more {
 			return all
 		}
 		c := store.CursorOf(page[len(page)-1])
@@ -751,6 +766,82 @@ func testListPagesWithFilter(t *testing.T, s store.Store) {
 	}
 }
 
+func testListReportsMore(t *testing.T, s store.Store) {
+	org := newOrg()
+	for i := range 3 {
+		create(t, s, org, newActivity(base.Add(time.Duration(i)*time.Second)))
+	}
+	for _, tc := range []struct {
+		limit, want int
+		more        bool
+	}{{1, 1, true}, {2, 2, true}, {3, 3, false}, {4, 3, false}} {
+		page, more := listPage(t, s, org, store.ListQuery{Limit: tc.limit})
+		require.Len(t, page, tc.want, "limit %d", tc.limit)
+		require.Equal(t, tc.more, more, "limit %d", tc.limit)
+	}
+
+	all := list(t, s, org, store.ListQuery{})
+	last := store.CursorOf(all[1])
+	page, more := listPage(t, s, org, store.ListQuery{Limit: 1, After: &last})
+	require.Equal(t, ids(all[2:]), ids(page))
+	require.False(t, more, "nothing follows the oldest activity")
+
+	// The filter decides what "more" counts.
+	page, more = listPage(t, s, org, store.ListQuery{Limit: 1, Filter: store.ListFilter{StartFrom: base.Add(2 * time.Second)}})
+	require.Len(t, page, 1)
+	require.False(t, more)
+
+	page, more = listPage(t, s, newOrg(), store.ListQuery{Limit: 1})
+	require.Empty(t, page)
+	require.False(t, more)
+}
+
+func testListStopsAtMaxBytes(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	org := newOrg()
+	// Each activity weighs a little over 10,000 bytes, however a backend
+	// encodes JSON; the budgets below leave wide margins around multiples
+	// of it.
+	const blob = 10_000
+	var want []string
+	for i := range 5 {
+		na := newActivity(base.Add(time.Duration(-i) * time.Second)) // newest first
+		na.Input = map[string]any{"blob": strings.Repeat("x", blob/2)}
+		na.Metadata = nil
+		create(t, s, org, na)
+		// Half in output or error message, which count too.
+		c := store.Completion{Status: store.StatusCompleted, Output: map[string]any{"blob": strings.Repeat("y", blob/2)}, CompleteTime: base}
+		if i%2 == 1 {
+			c = store.Completion{Status: store.StatusFailed, ErrorMessage: strings.Repeat("e", blob/2), CompleteTime: base}
+		}
+		_, err := s.CompleteActivity(ctx, org, na.ID, c)
+		require.NoError(t, err)
+		want = append(want, na.ID)
+	}
+
+	for _, tc := range []struct {
+		maxBytes, want int
+		more           bool
+	}{
+		{0, 5, false}, // no budget
+		{1, 1, true},  // the first activity is returned whatever its size
+		{blob + blob/2, 1, true},
+		{2*blob + blob/2, 2, true},
+		{10 * blob, 5, false},
+	} {
+		page, more := listPage(t, s, org, store.ListQuery{Limit: 10, MaxBytes: tc.maxBytes})
+		require.Equal(t, want[:tc.want], ids(page), "max bytes %d", tc.maxBytes)
+		require.Equal(t, tc.more, more, "max bytes %d", tc.maxBytes)
+	}
+
+	// The limit still applies within the budget, and pages cut by size
+	// neither skip nor repeat activities.
+	page, more := listPage(t, s, org, store.ListQuery{Limit: 2, MaxBytes: 10 * blob})
+	require.Equal(t, want[:2], ids(page))
+	require.True(t, more)
+	require.Equal(t, want, listAll(t, s, org, store.ListQuery{MaxBytes: 2*blob + blob/2}, 10))
+}
+
 func testListOfUnknownOrganizationIsEmpty(t *testing.T, s store.Store) {
 	require.Empty(t, list(t, s, newOrg(), store.ListQuery{}))
 }
@@ -770,7 +861,7 @@ func testCancelledContextFails(t *testing.T, s store.Store) {
 	require.Error(t, err)
 	_, _, err = s.GetActivity(ctx, org, na.ID)
 	require.Error(t, err)
-	_, err = s.ListActivities(ctx, org, store.ListQuery{Limit: 10})
+	_, _, err = s.ListActivities(ctx, org, store.ListQuery{Limit: 10})
 	require.Error(t, err)
 
 	got, evs := get(t, s, org, na.ID)

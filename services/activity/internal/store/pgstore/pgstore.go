@@ -1,0 +1,517 @@
+// Package pgstore is the PostgreSQL store.Store, for production. It runs on
+// a pgx connection pool that connects as migrations.AppRole, against the
+// schema in migrations/activity. It passes the whole storetest suite, like
+// every backend; a difference from memstore is a bug in one of them.
+//
+// # Tenancy
+//
+// Every statement runs for one organization: queued in a batch after
+// pgxutil.QueueTenant, so row-level security shows it that organization's
+// rows only and rejects writes of any other. The queries also name the
+// organization in their WHERE clauses, which is what lets them use the
+// primary key and the (organization_id, ...) indexes; row-level security is
+// the guarantee behind them.
+//
+// # One round trip per call
+//
+// Each method sends one pgx batch: the tenant setting and one to three
+// statements, pipelined. A batch sent outside a transaction runs as one
+// implicit transaction, committed when the server reaches its end, and a
+// method returns only after reading that outcome, so an acknowledged write
+// is a committed one. (The first time a connection sees a statement, pgx
+// spends one extra round trip preparing it; after that the statement is
+// cached.)
+//
+// The statements rely on READ COMMITTED, PostgreSQL's default, in which
+// every statement of the batch takes a fresh snapshot. That is how a write
+// that lost a race learns what won it in the same round trip: the statement
+// after the write sees whatever the write waited for.
+//
+//   - CreateActivity: INSERT ... ON CONFLICT DO NOTHING, then a SELECT of
+//     the row. Of concurrent creates one inserts; the others wait for it
+//     to commit, insert nothing and read the winner's row.
+//   - AppendProgress: one statement increments activities.progress_count
+//     with an UPDATE whose WHERE clause requires RUNNING and fewer than
+//     store.MaxProgressEvents events, and inserts the event numbered by
+//     the new count. The row lock serializes concurrent appends, and a
+//     failed insert rolls the increment back, so numbers have no gaps. When
+//     the UPDATE matches nothing, the next statement reads the status and
+//     count to say why.
+//   - CompleteActivity: an UPDATE ... WHERE status = 'running', so exactly
+//     one of concurrent completions matches, then a SELECT of the row: the
+//     result when the UPDATE matched, the stored activity returned with
+//     store.ErrAlreadyEnded when it did not.
+//
+// # Errors
+//
+// Failures a retry may fix (no connection, the server shutting down or out
+// of connections, a serialization failure) wrap store.ErrUnavailable; the
+// api layer answers them with Unavailable. A call whose context ended
+// reports the context's error instead.
+//
+// # Listing
+//
+// ListActivities is keyset pagination on (start_time DESC, id DESC), the
+// order of the three activities indexes, with the cursor as a row
+// comparison. It ranks at most Limit+1 candidates on the server, measures
+// their payload there, and sends back only those within the page and its
+// byte budget, plus whether more exist: the look-ahead row that tells the
+// caller another page follows never crosses the wire.
+package pgstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
+	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
+)
+
+// Store is a PostgreSQL store.Store. The zero value is not usable; call New.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a store on pool, which must connect as migrations.AppRole to
+// a database migrated with migrations.Activity. The caller keeps owning the
+// pool and closes it after the last call.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool}
+}
+
+const activityColumns = `organization_id, id, session_id, user_id, agent_type, agent_name, category, status,
+	input_data, output_data, error_message, metadata, start_time, complete_time`
+
+const selectActivitySQL = `SELECT ` + activityColumns + `
+	FROM activities WHERE organization_id = $1 AND id = $2`
+
+const insertActivitySQL = `INSERT INTO activities
+	(organization_id, id, session_id, user_id, agent_type, agent_name, category, status, input_data, metadata, start_time)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10)
+	ON CONFLICT (organization_id, id) DO NOTHING`
+
+// CreateActivity implements store.Store.
+func (s *Store) CreateActivity(ctx context.Context, orgID string, na store.NewActivity) (store.Activity, bool, error) {
+	input, err := encode(na.Input)
+	if err != nil {
+		return store.Activity{}, false, fmt.Errorf("encoding input: %w", err)
+	}
+	metadata, err := encode(na.Metadata)
+	if err != nil {
+		return store.Activity{}, false, fmt.Errorf("encoding metadata: %w", err)
+	}
+
+	var (
+		created bool
+		a       store.Activity
+	)
+	b := &pgx.Batch{}
+	pgxutil.QueueTenant(b, orgID)
+	b.Queue(insertActivitySQL, orgID, na.ID, na.SessionID, na.UserID, na.AgentType, na.AgentName, na.Category,
+		input, metadata, na.StartTime,
+	).Exec(func(tag pgconn.CommandTag) error {
+		created = tag.RowsAffected() == 1
+		return nil
+	})
+	// A fresh snapshot: it sees the row this batch inserted or, after a
+	// lost race, the winner's, which the INSERT waited for.
+	b.Queue(selectActivitySQL, orgID, na.ID).QueryRow(func(row pgx.Row) error {
+		var err error
+		a, err = scanActivity(row)
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return store.Activity{}, false, wrap(ctx, "creating activity", err)
+	}
+	return a, created, nil
+}
+
+// appendProgressSQL counts and inserts in one statement, so an event is
+// numbered exactly when it is stored. progress_count < $3 keeps the limit
+// under concurrency: appends of one activity queue on its row lock, and
+// each re-checks the WHERE clause against the row its predecessor left.
+const appendProgressSQL = `WITH counted AS (
+		UPDATE activities SET progress_count = progress_count + 1
+		WHERE organization_id = $1 AND id = $2 AND status = 'running' AND progress_count < $3
+		RETURNING organization_id, id, progress_count
+	)
+	INSERT INTO progress_events (organization_id, activity_id, sequence, message, data, create_time)
+	SELECT organization_id, id, progress_count, $4, $5, $6 FROM counted
+	RETURNING sequence, data, create_time`
+
+const progressStateSQL = `SELECT status, progress_count FROM activities WHERE organization_id = $1 AND id = $2`
+
+// AppendProgress implements store.Store.
+func (s *Store) AppendProgress(ctx context.Context, orgID, activityID string, ev store.NewProgressEvent) (store.ProgressEvent, error) {
+	data, err := encode(ev.Data)
+	if err != nil {
+		return store.ProgressEvent{}, fmt.Errorf("encoding progress data: %w", err)
+	}
+
+	var (
+		appended bool
+		pe       = store.ProgressEvent{ActivityID: activityID, Message: ev.Message}
+		exists   bool
+		status   string
+		count    int
+	)
+	b := &pgx.Batch{}
+	pgxutil.QueueTenant(b, orgID)
+	b.Queue(appendProgressSQL, orgID, activityID, store.MaxProgressEvents, ev.Message, data, ev.CreateTime).QueryRow(func(row pgx.Row) error {
+		var (
+			stored []byte
+			at     time.Time
+		)
+		err := row.Scan(&pe.Sequence, &stored, &at)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil // the next statement says why
+		case err != nil:
+			return err
+		}
+		appended = true
+		pe.CreateTime = at.UTC()
+		pe.Data, err = decode(stored)
+		return err
+	})
+	// Read after the append, in a fresh snapshot: when the UPDATE found
+	// the activity ended or full only after waiting for a concurrent
+	// writer, this sees what that writer committed.
+	b.Queue(progressStateSQL, orgID, activityID).QueryRow(func(row pgx.Row) error {
+		switch err := row.Scan(&status, &count); {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil
+		case err != nil:
+			return err
+		}
+		exists = true
+		return nil
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return store.ProgressEvent{}, wrap(ctx, "appending progress", err)
+	}
+
+	switch {
+	case appended:
+		return pe, nil
+	case exists && store.Status(status).Ended():
+		return store.ProgressEvent{}, store.ErrAlreadyEnded
+	case exists && count >= store.MaxProgressEvents:
+		return store.ProgressEvent{}, store.ErrProgressLimit
+	default:
+		// Either there is no such activity, or it was created after the
+		// UPDATE took its snapshot: the append came first.
+		return store.ProgressEvent{}, store.ErrNotFound
+	}
+}
+
+// completeSQL ends a running activity. The metadata merge is jsonb's ||
+// with NULL for an empty object on both sides, as memstore keeps it.
+const completeSQL = `UPDATE activities SET
+		status = $3,
+		output_data = $4,
+		error_message = $5,
+		metadata = NULLIF(COALESCE(metadata, '{}') || COALESCE($6::jsonb, '{}'), '{}'),
+		complete_time = GREATEST($7::timestamptz, start_time)
+	WHERE organization_id = $1 AND id = $2 AND status = 'running'`
+
+// CompleteActivity implements store.Store.
+func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, c store.Completion) (store.Activity, error) {
+	output, err := encode(c.Output)
+	if err != nil {
+		return store.Activity{}, fmt.Errorf("encoding output: %w", err)
+	}
+	metadata, err := encode(c.Metadata)
+	if err != nil {
+		return store.Activity{}, fmt.Errorf("encoding metadata: %w", err)
+	}
+
+	var (
+		completed, exists bool
+		a                 store.Activity
+	)
+	b := &pgx.Batch{}
+	pgxutil.QueueTenant(b, orgID)
+	b.Queue(completeSQL, orgID, activityID, string(c.Status), output, c.ErrorMessage, metadata, c.CompleteTime).Exec(func(tag pgconn.CommandTag) error {
+		completed = tag.RowsAffected() == 1
+		return nil
+	})
+	// The row as this batch left it, or, in a fresh snapshot, as the
+	// completion that won a race left it.
+	b.Queue(selectActivitySQL, orgID, activityID).QueryRow(func(row pgx.Row) error {
+		var err error
+		a, err = scanActivity(row)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil
+		case err != nil:
+			return err
+		}
+		exists = true
+		return nil
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return store.Activity{}, wrap(ctx, "completing activity", err)
+	}
+
+	switch {
+	case completed:
+		return a, nil
+	case exists && a.Status.Ended():
+		return a, store.ErrAlreadyEnded
+	default:
+		// No such activity, or one created after the UPDATE's snapshot.
+		return store.Activity{}, store.ErrNotFound
+	}
+}
+
+const selectEventsSQL = `SELECT sequence, message, data, create_time FROM progress_events
+	WHERE organization_id = $1 AND activity_id = $2 ORDER BY sequence`
+
+// GetActivity implements store.Store.
+func (s *Store) GetActivity(ctx context.Context, orgID, activityID string) (store.Activity, []store.ProgressEvent, error) {
+	var (
+		a      store.Activity
+		exists bool
+		events []store.ProgressEvent
+	)
+	b := &pgx.Batch{}
+	pgxutil.QueueTenant(b, orgID)
+	b.Queue(selectActivitySQL, orgID, activityID).QueryRow(func(row pgx.Row) error {
+		var err error
+		a, err = scanActivity(row)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return nil
+		case err != nil:
+			return err
+		}
+		exists = true
+		return nil
+	})
+	b.Queue(selectEventsSQL, orgID, activityID).Query(func(rows pgx.Rows) error {
+		events = make([]store.ProgressEvent, 0)
+		for rows.Next() {
+			pe := store.ProgressEvent{ActivityID: activityID}
+			var (
+				data []byte
+				at   time.Time
+			)
+			if err := rows.Scan(&pe.Sequence, &pe.Message, &data, &at); err != nil {
+				return err
+			}
+			pe.CreateTime = at.UTC()
+			var err error
+			if pe.Data, err = decode(data); err != nil {
+				return fmt.Errorf("decoding progress event %d: %w", pe.Sequence, err)
+			}
+			events = append(events, pe)
+		}
+		return rows.Err()
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return store.Activity{}, nil, wrap(ctx, "reading activity", err)
+	}
+	if !exists {
+		return store.Activity{}, nil, store.ErrNotFound
+	}
+	return a, events, nil
+}
+
+// ListActivities implements store.Store.
+func (s *Store) ListActivities(ctx context.Context, orgID string, q store.ListQuery) ([]store.Activity, bool, error) {
+	sql, args := listSQL(orgID, q)
+	var (
+		as         []store.Activity
+		candidates int64
+	)
+	b := &pgx.Batch{}
+	pgxutil.QueueTenant(b, orgID)
+	b.Queue(sql, args...).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			a, err := scanActivity(rows, &candidates)
+			if err != nil {
+				return err
+			}
+			as = append(as, a)
+		}
+		return rows.Err()
+	})
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, false, wrap(ctx, "listing activities", err)
+	}
+	return as, candidates > int64(len(as)), nil
+}
+
+// listSQL builds the list query for q. Only fixed fragments go into the
+// text; every value is a parameter. Each combination of filters is its own
+// statement, so the planner picks the index that fits it; a catch-all
+// such as "session_id = $2 OR $2 IS NULL" would defeat that.
+//
+// The inner query walks an index for at most Limit+1 candidates; the window
+// ranks them and sums their sizes on the server; only the rows within Limit
+// and MaxBytes are sent, each with the number of candidates, from which
+// the caller learns whether more follow.
+func listSQL(orgID string, q store.ListQuery) (string, []any) {
+	args := []any{orgID, q.Limit, q.MaxBytes}
+	param := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	where := []string{"organization_id = $1"}
+	f := q.Filter
+	if f.SessionID != "" {
+		where = append(where, "session_id = "+param(f.SessionID))
+	}
+	if f.Status != "" {
+		where = append(where, "status = "+param(string(f.Status)))
+	}
+	if !f.StartFrom.IsZero() {
+		where = append(where, "start_time >= "+param(f.StartFrom))
+	}
+	if !f.StartTo.IsZero() {
+		where = append(where, "start_time < "+param(f.StartTo))
+	}
+	if q.After != nil {
+		// A row comparison is one index condition on (start_time, id);
+		// the DESC index is scanned from the cursor onwards.
+		where = append(where, "(start_time, id) < ("+param(q.After.StartTime)+"::timestamptz, "+param(q.After.ID)+"::uuid)")
+	}
+	return `SELECT ` + activityColumns + `, candidates FROM (
+		SELECT c.*,
+			row_number() OVER w AS n,
+			sum(c.size) OVER w AS running_size,
+			count(*) OVER () AS candidates
+		FROM (
+			SELECT ` + activityColumns + `,
+				COALESCE(octet_length(input_data::text), 0) + COALESCE(octet_length(output_data::text), 0)
+					+ COALESCE(octet_length(metadata::text), 0) + octet_length(error_message) AS size
+			FROM activities
+			WHERE ` + strings.Join(where, " AND ") + `
+			ORDER BY start_time DESC, id DESC
+			LIMIT $2::bigint + 1
+		) c
+		WINDOW w AS (ORDER BY c.start_time DESC, c.id DESC ROWS UNBOUNDED PRECEDING)
+	) p
+	WHERE p.n <= $2::bigint AND (p.n = 1 OR $3::bigint <= 0 OR p.running_size <= $3::bigint)
+	ORDER BY p.start_time DESC, p.id DESC`, args
+}
+
+// scanActivity reads a row of activityColumns, followed by extra columns
+// into extra.
+func scanActivity(row pgx.Row, extra ...any) (store.Activity, error) {
+	var (
+		a                       store.Activity
+		status                  string
+		input, output, metadata []byte
+		complete                *time.Time
+	)
+	dest := append([]any{
+		&a.OrganizationID, &a.ID, &a.SessionID, &a.UserID, &a.AgentType, &a.AgentName, &a.Category, &status,
+		&input, &output, &a.ErrorMessage, &metadata, &a.StartTime, &complete,
+	}, extra...)
+	if err := row.Scan(dest...); err != nil {
+		return store.Activity{}, err
+	}
+	a.Status = store.Status(status)
+	a.StartTime = a.StartTime.UTC()
+	if complete != nil {
+		a.CompleteTime = complete.UTC()
+	}
+	var err error
+	if a.Input, err = decode(input); err != nil {
+		return store.Activity{}, fmt.Errorf("decoding input of activity %s: %w", a.ID, err)
+	}
+	if a.Output, err = decode(output); err != nil {
+		return store.Activity{}, fmt.Errorf("decoding output of activity %s: %w", a.ID, err)
+	}
+	if a.Metadata, err = decode(metadata); err != nil {
+		return store.Activity{}, fmt.Errorf("decoding metadata of activity %s: %w", a.ID, err)
+	}
+	return a, nil
+}
+
+// encode turns an empty object into SQL NULL: the store contract makes an
+// empty object and no object the same, and memstore keeps both as nil. A
+// nil []byte is sent as NULL, never as the JSON null.
+func encode(m map[string]any) ([]byte, error) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return json.Marshal(m)
+}
+
+func decode(b []byte) (map[string]any, error) {
+	if b == nil {
+		return nil, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return m, nil
+}
+
+// wrap says what failed. A call whose context ended reports that, since
+// whatever pgx saw then is a consequence; a failure a retry may fix wraps
+// store.ErrUnavailable.
+func wrap(ctx context.Context, doing string, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		if errors.Is(err, ctxErr) {
+			return fmt.Errorf("%s: %w", doing, err)
+		}
+		return fmt.Errorf("%s: %w (%w)", doing, ctxErr, err)
+	}
+	if retryable(err) {
+		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// retryable reports whether err means the database could not be reached or
+// turned the work away for a reason that passes: a retry, perhaps on a new
+// connection, may succeed.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// Error codes: https://www.postgresql.org/docs/current/errcodes-appendix.html
+		if strings.HasPrefix(pgErr.Code, "08") || // connection exception
+			strings.HasPrefix(pgErr.Code, "53") { // insufficient resources: too many connections, out of memory, disk full
+			return true
+		}
+		switch pgErr.Code {
+		case "57P01", "57P02", "57P03", // admin shutdown, crash shutdown, cannot connect now
+			"57014",          // query canceled by statement_timeout (a cancelled context is handled before)
+			"40001", "40P01": // serialization failure, deadlock detected
+			return true
+		}
+		// Anything else the server said is a bug or a broken schema: a
+		// retry would fail the same way.
+		return false
+	}
+	var (
+		connectErr *pgconn.ConnectError
+		netErr     net.Error
+	)
+	return errors.As(err, &connectErr) ||
+		errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		pgconn.Timeout(err) ||
+		pgconn.SafeToRetry(err)
+}
