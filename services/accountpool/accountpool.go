@@ -11,22 +11,40 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
+	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/api"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/crypto"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/pool"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store/memstore"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store/pgstore"
 )
 
 // DefaultAddr is where the service listens unless told otherwise.
 const DefaultAddr = "127.0.0.1:50052"
+
+// The stores Config.Store can name.
+const (
+	// StoreMemory is the embedded in-memory store: nothing to install,
+	// nothing kept across restarts. For development.
+	StoreMemory = "memory"
+	// StorePostgres is PostgreSQL, at Config.DatabaseURL. For production.
+	StorePostgres = "postgres"
+)
+
+// readinessInterval is how often a service on PostgreSQL rechecks the
+// schema version while it is not serving.
+const readinessInterval = 5 * time.Second
 
 // Config configures the service. Keyring is required; every other zero
 // field takes the default its comment names.
@@ -53,6 +71,20 @@ type Config struct {
 	LeaseTimeout time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Store selects the storage backend: StoreMemory or StorePostgres.
+	// Empty means StorePostgres when DatabaseURL is set, else StoreMemory;
+	// a Store that is set wins over DatabaseURL. The choice is made in one
+	// place, openStore.
+	Store string
+	// DatabaseURL is the PostgreSQL connection string (URL or key=value
+	// form) for StorePostgres (cmd reads it from SWITCHYARD_DATABASE_URL or
+	// DATABASE_URL). It must connect as the switchyard_app role
+	// (migrations.AppRole), which owns nothing and cannot bypass row-level
+	// security, to a schema migrated with `switchyard migrate up`: the
+	// service never migrates, and stays NOT_SERVING while the schema is
+	// not at the version this binary needs. Keep Keyring with it: keys
+	// stored under one keyring decrypt only with that keyring.
+	DatabaseURL string
 }
 
 // GenerateKeyring returns a fresh random one-version keyring, for
@@ -62,12 +94,27 @@ func GenerateKeyring() (string, error) { return crypto.GenerateKeyring() }
 
 // Service is a constructed AccountPool: listening, not yet serving.
 type Service struct {
-	server *grpcserver.Server
-	logger *slog.Logger
+	server  *grpcserver.Server
+	logger  *slog.Logger
+	pool    *pool.Pool
+	backend backend
 }
 
-// New builds the service and opens its listener. Health reports
-// NOT_SERVING until Serve runs.
+// backend is an open store and what serving it takes.
+type backend struct {
+	store store.Store
+	// gate, when set, holds calls back until the store is ready; without
+	// one the service serves at once.
+	gate *grpcserver.Gate
+	// close releases the store after the last call: on PostgreSQL it
+	// writes the usage rows still queued for group commit, then closes the
+	// connections.
+	close func()
+}
+
+// New opens the store, builds the service and opens its listener. Health
+// reports NOT_SERVING until Serve runs, and on PostgreSQL until the schema
+// is at the version this binary needs. Serve releases what New opened.
 func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
@@ -90,12 +137,21 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("accountpool: pricing file: %w", err)
 	}
-	st, err := openStore(ctx, cfg.Logger)
+	be, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("accountpool: %w", err)
 	}
+	s, err := build(cfg, keys, tiers, pricing, be)
+	if err != nil {
+		be.close()
+		return nil, fmt.Errorf("accountpool: %w", err)
+	}
+	return s, nil
+}
+
+func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pricing, be backend) (*Service, error) {
 	p, err := pool.New(pool.Config{
-		Store:        st,
+		Store:        be.store,
 		Keys:         keys,
 		Tiers:        tiers,
 		Pricing:      pricing,
@@ -104,27 +160,74 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		Logger:       cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("accountpool: %w", err)
+		return nil, err
 	}
 	handlers := api.New(p, cfg.Logger)
-	srv, err := grpcserver.New(grpcserver.Config{
+	scfg := grpcserver.Config{
 		Addr:      cfg.Addr,
 		Name:      "accountpool",
 		Logger:    cfg.Logger,
 		Telemetry: cfg.Telemetry,
-	}, func(r grpc.ServiceRegistrar) { accountpoolv1.RegisterAccountPoolServiceServer(r, handlers) })
-	if err != nil {
-		return nil, fmt.Errorf("accountpool: %w", err)
 	}
-	return &Service{server: srv, logger: cfg.Logger}, nil
+	if be.gate != nil {
+		scfg.UnaryInterceptors = []grpc.UnaryServerInterceptor{be.gate.UnaryInterceptor()}
+		scfg.StreamInterceptors = []grpc.StreamServerInterceptor{be.gate.StreamInterceptor()}
+	}
+	srv, err := grpcserver.New(scfg, func(r grpc.ServiceRegistrar) { accountpoolv1.RegisterAccountPoolServiceServer(r, handlers) })
+	if err != nil {
+		return nil, err
+	}
+	return &Service{server: srv, logger: cfg.Logger, pool: p, backend: be}, nil
 }
 
-// openStore is the one place the backend is chosen. Only the embedded
-// store exists so far; PostgreSQL (pgstore) will be picked here from a
-// database URL.
-func openStore(ctx context.Context, logger *slog.Logger) (store.Store, error) {
-	logger.WarnContext(ctx, "accountpool uses the embedded in-memory store: accounts, keys, settings and usage are lost when the process exits; configure PostgreSQL for anything but development")
-	return memstore.New(), nil
+// openStore is the one place the backend is chosen.
+func openStore(ctx context.Context, cfg Config) (backend, error) {
+	kind := cfg.Store
+	if kind == "" {
+		kind = StoreMemory
+		if cfg.DatabaseURL != "" {
+			kind = StorePostgres
+		}
+	}
+	switch kind {
+	case StoreMemory:
+		cfg.Logger.WarnContext(ctx, "accountpool uses the embedded in-memory store: accounts, keys, settings and usage are lost when the process exits; configure PostgreSQL for anything but development")
+		return backend{store: memstore.New(), close: func() {}}, nil
+	case StorePostgres:
+		if cfg.DatabaseURL == "" {
+			return backend{}, errors.New("store \"postgres\" needs a database URL: set SWITCHYARD_DATABASE_URL (or DATABASE_URL) to a connection string for the switchyard_app role")
+		}
+		db, err := pgxutil.Connect(ctx, cfg.DatabaseURL, "switchyard-accountpool")
+		if err != nil {
+			return backend{}, err
+		}
+		logPostgres(ctx, cfg.Logger, db)
+		st := pgstore.New(db, pgstore.Config{Logger: cfg.Logger})
+		gate := grpcserver.NewGate(func(ctx context.Context) error {
+			return migrations.AccountPool.CheckVersion(ctx, pgxutil.SchemaVersionQuery(db))
+		})
+		return backend{store: st, gate: gate, close: func() {
+			st.Close()
+			db.Close()
+		}}, nil
+	default:
+		return backend{}, fmt.Errorf("unknown store %q; known stores: %q, %q", cfg.Store, StoreMemory, StorePostgres)
+	}
+}
+
+// logPostgres says where the store is, without the password, and warns
+// when the role would defeat row-level security.
+func logPostgres(ctx context.Context, logger *slog.Logger, db *pgxpool.Pool) {
+	cc := db.Config().ConnConfig
+	logger.InfoContext(ctx, "accountpool uses PostgreSQL", "host", cc.Host, "port", cc.Port, "database", cc.Database, "user", cc.User)
+	var bypasses bool
+	err := db.QueryRow(ctx, "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").Scan(&bypasses)
+	switch {
+	case err != nil:
+		logger.WarnContext(ctx, "accountpool could not check its database role", "error", err)
+	case bypasses:
+		logger.WarnContext(ctx, "accountpool's database role bypasses row-level security, so only the queries keep organizations apart; connect as "+migrations.AppRole, "user", cc.User)
+	}
 }
 
 func loadTable[T any](path string, base T, parse func([]byte, T) (T, error)) (T, error) {
@@ -142,13 +245,43 @@ func loadTable[T any](path string, base T, parse func([]byte, T) (T, error)) (T,
 // Addr is the address the service listens on.
 func (s *Service) Addr() net.Addr { return s.server.Addr() }
 
-// Serve marks the service SERVING and serves until ctx is cancelled, then
-// shuts down gracefully. It returns nil after a shutdown caused by ctx.
+// Serve serves until ctx is cancelled, then shuts down gracefully and
+// releases the store. It returns nil after a shutdown caused by ctx. A
+// Service serves once.
+//
+// On the in-memory store it is SERVING at once. On PostgreSQL it checks
+// the schema version every few seconds, logging what to run, and turns
+// SERVING once the version matches; until then calls get Unavailable. It
+// also follows the store's change feed, so accounts and settings changed
+// by another process show up here without a restart.
+//
+// Shutdown runs in dependency order: in-flight calls finish (they may
+// still queue usage rows), then the feed and the readiness check stop,
+// then the store writes what is queued and closes its connections.
 func (s *Service) Serve(ctx context.Context) error {
-	// The embedded store is ready as soon as it exists; pgstore will gate
-	// this on its schema being at head.
-	s.server.SetServing(true)
-	return s.server.Serve(ctx)
+	defer s.backend.close()
+	runCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := s.pool.Watch(runCtx); err != nil {
+			s.logger.ErrorContext(runCtx, "accountpool stopped following store changes; views refresh only on this process's own writes", "error", err)
+		}
+	})
+	if gate := s.backend.gate; gate != nil {
+		wg.Go(func() {
+			gate.Run(runCtx, s.server, s.logger, readinessInterval)
+			if gate.Err() == nil {
+				s.logger.InfoContext(runCtx, "accountpool: the database schema is current; serving")
+			}
+		})
+	} else {
+		s.server.SetServing(true)
+	}
+	err := s.server.Serve(ctx)
+	// The feed and the check use the store: let them end before it closes.
+	stop()
+	wg.Wait()
+	return err
 }
 
 // Run builds the service and serves until ctx is cancelled.

@@ -7,9 +7,10 @@
 // settings are loaded from the store once, on first use, into an immutable
 // in-memory view that admin operations of this process replace
 // (copy-on-write) after their store write succeeds; Select reads only that
-// view and the live State. This assumes one AccountPool process per
-// organization (DESIGN §10): with several replicas, a view refreshed by
-// notifications or polling would join the shared Redis State.
+// view and the live State. When the store is shared by several processes
+// and can report changes (store.ChangeWatcher), Watch reloads a view as
+// soon as another process changes its organization (watch.go). Live state
+// stays per process (MemState) until it moves to Redis (DESIGN §10).
 //
 // Key plaintext exists only inside Select, between decryption and the
 // returned Selection, as a secret.String.
@@ -163,6 +164,10 @@ type orgView struct {
 	// gone keeps deleted accounts for a while, so a lease issued before the
 	// delete can still write its usage row.
 	gone map[string]goneAccount
+	// stale marks a view the store may have changed under (a refresh
+	// failed, or the change feed was down): its next use reloads it
+	// instead of serving it.
+	stale bool
 }
 
 type goneAccount struct {
@@ -196,10 +201,11 @@ func (p *Pool) entry(orgID string) *orgEntry {
 	return e
 }
 
-// view returns the organization's view, loading it on first use.
+// view returns the organization's view, loading it on first use and
+// reloading it when it is stale.
 func (p *Pool) view(ctx context.Context, orgID string) (*orgView, error) {
 	e := p.entry(orgID)
-	if v := e.view.Load(); v != nil {
+	if v := e.view.Load(); v != nil && !v.stale {
 		return v, nil
 	}
 	e.mu.Lock()
@@ -208,9 +214,26 @@ func (p *Pool) view(ctx context.Context, orgID string) (*orgView, error) {
 }
 
 func (p *Pool) loadLocked(ctx context.Context, orgID string, e *orgEntry) (*orgView, error) {
-	if v := e.view.Load(); v != nil {
+	if v := e.view.Load(); v != nil && !v.stale {
 		return v, nil
 	}
+	return p.reloadLocked(ctx, orgID, e)
+}
+
+// reloadLocked reads the organization's accounts and settings from the
+// store and publishes them as its view. e.mu must be held.
+//
+// What the store does not hold carries over from the previous view:
+// recently deleted accounts (gone), plus the accounts that vanished since,
+// deleted by another process, so leases issued before the delete can still
+// record. Live state needs no carrying: State is keyed by organization,
+// account and quota key, never by view, so buckets, cool-downs and
+// breakers stay as they are. Only what an admin write in this process would
+// have done to them is done here: a vanished account's live records are
+// dropped (DeleteAccount), and an account that came back to ACTIVE gets its
+// breaker closed (UpdateAccount to ACTIVE; a remote update that keeps an
+// account ACTIVE is indistinguishable from a rename and closes nothing).
+func (p *Pool) reloadLocked(ctx context.Context, orgID string, e *orgEntry) (*orgView, error) {
 	accounts, err := p.store.ListAccounts(ctx, orgID)
 	if err != nil {
 		return nil, fmt.Errorf("loading accounts of organization %s: %w", orgID, err)
@@ -225,8 +248,46 @@ func (p *Pool) loadLocked(ctx context.Context, orgID string, e *orgEntry) (*orgV
 		v.accounts = append(v.accounts, a)
 		v.byID[a.ID] = a
 	}
+	var vanished, reactivated []*account
+	if old := e.view.Load(); old != nil {
+		now := p.now()
+		for id, g := range old.gone {
+			if _, back := v.byID[id]; !back && !now.After(g.until) {
+				v.remember(id, g)
+			}
+		}
+		for _, a := range old.accounts {
+			switch n, ok := v.byID[a.ID]; {
+			case !ok:
+				v.remember(a.ID, goneAccount{account: a, until: now.Add(2 * p.leaseTimeout)})
+				vanished = append(vanished, a)
+			case a.Status != store.StatusActive && n.Status == store.StatusActive:
+				reactivated = append(reactivated, n)
+			}
+		}
+	}
 	e.view.Store(v)
+	// The view is right whatever happens to these; a failure leaves at
+	// worst a stale breaker or an unused bucket, so it is logged, not
+	// returned to a caller who only wanted to select.
+	for _, a := range vanished {
+		if err := p.dropLive(ctx, a); err != nil {
+			p.logger.WarnContext(ctx, "dropping live state of an account deleted elsewhere", "organization_id", orgID, "account_id", a.ID, "error", err)
+		}
+	}
+	for _, a := range reactivated {
+		if err := p.closeBreaker(ctx, a); err != nil {
+			p.logger.WarnContext(ctx, "closing the breaker of an account set active elsewhere", "organization_id", orgID, "account_id", a.ID, "error", err)
+		}
+	}
 	return v, nil
+}
+
+func (v *orgView) remember(id string, g goneAccount) {
+	if v.gone == nil {
+		v.gone = map[string]goneAccount{}
+	}
+	v.gone[id] = g
 }
 
 // modify runs an admin write: under the organization's lock, with the view
@@ -454,12 +515,8 @@ func (p *Pool) UpdateAccount(ctx context.Context, orgID, id string, c AccountCha
 		return AccountInfo{}, err
 	}
 	if c.Status != nil && *c.Status == store.StatusActive {
-		err := p.state.Update(ctx, ref(newAccount(updated), FamilyDefault), func(l *Live) error {
-			l.Breaker = Breaker{}
-			return nil
-		})
-		if err != nil {
-			return AccountInfo{}, fmt.Errorf("resetting breaker of account %s: %w", id, err)
+		if err := p.closeBreaker(ctx, newAccount(updated)); err != nil {
+			return AccountInfo{}, err
 		}
 	}
 	infos, err := p.infos(ctx, []*account{newAccount(updated)})
@@ -485,17 +542,35 @@ func (p *Pool) DeleteAccount(ctx context.Context, orgID, id string) error {
 	if err != nil || deleted == nil {
 		return err
 	}
+	return p.dropLive(ctx, deleted)
+}
+
+// dropLive drops a deleted account's live records, except capacity and
+// cool-downs its quota group shares with other accounts.
+func (p *Pool) dropLive(ctx context.Context, a *account) error {
 	for _, f := range Families() {
-		err := p.state.Update(ctx, ref(deleted, f), func(l *Live) error {
+		err := p.state.Update(ctx, ref(a, f), func(l *Live) error {
 			l.Breaker = Breaker{}
-			if deleted.QuotaGroup == "" {
+			if a.QuotaGroup == "" {
 				l.Cooldown, l.Buckets = Cooldown{}, Buckets{}
 			}
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("dropping live state of account %s: %w", id, err)
+			return fmt.Errorf("dropping live state of account %s: %w", a.ID, err)
 		}
+	}
+	return nil
+}
+
+// closeBreaker closes an account's breaker: an admin vouched for its key.
+func (p *Pool) closeBreaker(ctx context.Context, a *account) error {
+	err := p.state.Update(ctx, ref(a, FamilyDefault), func(l *Live) error {
+		l.Breaker = Breaker{}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("resetting breaker of account %s: %w", a.ID, err)
 	}
 	return nil
 }

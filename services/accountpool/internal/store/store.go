@@ -142,7 +142,9 @@ func DefaultSettings(orgID string) Settings {
 type UsageRecord struct {
 	ID             string // UUID, assigned by the caller
 	OrganizationID string
-	AccountID      string
+	// AccountID is the account's UUID, empty for a legacy-mode call (the
+	// orchestrator's fallback key, no pool account).
+	AccountID string
 	// AccountName is the account's name when the row was written, so rows
 	// of renamed or deleted accounts stay readable.
 	AccountName         string
@@ -200,6 +202,10 @@ type UsageCursor struct {
 // Store is AccountPool's durable state. Implementations are safe for
 // concurrent use. A method returns only the errors its comment names,
 // wrapped, or an infrastructure error (possibly wrapping ErrUnavailable).
+//
+// Ids (accounts, usage rows) are UUIDs in canonical lower-case form, as
+// uuid.NewString makes them. An account id that is not a UUID names no
+// account: reads, updates and deletes report ErrNotFound for it.
 type Store interface {
 	// CreateAccount stores a new account. ErrAlreadyExists when the
 	// organization already has an account named a.Name, or a.ID is taken.
@@ -239,6 +245,33 @@ type Store interface {
 	// page and nil when there are no more rows. Keyset pagination: rows
 	// inserted between pages never cause a gap or a duplicate.
 	ListUsage(ctx context.Context, orgID string, f UsageFilter, limit int, after *UsageCursor) (rows []UsageRecord, next *UsageCursor, err error)
+}
+
+// AllOrganizations is the organization id a ChangeWatcher reports when
+// any organization may have changed. No organization has it: ids are never
+// empty.
+const AllOrganizations = ""
+
+// ChangeWatcher is an optional capability of a Store that other processes
+// share (pgstore): it reports changes to an organization's accounts or
+// settings, whoever made them, so each process can refresh its in-memory
+// view instead of serving a stale one until restart. Stores that only one
+// process can see (memstore) do not implement it. Callers discover it with
+// a type assertion.
+type ChangeWatcher interface {
+	// WatchChanges calls onChange with an organization's id after a change
+	// to its accounts or settings has committed, including changes this
+	// process made. It calls onChange(AllOrganizations) whenever changes
+	// may have been missed, in particular once the feed is (re)established,
+	// so a caller that reloads what it caches on that call never keeps a
+	// view older than the feed. Notifications may repeat; they never name
+	// what changed, only whose.
+	//
+	// onChange runs on WatchChanges' goroutine, one call at a time, and
+	// should return quickly: the feed waits for it. WatchChanges retries a
+	// lost feed by itself with backoff and runs until ctx is done; it then
+	// returns nil.
+	WatchChanges(ctx context.Context, onChange func(orgID string)) error
 }
 
 // Normalize returns t as backends store it: UTC, truncated to the

@@ -27,6 +27,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	}{
 		{"AccountCRUD", testAccountCRUD},
 		{"AccountNotFound", testAccountNotFound},
+		{"AccountIDNotAUUIDIsNotFound", testAccountIDNotUUID},
 		{"AccountNameUniquePerOrganization", testNameUnique},
 		{"AccountListOrderedByName", testListOrder},
 		{"AccountUpdatePartialAndKeyRotation", testUpdatePartial},
@@ -35,6 +36,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"UsageInsertIdempotent", testUsageIdempotent},
 		{"UsageInsertIdempotentConcurrent", testUsageIdempotentConcurrent},
 		{"UsageTotals", testUsageTotals},
+		{"UsageLegacyRowsHaveNoAccount", testUsageLegacy},
 		{"UsagePaginationNewestFirst", testUsagePagination},
 		{"UsageOrganizationIsolation", testUsageIsolation},
 	}
@@ -140,6 +142,26 @@ func testAccountNotFound(t *testing.T, s store.Store) {
 	list, err := s.ListAccounts(ctx, org)
 	require.NoError(t, err)
 	require.Empty(t, list)
+}
+
+func testAccountIDNotUUID(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	org := newOrg()
+	require.NoError(t, s.CreateAccount(ctx, newAccount(org, "real")))
+	for _, id := range []string{"acct-1", "", "00000000-0000-0000-0000"} {
+		_, err := s.GetAccount(ctx, org, id)
+		require.ErrorIs(t, err, store.ErrNotFound, "id %q", id)
+		name := "x"
+		_, err = s.UpdateAccount(ctx, org, id, store.AccountUpdate{Name: &name, UpdateTime: base})
+		require.ErrorIs(t, err, store.ErrNotFound, "id %q", id)
+		require.ErrorIs(t, s.DeleteAccount(ctx, org, id), store.ErrNotFound, "id %q", id)
+	}
+	totals, err := s.SumUsage(ctx, org, store.UsageFilter{AccountID: "acct-1"})
+	require.NoError(t, err)
+	require.Empty(t, totals)
+	rows, _, err := s.ListUsage(ctx, org, store.UsageFilter{AccountID: "acct-1"}, 10, nil)
+	require.NoError(t, err)
+	require.Empty(t, rows)
 }
 
 func testNameUnique(t *testing.T, s store.Store) {
@@ -426,6 +448,45 @@ func testUsageTotals(t *testing.T, s store.Store) {
 	none, err := s.SumUsage(ctx, org, store.UsageFilter{Start: base.Add(48 * time.Hour)})
 	require.NoError(t, err)
 	require.Empty(t, none)
+}
+
+// testUsageLegacy: legacy-mode rows (no pool account) are stored, read and
+// summed under the empty account id, separately from every account.
+func testUsageLegacy(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	org := newOrg()
+	acct := uuid.NewString()
+	legacy := usage(org, acct, "legacy-1", 1, base)
+	legacy.AccountID, legacy.AccountName = "", "default"
+	got, err := s.InsertUsage(ctx, legacy)
+	require.NoError(t, err)
+	require.Equal(t, normUsage(legacy), normUsage(got))
+	_, err = s.InsertUsage(ctx, usage(org, acct, "pooled-1", 1, base))
+	require.NoError(t, err)
+
+	rows, _, err := s.ListUsage(ctx, org, store.UsageFilter{}, 10, nil)
+	require.NoError(t, err)
+	require.Len(t, rows, 2)
+	var found bool
+	for _, r := range rows {
+		if r.ID == legacy.ID {
+			found = true
+			require.Equal(t, normUsage(legacy), normUsage(r))
+		}
+	}
+	require.True(t, found, "the legacy row is listed")
+
+	totals, err := s.SumUsage(ctx, org, store.UsageFilter{})
+	require.NoError(t, err)
+	require.Len(t, totals, 2)
+	require.Equal(t, "", totals[1].AccountID, "ordered by name: acct-… before default")
+	require.Equal(t, "default", totals[1].AccountName)
+	require.Equal(t, int64(1), totals[1].Requests)
+
+	only, err := s.SumUsage(ctx, org, store.UsageFilter{AccountID: acct})
+	require.NoError(t, err)
+	require.Len(t, only, 1, "an account filter leaves legacy rows out")
+	require.Equal(t, acct, only[0].AccountID)
 }
 
 func testUsagePagination(t *testing.T, s store.Store) {

@@ -1,0 +1,504 @@
+// Package pgstore is the PostgreSQL [store.Store], for production, on a
+// pgxpool.Pool connected as the switchyard_app role (see migrations).
+//
+// Every statement is tenant-scoped: it is sent in a pgx.Batch that starts
+// with pgxutil.QueueTenant, so row-level security shows it only the
+// organization's rows, and the setting plus the statement cost one round
+// trip (a batch sent outside a transaction is one implicit transaction).
+// Statements also name organization_id in their WHERE clauses: row-level
+// security is the guarantee, the predicate is what the indexes serve.
+// Values only ever travel as parameters.
+//
+// The usage ledger is written by group commit (ledger.go): concurrent
+// InsertUsage calls share one transaction, and each is answered only after
+// that transaction committed. Store also implements store.ChangeWatcher
+// (watch.go) with LISTEN on the channel the schema's triggers notify.
+//
+// Errors: unique violations become store.ErrAlreadyExists (accounts) or
+// store.ErrDuplicate (usage), missing rows store.ErrNotFound, and failures
+// to reach the database wrap store.ErrUnavailable next to the driver's
+// error. Error texts never include statement parameters.
+package pgstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
+)
+
+// Config tunes a Store. Every zero field takes the default its comment
+// names.
+type Config struct {
+	// MaxBatch bounds how many usage rows one group commit writes; default
+	// 256. 1 turns group commit off (one transaction per row).
+	MaxBatch int
+	// FlushTimeout bounds one group commit, so a hung database fails its
+	// callers instead of holding them forever; default 10s.
+	FlushTimeout time.Duration
+	// WatchPing is how long the change feed may be silent before its
+	// connection is pinged, which bounds how long a dead connection goes
+	// unnoticed; default 30s.
+	WatchPing time.Duration
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is a store.Store on PostgreSQL. Create it with New and Close it
+// before closing its pool.
+type Store struct {
+	db        *pgxpool.Pool
+	logger    *slog.Logger
+	watchPing time.Duration
+	ledger    *ledger
+}
+
+var (
+	_ store.Store         = (*Store)(nil)
+	_ store.ChangeWatcher = (*Store)(nil)
+)
+
+// New returns a store on db and starts its ledger's group-commit
+// goroutine. db must connect as the application role to a schema migrated
+// to migrations.AccountPool's latest version; New does not check (the
+// service's readiness gate does).
+func New(db *pgxpool.Pool, cfg Config) *Store {
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 256
+	}
+	if cfg.FlushTimeout <= 0 {
+		cfg.FlushTimeout = 10 * time.Second
+	}
+	if cfg.WatchPing <= 0 {
+		cfg.WatchPing = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Store{
+		db:        db,
+		logger:    cfg.Logger,
+		watchPing: cfg.WatchPing,
+		ledger:    newLedger(db, cfg.MaxBatch, cfg.FlushTimeout),
+	}
+}
+
+// Close stops the ledger after writing every usage row already handed to
+// it and answering its caller; InsertUsage calls after Close fail with
+// store.ErrUnavailable. It does not close the pool, which the caller owns.
+// Close is idempotent.
+func (s *Store) Close() { s.ledger.close() }
+
+// tenant sends one batch scoped to org: the tenant setting, then whatever
+// queue adds. Result callbacks registered by queue run inside, and the
+// first error, theirs or the database's, is returned.
+func (s *Store) tenant(ctx context.Context, org string, queue func(b *pgx.Batch)) error {
+	if org == "" {
+		return errors.New("empty organization id")
+	}
+	b := &pgx.Batch{}
+	pgxutil.QueueTenant(b, org)
+	queue(b)
+	return s.db.SendBatch(ctx, b).Close()
+}
+
+const accountColumns = `id::text, organization_id, name, tier, status, weight, priority, quota_group, labels,
+	key_ciphertext, key_version, create_time, update_time`
+
+func scanAccount(row pgx.Row) (store.Account, error) {
+	var (
+		a      store.Account
+		status string
+	)
+	err := row.Scan(&a.ID, &a.OrganizationID, &a.Name, &a.Tier, &status, &a.Weight, &a.Priority, &a.QuotaGroup,
+		&a.Labels, &a.KeyCiphertext, &a.KeyVersion, &a.CreateTime, &a.UpdateTime)
+	a.Status = store.Status(status)
+	a.CreateTime = store.Normalize(a.CreateTime)
+	a.UpdateTime = store.Normalize(a.UpdateTime)
+	return a, err
+}
+
+// isUUID reports whether id can name a row: the columns are uuid, and
+// PostgreSQL rejects other text where memstore would simply find nothing.
+// Only the 36-character form is taken: uuid.Parse also reads forms (urn:)
+// that PostgreSQL does not.
+func isUUID(id string) bool {
+	_, err := uuid.Parse(id)
+	return err == nil && len(id) == 36
+}
+
+// CreateAccount implements store.Store.
+func (s *Store) CreateAccount(ctx context.Context, a store.Account) error {
+	if !isUUID(a.ID) {
+		return fmt.Errorf("creating account %q: the id is not a UUID", a.Name)
+	}
+	labels := a.Labels
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	err := s.tenant(ctx, a.OrganizationID, func(b *pgx.Batch) {
+		b.Queue(`INSERT INTO accounts (id, organization_id, name, tier, status, weight, priority, quota_group, labels,
+				key_ciphertext, key_version, create_time, update_time)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			a.ID, a.OrganizationID, a.Name, a.Tier, string(a.Status), a.Weight, a.Priority, a.QuotaGroup, labels,
+			nonNil(a.KeyCiphertext), a.KeyVersion, store.Normalize(a.CreateTime), store.Normalize(a.UpdateTime))
+	})
+	if isUniqueViolation(err) {
+		return fmt.Errorf("creating account %q: an account with this name or id exists: %w", a.Name, store.ErrAlreadyExists)
+	}
+	return wrap("creating account "+a.ID, err)
+}
+
+// GetAccount implements store.Store.
+func (s *Store) GetAccount(ctx context.Context, orgID, id string) (store.Account, error) {
+	if !isUUID(id) {
+		return store.Account{}, fmt.Errorf("getting account %s: %w", id, store.ErrNotFound)
+	}
+	var a store.Account
+	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
+		b.Queue(`SELECT `+accountColumns+` FROM accounts WHERE organization_id = $1 AND id = $2`, orgID, id).
+			QueryRow(func(row pgx.Row) (err error) {
+				a, err = scanAccount(row)
+				return err
+			})
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Account{}, fmt.Errorf("getting account %s: %w", id, store.ErrNotFound)
+	}
+	return a, wrap("getting account "+id, err)
+}
+
+// ListAccounts implements store.Store. Names compare in the "C" collation,
+// byte for byte, as the contract and memstore do; the database's default
+// collation would order by locale.
+func (s *Store) ListAccounts(ctx context.Context, orgID string) ([]store.Account, error) {
+	var out []store.Account
+	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
+		b.Queue(`SELECT `+accountColumns+` FROM accounts WHERE organization_id = $1 ORDER BY name COLLATE "C", id`, orgID).
+			Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					a, err := scanAccount(rows)
+					if err != nil {
+						return err
+					}
+					out = append(out, a)
+				}
+				return rows.Err()
+			})
+	})
+	return out, wrap("listing accounts", err)
+}
+
+// UpdateAccount implements store.Store. One statement sets every field:
+// a NULL parameter (a nil field of u) keeps the column as it is.
+func (s *Store) UpdateAccount(ctx context.Context, orgID, id string, u store.AccountUpdate) (store.Account, error) {
+	if !isUUID(id) {
+		return store.Account{}, fmt.Errorf("updating account %s: %w", id, store.ErrNotFound)
+	}
+	var (
+		status     *string
+		ciphertext []byte
+		version    *int32
+	)
+	if u.Status != nil {
+		st := string(*u.Status)
+		status = &st
+	}
+	if u.Key != nil {
+		ciphertext, version = nonNil(u.Key.Ciphertext), &u.Key.Version
+	}
+	var a store.Account
+	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
+		b.Queue(`UPDATE accounts SET
+				name = COALESCE($3, name),
+				tier = COALESCE($4, tier),
+				weight = COALESCE($5, weight),
+				priority = COALESCE($6, priority),
+				status = COALESCE($7, status),
+				quota_group = COALESCE($8, quota_group),
+				key_ciphertext = COALESCE($9, key_ciphertext),
+				key_version = COALESCE($10, key_version),
+				update_time = $11
+			WHERE organization_id = $1 AND id = $2
+			RETURNING `+accountColumns,
+			orgID, id, u.Name, u.Tier, u.Weight, u.Priority, status, u.QuotaGroup, ciphertext, version,
+			store.Normalize(u.UpdateTime)).
+			QueryRow(func(row pgx.Row) (err error) {
+				a, err = scanAccount(row)
+				return err
+			})
+	})
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return store.Account{}, fmt.Errorf("updating account %s: %w", id, store.ErrNotFound)
+	case isUniqueViolation(err):
+		return store.Account{}, fmt.Errorf("renaming account %s: an account with this name exists: %w", id, store.ErrAlreadyExists)
+	}
+	return a, wrap("updating account "+id, err)
+}
+
+// DeleteAccount implements store.Store.
+func (s *Store) DeleteAccount(ctx context.Context, orgID, id string) error {
+	if !isUUID(id) {
+		return fmt.Errorf("deleting account %s: %w", id, store.ErrNotFound)
+	}
+	var deleted int64
+	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
+		b.Queue(`DELETE FROM accounts WHERE organization_id = $1 AND id = $2`, orgID, id).
+			Exec(func(tag pgconn.CommandTag) error {
+				deleted = tag.RowsAffected()
+				return nil
+			})
+	})
+	if err != nil {
+		return wrap("deleting account "+id, err)
+	}
+	if deleted == 0 {
+		return fmt.Errorf("deleting account %s: %w", id, store.ErrNotFound)
+	}
+	return nil
+}
+
+// GetSettings implements store.Store.
+func (s *Store) GetSettings(ctx context.Context, orgID string) (store.Settings, error) {
+	st := store.DefaultSettings(orgID)
+	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
+		b.Queue(`SELECT selection_strategy, update_time FROM organization_settings WHERE organization_id = $1`, orgID).
+			QueryRow(func(row pgx.Row) error {
+				var strategy string
+				if err := row.Scan(&strategy, &st.UpdateTime); err != nil {
+					return err
+				}
+				st.SelectionStrategy = store.Strategy(strategy)
+				st.UpdateTime = store.Normalize(st.UpdateTime)
+				return nil
+			})
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.DefaultSettings(orgID), nil
+	}
+	return st, wrap("getting settings", err)
+}
+
+// PutSettings implements store.Store.
+func (s *Store) PutSettings(ctx context.Context, st store.Settings) error {
+	err := s.tenant(ctx, st.OrganizationID, func(b *pgx.Batch) {
+		b.Queue(`INSERT INTO organization_settings (organization_id, selection_strategy, update_time)
+			VALUES ($1, $2, $3)
+			ON CONFLICT (organization_id) DO UPDATE
+			SET selection_strategy = EXCLUDED.selection_strategy, update_time = EXCLUDED.update_time`,
+			st.OrganizationID, string(st.SelectionStrategy), store.Normalize(st.UpdateTime))
+	})
+	return wrap("saving settings", err)
+}
+
+// InsertUsage implements store.Store through the ledger's group commit: it
+// returns once the transaction holding the row committed (or found the
+// existing row), or when ctx ends. After a ctx error or ErrUnavailable the
+// row may or may not have been written; retrying is safe.
+func (s *Store) InsertUsage(ctx context.Context, r store.UsageRecord) (store.UsageRecord, error) {
+	r.CreateTime = store.Normalize(r.CreateTime)
+	return s.ledger.insert(ctx, r)
+}
+
+const usageColumns = `id::text, organization_id, COALESCE(account_id::text, ''), account_name, request_id, attempt,
+	outcome, model, category, session_id, user_id, input_tokens, output_tokens, cache_read_tokens,
+	cache_creation_tokens, cost_usd, http_status, error_type, upstream_request_id, duration_ms, create_time`
+
+func scanUsage(row pgx.Row) (store.UsageRecord, error) {
+	var (
+		r       store.UsageRecord
+		outcome string
+	)
+	err := row.Scan(&r.ID, &r.OrganizationID, &r.AccountID, &r.AccountName, &r.RequestID, &r.Attempt,
+		&outcome, &r.Model, &r.Category, &r.SessionID, &r.UserID, &r.InputTokens, &r.OutputTokens, &r.CacheReadTokens,
+		&r.CacheCreationTokens, &r.CostUSD, &r.HTTPStatus, &r.ErrorType, &r.UpstreamRequestID, &r.DurationMS, &r.CreateTime)
+	r.Outcome = store.Outcome(outcome)
+	r.CreateTime = store.Normalize(r.CreateTime)
+	return r, err
+}
+
+// usageWhere builds the WHERE clause of a ledger query: only the filters
+// that are set, each as a parameter, so the planner sees plain predicates
+// it can match to the (organization_id, create_time, id) and
+// (organization_id, account_id, create_time) indexes.
+type usageWhere struct {
+	sql  strings.Builder
+	args []any
+}
+
+func newUsageWhere(orgID string, f store.UsageFilter) *usageWhere {
+	w := &usageWhere{}
+	w.add("organization_id = ", orgID)
+	if !f.Start.IsZero() {
+		w.add("create_time >= ", store.Normalize(f.Start))
+	}
+	if !f.End.IsZero() {
+		w.add("create_time < ", store.Normalize(f.End))
+	}
+	if f.AccountID != "" {
+		w.add("account_id = ", f.AccountID)
+	}
+	return w
+}
+
+func (w *usageWhere) param(v any) string {
+	w.args = append(w.args, v)
+	return "$" + strconv.Itoa(len(w.args))
+}
+
+func (w *usageWhere) add(cond string, v any) {
+	if w.sql.Len() == 0 {
+		w.sql.WriteString(" WHERE ")
+	} else {
+		w.sql.WriteString(" AND ")
+	}
+	w.sql.WriteString(cond + w.param(v))
+}
+
+// SumUsage implements store.Store. The account name is the one on the
+// newest row, and the order (name, then id) uses the "C" collation so it
+// matches memstore's byte order.
+func (s *Store) SumUsage(ctx context.Context, orgID string, f store.UsageFilter) ([]store.UsageTotals, error) {
+	if f.AccountID != "" && !isUUID(f.AccountID) {
+		return nil, nil
+	}
+	w := newUsageWhere(orgID, f)
+	query := `SELECT * FROM (
+		SELECT COALESCE(account_id::text, '') AS account_id,
+			(array_agg(account_name ORDER BY create_time DESC, id DESC))[1] AS account_name,
+			count(*), count(*) FILTER (WHERE outcome <> 'success'),
+			sum(input_tokens)::bigint, sum(output_tokens)::bigint,
+			sum(cache_read_tokens)::bigint, sum(cache_creation_tokens)::bigint, sum(cost_usd)
+		FROM usage_records` + w.sql.String() + `
+		GROUP BY usage_records.account_id
+	) t ORDER BY t.account_name COLLATE "C", t.account_id COLLATE "C"`
+	var out []store.UsageTotals
+	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
+		b.Queue(query, w.args...).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				var t store.UsageTotals
+				if err := rows.Scan(&t.AccountID, &t.AccountName, &t.Requests, &t.FailedRequests, &t.InputTokens,
+					&t.OutputTokens, &t.CacheReadTokens, &t.CacheCreationTokens, &t.CostUSD); err != nil {
+					return err
+				}
+				out = append(out, t)
+			}
+			return rows.Err()
+		})
+	})
+	return out, wrap("summing usage", err)
+}
+
+// ListUsage implements store.Store with keyset pagination on
+// (create_time, id), the order of the usage_records_org_time index. It
+// reads one row more than asked to learn whether another page exists.
+func (s *Store) ListUsage(ctx context.Context, orgID string, f store.UsageFilter, limit int, after *store.UsageCursor) ([]store.UsageRecord, *store.UsageCursor, error) {
+	if limit <= 0 {
+		return nil, nil, fmt.Errorf("listing usage: limit must be positive, got %d", limit)
+	}
+	if f.AccountID != "" && !isUUID(f.AccountID) {
+		return nil, nil, nil
+	}
+	w := newUsageWhere(orgID, f)
+	if after != nil {
+		if !isUUID(after.ID) {
+			return nil, nil, fmt.Errorf("listing usage: the cursor's row id is not a UUID")
+		}
+		w.sql.WriteString(" AND (create_time, id) < (" + w.param(store.Normalize(after.CreateTime)) + ", " + w.param(after.ID) + "::uuid)")
+	}
+	query := `SELECT ` + usageColumns + ` FROM usage_records` + w.sql.String() +
+		` ORDER BY create_time DESC, id DESC LIMIT ` + w.param(limit+1)
+	var rows []store.UsageRecord
+	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
+		b.Queue(query, w.args...).Query(func(rs pgx.Rows) error {
+			for rs.Next() {
+				r, err := scanUsage(rs)
+				if err != nil {
+					return err
+				}
+				rows = append(rows, r)
+			}
+			return rs.Err()
+		})
+	})
+	if err != nil {
+		return nil, nil, wrap("listing usage", err)
+	}
+	if len(rows) <= limit {
+		return rows, nil, nil
+	}
+	rows = rows[:limit]
+	last := rows[limit-1]
+	return rows, &store.UsageCursor{CreateTime: last.CreateTime, ID: last.ID}, nil
+}
+
+func nonNil(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+// wrap says what was being done and, when the database could not be
+// reached, adds store.ErrUnavailable so api answers Unavailable (retry)
+// instead of Internal.
+func wrap(doing string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", doing, err)
+}
+
+// unavailable reports whether err means the database could not be reached
+// or could not take the work now, as opposed to rejecting it. A caller's
+// own cancellation or deadline is not unavailability.
+func unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch {
+		case strings.HasPrefix(pgErr.Code, "08"): // connection_exception
+			return true
+		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03": // shutting down, crashed, starting up
+			return true
+		case pgErr.Code == "53300": // too_many_connections
+			return true
+		case pgErr.Code == "25006": // read_only_sql_transaction: connected to a standby after a failover
+			return true
+		}
+		return false
+	}
+	var (
+		connectErr *pgconn.ConnectError
+		netErr     net.Error
+	)
+	return errors.As(err, &connectErr) ||
+		errors.As(err, &netErr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, pgconn.ErrConnClosed) ||
+		pgconn.SafeToRetry(err)
+}
