@@ -16,11 +16,14 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
+	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
+	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/accountpool"
@@ -29,6 +32,9 @@ import (
 )
 
 type stackOptions struct {
+	// databaseURL, when set, puts AccountPool and Activity on PostgreSQL
+	// (a migrated schema, connecting as the service role).
+	databaseURL string
 	fallbackKey string
 	exporter    sdktrace.SpanExporter
 	// poolAddr overrides the orchestrator's AccountPool target (to point it
@@ -46,7 +52,7 @@ type stack struct {
 	flush        func(context.Context) error
 }
 
-func startStack(t *testing.T, opts stackOptions) *stack {
+func startStack(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -59,11 +65,11 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 	poolTel, poolFlush := telemetry.New("switchyard-accountpool", opts.exporter)
 	orchTel, orchFlush := telemetry.New("switchyard-orchestrator", opts.exporter)
 
-	act, err := activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Telemetry: actTel})
+	act, err := activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Telemetry: actTel, DatabaseURL: opts.databaseURL})
 	require.NoError(t, err)
 	keyring, err := accountpool.GenerateKeyring()
 	require.NoError(t, err)
-	pool, err := accountpool.New(ctx, accountpool.Config{Addr: "127.0.0.1:0", Keyring: keyring, Logger: logger, Telemetry: poolTel})
+	pool, err := accountpool.New(ctx, accountpool.Config{Addr: "127.0.0.1:0", Keyring: keyring, Logger: logger, Telemetry: poolTel, DatabaseURL: opts.databaseURL})
 	require.NoError(t, err)
 	poolAddr := pool.Addr().String()
 	if opts.poolAddr != "" {
@@ -103,10 +109,30 @@ func startStack(t *testing.T, opts stackOptions) *stack {
 		orchestrator: orchestratorv1.NewOrchestratorServiceClient(dial(t, orch.Addr().String())),
 		flush:        telemetry.Join(orchFlush, poolFlush, actFlush),
 	}
+	// The services open their gates once their store is ready (on
+	// PostgreSQL: once the schema version checks out).
+	for _, addr := range []string{act.Addr().String(), pool.Addr().String(), orch.Addr().String()} {
+		health := healthpb.NewHealthClient(dial(t, addr))
+		require.Eventually(t, func() bool {
+			resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
+			return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
+		}, 30*time.Second, 5*time.Millisecond, "%s never became SERVING", addr)
+	}
 	return s
 }
 
-func dial(t *testing.T, addr string) *grpc.ClientConn {
+// eachStore runs fn once with the services on the embedded store and once
+// on PostgreSQL (skipped, or failed under SWITCHYARD_REQUIRE_POSTGRES, when
+// no test database is configured).
+func eachStore(t *testing.T, fn func(t *testing.T, base stackOptions)) {
+	t.Run("memory", func(t *testing.T) { fn(t, stackOptions{}) })
+	t.Run("postgres", func(t *testing.T) {
+		schema := pgtest.NewSchema(t, migrations.All()...)
+		fn(t, stackOptions{databaseURL: schema.AppURL})
+	})
+}
+
+func dial(t testing.TB, addr string) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
@@ -114,17 +140,23 @@ func dial(t *testing.T, addr string) *grpc.ClientConn {
 	return conn
 }
 
-func testContext(t *testing.T) context.Context {
+func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
-func (s *stack) register(t *testing.T, org, name, key, tier string) *accountpoolv1.Account {
+func (s *stack) register(t testing.TB, org, name, key, tier string) *accountpoolv1.Account {
 	t.Helper()
 	resp, err := s.pool.RegisterAccount(testContext(t), &accountpoolv1.RegisterAccountRequest{
 		OrganizationId: org, Name: name, ApiKey: key, Tier: tier,
 	})
 	require.NoError(t, err)
 	return resp.GetAccount()
+}
+
+// with returns a copy of o changed by fn.
+func (o stackOptions) with(fn func(*stackOptions)) stackOptions {
+	fn(&o)
+	return o
 }

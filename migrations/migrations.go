@@ -23,6 +23,7 @@ import (
 	"io/fs"
 	"log/slog"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
 )
@@ -107,6 +108,9 @@ func (s Set) Latest() (int64, error) {
 // ErrNotMigrated means the set's version table does not exist yet.
 var ErrNotMigrated = errors.New("the database has not been migrated")
 
+// undefinedTable is PostgreSQL's SQLSTATE for a missing table.
+const undefinedTable = "42P01"
+
 // CheckVersion compares the database's version of the set, read with
 // query (as AppRole, which may read the version table), with the newest
 // embedded one. It returns a nil error only when they match.
@@ -116,8 +120,12 @@ func (s Set) CheckVersion(ctx context.Context, query func(ctx context.Context, s
 		return err
 	}
 	current, err := query(ctx, "SELECT COALESCE(max(version_id), 0) FROM "+s.Table+" WHERE is_applied")
-	if err != nil {
-		return fmt.Errorf("%w (reading %s: %v); run 'switchyard migrate up'", ErrNotMigrated, s.Table, err)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == undefinedTable:
+		return fmt.Errorf("%w: the %s schema has no version table %s; run 'switchyard migrate up'", ErrNotMigrated, s.Name, s.Table)
+	case err != nil:
+		return fmt.Errorf("reading the %s schema version: %w", s.Name, err)
 	}
 	switch {
 	case current < latest:

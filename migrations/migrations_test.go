@@ -2,6 +2,7 @@ package migrations_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -84,4 +85,19 @@ func TestDownThenUpAgain(t *testing.T) {
 	schema := pgtest.NewSchema(t, migrations.All()...)
 	pgtest.Down(t, schema.OwnerURL, migrations.All()...)
 	pgtest.Migrate(t, schema.OwnerURL, migrations.All()...)
+}
+
+func TestCheckVersionTellsADownDatabaseFromAMissingSchema(t *testing.T) {
+	ctx := context.Background()
+	err := migrations.Activity.CheckVersion(ctx, func(context.Context, string) (int64, error) {
+		return 0, errors.New("dial tcp 127.0.0.1:5432: connect: connection refused")
+	})
+	require.Error(t, err)
+	require.NotErrorIs(t, err, migrations.ErrNotMigrated)
+	require.NotContains(t, err.Error(), "migrate up")
+
+	err = migrations.Activity.CheckVersion(ctx, func(context.Context, string) (int64, error) { return 0, nil })
+	require.ErrorIs(t, err, migrations.ErrNotMigrated)
+	err = migrations.Activity.CheckVersion(ctx, func(context.Context, string) (int64, error) { return 99, nil })
+	require.ErrorContains(t, err, "newer than this binary")
 }

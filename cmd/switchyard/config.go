@@ -30,6 +30,8 @@ const (
 	envLogLevel          = "SWITCHYARD_LOG_LEVEL"
 	envLogFormat         = "SWITCHYARD_LOG_FORMAT"
 	envAttemptTimeout    = "SWITCHYARD_ATTEMPT_TIMEOUT"
+	envStore             = "SWITCHYARD_STORE"
+	envDatabaseURL       = "SWITCHYARD_DATABASE_URL"
 	defaultSimAddr       = "127.0.0.1:50080"
 	defaultAccountPool   = "127.0.0.1:50052"
 	defaultActivity      = "127.0.0.1:50053"
@@ -112,5 +114,37 @@ func readKeyring(inline, file string) (string, error) {
 		return strings.TrimSpace(string(b)), nil
 	default:
 		return inline, nil
+	}
+}
+
+// storeFlags choose a service's store. The connection string comes from the
+// environment only (SWITCHYARD_DATABASE_URL, else DATABASE_URL): a flag would
+// show its password in the process list.
+type storeFlags struct {
+	store, databaseURL string
+}
+
+func (f *storeFlags) register(fs *flag.FlagSet, def string) {
+	fs.StringVar(&f.store, "store", env(envStore, def), "store: memory or postgres; empty means postgres when "+envDatabaseURL+" or DATABASE_URL is set ("+envStore+")")
+	f.databaseURL = env(envDatabaseURL, env("DATABASE_URL", ""))
+}
+
+// resolve returns the store name and URL to hand to a service's Config.
+func (f *storeFlags) resolve() (store, url string, err error) {
+	switch f.store {
+	case "":
+		if f.databaseURL != "" {
+			return "postgres", f.databaseURL, nil
+		}
+		return "memory", "", nil
+	case "memory":
+		return "memory", "", nil
+	case "postgres":
+		if f.databaseURL == "" {
+			return "", "", fmt.Errorf("-store postgres needs %s (or DATABASE_URL): a connection string for the switchyard_app role", envDatabaseURL)
+		}
+		return "postgres", f.databaseURL, nil
+	default:
+		return "", "", fmt.Errorf("-store must be memory or postgres, not %q", f.store)
 	}
 }

@@ -31,6 +31,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var activityAddr, simAddr string
 	of.register(fs, "orchestrator-", "")
 	af.register(fs, "accountpool-")
+	// dev defaults to the embedded store even when a database URL is in
+	// the environment: `make run` must need nothing installed.
+	af.storeFlags.register(fs, "memory")
 	fs.StringVar(&activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "activity gRPC listen address ("+envActivityAddr+")")
 	fs.StringVar(&simAddr, "sim-addr", env(envSimAddr, defaultSimAddr), "simulator listen address ("+envSimAddr+"); used as the upstream unless -anthropic-base-url is set")
 	lf.register(fs)
@@ -54,11 +57,18 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fallback = secret.New(devFallbackKey)
 		logger.Info("ANTHROPIC_API_KEY is not set; legacy mode uses a simulator key")
 	}
+	store, dbURL, err := af.resolve()
+	if err != nil {
+		return err
+	}
 	keyring, err := readKeyring(af.keyring, af.keyringFile)
 	if err != nil {
 		return err
 	}
 	if keyring == "" {
+		if store == "postgres" {
+			return fmt.Errorf("with -store postgres the keys outlive the process: set %s or %s", envKeyring, envKeyringFile)
+		}
 		if keyring, err = accountpool.GenerateKeyring(); err != nil {
 			return err
 		}
@@ -80,11 +90,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_ = telemetry.ShutdownExporter(flushCtx, exp)
 	}()
 
-	act, err := activity.New(ctx, activity.Config{Addr: activityAddr, Logger: logger.With("service", "activity"), Telemetry: activityTel})
+	act, err := activity.New(ctx, activity.Config{Addr: activityAddr, Store: store, DatabaseURL: dbURL, Logger: logger.With("service", "activity"), Telemetry: activityTel})
 	if err != nil {
 		return err
 	}
-	pool, err := accountpool.New(ctx, af.config(logger, poolTel, keyring))
+	pool, err := accountpool.New(ctx, af.config(logger, poolTel, keyring, store, dbURL))
 	if err != nil {
 		return err
 	}
@@ -103,7 +113,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	if err := walkthrough.Execute(stdout, map[string]string{
 		"Orch": orch.Addr().String(), "Pool": pool.Addr().String(), "Activity": act.Addr().String(),
-		"Sim": simLis.Addr().String(), "Upstream": of.baseURL,
+		"Sim": simLis.Addr().String(), "Upstream": of.baseURL, "Store": storeBanner(store),
 	}); err != nil {
 		return err
 	}
@@ -111,7 +121,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 }
 
 var walkthrough = template.Must(template.New("walkthrough").Parse(`
-Switchyard dev stack is up (embedded store: nothing is kept across restarts).
+Switchyard dev stack is up ({{.Store}}).
   orchestrator  {{.Orch}}
   accountpool   {{.Pool}}
   activity      {{.Activity}}
@@ -126,3 +136,10 @@ Try it (see README.md for the full walkthrough):
 
 Press Ctrl-C to stop.
 `))
+
+func storeBanner(store string) string {
+	if store == "postgres" {
+		return "PostgreSQL store"
+	}
+	return "embedded store: nothing is kept across restarts"
+}

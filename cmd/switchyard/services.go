@@ -52,6 +52,7 @@ func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers,
 
 type accountPoolFlags struct {
 	addr, keyring, keyringFile, tiers, pricing string
+	storeFlags
 }
 
 func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
@@ -64,8 +65,10 @@ func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
 	f.keyring = env(envKeyring, "")
 }
 
-func (f *accountPoolFlags) config(logger *slog.Logger, tel telemetry.Providers, keyring string) accountpool.Config {
+func (f *accountPoolFlags) config(logger *slog.Logger, tel telemetry.Providers, keyring, store, databaseURL string) accountpool.Config {
 	return accountpool.Config{
+		Store:       store,
+		DatabaseURL: databaseURL,
 		Addr:        f.addr,
 		Keyring:     keyring,
 		TiersFile:   f.tiers,
@@ -100,11 +103,16 @@ func runAccountPool(ctx context.Context, args []string, stderr io.Writer) error 
 	var af accountPoolFlags
 	var lf logFlags
 	af.register(fs, "")
+	af.storeFlags.register(fs, "")
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	logger, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	store, dbURL, err := af.resolve()
 	if err != nil {
 		return err
 	}
@@ -116,7 +124,7 @@ func runAccountPool(ctx context.Context, args []string, stderr io.Writer) error 
 		return fmt.Errorf("the accountpool needs a key-encryption keyring: set %s or %s (generate one with 'openssl rand -base64 32' and write it as '1:<base64>')", envKeyring, envKeyringFile)
 	}
 	return withTelemetry(ctx, "switchyard-accountpool", func(tel telemetry.Providers) error {
-		return accountpool.Run(ctx, af.config(logger, tel, keyring))
+		return accountpool.Run(ctx, af.config(logger, tel, keyring, store, dbURL))
 	})
 }
 
@@ -124,7 +132,9 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("activity", "Runs the Activity service.", stderr)
 	var addr string
 	var lf logFlags
+	var sf storeFlags
 	fs.StringVar(&addr, "addr", env(envActivityAddr, defaultActivity), "activity gRPC listen address ("+envActivityAddr+")")
+	sf.register(fs, "")
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -133,8 +143,12 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	store, dbURL, err := sf.resolve()
+	if err != nil {
+		return err
+	}
 	return withTelemetry(ctx, "switchyard-activity", func(tel telemetry.Providers) error {
-		return activity.Run(ctx, activity.Config{Addr: addr, Logger: logger.With("service", "activity"), Telemetry: tel})
+		return activity.Run(ctx, activity.Config{Addr: addr, Store: store, DatabaseURL: dbURL, Logger: logger.With("service", "activity"), Telemetry: tel})
 	})
 }
 

@@ -2,6 +2,7 @@ package grpcserver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -24,7 +25,7 @@ type Gate struct {
 
 // NewGate returns a closed gate that opens when check returns nil.
 func NewGate(check func(context.Context) error) *Gate {
-	return &Gate{err: status.Error(codes.Unavailable, "starting up"), check: check}
+	return &Gate{err: errors.New("starting up"), check: check}
 }
 
 // Err is nil once the gate is open.
