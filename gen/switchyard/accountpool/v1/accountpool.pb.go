@@ -142,6 +142,14 @@ const (
 	SelectionStrategy_SELECTION_STRATEGY_LEAST_LOADED SelectionStrategy = 1
 	// Each eligible account in turn.
 	SelectionStrategy_SELECTION_STRATEGY_ROUND_ROBIN SelectionStrategy = 2
+	// Eligible accounts in proportion to their weight.
+	SelectionStrategy_SELECTION_STRATEGY_WEIGHTED SelectionStrategy = 3
+	// The eligible account with the lowest priority number; the others only
+	// as failover.
+	SelectionStrategy_SELECTION_STRATEGY_PRIORITY SelectionStrategy = 4
+	// The account the session used last, while it has headroom (for prompt
+	// cache hits); otherwise least-loaded. Never blocks failover.
+	SelectionStrategy_SELECTION_STRATEGY_SESSION_AFFINITY SelectionStrategy = 5
 )
 
 // Enum value maps for SelectionStrategy.
@@ -150,11 +158,17 @@ var (
 		0: "SELECTION_STRATEGY_UNSPECIFIED",
 		1: "SELECTION_STRATEGY_LEAST_LOADED",
 		2: "SELECTION_STRATEGY_ROUND_ROBIN",
+		3: "SELECTION_STRATEGY_WEIGHTED",
+		4: "SELECTION_STRATEGY_PRIORITY",
+		5: "SELECTION_STRATEGY_SESSION_AFFINITY",
 	}
 	SelectionStrategy_value = map[string]int32{
-		"SELECTION_STRATEGY_UNSPECIFIED":  0,
-		"SELECTION_STRATEGY_LEAST_LOADED": 1,
-		"SELECTION_STRATEGY_ROUND_ROBIN":  2,
+		"SELECTION_STRATEGY_UNSPECIFIED":      0,
+		"SELECTION_STRATEGY_LEAST_LOADED":     1,
+		"SELECTION_STRATEGY_ROUND_ROBIN":      2,
+		"SELECTION_STRATEGY_WEIGHTED":         3,
+		"SELECTION_STRATEGY_PRIORITY":         4,
+		"SELECTION_STRATEGY_SESSION_AFFINITY": 5,
 	}
 )
 
@@ -1139,6 +1153,110 @@ func (*DeleteAccountResponse) Descriptor() ([]byte, []int) {
 	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{12}
 }
 
+type RotateAccountKeyRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	AccountId      string                 `protobuf:"bytes,2,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	ApiKey         string                 `protobuf:"bytes,3,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RotateAccountKeyRequest) Reset() {
+	*x = RotateAccountKeyRequest{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateAccountKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateAccountKeyRequest) ProtoMessage() {}
+
+func (x *RotateAccountKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateAccountKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateAccountKeyRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RotateAccountKeyRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *RotateAccountKeyRequest) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *RotateAccountKeyRequest) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
+type RotateAccountKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Account       *Account               `protobuf:"bytes,1,opt,name=account,proto3" json:"account,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateAccountKeyResponse) Reset() {
+	*x = RotateAccountKeyResponse{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateAccountKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateAccountKeyResponse) ProtoMessage() {}
+
+func (x *RotateAccountKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateAccountKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateAccountKeyResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *RotateAccountKeyResponse) GetAccount() *Account {
+	if x != nil {
+		return x.Account
+	}
+	return nil
+}
+
 type SelectAccountRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
@@ -1161,7 +1279,7 @@ type SelectAccountRequest struct {
 
 func (x *SelectAccountRequest) Reset() {
 	*x = SelectAccountRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[13]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1173,7 +1291,7 @@ func (x *SelectAccountRequest) String() string {
 func (*SelectAccountRequest) ProtoMessage() {}
 
 func (x *SelectAccountRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[13]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1186,7 +1304,7 @@ func (x *SelectAccountRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelectAccountRequest.ProtoReflect.Descriptor instead.
 func (*SelectAccountRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{13}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SelectAccountRequest) GetOrganizationId() string {
@@ -1275,7 +1393,7 @@ type Lease struct {
 
 func (x *Lease) Reset() {
 	*x = Lease{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[14]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1405,7 @@ func (x *Lease) String() string {
 func (*Lease) ProtoMessage() {}
 
 func (x *Lease) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[14]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1418,7 @@ func (x *Lease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lease.ProtoReflect.Descriptor instead.
 func (*Lease) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{14}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Lease) GetLeaseId() string {
@@ -1357,7 +1475,7 @@ type SelectAccountResponse struct {
 
 func (x *SelectAccountResponse) Reset() {
 	*x = SelectAccountResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[15]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1487,7 @@ func (x *SelectAccountResponse) String() string {
 func (*SelectAccountResponse) ProtoMessage() {}
 
 func (x *SelectAccountResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[15]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1500,7 @@ func (x *SelectAccountResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SelectAccountResponse.ProtoReflect.Descriptor instead.
 func (*SelectAccountResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{15}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SelectAccountResponse) GetLease() *Lease {
@@ -1422,7 +1540,7 @@ type Candidate struct {
 
 func (x *Candidate) Reset() {
 	*x = Candidate{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[16]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1552,7 @@ func (x *Candidate) String() string {
 func (*Candidate) ProtoMessage() {}
 
 func (x *Candidate) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[16]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,7 +1565,7 @@ func (x *Candidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Candidate.ProtoReflect.Descriptor instead.
 func (*Candidate) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{16}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Candidate) GetAccountId() string {
@@ -1505,7 +1623,7 @@ type RateLimitHeaders struct {
 
 func (x *RateLimitHeaders) Reset() {
 	*x = RateLimitHeaders{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[17]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1635,7 @@ func (x *RateLimitHeaders) String() string {
 func (*RateLimitHeaders) ProtoMessage() {}
 
 func (x *RateLimitHeaders) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[17]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1648,7 @@ func (x *RateLimitHeaders) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitHeaders.ProtoReflect.Descriptor instead.
 func (*RateLimitHeaders) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{17}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RateLimitHeaders) GetRequestsLimit() int64 {
@@ -1632,7 +1750,7 @@ type RecordRequestRequest struct {
 
 func (x *RecordRequestRequest) Reset() {
 	*x = RecordRequestRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[18]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1762,7 @@ func (x *RecordRequestRequest) String() string {
 func (*RecordRequestRequest) ProtoMessage() {}
 
 func (x *RecordRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[18]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1775,7 @@ func (x *RecordRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRequestRequest.ProtoReflect.Descriptor instead.
 func (*RecordRequestRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{18}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RecordRequestRequest) GetOrganizationId() string {
@@ -1815,7 +1933,7 @@ type RecordRequestResponse struct {
 
 func (x *RecordRequestResponse) Reset() {
 	*x = RecordRequestResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[19]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +1945,7 @@ func (x *RecordRequestResponse) String() string {
 func (*RecordRequestResponse) ProtoMessage() {}
 
 func (x *RecordRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[19]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +1958,7 @@ func (x *RecordRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRequestResponse.ProtoReflect.Descriptor instead.
 func (*RecordRequestResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{19}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecordRequestResponse) GetCostUsd() float64 {
@@ -1876,7 +1994,7 @@ type OrganizationSettings struct {
 
 func (x *OrganizationSettings) Reset() {
 	*x = OrganizationSettings{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[20]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +2006,7 @@ func (x *OrganizationSettings) String() string {
 func (*OrganizationSettings) ProtoMessage() {}
 
 func (x *OrganizationSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[20]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +2019,7 @@ func (x *OrganizationSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrganizationSettings.ProtoReflect.Descriptor instead.
 func (*OrganizationSettings) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *OrganizationSettings) GetOrganizationId() string {
@@ -1934,7 +2052,7 @@ type GetOrganizationSettingsRequest struct {
 
 func (x *GetOrganizationSettingsRequest) Reset() {
 	*x = GetOrganizationSettingsRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[21]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1946,7 +2064,7 @@ func (x *GetOrganizationSettingsRequest) String() string {
 func (*GetOrganizationSettingsRequest) ProtoMessage() {}
 
 func (x *GetOrganizationSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[21]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1959,7 +2077,7 @@ func (x *GetOrganizationSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetOrganizationSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{21}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetOrganizationSettingsRequest) GetOrganizationId() string {
@@ -1978,7 +2096,7 @@ type GetOrganizationSettingsResponse struct {
 
 func (x *GetOrganizationSettingsResponse) Reset() {
 	*x = GetOrganizationSettingsResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[22]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2108,7 @@ func (x *GetOrganizationSettingsResponse) String() string {
 func (*GetOrganizationSettingsResponse) ProtoMessage() {}
 
 func (x *GetOrganizationSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[22]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2121,7 @@ func (x *GetOrganizationSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationSettingsResponse.ProtoReflect.Descriptor instead.
 func (*GetOrganizationSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{22}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetOrganizationSettingsResponse) GetSettings() *OrganizationSettings {
@@ -2024,7 +2142,7 @@ type UpdateOrganizationSettingsRequest struct {
 
 func (x *UpdateOrganizationSettingsRequest) Reset() {
 	*x = UpdateOrganizationSettingsRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[23]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2036,7 +2154,7 @@ func (x *UpdateOrganizationSettingsRequest) String() string {
 func (*UpdateOrganizationSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateOrganizationSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[23]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2049,7 +2167,7 @@ func (x *UpdateOrganizationSettingsRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use UpdateOrganizationSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateOrganizationSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{23}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateOrganizationSettingsRequest) GetOrganizationId() string {
@@ -2075,7 +2193,7 @@ type UpdateOrganizationSettingsResponse struct {
 
 func (x *UpdateOrganizationSettingsResponse) Reset() {
 	*x = UpdateOrganizationSettingsResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2087,7 +2205,7 @@ func (x *UpdateOrganizationSettingsResponse) String() string {
 func (*UpdateOrganizationSettingsResponse) ProtoMessage() {}
 
 func (x *UpdateOrganizationSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2100,7 +2218,7 @@ func (x *UpdateOrganizationSettingsResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use UpdateOrganizationSettingsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateOrganizationSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *UpdateOrganizationSettingsResponse) GetSettings() *OrganizationSettings {
@@ -2130,7 +2248,7 @@ type GetUsageRequest struct {
 
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2260,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2273,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{25}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetUsageRequest) GetOrganizationId() string {
@@ -2225,7 +2343,7 @@ type UsageTotals struct {
 
 func (x *UsageTotals) Reset() {
 	*x = UsageTotals{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2237,7 +2355,7 @@ func (x *UsageTotals) String() string {
 func (*UsageTotals) ProtoMessage() {}
 
 func (x *UsageTotals) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2250,7 +2368,7 @@ func (x *UsageTotals) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageTotals.ProtoReflect.Descriptor instead.
 func (*UsageTotals) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{26}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UsageTotals) GetAccountId() string {
@@ -2346,7 +2464,7 @@ type UsageRecord struct {
 
 func (x *UsageRecord) Reset() {
 	*x = UsageRecord{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2358,7 +2476,7 @@ func (x *UsageRecord) String() string {
 func (*UsageRecord) ProtoMessage() {}
 
 func (x *UsageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2371,7 +2489,7 @@ func (x *UsageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRecord.ProtoReflect.Descriptor instead.
 func (*UsageRecord) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{27}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *UsageRecord) GetId() string {
@@ -2533,7 +2651,7 @@ type GetUsageResponse struct {
 
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2545,7 +2663,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2558,7 +2676,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{28}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetUsageResponse) GetTotal() *UsageTotals {
@@ -2678,7 +2796,14 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x02 \x01(\tR\taccountId\"\x17\n" +
-	"\x15DeleteAccountResponse\"\xc9\x03\n" +
+	"\x15DeleteAccountResponse\"\x7f\n" +
+	"\x17RotateAccountKeyRequest\x12'\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x02 \x01(\tR\taccountId\x12\x1c\n" +
+	"\aapi_key\x18\x03 \x01(\tB\x03\x80\x01\x01R\x06apiKey\"X\n" +
+	"\x18RotateAccountKeyResponse\x12<\n" +
+	"\aaccount\x18\x01 \x01(\v2\".switchyard.accountpool.v1.AccountR\aaccount\"\xc9\x03\n" +
 	"\x14SelectAccountRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x124\n" +
@@ -2842,11 +2967,14 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x19BREAKER_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14BREAKER_STATE_CLOSED\x10\x01\x12\x16\n" +
 	"\x12BREAKER_STATE_OPEN\x10\x02\x12\x1b\n" +
-	"\x17BREAKER_STATE_HALF_OPEN\x10\x03*\x80\x01\n" +
+	"\x17BREAKER_STATE_HALF_OPEN\x10\x03*\xeb\x01\n" +
 	"\x11SelectionStrategy\x12\"\n" +
 	"\x1eSELECTION_STRATEGY_UNSPECIFIED\x10\x00\x12#\n" +
 	"\x1fSELECTION_STRATEGY_LEAST_LOADED\x10\x01\x12\"\n" +
-	"\x1eSELECTION_STRATEGY_ROUND_ROBIN\x10\x02*\xd2\x01\n" +
+	"\x1eSELECTION_STRATEGY_ROUND_ROBIN\x10\x02\x12\x1f\n" +
+	"\x1bSELECTION_STRATEGY_WEIGHTED\x10\x03\x12\x1f\n" +
+	"\x1bSELECTION_STRATEGY_PRIORITY\x10\x04\x12'\n" +
+	"#SELECTION_STRATEGY_SESSION_AFFINITY\x10\x05*\xd2\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fOUTCOME_SUCCESS\x10\x01\x12\x18\n" +
@@ -2855,14 +2983,16 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x13OUTCOME_AUTH_FAILED\x10\x04\x12\x1a\n" +
 	"\x16OUTCOME_UPSTREAM_ERROR\x10\x05\x12\x18\n" +
 	"\x14OUTCOME_CLIENT_ERROR\x10\x06\x12\x15\n" +
-	"\x11OUTCOME_CANCELLED\x10\a2\xce\t\n" +
+	"\x11OUTCOME_CANCELLED\x10\a2\xcb\n" +
+	"\n" +
 	"\x12AccountPoolService\x12x\n" +
 	"\x0fRegisterAccount\x121.switchyard.accountpool.v1.RegisterAccountRequest\x1a2.switchyard.accountpool.v1.RegisterAccountResponse\x12i\n" +
 	"\n" +
 	"GetAccount\x12,.switchyard.accountpool.v1.GetAccountRequest\x1a-.switchyard.accountpool.v1.GetAccountResponse\x12o\n" +
 	"\fListAccounts\x12..switchyard.accountpool.v1.ListAccountsRequest\x1a/.switchyard.accountpool.v1.ListAccountsResponse\x12r\n" +
 	"\rUpdateAccount\x12/.switchyard.accountpool.v1.UpdateAccountRequest\x1a0.switchyard.accountpool.v1.UpdateAccountResponse\x12r\n" +
-	"\rDeleteAccount\x12/.switchyard.accountpool.v1.DeleteAccountRequest\x1a0.switchyard.accountpool.v1.DeleteAccountResponse\x12r\n" +
+	"\rDeleteAccount\x12/.switchyard.accountpool.v1.DeleteAccountRequest\x1a0.switchyard.accountpool.v1.DeleteAccountResponse\x12{\n" +
+	"\x10RotateAccountKey\x122.switchyard.accountpool.v1.RotateAccountKeyRequest\x1a3.switchyard.accountpool.v1.RotateAccountKeyResponse\x12r\n" +
 	"\rSelectAccount\x12/.switchyard.accountpool.v1.SelectAccountRequest\x1a0.switchyard.accountpool.v1.SelectAccountResponse\x12r\n" +
 	"\rRecordRequest\x12/.switchyard.accountpool.v1.RecordRequestRequest\x1a0.switchyard.accountpool.v1.RecordRequestResponse\x12\x90\x01\n" +
 	"\x17GetOrganizationSettings\x129.switchyard.accountpool.v1.GetOrganizationSettingsRequest\x1a:.switchyard.accountpool.v1.GetOrganizationSettingsResponse\x12\x99\x01\n" +
@@ -2882,7 +3012,7 @@ func file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_accountpool_v1_accountpool_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchyard_accountpool_v1_accountpool_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_switchyard_accountpool_v1_accountpool_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_switchyard_accountpool_v1_accountpool_proto_goTypes = []any{
 	(AccountStatus)(0),                         // 0: switchyard.accountpool.v1.AccountStatus
 	(BreakerState)(0),                          // 1: switchyard.accountpool.v1.BreakerState
@@ -2901,89 +3031,94 @@ var file_switchyard_accountpool_v1_accountpool_proto_goTypes = []any{
 	(*UpdateAccountResponse)(nil),              // 14: switchyard.accountpool.v1.UpdateAccountResponse
 	(*DeleteAccountRequest)(nil),               // 15: switchyard.accountpool.v1.DeleteAccountRequest
 	(*DeleteAccountResponse)(nil),              // 16: switchyard.accountpool.v1.DeleteAccountResponse
-	(*SelectAccountRequest)(nil),               // 17: switchyard.accountpool.v1.SelectAccountRequest
-	(*Lease)(nil),                              // 18: switchyard.accountpool.v1.Lease
-	(*SelectAccountResponse)(nil),              // 19: switchyard.accountpool.v1.SelectAccountResponse
-	(*Candidate)(nil),                          // 20: switchyard.accountpool.v1.Candidate
-	(*RateLimitHeaders)(nil),                   // 21: switchyard.accountpool.v1.RateLimitHeaders
-	(*RecordRequestRequest)(nil),               // 22: switchyard.accountpool.v1.RecordRequestRequest
-	(*RecordRequestResponse)(nil),              // 23: switchyard.accountpool.v1.RecordRequestResponse
-	(*OrganizationSettings)(nil),               // 24: switchyard.accountpool.v1.OrganizationSettings
-	(*GetOrganizationSettingsRequest)(nil),     // 25: switchyard.accountpool.v1.GetOrganizationSettingsRequest
-	(*GetOrganizationSettingsResponse)(nil),    // 26: switchyard.accountpool.v1.GetOrganizationSettingsResponse
-	(*UpdateOrganizationSettingsRequest)(nil),  // 27: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
-	(*UpdateOrganizationSettingsResponse)(nil), // 28: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
-	(*GetUsageRequest)(nil),                    // 29: switchyard.accountpool.v1.GetUsageRequest
-	(*UsageTotals)(nil),                        // 30: switchyard.accountpool.v1.UsageTotals
-	(*UsageRecord)(nil),                        // 31: switchyard.accountpool.v1.UsageRecord
-	(*GetUsageResponse)(nil),                   // 32: switchyard.accountpool.v1.GetUsageResponse
-	nil,                                        // 33: switchyard.accountpool.v1.Account.LabelsEntry
-	nil,                                        // 34: switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),              // 35: google.protobuf.Timestamp
+	(*RotateAccountKeyRequest)(nil),            // 17: switchyard.accountpool.v1.RotateAccountKeyRequest
+	(*RotateAccountKeyResponse)(nil),           // 18: switchyard.accountpool.v1.RotateAccountKeyResponse
+	(*SelectAccountRequest)(nil),               // 19: switchyard.accountpool.v1.SelectAccountRequest
+	(*Lease)(nil),                              // 20: switchyard.accountpool.v1.Lease
+	(*SelectAccountResponse)(nil),              // 21: switchyard.accountpool.v1.SelectAccountResponse
+	(*Candidate)(nil),                          // 22: switchyard.accountpool.v1.Candidate
+	(*RateLimitHeaders)(nil),                   // 23: switchyard.accountpool.v1.RateLimitHeaders
+	(*RecordRequestRequest)(nil),               // 24: switchyard.accountpool.v1.RecordRequestRequest
+	(*RecordRequestResponse)(nil),              // 25: switchyard.accountpool.v1.RecordRequestResponse
+	(*OrganizationSettings)(nil),               // 26: switchyard.accountpool.v1.OrganizationSettings
+	(*GetOrganizationSettingsRequest)(nil),     // 27: switchyard.accountpool.v1.GetOrganizationSettingsRequest
+	(*GetOrganizationSettingsResponse)(nil),    // 28: switchyard.accountpool.v1.GetOrganizationSettingsResponse
+	(*UpdateOrganizationSettingsRequest)(nil),  // 29: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
+	(*UpdateOrganizationSettingsResponse)(nil), // 30: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
+	(*GetUsageRequest)(nil),                    // 31: switchyard.accountpool.v1.GetUsageRequest
+	(*UsageTotals)(nil),                        // 32: switchyard.accountpool.v1.UsageTotals
+	(*UsageRecord)(nil),                        // 33: switchyard.accountpool.v1.UsageRecord
+	(*GetUsageResponse)(nil),                   // 34: switchyard.accountpool.v1.GetUsageResponse
+	nil,                                        // 35: switchyard.accountpool.v1.Account.LabelsEntry
+	nil,                                        // 36: switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),              // 37: google.protobuf.Timestamp
 }
 var file_switchyard_accountpool_v1_accountpool_proto_depIdxs = []int32{
 	0,  // 0: switchyard.accountpool.v1.Account.status:type_name -> switchyard.accountpool.v1.AccountStatus
-	33, // 1: switchyard.accountpool.v1.Account.labels:type_name -> switchyard.accountpool.v1.Account.LabelsEntry
-	35, // 2: switchyard.accountpool.v1.Account.create_time:type_name -> google.protobuf.Timestamp
-	35, // 3: switchyard.accountpool.v1.Account.update_time:type_name -> google.protobuf.Timestamp
+	35, // 1: switchyard.accountpool.v1.Account.labels:type_name -> switchyard.accountpool.v1.Account.LabelsEntry
+	37, // 2: switchyard.accountpool.v1.Account.create_time:type_name -> google.protobuf.Timestamp
+	37, // 3: switchyard.accountpool.v1.Account.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 4: switchyard.accountpool.v1.Account.breaker:type_name -> switchyard.accountpool.v1.CircuitBreaker
 	6,  // 5: switchyard.accountpool.v1.Account.capacity:type_name -> switchyard.accountpool.v1.Capacity
-	35, // 6: switchyard.accountpool.v1.Account.cooldown_until:type_name -> google.protobuf.Timestamp
+	37, // 6: switchyard.accountpool.v1.Account.cooldown_until:type_name -> google.protobuf.Timestamp
 	1,  // 7: switchyard.accountpool.v1.CircuitBreaker.state:type_name -> switchyard.accountpool.v1.BreakerState
-	35, // 8: switchyard.accountpool.v1.CircuitBreaker.open_until:type_name -> google.protobuf.Timestamp
-	34, // 9: switchyard.accountpool.v1.RegisterAccountRequest.labels:type_name -> switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
+	37, // 8: switchyard.accountpool.v1.CircuitBreaker.open_until:type_name -> google.protobuf.Timestamp
+	36, // 9: switchyard.accountpool.v1.RegisterAccountRequest.labels:type_name -> switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
 	4,  // 10: switchyard.accountpool.v1.RegisterAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
 	4,  // 11: switchyard.accountpool.v1.GetAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
 	4,  // 12: switchyard.accountpool.v1.ListAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
 	0,  // 13: switchyard.accountpool.v1.UpdateAccountRequest.status:type_name -> switchyard.accountpool.v1.AccountStatus
 	4,  // 14: switchyard.accountpool.v1.UpdateAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
-	2,  // 15: switchyard.accountpool.v1.SelectAccountRequest.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	35, // 16: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
-	18, // 17: switchyard.accountpool.v1.SelectAccountResponse.lease:type_name -> switchyard.accountpool.v1.Lease
-	2,  // 18: switchyard.accountpool.v1.SelectAccountResponse.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	20, // 19: switchyard.accountpool.v1.SelectAccountResponse.candidates:type_name -> switchyard.accountpool.v1.Candidate
-	35, // 20: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
-	35, // 21: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
-	35, // 22: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
-	3,  // 23: switchyard.accountpool.v1.RecordRequestRequest.outcome:type_name -> switchyard.accountpool.v1.Outcome
-	21, // 24: switchyard.accountpool.v1.RecordRequestRequest.rate_limit:type_name -> switchyard.accountpool.v1.RateLimitHeaders
-	2,  // 25: switchyard.accountpool.v1.OrganizationSettings.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	35, // 26: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
-	24, // 27: switchyard.accountpool.v1.GetOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	2,  // 28: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	24, // 29: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	35, // 30: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
-	35, // 31: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
-	3,  // 32: switchyard.accountpool.v1.UsageRecord.outcome:type_name -> switchyard.accountpool.v1.Outcome
-	35, // 33: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
-	30, // 34: switchyard.accountpool.v1.GetUsageResponse.total:type_name -> switchyard.accountpool.v1.UsageTotals
-	30, // 35: switchyard.accountpool.v1.GetUsageResponse.by_account:type_name -> switchyard.accountpool.v1.UsageTotals
-	31, // 36: switchyard.accountpool.v1.GetUsageResponse.records:type_name -> switchyard.accountpool.v1.UsageRecord
-	7,  // 37: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
-	9,  // 38: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
-	11, // 39: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
-	13, // 40: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
-	15, // 41: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
-	17, // 42: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
-	22, // 43: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
-	25, // 44: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
-	27, // 45: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
-	29, // 46: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
-	8,  // 47: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
-	10, // 48: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
-	12, // 49: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
-	14, // 50: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
-	16, // 51: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
-	19, // 52: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
-	23, // 53: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
-	26, // 54: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
-	28, // 55: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
-	32, // 56: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
-	47, // [47:57] is the sub-list for method output_type
-	37, // [37:47] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	4,  // 15: switchyard.accountpool.v1.RotateAccountKeyResponse.account:type_name -> switchyard.accountpool.v1.Account
+	2,  // 16: switchyard.accountpool.v1.SelectAccountRequest.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	37, // 17: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
+	20, // 18: switchyard.accountpool.v1.SelectAccountResponse.lease:type_name -> switchyard.accountpool.v1.Lease
+	2,  // 19: switchyard.accountpool.v1.SelectAccountResponse.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	22, // 20: switchyard.accountpool.v1.SelectAccountResponse.candidates:type_name -> switchyard.accountpool.v1.Candidate
+	37, // 21: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
+	37, // 22: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
+	37, // 23: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
+	3,  // 24: switchyard.accountpool.v1.RecordRequestRequest.outcome:type_name -> switchyard.accountpool.v1.Outcome
+	23, // 25: switchyard.accountpool.v1.RecordRequestRequest.rate_limit:type_name -> switchyard.accountpool.v1.RateLimitHeaders
+	2,  // 26: switchyard.accountpool.v1.OrganizationSettings.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	37, // 27: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
+	26, // 28: switchyard.accountpool.v1.GetOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	2,  // 29: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	26, // 30: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	37, // 31: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	37, // 32: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	3,  // 33: switchyard.accountpool.v1.UsageRecord.outcome:type_name -> switchyard.accountpool.v1.Outcome
+	37, // 34: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
+	32, // 35: switchyard.accountpool.v1.GetUsageResponse.total:type_name -> switchyard.accountpool.v1.UsageTotals
+	32, // 36: switchyard.accountpool.v1.GetUsageResponse.by_account:type_name -> switchyard.accountpool.v1.UsageTotals
+	33, // 37: switchyard.accountpool.v1.GetUsageResponse.records:type_name -> switchyard.accountpool.v1.UsageRecord
+	7,  // 38: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
+	9,  // 39: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
+	11, // 40: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
+	13, // 41: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
+	15, // 42: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
+	17, // 43: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:input_type -> switchyard.accountpool.v1.RotateAccountKeyRequest
+	19, // 44: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
+	24, // 45: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
+	27, // 46: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
+	29, // 47: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
+	31, // 48: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
+	8,  // 49: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
+	10, // 50: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
+	12, // 51: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
+	14, // 52: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
+	16, // 53: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
+	18, // 54: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:output_type -> switchyard.accountpool.v1.RotateAccountKeyResponse
+	21, // 55: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
+	25, // 56: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
+	28, // 57: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
+	30, // 58: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
+	34, // 59: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
+	49, // [49:60] is the sub-list for method output_type
+	38, // [38:49] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_accountpool_v1_accountpool_proto_init() }
@@ -2998,7 +3133,7 @@ func file_switchyard_accountpool_v1_accountpool_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_accountpool_v1_accountpool_proto_rawDesc), len(file_switchyard_accountpool_v1_accountpool_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	AccountPoolService_ListAccounts_FullMethodName               = "/switchyard.accountpool.v1.AccountPoolService/ListAccounts"
 	AccountPoolService_UpdateAccount_FullMethodName              = "/switchyard.accountpool.v1.AccountPoolService/UpdateAccount"
 	AccountPoolService_DeleteAccount_FullMethodName              = "/switchyard.accountpool.v1.AccountPoolService/DeleteAccount"
+	AccountPoolService_RotateAccountKey_FullMethodName           = "/switchyard.accountpool.v1.AccountPoolService/RotateAccountKey"
 	AccountPoolService_SelectAccount_FullMethodName              = "/switchyard.accountpool.v1.AccountPoolService/SelectAccount"
 	AccountPoolService_RecordRequest_FullMethodName              = "/switchyard.accountpool.v1.AccountPoolService/RecordRequest"
 	AccountPoolService_GetOrganizationSettings_FullMethodName    = "/switchyard.accountpool.v1.AccountPoolService/GetOrganizationSettings"
@@ -57,6 +58,11 @@ type AccountPoolServiceClient interface {
 	UpdateAccount(ctx context.Context, in *UpdateAccountRequest, opts ...grpc.CallOption) (*UpdateAccountResponse, error)
 	// DeleteAccount removes an account. Its usage rows stay in the ledger.
 	DeleteAccount(ctx context.Context, in *DeleteAccountRequest, opts ...grpc.CallOption) (*DeleteAccountResponse, error)
+	// RotateAccountKey replaces an account's API key, encrypted under the
+	// keyring's primary version. An INVALID account becomes ACTIVE again and
+	// its breaker closes: a new key deserves a new chance. Leases already
+	// handed out keep the old key until they settle.
+	RotateAccountKey(ctx context.Context, in *RotateAccountKeyRequest, opts ...grpc.CallOption) (*RotateAccountKeyResponse, error)
 	// SelectAccount picks the best account for one model call and reserves the
 	// estimated capacity on it. Called by the Orchestrator.
 	//
@@ -140,6 +146,16 @@ func (c *accountPoolServiceClient) DeleteAccount(ctx context.Context, in *Delete
 	return out, nil
 }
 
+func (c *accountPoolServiceClient) RotateAccountKey(ctx context.Context, in *RotateAccountKeyRequest, opts ...grpc.CallOption) (*RotateAccountKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateAccountKeyResponse)
+	err := c.cc.Invoke(ctx, AccountPoolService_RotateAccountKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *accountPoolServiceClient) SelectAccount(ctx context.Context, in *SelectAccountRequest, opts ...grpc.CallOption) (*SelectAccountResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(SelectAccountResponse)
@@ -216,6 +232,11 @@ type AccountPoolServiceServer interface {
 	UpdateAccount(context.Context, *UpdateAccountRequest) (*UpdateAccountResponse, error)
 	// DeleteAccount removes an account. Its usage rows stay in the ledger.
 	DeleteAccount(context.Context, *DeleteAccountRequest) (*DeleteAccountResponse, error)
+	// RotateAccountKey replaces an account's API key, encrypted under the
+	// keyring's primary version. An INVALID account becomes ACTIVE again and
+	// its breaker closes: a new key deserves a new chance. Leases already
+	// handed out keep the old key until they settle.
+	RotateAccountKey(context.Context, *RotateAccountKeyRequest) (*RotateAccountKeyResponse, error)
 	// SelectAccount picks the best account for one model call and reserves the
 	// estimated capacity on it. Called by the Orchestrator.
 	//
@@ -263,6 +284,9 @@ func (UnimplementedAccountPoolServiceServer) UpdateAccount(context.Context, *Upd
 }
 func (UnimplementedAccountPoolServiceServer) DeleteAccount(context.Context, *DeleteAccountRequest) (*DeleteAccountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteAccount not implemented")
+}
+func (UnimplementedAccountPoolServiceServer) RotateAccountKey(context.Context, *RotateAccountKeyRequest) (*RotateAccountKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateAccountKey not implemented")
 }
 func (UnimplementedAccountPoolServiceServer) SelectAccount(context.Context, *SelectAccountRequest) (*SelectAccountResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SelectAccount not implemented")
@@ -390,6 +414,24 @@ func _AccountPoolService_DeleteAccount_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccountPoolService_RotateAccountKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateAccountKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountPoolServiceServer).RotateAccountKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountPoolService_RotateAccountKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountPoolServiceServer).RotateAccountKey(ctx, req.(*RotateAccountKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AccountPoolService_SelectAccount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(SelectAccountRequest)
 	if err := dec(in); err != nil {
@@ -506,6 +548,10 @@ var AccountPoolService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteAccount",
 			Handler:    _AccountPoolService_DeleteAccount_Handler,
+		},
+		{
+			MethodName: "RotateAccountKey",
+			Handler:    _AccountPoolService_RotateAccountKey_Handler,
 		},
 		{
 			MethodName: "SelectAccount",
