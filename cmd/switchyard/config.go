@@ -30,6 +30,7 @@ const (
 	envLogLevel          = "SWITCHYARD_LOG_LEVEL"
 	envLogFormat         = "SWITCHYARD_LOG_FORMAT"
 	envAttemptTimeout    = "SWITCHYARD_ATTEMPT_TIMEOUT"
+	envMaxWait           = "SWITCHYARD_MAX_WAIT"
 	envStore             = "SWITCHYARD_STORE"
 	envDatabaseURL       = "SWITCHYARD_DATABASE_URL"
 	defaultSimAddr       = "127.0.0.1:50080"

@@ -22,7 +22,7 @@ import (
 type orchestratorFlags struct {
 	addr, poolAddr, activityAddr, baseURL, categories, skills string
 	failPoolDown                                              bool
-	attemptTimeout                                            time.Duration
+	attemptTimeout, maxWait                                   time.Duration
 }
 
 func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL string) {
@@ -31,6 +31,7 @@ func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL st
 	fs.BoolVar(&f.failPoolDown, "fail-when-pool-unavailable", envBool(envFailPoolDown, false), "fail tasks with Unavailable when the AccountPool is unreachable instead of using ANTHROPIC_API_KEY ("+envFailPoolDown+")")
 	fs.StringVar(&f.categories, "categories-file", env(envCategoriesFile, ""), "JSON file extending or overriding the category table ("+envCategoriesFile+")")
 	fs.StringVar(&f.skills, "skills-dir", env(envSkillsDir, defaultSkillsDir), "directory of skills that load_skills can name ("+envSkillsDir+")")
+	fs.DurationVar(&f.maxWait, "max-wait", envDuration(envMaxWait, 10*time.Second), "how long a task may wait for a busy pool to free an account; negative disables waiting ("+envMaxWait+")")
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", envDuration(envAttemptTimeout, defaultAttemptTimout), "upper bound of one model call ("+envAttemptTimeout+")")
 }
 
@@ -45,6 +46,7 @@ func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers,
 		CategoriesFile:          f.categories,
 		SkillsDir:               f.skills,
 		AttemptTimeout:          f.attemptTimeout,
+		MaxWait:                 f.maxWait,
 		Logger:                  logger.With("service", "orchestrator"),
 		Telemetry:               tel,
 	}

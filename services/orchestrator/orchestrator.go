@@ -69,6 +69,9 @@ type Config struct {
 	AttemptTimeout time.Duration
 	// MaxPromptBytes bounds a prompt; default 512 KiB.
 	MaxPromptBytes int
+	// MaxWait bounds how long a task waits for a busy pool to free an
+	// account; default 10s, negative disables waiting.
+	MaxWait time.Duration
 	// HTTPClient for the upstream; default a pooled client.
 	HTTPClient *http.Client
 
@@ -133,6 +136,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		FailWhenPoolUnavailable: cfg.FailWhenPoolUnavailable,
 		AttemptTimeout:          cfg.AttemptTimeout,
 		MaxPromptBytes:          cfg.MaxPromptBytes,
+		MaxWait:                 cfg.MaxWait,
 	}, accountpoolv1.NewAccountPoolServiceClient(poolConn), activityv1.NewActivityServiceClient(activityConn), exec, cfg.Logger, tracerOrNoop(cfg.Telemetry))
 
 	srv, err := grpcserver.New(grpcserver.Config{Addr: cfg.Addr, Name: "orchestrator", Logger: cfg.Logger, Telemetry: cfg.Telemetry},

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -73,6 +74,15 @@ type Config struct {
 	BookkeepingTimeout time.Duration
 	// MaxPromptBytes bounds the prompt; default 512 KiB.
 	MaxPromptBytes int
+	// MaxWait bounds how long one task waits, in all, for an account to free
+	// up when the pool says every account is busy but one frees up soon;
+	// default 10s, negative disables waiting. The caller's deadline always
+	// applies as well.
+	MaxWait time.Duration
+	// Sleep waits for d or until ctx ends; tests replace it. Default: a timer.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Jitter returns a random duration in [0, d); tests replace it.
+	Jitter func(d time.Duration) time.Duration
 }
 
 // Limits on request fields.
@@ -109,6 +119,20 @@ func New(cfg Config, pool accountpoolv1.AccountPoolServiceClient, activity activ
 	}
 	if cfg.MaxPromptBytes <= 0 {
 		cfg.MaxPromptBytes = defaultPromptSize
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = 10 * time.Second
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleep
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = func(d time.Duration) time.Duration {
+			if d <= 0 {
+				return 0
+			}
+			return rand.N(d)
+		}
 	}
 	if cfg.Skills == nil {
 		cfg.Skills, _ = skills.Load("")
@@ -282,6 +306,8 @@ type taskRun struct {
 	excluded          []string
 	exhausted         string // why no further account could be selected
 	retryAfter        time.Duration
+	waited            time.Duration
+	selections        []any // one summary per selection, for the activity
 	bookkeepingErrors []string
 }
 
@@ -309,6 +335,9 @@ func (run *taskRun) attempts(ctx context.Context) error {
 		}
 		if n > 1 {
 			run.trackProgress(ctx, n, maxAttempts)
+			if err := run.r.cfg.Sleep(ctx, run.backoff(n)); err != nil {
+				return nil
+			}
 		}
 		lease, err := run.selectAccount(ctx)
 		if err != nil {
@@ -327,10 +356,54 @@ func (run *taskRun) attempts(ctx context.Context) error {
 	return nil
 }
 
-// selectAccount asks the pool for an account. It returns (nil, nil) and sets
-// run.exhausted when no account can take the task, and switches run.legacy
-// on when the task must run on the fallback key.
+// backoff is the pause before attempt n (n >= 2). Failing over after a
+// 429 or a rejected key goes to a different account with its own limits, so
+// it only gets a little jitter, which keeps a burst of failovers from
+// landing on the next account at the same instant. After a server error or
+// an overload the upstream itself may be struggling, so the pause grows
+// exponentially (full jitter, 100ms base, 2s cap).
+func (run *taskRun) backoff(n int) time.Duration {
+	prev := run.tried[len(run.tried)-1].result.Outcome
+	if prev != executor.UpstreamError {
+		return run.r.cfg.Jitter(50 * time.Millisecond)
+	}
+	return run.r.cfg.Jitter(min(2*time.Second, 100*time.Millisecond<<(n-2)))
+}
+
+// selectAccount asks the pool for an account, waiting (within MaxWait and
+// the caller's deadline) when every account is busy but one frees up soon.
+// It returns (nil, nil) and sets run.exhausted when no account can take the
+// task, and switches run.legacy on when the task must run on the fallback
+// key.
 func (run *taskRun) selectAccount(ctx context.Context) (*accountpoolv1.Lease, error) {
+	for {
+		lease, err := run.selectOnce(ctx)
+		if err != nil || lease != nil || run.legacy || !run.mayWait(ctx) {
+			return lease, err
+		}
+		wait := run.retryAfter + run.r.cfg.Jitter(run.retryAfter/10+time.Millisecond)
+		run.waited += wait
+		if err := run.r.cfg.Sleep(ctx, wait); err != nil {
+			return nil, nil
+		}
+		run.exhausted, run.retryAfter = "", 0
+	}
+}
+
+// mayWait reports whether the pool's answer "busy, free in retryAfter" is
+// worth waiting for: within the wait budget and before the caller's
+// deadline.
+func (run *taskRun) mayWait(ctx context.Context) bool {
+	if run.retryAfter <= 0 || run.r.cfg.MaxWait < 0 || run.waited+run.retryAfter > run.r.cfg.MaxWait {
+		return false
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= run.retryAfter {
+		return false
+	}
+	return true
+}
+
+func (run *taskRun) selectOnce(ctx context.Context) (*accountpoolv1.Lease, error) {
 	p := run.p
 	resp, err := run.r.pool.SelectAccount(ctx, &accountpoolv1.SelectAccountRequest{
 		OrganizationId:        p.OrganizationID,
@@ -343,6 +416,7 @@ func (run *taskRun) selectAccount(ctx context.Context) (*accountpoolv1.Lease, er
 		RequestId:             p.RequestID,
 	})
 	if err == nil {
+		run.selections = append(run.selections, selectionSummary(resp))
 		return resp.GetLease(), nil
 	}
 	if ctx.Err() != nil {
@@ -529,6 +603,8 @@ func (run *taskRun) trackComplete(ctx context.Context, resp *orchestratorv1.Dele
 			"task_status":  resp.GetStatus().String(),
 			"legacy_mode":  md.GetLegacyMode(),
 			"duration_ms":  md.GetDurationMs(),
+			"waited_ms":    run.waited.Milliseconds(),
+			"selections":   run.selections,
 		}),
 	})
 	if err != nil {
@@ -645,4 +721,53 @@ func errorText(r executor.Result) string {
 		return describe(r)
 	}
 	return describe(r) + ": " + r.ErrorMessage
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// maxSkippedInSummary bounds the explanation kept per selection, so an
+// organization with many accounts cannot blow the activity's metadata
+// limit.
+const maxSkippedInSummary = 20
+
+// selectionSummary condenses the pool's explanation of one selection for
+// the activity's metadata: the strategy, the chosen account and its
+// headroom, and why the others were skipped.
+func selectionSummary(resp *accountpoolv1.SelectAccountResponse) map[string]any {
+	summary := map[string]any{
+		"strategy": resp.GetStrategy().String(),
+		"account":  resp.GetLease().GetAccountName(),
+	}
+	var skipped []any
+	omitted := 0
+	for _, c := range resp.GetCandidates() {
+		switch {
+		case c.GetChosen():
+			summary["headroom"] = c.GetHeadroom()
+		case c.GetSkipReason() == "":
+		case len(skipped) < maxSkippedInSummary:
+			skipped = append(skipped, c.GetAccountName()+": "+c.GetSkipReason())
+		default:
+			omitted++
+		}
+	}
+	if len(skipped) > 0 {
+		summary["skipped"] = skipped
+	}
+	if omitted > 0 {
+		summary["skipped_omitted"] = omitted
+	}
+	return summary
 }

@@ -23,6 +23,7 @@ import (
 )
 
 type harness struct {
+	sleeper  *sleeper
 	pool     *fakePool
 	activity *fakeActivity
 	exec     *fakeExecutor
@@ -32,9 +33,16 @@ type harness struct {
 func newHarness(t *testing.T, cfg delegate.Config, accounts ...fakeAccount) *harness {
 	t.Helper()
 	h := &harness{
+		sleeper:  &sleeper{},
 		pool:     &fakePool{accounts: accounts},
 		activity: newFakeActivity(),
 		exec:     &fakeExecutor{scripts: map[string][]executor.Result{}},
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = h.sleeper.Sleep
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = func(time.Duration) time.Duration { return 0 }
 	}
 	h.runner = delegate.New(cfg, h.pool, h.activity, h.exec, slog.New(slog.NewTextHandler(io.Discard, nil)), noop.NewTracerProvider())
 	return h
@@ -119,6 +127,66 @@ func TestStopsWhenThePoolHasNoOtherAccount(t *testing.T) {
 	require.EqualValues(t, 1, resp.GetMetadata().GetAttempts())
 	require.EqualValues(t, 7000, resp.GetMetadata().GetRetryAfterMs(), "the pool's RetryInfo reaches the caller")
 	require.Contains(t, resp.GetError(), "no further account could be selected")
+}
+
+func TestWaitsForAnAccountThatFreesUpSoon(t *testing.T) {
+	h := newHarness(t, delegate.Config{}, threeAccounts...)
+	h.pool.busyCalls, h.pool.busyDelay = 2, 3*time.Second
+	resp, err := h.runner.Run(context.Background(), task())
+	require.NoError(t, err)
+	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus())
+	require.EqualValues(t, 1, resp.GetMetadata().GetAttempts(), "waiting is not an attempt")
+	require.Equal(t, 6*time.Second, h.sleeper.total(), "waited twice for the pool's RetryInfo")
+}
+
+func TestDoesNotWaitPastTheBudgetOrTheDeadline(t *testing.T) {
+	h := newHarness(t, delegate.Config{MaxWait: 5 * time.Second}, threeAccounts...)
+	h.pool.busyCalls, h.pool.busyDelay = 1, 6*time.Second
+	resp, err := h.runner.Run(context.Background(), task())
+	require.NoError(t, err)
+	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_RATE_LIMITED, resp.GetStatus(), "over budget: fail fast with the retry time")
+	require.EqualValues(t, 6000, resp.GetMetadata().GetRetryAfterMs())
+	require.Zero(t, h.sleeper.total())
+
+	h = newHarness(t, delegate.Config{}, threeAccounts...)
+	h.pool.busyCalls, h.pool.busyDelay = 1, 3*time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err = h.runner.Run(ctx, task())
+	require.NoError(t, err)
+	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_RATE_LIMITED, resp.GetStatus(), "the account frees up after the caller's deadline")
+	require.Zero(t, h.sleeper.total())
+}
+
+func TestBackoffBetweenAttempts(t *testing.T) {
+	full := func(d time.Duration) time.Duration { return d } // the jitter's upper bound
+	h := newHarness(t, delegate.Config{Jitter: full}, threeAccounts...)
+	h.exec.scripts["key-a"] = []executor.Result{failed(executor.UpstreamError, 529, "overloaded_error")}
+	h.exec.scripts["key-b"] = []executor.Result{failed(executor.UpstreamError, 500, "api_error")}
+	_, err := h.runner.Run(context.Background(), task())
+	require.NoError(t, err)
+	require.Equal(t, []time.Duration{100 * time.Millisecond, 200 * time.Millisecond}, h.sleeper.waits, "exponential after server errors")
+
+	h = newHarness(t, delegate.Config{Jitter: full}, threeAccounts...)
+	h.exec.scripts["key-a"] = []executor.Result{failed(executor.RateLimited, 429, "rate_limit_error")}
+	_, err = h.runner.Run(context.Background(), task())
+	require.NoError(t, err)
+	require.Equal(t, []time.Duration{50 * time.Millisecond}, h.sleeper.waits, "only a little jitter before another account after a 429")
+}
+
+func TestSelectionExplanationIsInTheActivity(t *testing.T) {
+	h := newHarness(t, delegate.Config{}, threeAccounts...)
+	h.exec.scripts["key-a"] = []executor.Result{failed(executor.RateLimited, 429, "rate_limit_error")}
+	resp, err := h.runner.Run(context.Background(), task())
+	require.NoError(t, err)
+	md := h.activity.get(resp.GetMetadata().GetActivityId()).GetMetadata().AsMap()
+	sel, ok := md["selections"].([]any)
+	require.True(t, ok, "metadata: %v", md)
+	require.Len(t, sel, 2)
+	second := sel[1].(map[string]any)
+	require.Equal(t, "bravo", second["account"])
+	require.Equal(t, []any{"alpha: excluded"}, second["skipped"])
+	require.InDelta(t, 0.5, second["headroom"], 1e-9)
 }
 
 func TestClientErrorIsNotRetried(t *testing.T) {

@@ -3,6 +3,7 @@ package delegate_test
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
@@ -25,6 +27,10 @@ type fakePool struct {
 	mu        sync.Mutex
 	accounts  []fakeAccount
 	selectErr error // returned by every SelectAccount when set
+	// busyCalls SelectAccount calls answer ResourceExhausted with RetryInfo
+	// busyDelay before the pool selects normally.
+	busyCalls int
+	busyDelay time.Duration
 	recordErr error
 	selects   []*accountpoolv1.SelectAccountRequest
 	records   []*accountpoolv1.RecordRequestRequest
@@ -37,6 +43,12 @@ func (p *fakePool) SelectAccount(_ context.Context, req *accountpoolv1.SelectAcc
 	if p.selectErr != nil {
 		return nil, p.selectErr
 	}
+	if p.busyCalls > 0 {
+		p.busyCalls--
+		st, _ := status.New(codes.ResourceExhausted, "every account is busy").
+			WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(p.busyDelay)})
+		return nil, st.Err()
+	}
 	if len(p.accounts) == 0 {
 		return nil, status.Error(codes.NotFound, "organization has no accounts in service")
 	}
@@ -46,9 +58,18 @@ func (p *fakePool) SelectAccount(_ context.Context, req *accountpoolv1.SelectAcc
 	}
 	for _, a := range p.accounts {
 		if !excluded[a.id] {
-			return &accountpoolv1.SelectAccountResponse{Lease: &accountpoolv1.Lease{
-				LeaseId: uuid.NewString(), AccountId: a.id, AccountName: a.name, ApiKey: a.key,
-			}}, nil
+			resp := &accountpoolv1.SelectAccountResponse{
+				Lease:    &accountpoolv1.Lease{LeaseId: uuid.NewString(), AccountId: a.id, AccountName: a.name, ApiKey: a.key},
+				Strategy: accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_LEAST_LOADED,
+			}
+			for _, other := range p.accounts {
+				c := &accountpoolv1.Candidate{AccountId: other.id, AccountName: other.name, Chosen: other.id == a.id, Headroom: 0.5}
+				if excluded[other.id] {
+					c.SkipReason, c.Headroom = "excluded", 0
+				}
+				resp.Candidates = append(resp.Candidates, c)
+			}
+			return resp, nil
 		}
 	}
 	st, _ := status.New(codes.ResourceExhausted, "every account is excluded").
@@ -121,6 +142,12 @@ func (a *fakeActivity) TrackComplete(_ context.Context, req *activityv1.TrackCom
 	}
 	a.completes++
 	act.Status, act.OutputData, act.ErrorMessage = req.GetStatus(), req.GetOutputData(), req.GetErrorMessage()
+	if act.Metadata == nil {
+		act.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+	}
+	for k, v := range req.GetMetadata().GetFields() {
+		act.Metadata.Fields[k] = v
+	}
 	return &activityv1.TrackCompleteResponse{Activity: proto.Clone(act).(*activityv1.Activity)}, nil
 }
 
@@ -181,4 +208,27 @@ func ok(text string) executor.Result {
 
 func failed(outcome executor.Outcome, httpStatus int, errType string) executor.Result {
 	return executor.Result{Outcome: outcome, HTTPStatus: httpStatus, ErrorType: errType, ErrorMessage: errType + " happened"}
+}
+
+// sleeper records the waits of a Runner instead of waiting.
+type sleeper struct {
+	mu    sync.Mutex
+	waits []time.Duration
+}
+
+func (s *sleeper) Sleep(ctx context.Context, d time.Duration) error {
+	s.mu.Lock()
+	s.waits = append(s.waits, d)
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+func (s *sleeper) total() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var t time.Duration
+	for _, w := range s.waits {
+		t += w
+	}
+	return t
 }
