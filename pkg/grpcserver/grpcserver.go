@@ -7,6 +7,7 @@ package grpcserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -49,6 +51,11 @@ type Config struct {
 	UnaryInterceptors []grpc.UnaryServerInterceptor
 	// StreamInterceptors run after logging and recovery, in order.
 	StreamInterceptors []grpc.StreamServerInterceptor
+	// TLS, when set, serves TLS only (see pkg/tlsconfig for mutual TLS).
+	TLS *tls.Config
+	// DefaultTimeout bounds calls that arrive without a deadline; zero
+	// leaves them unbounded.
+	DefaultTimeout time.Duration
 }
 
 // Server is a listening gRPC server.
@@ -92,6 +99,7 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 	unary := append([]grpc.UnaryServerInterceptor{
 		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
 		recovery.UnaryServerInterceptor(recoverOpt),
+		defaultTimeout(cfg.DefaultTimeout),
 	}, cfg.UnaryInterceptors...)
 	stream := append([]grpc.StreamServerInterceptor{
 		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
@@ -105,13 +113,17 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 			otelgrpc.WithMeterProvider(cfg.Telemetry.Meter),
 			otelgrpc.WithPropagators(cfg.Telemetry.Propagator))
 	}
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
 	register(gs)
 
 	hs := health.NewServer()
@@ -172,6 +184,19 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	<-errc
 	return nil
+}
+
+// defaultTimeout gives calls without a deadline one, so a stuck dependency
+// cannot hold a handler forever.
+func defaultTimeout(d time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if _, ok := ctx.Deadline(); ok || d <= 0 {
+			return handler(ctx, req)
+		}
+		ctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		return handler(ctx, req)
+	}
 }
 
 func traceFields(ctx context.Context) logging.Fields {
