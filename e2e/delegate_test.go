@@ -176,24 +176,9 @@ func TestOneTraceAcrossEveryHop(t *testing.T) {
 		s.register(t, "acme", "primary", "sk-ant-sim-tier4-primary", "tier4")
 		resp := delegate(t, s, quickTask("acme"))
 		require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus())
-		require.NoError(t, s.flush(testContext(t)))
-
-		var root trace.TraceID
-		for _, sp := range exp.GetSpans() {
-			if sp.Name == "switchyard.orchestrator.v1.OrchestratorService/DelegateTask" && sp.SpanKind == trace.SpanKindServer {
-				root = sp.SpanContext.TraceID()
-			}
-		}
-		require.True(t, root.IsValid(), "the orchestrator's server span exists")
-		seen := map[string]bool{}
-		for _, sp := range exp.GetSpans() {
-			if sp.SpanContext.TraceID() != root {
-				continue
-			}
-			svc, _ := sp.Resource.Set().Value("service.name")
-			seen[svc.AsString()+" "+sp.Name] = true
-		}
-		for _, want := range []string{
+		// A server span ends after its response is sent, so poll: flush
+		// what has finished and look again.
+		want := []string{
 			"switchyard-orchestrator switchyard.orchestrator.v1.OrchestratorService/DelegateTask",
 			"switchyard-orchestrator switchyard.accountpool.v1.AccountPoolService/SelectAccount",
 			"switchyard-accountpool switchyard.accountpool.v1.AccountPoolService/SelectAccount",
@@ -201,16 +186,34 @@ func TestOneTraceAcrossEveryHop(t *testing.T) {
 			"switchyard-activity switchyard.activity.v1.ActivityService/TrackStart",
 			"switchyard-activity switchyard.activity.v1.ActivityService/TrackComplete",
 			"switchyard-orchestrator delegate.attempt",
-		} {
-			require.True(t, seen[want], "span %q in the trace; saw %v", want, seen)
+			"switchyard-orchestrator anthropic.messages.create",
 		}
-		var anthropicSpan bool
-		for name := range seen {
-			if name == "switchyard-orchestrator anthropic.messages.create" {
-				anthropicSpan = true
+		var seen map[string]bool
+		require.Eventually(t, func() bool {
+			require.NoError(t, s.flush(testContext(t)))
+			var root trace.TraceID
+			for _, sp := range exp.GetSpans() {
+				if sp.Name == "switchyard.orchestrator.v1.OrchestratorService/DelegateTask" && sp.SpanKind == trace.SpanKindServer {
+					root = sp.SpanContext.TraceID()
+				}
 			}
-		}
-		require.True(t, anthropicSpan, "a client span for the Anthropic call; saw %v", seen)
+			if !root.IsValid() {
+				return false
+			}
+			seen = map[string]bool{}
+			for _, sp := range exp.GetSpans() {
+				if sp.SpanContext.TraceID() == root {
+					svc, _ := sp.Resource.Set().Value("service.name")
+					seen[svc.AsString()+" "+sp.Name] = true
+				}
+			}
+			for _, w := range want {
+				if !seen[w] {
+					return false
+				}
+			}
+			return true
+		}, 10*time.Second, 20*time.Millisecond, "one trace holds every hop; saw %v", seen)
 	})
 }
 

@@ -23,6 +23,7 @@ import (
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
+	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
@@ -40,11 +41,15 @@ type stackOptions struct {
 	// poolAddr overrides the orchestrator's AccountPool target (to point it
 	// at nothing).
 	poolAddr string
+	// logs receives every service's log; default: discarded.
+	logs io.Writer
 }
 
 // stack is a running system: simulator, Activity, AccountPool and
 // Orchestrator, each on its own loopback port.
 type stack struct {
+	addrs        clientsAddrs
+	tokens       testTokens
 	sim          *anthropicsim.Server
 	pool         accountpoolv1.AccountPoolServiceClient
 	activity     activityv1.ActivityServiceClient
@@ -55,17 +60,23 @@ type stack struct {
 func startStack(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logs := opts.logs
+	if logs == nil {
+		logs = io.Discard
+	}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	sim := anthropicsim.New(anthropicsim.Config{})
 	simServer := httptest.NewServer(sim)
 	t.Cleanup(simServer.Close)
 
-	actTel, actFlush := telemetry.New("switchyard-activity", opts.exporter)
-	poolTel, poolFlush := telemetry.New("switchyard-accountpool", opts.exporter)
-	orchTel, orchFlush := telemetry.New("switchyard-orchestrator", opts.exporter)
+	actTel, actShutdown := telemetry.New("switchyard-activity", opts.exporter)
+	poolTel, poolShutdown := telemetry.New("switchyard-accountpool", opts.exporter)
+	orchTel, orchShutdown := telemetry.New("switchyard-orchestrator", opts.exporter)
+	t.Cleanup(func() { _ = telemetry.Join(orchShutdown, poolShutdown, actShutdown)(context.Background()) })
 
-	act, err := activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Telemetry: actTel, DatabaseURL: opts.databaseURL})
+	toks := newTestTokens(t)
+	act, err := activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Telemetry: actTel, DatabaseURL: opts.databaseURL, Tokens: toks.table})
 	require.NoError(t, err)
 	keyring, err := accountpool.GenerateKeyring()
 	require.NoError(t, err)
@@ -82,6 +93,8 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 		AnthropicBaseURL: simServer.URL,
 		FallbackAPIKey:   secret.New(opts.fallbackKey),
 		SkillsDir:        "../skills",
+		Tokens:           toks.table,
+		ServiceToken:     toks.orchestrator,
 		Logger:           logger,
 		Telemetry:        orchTel,
 	})
@@ -103,16 +116,18 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 	})
 
 	s := &stack{
+		addrs:        clientsAddrs{pool: pool.Addr().String(), activity: act.Addr().String(), orchestrator: orch.Addr().String()},
+		tokens:       toks,
 		sim:          sim,
-		pool:         accountpoolv1.NewAccountPoolServiceClient(dial(t, pool.Addr().String())),
-		activity:     activityv1.NewActivityServiceClient(dial(t, act.Addr().String())),
-		orchestrator: orchestratorv1.NewOrchestratorServiceClient(dial(t, orch.Addr().String())),
-		flush:        telemetry.Join(orchFlush, poolFlush, actFlush),
+		pool:         accountpoolv1.NewAccountPoolServiceClient(dial(t, pool.Addr().String(), toks.admin)),
+		activity:     activityv1.NewActivityServiceClient(dial(t, act.Addr().String(), toks.admin)),
+		orchestrator: orchestratorv1.NewOrchestratorServiceClient(dial(t, orch.Addr().String(), toks.admin)),
+		flush:        forceFlush(orchTel, poolTel, actTel),
 	}
 	// The services open their gates once their store is ready (on
 	// PostgreSQL: once the schema version checks out).
 	for _, addr := range []string{act.Addr().String(), pool.Addr().String(), orch.Addr().String()} {
-		health := healthpb.NewHealthClient(dial(t, addr))
+		health := healthpb.NewHealthClient(dial(t, addr, secret.String{}))
 		require.Eventually(t, func() bool {
 			resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
 			return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
@@ -132,9 +147,14 @@ func eachStore(t *testing.T, fn func(t *testing.T, base stackOptions)) {
 	})
 }
 
-func dial(t testing.TB, addr string) *grpc.ClientConn {
+// dial connects to addr, sending token (when set) with every call.
+func dial(t testing.TB, addr string, token secret.String) *grpc.ClientConn {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if !token.IsZero() {
+		opts = append(opts, grpc.WithPerRPCCredentials(auth.ClientCredentials(token, false)))
+	}
+	conn, err := grpc.NewClient(addr, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
@@ -159,4 +179,63 @@ func (s *stack) register(t testing.TB, org, name, key, tier string) *accountpool
 func (o stackOptions) with(fn func(*stackOptions)) stackOptions {
 	fn(&o)
 	return o
+}
+
+// testTokens are the bearer tokens of one stack: an admin, the
+// orchestrator, and two organizations.
+type testTokens struct {
+	table                           *auth.Tokens
+	admin, orchestrator, acme, beta secret.String
+}
+
+func newTestTokens(t testing.TB) testTokens {
+	t.Helper()
+	var tt testTokens
+	var table string
+	for _, e := range []struct {
+		dst       *secret.String
+		principal string
+	}{{&tt.admin, "admin"}, {&tt.orchestrator, "orchestrator"}, {&tt.acme, "org:acme"}, {&tt.beta, "org:beta"}} {
+		tok, err := auth.GenerateToken()
+		require.NoError(t, err)
+		*e.dst = tok
+		table += auth.HashToken(tok.Reveal()) + " " + e.principal + "\n"
+	}
+	var err error
+	tt.table, err = auth.ParseTokens(table)
+	require.NoError(t, err)
+	return tt
+}
+
+// forceFlush exports every span the providers have finished so far,
+// without shutting them down.
+func forceFlush(ps ...telemetry.Providers) func(context.Context) error {
+	return func(ctx context.Context) error {
+		for _, p := range ps {
+			if tp, ok := p.Tracer.(*sdktrace.TracerProvider); ok {
+				if err := tp.ForceFlush(ctx); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+}
+
+type clientsAddrs struct{ pool, activity, orchestrator string }
+
+// clients are the three services' clients, calling with one token.
+type clients struct {
+	pool         accountpoolv1.AccountPoolServiceClient
+	activity     activityv1.ActivityServiceClient
+	orchestrator orchestratorv1.OrchestratorServiceClient
+}
+
+// as returns clients that call with token (none when it is zero).
+func (s *stack) as(t testing.TB, token secret.String) clients {
+	return clients{
+		pool:         accountpoolv1.NewAccountPoolServiceClient(dial(t, s.addrs.pool, token)),
+		activity:     activityv1.NewActivityServiceClient(dial(t, s.addrs.activity, token)),
+		orchestrator: orchestratorv1.NewOrchestratorServiceClient(dial(t, s.addrs.orchestrator, token)),
+	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -9,6 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/pkg/auth"
+	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/tlsconfig"
 )
 
 // Environment variables shared by several commands. Each is the default of
@@ -148,4 +153,83 @@ func (f *storeFlags) resolve() (store, url string, err error) {
 	default:
 		return "", "", fmt.Errorf("-store must be memory or postgres, not %q", f.store)
 	}
+}
+
+// Security settings. Tokens and the orchestrator's own token come from the
+// environment only: flags would show them in the process list.
+const (
+	envTokens         = "SWITCHYARD_TOKENS"
+	envTokensFile     = "SWITCHYARD_TOKENS_FILE"
+	envInsecureNoAuth = "SWITCHYARD_INSECURE_NO_AUTH"
+	envServiceToken   = "SWITCHYARD_ORCHESTRATOR_TOKEN"
+	envTLSCert        = "SWITCHYARD_TLS_CERT_FILE"
+	envTLSKey         = "SWITCHYARD_TLS_KEY_FILE"
+	envTLSCA          = "SWITCHYARD_TLS_CA_FILE"
+)
+
+type securityFlags struct {
+	tokens, tokensFile string
+	insecureNoAuth     bool
+	tls                tlsconfig.Files
+}
+
+func (f *securityFlags) register(fs *flag.FlagSet) {
+	f.tokens = env(envTokens, "")
+	fs.StringVar(&f.tokensFile, "tokens-file", env(envTokensFile, ""), "file of '<sha256 hex of token> <admin|orchestrator|org:ID>' lines ("+envTokensFile+"; or the table itself in "+envTokens+")")
+	fs.BoolVar(&f.insecureNoAuth, "insecure-no-auth", envBool(envInsecureNoAuth, false), "serve without authentication: any caller may act for any organization; local experiments only ("+envInsecureNoAuth+")")
+	fs.StringVar(&f.tls.CertFile, "tls-cert-file", env(envTLSCert, ""), "this process's TLS certificate (PEM); with the key and CA files enables mutual TLS ("+envTLSCert+")")
+	fs.StringVar(&f.tls.KeyFile, "tls-key-file", env(envTLSKey, ""), "this process's TLS private key (PEM) ("+envTLSKey+")")
+	fs.StringVar(&f.tls.CAFile, "tls-ca-file", env(envTLSCA, ""), "the CA that signs every service's and client's certificate ("+envTLSCA+")")
+}
+
+// tokenTable returns the configured tokens, or nil when none are.
+func (f *securityFlags) tokenTable() (*auth.Tokens, error) {
+	spec := f.tokens
+	switch {
+	case f.tokens != "" && f.tokensFile != "":
+		return nil, fmt.Errorf("set either %s or %s, not both", envTokens, envTokensFile)
+	case f.tokensFile != "":
+		b, err := os.ReadFile(f.tokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading the tokens file: %w", err)
+		}
+		spec = string(b)
+	case spec == "":
+		return nil, nil
+	}
+	return auth.ParseTokens(spec)
+}
+
+// tlsConfigs returns the server and client TLS configurations, both nil
+// when TLS is not configured.
+func (f *securityFlags) tlsConfigs() (server, client *tls.Config, err error) {
+	if !f.tls.Enabled() {
+		return nil, nil, nil
+	}
+	if server, err = tlsconfig.Server(f.tls); err != nil {
+		return nil, nil, err
+	}
+	if client, err = tlsconfig.Client(f.tls, ""); err != nil {
+		return nil, nil, err
+	}
+	return server, client, nil
+}
+
+// security is what securityFlags resolve to.
+type security struct {
+	tokens               *auth.Tokens
+	serverTLS, clientTLS *tls.Config
+	serviceToken         secret.String
+}
+
+func (f *securityFlags) resolve() (security, error) {
+	tokens, err := f.tokenTable()
+	if err != nil {
+		return security{}, err
+	}
+	server, client, err := f.tlsConfigs()
+	if err != nil {
+		return security{}, err
+	}
+	return security{tokens: tokens, serverTLS: server, clientTLS: client}, nil
 }

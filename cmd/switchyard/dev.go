@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
+	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/accountpool"
@@ -35,6 +36,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// the environment: `make run` must need nothing installed.
 	af.storeFlags.register(fs, "memory")
 	fs.StringVar(&activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "activity gRPC listen address ("+envActivityAddr+")")
+	of.securityFlags.register(fs)
 	fs.StringVar(&simAddr, "sim-addr", env(envSimAddr, defaultSimAddr), "simulator listen address ("+envSimAddr+"); used as the upstream unless -anthropic-base-url is set")
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -75,6 +77,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		logger.Warn("generated an ephemeral key-encryption keyring: stored API keys cannot be decrypted after a restart; set " + envKeyring + " or " + envKeyringFile + " to keep them")
 	}
 	of.poolAddr, of.activityAddr = af.addr, activityAddr
+	sec, devTokens, err := devSecurity(&of.securityFlags)
+	if err != nil {
+		return err
+	}
 
 	exp, err := telemetry.ExporterFromEnv(ctx)
 	if err != nil {
@@ -90,7 +96,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_ = telemetry.ShutdownExporter(flushCtx, exp)
 	}()
 
-	act, err := activity.New(ctx, activity.Config{Addr: activityAddr, Store: store, DatabaseURL: dbURL, Logger: logger.With("service", "activity"), Telemetry: activityTel})
+	act, err := activity.New(ctx, activity.Config{Addr: activityAddr, Store: store, DatabaseURL: dbURL,
+		Tokens: sec.tokens, InsecureNoAuth: of.insecureNoAuth, TLS: sec.serverTLS,
+		Logger: logger.With("service", "activity"), Telemetry: activityTel})
 	if err != nil {
 		return err
 	}
@@ -98,7 +106,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	orch, err := orchestrator.New(ctx, of.config(logger, orchTel, fallback))
+	orch, err := orchestrator.New(ctx, of.config(logger, orchTel, fallback, sec))
 	if err != nil {
 		return err
 	}
@@ -114,6 +122,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := walkthrough.Execute(stdout, map[string]string{
 		"Orch": orch.Addr().String(), "Pool": pool.Addr().String(), "Activity": act.Addr().String(),
 		"Sim": simLis.Addr().String(), "Upstream": of.baseURL, "Store": storeBanner(store),
+		"AdminToken": devTokens.admin.Reveal(), "AcmeToken": devTokens.acme.Reveal(),
 	}); err != nil {
 		return err
 	}
@@ -127,11 +136,16 @@ Switchyard dev stack is up ({{.Store}}).
   activity      {{.Activity}}
   simulator     http://{{.Sim}}   (upstream: {{.Upstream}})
 
-Try it (see README.md for the full walkthrough):
+{{if .AdminToken}}Tokens for this run (new at every start; paste these into your shell):
+  export TOKEN={{.AdminToken}}        # admin: acts for any organization it names
+  export ACME_TOKEN={{.AcmeToken}}   # acts for organization "acme" only
+
+{{end}}Try it (see README.md for the full walkthrough):
   grpcurl -plaintext {{.Orch}} list
-  grpcurl -plaintext -d '{"organization_id":"acme","name":"primary","api_key":"sk-ant-sim-tier4-primary","tier":"tier4"}' \
+  grpcurl -plaintext -H "authorization: Bearer $TOKEN" \
+    -d '{"organization_id":"acme","name":"primary","api_key":"sk-ant-sim-tier4-primary","tier":"tier4"}' \
     {{.Pool}} switchyard.accountpool.v1.AccountPoolService/RegisterAccount
-  grpcurl -plaintext -d '{"organization_id":"acme","category":"quick","prompt":"Say hello"}' \
+  grpcurl -plaintext -H "authorization: Bearer $ACME_TOKEN" -d '{"category":"quick","prompt":"Say hello"}' \
     {{.Orch}} switchyard.orchestrator.v1.OrchestratorService/DelegateTask
 
 Press Ctrl-C to stop.
@@ -142,4 +156,41 @@ func storeBanner(store string) string {
 		return "PostgreSQL store"
 	}
 	return "embedded store: nothing is kept across restarts"
+}
+
+// devTokens are the tokens dev generated, to print; zero when the
+// operator configured tokens.
+type devTokens struct {
+	admin, acme secret.String
+}
+
+// devSecurity resolves dev's security settings. Without configured tokens
+// it generates an admin, an orchestrator and an "acme" token for this run.
+func devSecurity(f *securityFlags) (security, devTokens, error) {
+	sec, err := f.resolve()
+	if err != nil || f.insecureNoAuth {
+		return sec, devTokens{}, err
+	}
+	if sec.tokens != nil {
+		sec.serviceToken = secret.New(env(envServiceToken, ""))
+		if sec.serviceToken.IsZero() {
+			return sec, devTokens{}, fmt.Errorf("with configured tokens, set %s to the orchestrator's own token", envServiceToken)
+		}
+		return sec, devTokens{}, nil
+	}
+	var toks devTokens
+	var table strings.Builder
+	for _, t := range []struct {
+		dst       *secret.String
+		principal string
+	}{{&toks.admin, "admin"}, {&sec.serviceToken, "orchestrator"}, {&toks.acme, "org:acme"}} {
+		tok, err := auth.GenerateToken()
+		if err != nil {
+			return sec, devTokens{}, err
+		}
+		*t.dst = tok
+		fmt.Fprintf(&table, "%s %s\n", auth.HashToken(tok.Reveal()), t.principal)
+	}
+	sec.tokens, err = auth.ParseTokens(table.String())
+	return sec, toks, err
 }

@@ -20,6 +20,7 @@ import (
 )
 
 type orchestratorFlags struct {
+	securityFlags
 	addr, poolAddr, activityAddr, baseURL, categories, skills string
 	failPoolDown                                              bool
 	attemptTimeout, maxWait                                   time.Duration
@@ -35,8 +36,13 @@ func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL st
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", envDuration(envAttemptTimeout, defaultAttemptTimout), "upper bound of one model call ("+envAttemptTimeout+")")
 }
 
-func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers, fallbackKey secret.String) orchestrator.Config {
+func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers, fallbackKey secret.String, sec security) orchestrator.Config {
 	return orchestrator.Config{
+		Tokens:                  sec.tokens,
+		InsecureNoAuth:          f.insecureNoAuth,
+		ServiceToken:            sec.serviceToken,
+		TLS:                     sec.serverTLS,
+		ClientTLS:               sec.clientTLS,
 		Addr:                    f.addr,
 		AccountPoolAddr:         f.poolAddr,
 		ActivityAddr:            f.activityAddr,
@@ -87,6 +93,7 @@ func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error
 	of.register(fs, "", orchestrator.DefaultAnthropicBaseURL)
 	fs.StringVar(&of.poolAddr, "accountpool-addr", env(envAccountPoolAddr, defaultAccountPool), "AccountPool gRPC target ("+envAccountPoolAddr+")")
 	fs.StringVar(&of.activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "Activity gRPC target ("+envActivityAddr+")")
+	of.securityFlags.register(fs)
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -95,8 +102,16 @@ func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	sec, err := of.securityFlags.resolve()
+	if err != nil {
+		return err
+	}
+	sec.serviceToken = secret.New(env(envServiceToken, ""))
+	if sec.serviceToken.IsZero() && !of.insecureNoAuth {
+		return fmt.Errorf("the orchestrator needs its own token for AccountPool and Activity: set %s (a token whose principal is 'orchestrator')", envServiceToken)
+	}
 	return withTelemetry(ctx, "switchyard-orchestrator", func(tel telemetry.Providers) error {
-		return orchestrator.Run(ctx, of.config(logger, tel, secret.New(env(envAnthropicAPIKey, ""))))
+		return orchestrator.Run(ctx, of.config(logger, tel, secret.New(env(envAnthropicAPIKey, "")), sec))
 	})
 }
 
@@ -135,8 +150,10 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	var addr string
 	var lf logFlags
 	var sf storeFlags
+	var secf securityFlags
 	fs.StringVar(&addr, "addr", env(envActivityAddr, defaultActivity), "activity gRPC listen address ("+envActivityAddr+")")
 	sf.register(fs, "")
+	secf.register(fs)
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -149,8 +166,14 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	sec, err := secf.resolve()
+	if err != nil {
+		return err
+	}
 	return withTelemetry(ctx, "switchyard-activity", func(tel telemetry.Providers) error {
-		return activity.Run(ctx, activity.Config{Addr: addr, Store: store, DatabaseURL: dbURL, Logger: logger.With("service", "activity"), Telemetry: tel})
+		return activity.Run(ctx, activity.Config{Addr: addr, Store: store, DatabaseURL: dbURL,
+			Tokens: sec.tokens, InsecureNoAuth: secf.insecureNoAuth, TLS: sec.serverTLS,
+			Logger: logger.With("service", "activity"), Telemetry: tel})
 	})
 }
 

@@ -29,7 +29,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	grpcauth "github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/auth"
@@ -331,5 +333,22 @@ func ForwardOrganization() grpc.UnaryClientInterceptor {
 			ctx = metadata.AppendToOutgoingContext(ctx, OrganizationHeader, org)
 		}
 		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+// ServerInterceptors returns a service's authentication and authorization
+// interceptors. Without tokens it refuses, unless insecureNoAuth is set, in
+// which case it returns none and logs a warning: serving without
+// authentication must be a decision, never a default.
+func ServerInterceptors(tokens *Tokens, insecureNoAuth bool, policy Policy, logger *slog.Logger) ([]grpc.UnaryServerInterceptor, []grpc.StreamServerInterceptor, error) {
+	switch {
+	case tokens != nil:
+		u, s := Interceptors(tokens, policy)
+		return []grpc.UnaryServerInterceptor{u}, []grpc.StreamServerInterceptor{s}, nil
+	case insecureNoAuth:
+		logger.Warn("serving WITHOUT authentication: any caller can act for any organization; use only for local experiments")
+		return nil, nil, nil
+	default:
+		return nil, nil, errors.New("no bearer tokens configured: set SWITCHYARD_TOKENS or SWITCHYARD_TOKENS_FILE (or, for local experiments only, SWITCHYARD_INSECURE_NO_AUTH=true)")
 	}
 }

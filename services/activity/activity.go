@@ -16,6 +16,7 @@ package activity
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
 	"github.com/switchyard-dev/switchyard/migrations"
+	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
@@ -84,6 +86,14 @@ type Config struct {
 	// commands read it from SWITCHYARD_DATABASE_URL, else DATABASE_URL.
 	// It is never logged: it may hold a password.
 	DatabaseURL string
+	// Tokens authenticates callers (see pkg/auth). Required unless
+	// InsecureNoAuth is set.
+	Tokens *auth.Tokens
+	// InsecureNoAuth serves without authentication or authorization: any
+	// caller may act for any organization. Tests and local experiments only.
+	InsecureNoAuth bool
+	// TLS, when set, serves TLS only (pkg/tlsconfig builds mutual TLS).
+	TLS *tls.Config
 }
 
 // Service is the Activity service, listening but not yet serving.
@@ -113,20 +123,28 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
 	}
+	unary, stream, err := auth.ServerInterceptors(cfg.Tokens, cfg.InsecureNoAuth, api.Policy(), cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("activity: %w", err)
+	}
 	be, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	handlers := api.New(tracker.New(be.store, cfg.Now), cfg.Logger)
 	scfg := grpcserver.Config{
-		Addr:      cfg.Addr,
-		Name:      "activity",
-		Logger:    cfg.Logger,
-		Telemetry: cfg.Telemetry,
+		Addr:               cfg.Addr,
+		Name:               "activity",
+		Logger:             cfg.Logger,
+		Telemetry:          cfg.Telemetry,
+		TLS:                cfg.TLS,
+		DefaultTimeout:     30 * time.Second,
+		UnaryInterceptors:  unary,
+		StreamInterceptors: stream,
 	}
 	if be.gate != nil {
-		scfg.UnaryInterceptors = []grpc.UnaryServerInterceptor{be.gate.UnaryInterceptor()}
-		scfg.StreamInterceptors = []grpc.StreamServerInterceptor{be.gate.StreamInterceptor()}
+		scfg.UnaryInterceptors = append(scfg.UnaryInterceptors, be.gate.UnaryInterceptor())
+		scfg.StreamInterceptors = append(scfg.StreamInterceptors, be.gate.StreamInterceptor())
 	}
 	srv, err := grpcserver.New(scfg, func(r grpc.ServiceRegistrar) {
 		activityv1.RegisterActivityServiceServer(r, handlers)

@@ -102,6 +102,9 @@ func launch(t *testing.T, cfg activity.Config) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, nil))
+	// Authentication and authorization are pkg/auth's and e2e's to test;
+	// these tests are about the service's behaviour.
+	cfg.InsecureNoAuth = true
 	if cfg.Now == nil {
 		cfg.Now = h.clock.Now
 	}
@@ -193,19 +196,21 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	logger := slog.New(slog.DiscardHandler)
 	_, err := activity.New(ctx, activity.Config{Addr: "127.0.0.1:0"})
 	require.ErrorContains(t, err, "Logger is required")
-	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Store: "postgres-someday"})
+	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger})
+	require.ErrorContains(t, err, "SWITCHYARD_TOKENS", "no tokens and no explicit opt-out: refuse to serve")
+	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, InsecureNoAuth: true, Store: "postgres-someday"})
 	require.ErrorContains(t, err, `unknown store "postgres-someday"`)
-	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Store: activity.StorePostgres})
+	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, InsecureNoAuth: true, Store: activity.StorePostgres})
 	require.ErrorContains(t, err, "SWITCHYARD_DATABASE_URL")
 	for _, url := range []string{
 		"postgres://switchyard_app:hunter2@[bad",                             // not a URL
 		"postgres://switchyard_app:hunter2@127.0.0.1:1/db?connect_timeout=2", // nothing listens
 	} {
-		_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, DatabaseURL: url})
+		_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, InsecureNoAuth: true, DatabaseURL: url})
 		require.Error(t, err, url)
 		require.NotContains(t, err.Error(), "hunter2")
 	}
-	_, err = activity.New(ctx, activity.Config{Addr: "256.0.0.1:-1", Logger: logger})
+	_, err = activity.New(ctx, activity.Config{Addr: "256.0.0.1:-1", Logger: logger, InsecureNoAuth: true})
 	require.Error(t, err)
 }
 

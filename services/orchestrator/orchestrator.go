@@ -7,6 +7,7 @@ package orchestrator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,7 @@ import (
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
+	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/grpcclient"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
@@ -75,6 +77,22 @@ type Config struct {
 	// HTTPClient for the upstream; default a pooled client.
 	HTTPClient *http.Client
 
+	// Tokens authenticates callers (see pkg/auth). Required unless
+	// InsecureNoAuth is set.
+	Tokens *auth.Tokens
+	// InsecureNoAuth serves without authentication or authorization. Tests
+	// and local experiments only.
+	InsecureNoAuth bool
+	// ServiceToken is the orchestrator's own bearer token for AccountPool
+	// and Activity (a token whose principal is "orchestrator"). With it the
+	// orchestrator forwards the organization its caller was authorized
+	// for; the other services trust that only from this token.
+	ServiceToken secret.String
+	// TLS, when set, serves TLS only; ClientTLS, when set, connects to the
+	// other services with TLS (pkg/tlsconfig builds mutual TLS for both).
+	TLS       *tls.Config
+	ClientTLS *tls.Config
+
 	Logger    *slog.Logger
 	Telemetry telemetry.Providers
 }
@@ -106,6 +124,13 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.SkillsDir == "" {
 		cfg.SkillsDir = "skills"
 	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = 10 * time.Minute
+	}
+	unary, stream, err := auth.ServerInterceptors(cfg.Tokens, cfg.InsecureNoAuth, api.Policy(), cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
 	cats, err := categories.Load(cfg.CategoriesFile)
 	if err != nil {
 		return nil, err
@@ -118,11 +143,19 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		"anthropic_base_url", cfg.AnthropicBaseURL, "categories", cats.Names(), "skills", lib.Names(),
 		"fallback_key_configured", !cfg.FallbackAPIKey.IsZero(), "fail_when_pool_unavailable", cfg.FailWhenPoolUnavailable)
 
-	poolConn, err := grpcclient.Dial(grpcclient.Config{Target: cfg.AccountPoolAddr, Telemetry: cfg.Telemetry})
+	clientCfg := func(target string) grpcclient.Config {
+		c := grpcclient.Config{Target: target, Telemetry: cfg.Telemetry, TLS: cfg.ClientTLS,
+			UnaryInterceptors: []grpc.UnaryClientInterceptor{auth.ForwardOrganization()}}
+		if !cfg.ServiceToken.IsZero() {
+			c.Credentials = auth.ClientCredentials(cfg.ServiceToken, cfg.ClientTLS != nil)
+		}
+		return c
+	}
+	poolConn, err := grpcclient.Dial(clientCfg(cfg.AccountPoolAddr))
 	if err != nil {
 		return nil, err
 	}
-	activityConn, err := grpcclient.Dial(grpcclient.Config{Target: cfg.ActivityAddr, Telemetry: cfg.Telemetry})
+	activityConn, err := grpcclient.Dial(clientCfg(cfg.ActivityAddr))
 	if err != nil {
 		_ = poolConn.Close()
 		return nil, err
@@ -139,7 +172,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		MaxWait:                 cfg.MaxWait,
 	}, accountpoolv1.NewAccountPoolServiceClient(poolConn), activityv1.NewActivityServiceClient(activityConn), exec, cfg.Logger, tracerOrNoop(cfg.Telemetry))
 
-	srv, err := grpcserver.New(grpcserver.Config{Addr: cfg.Addr, Name: "orchestrator", Logger: cfg.Logger, Telemetry: cfg.Telemetry},
+	srv, err := grpcserver.New(grpcserver.Config{
+		Addr: cfg.Addr, Name: "orchestrator", Logger: cfg.Logger, Telemetry: cfg.Telemetry, TLS: cfg.TLS,
+		// A task may wait for accounts and make three model calls.
+		DefaultTimeout:    3*cfg.AttemptTimeout + time.Minute,
+		UnaryInterceptors: unary, StreamInterceptors: stream,
+	},
 		func(r grpc.ServiceRegistrar) { orchestratorv1.RegisterOrchestratorServiceServer(r, api.New(runner)) })
 	if err != nil {
 		_ = poolConn.Close()
