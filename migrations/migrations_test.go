@@ -2,10 +2,12 @@ package migrations_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchyard-dev/switchyard/migrations"
@@ -100,4 +102,39 @@ func TestCheckVersionTellsADownDatabaseFromAMissingSchema(t *testing.T) {
 	require.ErrorIs(t, err, migrations.ErrNotMigrated)
 	err = migrations.Activity.CheckVersion(ctx, func(context.Context, string) (int64, error) { return 99, nil })
 	require.ErrorContains(t, err, "newer than this binary")
+}
+
+// Version 2 registers the organizations of accounts created before it, and
+// of every account created after it.
+func TestOrganizationsRegistryBackfillsAndFollows(t *testing.T) {
+	ctx := context.Background()
+	schema := pgtest.NewEmptySchema(t)
+	db, err := sql.Open("pgx", schema.OwnerURL)
+	require.NoError(t, err)
+	defer db.Close()
+	p, err := migrations.AccountPool.Provider(db, nil)
+	require.NoError(t, err)
+	_, err = p.UpTo(ctx, 1)
+	require.NoError(t, err)
+
+	pool, err := pgxutil.Connect(ctx, schema.AppURL, "test")
+	require.NoError(t, err)
+	defer pool.Close()
+	insert := func(org string) {
+		require.NoError(t, pgxutil.InTenantTx(ctx, pool, org, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `INSERT INTO accounts (id, organization_id, name, tier, status, weight, priority, key_ciphertext, key_version, create_time, update_time)
+				VALUES (gen_random_uuid(), $1, 'a', 'tier1', 'active', 1, 0, '\x00', 1, now(), now())`, org)
+			return err
+		}))
+	}
+	insert("before")
+	_, err = p.Up(ctx)
+	require.NoError(t, err)
+	insert("after")
+
+	rows, err := pool.Query(ctx, `SELECT id FROM organizations ORDER BY id`)
+	require.NoError(t, err)
+	orgs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(t, err)
+	require.Equal(t, []string{"after", "before"}, orgs)
 }
