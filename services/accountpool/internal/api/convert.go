@@ -85,6 +85,12 @@ func strategyToProto(s store.Strategy) accountpoolv1.SelectionStrategy {
 		return accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_LEAST_LOADED
 	case store.StrategyRoundRobin:
 		return accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_ROUND_ROBIN
+	case store.StrategyWeighted:
+		return accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_WEIGHTED
+	case store.StrategyPriority:
+		return accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_PRIORITY
+	case store.StrategySessionAffinity:
+		return accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_SESSION_AFFINITY
 	}
 	return accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_UNSPECIFIED
 }

@@ -160,6 +160,26 @@ func (s *Server) DeleteAccount(ctx context.Context, req *accountpoolv1.DeleteAcc
 	return &accountpoolv1.DeleteAccountResponse{}, nil
 }
 
+// RotateAccountKey implements AccountPoolServiceServer. The new key is
+// validated like a registered one and never echoed, not even its length.
+func (s *Server) RotateAccountKey(ctx context.Context, req *accountpoolv1.RotateAccountKeyRequest) (*accountpoolv1.RotateAccountKeyResponse, error) {
+	if err := checkOrg(req.GetOrganizationId()); err != nil {
+		return nil, s.fail(ctx, "RotateAccountKey", err)
+	}
+	id, err := parseUUID("account_id", req.GetAccountId())
+	if err != nil {
+		return nil, s.fail(ctx, "RotateAccountKey", err)
+	}
+	if err := checkAPIKey(req.GetApiKey()); err != nil {
+		return nil, s.fail(ctx, "RotateAccountKey", err)
+	}
+	info, err := s.pool.RotateKey(ctx, req.GetOrganizationId(), id, secret.New(req.GetApiKey()))
+	if err != nil {
+		return nil, s.fail(ctx, "RotateAccountKey", err)
+	}
+	return &accountpoolv1.RotateAccountKeyResponse{Account: accountToProto(info)}, nil
+}
+
 // SelectAccount implements AccountPoolServiceServer.
 func (s *Server) SelectAccount(ctx context.Context, req *accountpoolv1.SelectAccountRequest) (*accountpoolv1.SelectAccountResponse, error) {
 	if err := firstError(
@@ -167,6 +187,7 @@ func (s *Server) SelectAccount(ctx context.Context, req *accountpoolv1.SelectAcc
 		checkText("model", req.GetModel(), maxModelLen),
 		checkNonNegative("estimated_input_tokens", req.GetEstimatedInputTokens()),
 		checkNonNegative("estimated_output_tokens", req.GetEstimatedOutputTokens()),
+		checkText("session_id", req.GetSessionId(), maxTextLen),
 	); err != nil {
 		return nil, s.fail(ctx, "SelectAccount", err)
 	}
@@ -190,6 +211,9 @@ func (s *Server) SelectAccount(ctx context.Context, req *accountpoolv1.SelectAcc
 		Excluded:              excluded,
 		Allowed:               allowed,
 		Strategy:              strategy,
+		SessionID:             req.GetSessionId(),
+		// The response's contract includes the explanation.
+		Explain: true,
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "SelectAccount", err)

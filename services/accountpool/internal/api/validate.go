@@ -154,8 +154,14 @@ func strategyFromProto(field string, s accountpoolv1.SelectionStrategy) (store.S
 		return store.StrategyLeastLoaded, nil
 	case accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_ROUND_ROBIN:
 		return store.StrategyRoundRobin, nil
+	case accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_WEIGHTED:
+		return store.StrategyWeighted, nil
+	case accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_PRIORITY:
+		return store.StrategyPriority, nil
+	case accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_SESSION_AFFINITY:
+		return store.StrategySessionAffinity, nil
 	}
-	return "", invalid(field, "unknown strategy %d; use SELECTION_STRATEGY_LEAST_LOADED or SELECTION_STRATEGY_ROUND_ROBIN", s)
+	return "", invalid(field, "unknown strategy %d; use SELECTION_STRATEGY_LEAST_LOADED, _ROUND_ROBIN, _WEIGHTED, _PRIORITY or _SESSION_AFFINITY", s)
 }
 
 func outcomeFromProto(o accountpoolv1.Outcome) (store.Outcome, error) {

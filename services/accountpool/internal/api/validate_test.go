@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 )
 
@@ -53,4 +54,22 @@ func TestPageToken(t *testing.T) {
 		require.Error(t, err, bad)
 		require.Contains(t, err.Error(), "page_token")
 	}
+}
+
+// Every strategy the store knows has a proto value and comes back as itself;
+// UNSPECIFIED means "unchanged" / "the organization's".
+func TestStrategyConversionRoundTrips(t *testing.T) {
+	for _, s := range store.Strategies() {
+		p := strategyToProto(s)
+		require.NotEqual(t, accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_UNSPECIFIED, p, s)
+		got, err := strategyFromProto("strategy", p)
+		require.NoError(t, err)
+		require.Equal(t, s, got)
+	}
+	got, err := strategyFromProto("strategy", accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_UNSPECIFIED)
+	require.NoError(t, err)
+	require.Empty(t, got)
+	_, err = strategyFromProto("strategy", 42)
+	require.ErrorContains(t, err, "strategy: unknown strategy 42")
+	require.Len(t, accountpoolv1.SelectionStrategy_name, len(store.Strategies())+1, "a new proto strategy needs a store one")
 }

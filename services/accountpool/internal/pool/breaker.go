@@ -62,11 +62,12 @@ func (p breakerPolicy) open(b *Breaker, now time.Time) {
 	b.ProbeLease, b.ProbeUntil = "", time.Time{}
 }
 
-// observe feeds one settled attempt to the breaker. lease is the settled
-// lease, zero when it is unknown (expired and forgotten, or from before a
-// restart).
-func (p breakerPolicy) observe(b *Breaker, lease Lease, o store.Outcome, now time.Time) {
-	probe := lease.Probe && lease.ID != "" && b.ProbeLease == lease.ID
+// observe feeds one settled attempt to the breaker. probeLease is the
+// settled lease's id when it was issued as a probe, empty otherwise
+// (including when the lease is unknown: expired and forgotten, or from
+// before a restart).
+func (p breakerPolicy) observe(b *Breaker, probeLease string, o store.Outcome, now time.Time) {
+	probe := probeLease != "" && b.ProbeLease == probeLease
 	if probe {
 		b.ProbeLease, b.ProbeUntil = "", time.Time{}
 	}

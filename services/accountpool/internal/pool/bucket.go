@@ -9,8 +9,24 @@ import (
 // limit L gains L/60 per second up to L. This is how Anthropic meters, so
 // reserving against it predicts the upstream's 429s instead of discovering
 // them.
+//
+// A bucket has two parts. Level is the metered part: usage settled by
+// RecordRequest, refilling from the moment it was settled. Reserved is held
+// by calls in flight, at their estimate, and does not refill: the upstream
+// meters a call from when it receives it, which the pool only knows is
+// before the answer, so counting a call's refill from its reservation would
+// run ahead of the upstream by the time the call took to get there, and
+// admit a call the upstream rejects at the edge of a refill. What a new call
+// can take is the available part, Level less Reserved. With every call
+// reserved before it is sent and settled after it is answered, the pool's
+// count of a key is never more optimistic than the upstream's.
 
 const refillWindow = time.Minute
+
+// refillPerNanosecond is the fraction of its limit a bucket regains per
+// nanosecond: a multiplication is much cheaper than a division in the
+// per-account scan.
+const refillPerNanosecond = 1.0 / float64(refillWindow)
 
 func (b Bucket) limit(table int64) float64 {
 	if b.Limit > 0 {
@@ -19,24 +35,43 @@ func (b Bucket) limit(table int64) float64 {
 	return float64(table)
 }
 
-// level is the bucket's level at now.
+// level is the metered part's level at now.
 func (b Bucket) level(table int64, now time.Time) float64 {
-	lim := b.limit(table)
+	return b.levelAt(b.limit(table), now.UnixNano())
+}
+
+// available is what a new call can take at now: the level less what calls
+// in flight hold.
+func (b Bucket) available(table int64, now time.Time) float64 {
+	return b.level(table, now) - float64(b.Reserved)
+}
+
+// levelAt is level with the limit resolved and now in Unix nanoseconds: the
+// form the per-account scan of Select uses.
+func (b *Bucket) levelAt(lim float64, now int64) float64 {
 	if b.At.IsZero() {
 		return lim
 	}
-	elapsed := now.Sub(b.At)
-	if elapsed < 0 {
-		elapsed = 0
+	have := b.Level
+	if el := now - b.At.UnixNano(); el > 0 {
+		have += lim * float64(el) * refillPerNanosecond
 	}
-	return min(lim, b.Level+lim*elapsed.Seconds()/refillWindow.Seconds())
+	if have > lim {
+		return lim
+	}
+	return have
 }
 
 // refresh brings the stored level up to now, so later arithmetic is plain
-// addition.
+// addition. At never moves back: calls settle concurrently, each with its
+// own reading of the clock, and one that read it earlier but applies later
+// must not make the bucket refill an interval twice. Its usage counts as
+// metered at At instead, a little later than it was: the safe side.
 func (b *Bucket) refresh(table int64, now time.Time) {
 	b.Level = b.level(table, now)
-	b.At = now
+	if now.After(b.At) {
+		b.At = now
+	}
 }
 
 // add adds delta (negative to take) at now, never above the limit.
@@ -46,10 +81,10 @@ func (b *Bucket) add(table int64, delta int64, now time.Time) {
 	b.compact(table, now)
 }
 
-// compact returns a full bucket with no reported limit to its zero value, so
-// idle accounts hold no live records.
+// compact returns a full bucket with no reported limit and no open
+// reservation to its zero value, so idle accounts hold no live records.
 func (b *Bucket) compact(table int64, now time.Time) {
-	if b.Limit == 0 && b.level(table, now) >= b.limit(table) {
+	if b.Limit == 0 && b.Reserved == 0 && b.level(table, now) >= b.limit(table) {
 		*b = Bucket{}
 	}
 }
@@ -57,11 +92,19 @@ func (b *Bucket) compact(table int64, now time.Time) {
 // need is how much must be in the bucket to take amount: the amount, capped
 // at the limit, so an estimate larger than the whole bucket waits for a
 // full bucket instead of never fitting.
-func need(amount int64, lim float64) float64 { return min(float64(amount), lim) }
+func need(amount int64, lim float64) float64 {
+	if a := float64(amount); a < lim {
+		return a
+	}
+	return lim
+}
 
-// wait is how long until the bucket holds want.
+// wait is how long until want is available, if the calls in flight held
+// their reservations that long and settled with exactly their estimate. It
+// is an estimate: a call that settles sooner, or uses less, frees its part
+// sooner; capacity held beyond the limit frees only when its call settles.
 func (b Bucket) wait(table int64, want float64, now time.Time) time.Duration {
-	have := b.level(table, now)
+	have := b.available(table, now)
 	if have >= want {
 		return 0
 	}
@@ -69,9 +112,10 @@ func (b Bucket) wait(table int64, want float64, now time.Time) time.Duration {
 	return time.Duration((want - have) / rate * float64(time.Second))
 }
 
-// The three buckets in a fixed order, so explanations name the same bucket
-// first every time. Arrays rather than closures keep the per-account scan in
-// Select free of allocations.
+// dimensionNames names the three buckets, in the fixed order of the arrays
+// below, so explanations name the same bucket first every time. Arrays
+// rather than closures keep the per-account scan in Select free of
+// allocations.
 func dimensionNames() [3]string { return [3]string{"requests", "input tokens", "output tokens"} }
 
 func (bs *Buckets) all() [3]*Bucket { return [3]*Bucket{&bs.Requests, &bs.Input, &bs.Output} }
@@ -81,51 +125,110 @@ func (l Limits) all() [3]int64 { return [3]int64{l.RPM, l.InputTPM, l.OutputTPM}
 func (a Amount) all() [3]int64 { return [3]int64{a.Requests, a.Input, a.Output} }
 
 // capacity is what the three buckets say about one amount at one instant.
+// It holds no strings: Select judges every account of an organization on
+// every call, and only an explanation, when one is asked for, formats them.
 type capacity struct {
 	fits     bool
 	headroom float64       // smallest fraction left after taking the amount, 0..1
 	wait     time.Duration // until every bucket holds what the amount needs
-	short    string        // the first bucket that is short, explained
+	short    shortfall     // the first bucket that is short, when !fits
 }
 
-func (bs Buckets) check(lim Limits, amt Amount, now time.Time) capacity {
-	c := capacity{fits: true, headroom: 1}
-	buckets, tables, amounts, names := bs.all(), lim.all(), amt.all(), dimensionNames()
-	for i, b := range buckets {
-		table, a := tables[i], amounts[i]
-		l, have := b.limit(table), b.level(table, now)
-		c.headroom = min(c.headroom, max(0, (have-float64(a))/l))
-		want := need(a, l)
-		if have < want {
-			w := b.wait(table, want, now)
-			c.wait = max(c.wait, w)
-			if c.fits {
-				c.short = fmt.Sprintf("%s: need %d, have %d, refills in %s", names[i], int64(want), int64(have), w.Round(time.Millisecond))
-			}
-			c.fits = false
-		}
+// shortfall describes the first bucket short of an amount.
+type shortfall struct {
+	dim        int8 // index into dimensionNames
+	need, have int64
+	refill     time.Duration
+}
+
+func (s shortfall) String() string {
+	return fmt.Sprintf("%s: need %d, have %d, refills in %s", dimensionNames()[s.dim], s.need, s.have, s.refill.Round(time.Millisecond))
+}
+
+// fit says whether the bucket holds amount now (in Unix nanoseconds), and
+// the fraction of it left after taking the amount.
+func (b *Bucket) fit(table, amount int64, now int64) (headroom float64, fits bool) {
+	lim := float64(table)
+	if b.Limit > 0 {
+		lim = float64(b.Limit)
+	}
+	have, a := b.levelAt(lim, now)-float64(b.Reserved), float64(amount)
+	if headroom = (have - a) / lim; headroom < 0 {
+		headroom = 0
+	}
+	return headroom, have >= need(amount, lim)
+}
+
+// fits is check without the explanation: whether amt fits now (in Unix
+// nanoseconds) and the headroom it leaves. It runs for every account on
+// every selection, so it is plain comparisons and no arrays of pointers.
+func (bs *Buckets) fits(lim *Limits, amt *Amount, now int64) (headroom float64, ok bool) {
+	hr, okR := bs.Requests.fit(lim.RPM, amt.Requests, now)
+	hi, okI := bs.Input.fit(lim.InputTPM, amt.Input, now)
+	ho, okO := bs.Output.fit(lim.OutputTPM, amt.Output, now)
+	headroom = hr
+	if hi < headroom {
+		headroom = hi
+	}
+	if ho < headroom {
+		headroom = ho
+	}
+	return headroom, okR && okI && okO
+}
+
+// check is fits with the explanation of a shortfall: how long until every
+// bucket holds what amt needs, and the first bucket that is short.
+func (bs *Buckets) check(lim Limits, amt Amount, now time.Time) capacity {
+	c := capacity{}
+	c.headroom, c.fits = bs.fits(&lim, &amt, now.UnixNano())
+	if !c.fits {
+		c.wait, c.short = bs.shortfall(lim, amt, now)
 	}
 	return c
 }
 
-// take reserves amt.
-func (bs *Buckets) take(lim Limits, amt Amount, now time.Time) {
-	tables, amounts := lim.all(), amt.all()
+func (bs *Buckets) shortfall(lim Limits, amt Amount, now time.Time) (wait time.Duration, short shortfall) {
+	buckets, tables, amounts := bs.all(), lim.all(), amt.all()
+	first := true
+	for i, b := range buckets {
+		l := b.limit(tables[i])
+		want := need(amounts[i], l)
+		if have := b.available(tables[i], now); have < want {
+			w := b.wait(tables[i], want, now)
+			wait = max(wait, w)
+			if first {
+				short, first = shortfall{dim: int8(i), need: int64(want), have: int64(have), refill: w}, false
+			}
+		}
+	}
+	return wait, short
+}
+
+// reserve holds amt for a new lease.
+func (bs *Buckets) reserve(amt Amount) {
+	bs.Requests.Reserved += amt.Requests
+	bs.Input.Reserved += amt.Input
+	bs.Output.Reserved += amt.Output
+}
+
+// settle ends a lease's reservation: what it held is released and what the
+// call actually used is metered, refilling from now. A released lease used
+// nothing.
+func (bs *Buckets) settle(lim Limits, reserved, used Amount, now time.Time) {
+	tables, res, act := lim.all(), reserved.all(), used.all()
 	for i, b := range bs.all() {
-		b.add(tables[i], -amounts[i], now)
+		b.Reserved = max(0, b.Reserved-res[i])
+		b.add(tables[i], -act[i], now)
 	}
 }
 
-// give returns amt (a refund; negative amounts charge).
-func (bs *Buckets) give(lim Limits, amt Amount, now time.Time) {
-	tables, amounts := lim.all(), amt.all()
+// charge takes usage that had no reservation (its lease expired, or is
+// unknown to this process).
+func (bs *Buckets) charge(lim Limits, used Amount, now time.Time) {
+	tables, act := lim.all(), used.all()
 	for i, b := range bs.all() {
-		b.add(tables[i], amounts[i], now)
+		b.add(tables[i], -act[i], now)
 	}
-}
-
-func (a Amount) minus(b Amount) Amount {
-	return Amount{a.Requests - b.Requests, a.Input - b.Input, a.Output - b.Output}
 }
 
 // RateLimitHeaders are the upstream's anthropic-ratelimit-* and retry-after
@@ -153,12 +256,33 @@ func (h RateLimitHeaders) latestReset() time.Time {
 	return t
 }
 
-// calibrate applies the headers to the buckets: a reported limit replaces
-// the table's; a reported remaining count and reset time set the level to
-// the lower of the count and the level from which steady refill reaches the
-// limit exactly at the reset (the upstream's view is the truth, and the
-// lower reading is the safe one).
-func (bs *Buckets) calibrate(lim Limits, h RateLimitHeaders, now time.Time) {
+// calibrate applies the headers to the buckets.
+//
+// A reported limit replaces the table's. A reported remaining count and
+// reset time give the upstream's level, the reading: the lower of the count
+// and the level from which steady refill reaches the limit exactly at the
+// reset.
+//
+// The pool's count is never more optimistic than the upstream's for the
+// pool's own calls (see the top of this file), so a reading can only tell
+// the pool about usage it did not see: another client on the key, a
+// restart, an estimate below the real usage. Only a reading lower than what
+// the pool has available by more than the reading's error is such news: one
+// unit of the count, one second of refill for the reset (rounded to the
+// second), and the refill since the reading was taken, which is at most the
+// age of the call it came with (age): the answer may have waited before it
+// was recorded, while other calls settled. Then the level becomes the reading, and what is
+// available the reading less the reservations still open: the upstream had
+// not seen some of those calls when it answered, and counting the ones it
+// had seen twice errs on the safe side. A higher reading is never taken: it
+// was read when the upstream answered, and calls that reached the upstream
+// after that and settled here before the reading arrived are neither in it
+// nor among the open reservations; believing it would hand their capacity
+// out again.
+//
+// A new limit changes the scale of the level, so the reading (less the
+// open reservations) replaces it whatever its value.
+func (bs *Buckets) calibrate(lim Limits, h RateLimitHeaders, age time.Duration, now time.Time) {
 	type reading struct {
 		limit, remaining int64
 		reset            time.Time
@@ -174,19 +298,27 @@ func (bs *Buckets) calibrate(lim Limits, h RateLimitHeaders, now time.Time) {
 		if r.limit < 0 || r.remaining < 0 {
 			continue
 		}
+		b.refresh(table, now)
+		before := b.limit(table)
 		if r.limit > 0 {
 			b.Limit = r.limit
 		}
+		l := b.limit(table)
 		if r.remaining == 0 && r.reset.IsZero() {
+			b.Level = min(b.Level, l)
+			b.compact(table, now)
 			continue
 		}
-		b.refresh(table, now)
-		l := b.limit(table)
 		level := min(float64(r.remaining), l)
 		if r.reset.After(now) {
 			level = min(level, l-l*r.reset.Sub(now).Seconds()/refillWindow.Seconds())
 		}
-		b.Level = level
+		resolution := 1 + l*(time.Second+max(0, age)).Seconds()/refillWindow.Seconds()
+		if l != before || level < b.Level-float64(b.Reserved)-resolution {
+			// The level becomes the reading, so what is available is the
+			// reading less the reservations still open.
+			b.Level = level
+		}
 		b.compact(table, now)
 	}
 }

@@ -41,3 +41,20 @@ func validFamily(f Family) bool {
 	}
 	return false
 }
+
+// numFamilies is the number of model families; familyIndex maps each to
+// 0..numFamilies-1 so per-family records can live in arrays.
+const numFamilies = 4
+
+func (f Family) index() int {
+	switch f {
+	case FamilyOpus:
+		return 0
+	case FamilySonnet:
+		return 1
+	case FamilyHaiku:
+		return 2
+	default:
+		return 3
+	}
+}

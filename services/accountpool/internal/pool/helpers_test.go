@@ -84,7 +84,7 @@ func (f *fixture) register(name, tier string, mods ...func(*NewAccount)) Account
 }
 
 func (f *fixture) selectReq(mods ...func(*SelectRequest)) SelectRequest {
-	r := SelectRequest{OrgID: f.org, Model: "claude-sonnet-4-5", EstimatedInputTokens: 100, EstimatedOutputTokens: 50}
+	r := SelectRequest{OrgID: f.org, Model: "claude-sonnet-4-5", EstimatedInputTokens: 100, EstimatedOutputTokens: 50, Explain: true}
 	for _, m := range mods {
 		m(&r)
 	}
@@ -126,6 +126,11 @@ func (f *fixture) record(sel Selection, o store.Outcome, mods ...func(*RecordReq
 	res, err := f.pool.Record(f.ctx, r)
 	require.NoError(f.t, err)
 	return res
+}
+
+// used sets the tokens a recorded call used.
+func used(in, out int64) func(*RecordRequest) {
+	return func(r *RecordRequest) { r.Tokens = Tokens{Input: in, Output: out} }
 }
 
 func (f *fixture) account(id string) AccountInfo {

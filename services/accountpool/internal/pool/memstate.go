@@ -1,37 +1,100 @@
 package pool
 
 import (
-	"container/heap"
+	"container/list"
 	"context"
 	"sync"
 	"time"
 )
 
-// MemState is the in-process State: maps behind one mutex. Its critical
-// sections are a few map operations, so one lock is not the bottleneck of a
-// single AccountPool process.
+// MemState is the in-process State: maps behind one mutex per
+// organization, so selections of different organizations never wait for
+// each other, plus one mutex for the lease table. Its critical sections are
+// map operations and the pool's pure policy functions, so these locks are
+// not the bottleneck of a single AccountPool process.
 type MemState struct {
-	mu        sync.Mutex
-	breakers  map[accountKey]Breaker
-	cooldowns map[quotaKey]Cooldown
-	buckets   map[bucketKey]Buckets
-	leases    map[string]*memLease
-	due       leaseHeap
-	cursors   map[string]uint64
+	mu   sync.Mutex // guards orgs (the map, not the entries)
+	orgs map[string]*memOrg
+	// zero backs the Records of refs never written; Read's callers only
+	// read it, nothing writes it.
+	zero Live
+
+	leaseMu sync.Mutex
+	leases  map[string]*memLease
+	// expiring holds the leases not yet past their ExpireTime, forgetting
+	// the ones past it, until they are forgotten; each by due time.
+	expiring, forgetting leaseQueue
 }
 
-type accountKey struct{ org, account string }
-type quotaKey struct{ org, quota string }
-type bucketKey struct {
-	org, quota string
-	family     Family
+// memOrg is one organization's live records. Records are pointers, stable
+// for as long as they exist, so refHints can point at them; gen counts the
+// records added and removed, which is what invalidates a hint.
+type memOrg struct {
+	mu       sync.Mutex
+	breakers map[string]*Breaker  // by account id
+	quotas   map[string]*memQuota // by quota key
+	gen      uint64
+	cursor   uint64
+	// scratch is the Live that Update hands to fn. fn is opaque, so a local
+	// Live would escape to the heap on every call; under mu one suffices.
+	scratch Live
+	pins    map[string]*list.Element // by session id; values are *memPin
+	lru     list.List                // pins, most recently used first
+}
+
+// memQuota is what one quota key holds: its cool-down and a set of buckets
+// per model family.
+type memQuota struct {
+	cooldown Cooldown
+	buckets  [numFamilies]Buckets
+}
+
+func (q *memQuota) zero() bool {
+	if q.cooldown != (Cooldown{}) {
+		return false
+	}
+	for _, b := range q.buckets {
+		if b != (Buckets{}) {
+			return false
+		}
+	}
+	return true
+}
+
+// refHint is where MemState found a ref's records (nil: none) when its
+// organization's records were at generation gen. Selection reads every
+// account of an organization on every call; with valid hints that read
+// hashes nothing. Hints live on the refs a view keeps for selection, are
+// read and written only under their organization's lock, and go stale as
+// soon as a record of the organization is added or removed.
+type refHint struct {
+	org     *memOrg
+	gen     uint64
+	breaker *Breaker
+	quota   *memQuota
+}
+
+// lookup returns the records of r, through its hint when that is valid.
+// o.mu must be held.
+func (o *memOrg) lookup(r *Ref) (*Breaker, *memQuota) {
+	if h := r.hint; h != nil && h.org == o && h.gen == o.gen {
+		return h.breaker, h.quota
+	}
+	b, q := o.breakers[r.AccountID], o.quotas[r.QuotaKey]
+	if h := r.hint; h != nil {
+		*h = refHint{org: o, gen: o.gen, breaker: b, quota: q}
+	}
+	return b, q
+}
+
+type memPin struct {
+	session, account string
+	used             time.Time
 }
 
 type memLease struct {
 	lease  Lease
 	status LeaseStatus
-	due    time.Time // ExpireTime, then the time the lease is forgotten
-	forget bool      // due is the forget time
 }
 
 var _ State = (*MemState)(nil)
@@ -39,68 +102,115 @@ var _ State = (*MemState)(nil)
 // NewMemState returns an empty in-memory state.
 func NewMemState() *MemState {
 	return &MemState{
-		breakers:  map[accountKey]Breaker{},
-		cooldowns: map[quotaKey]Cooldown{},
-		buckets:   map[bucketKey]Buckets{},
-		leases:    map[string]*memLease{},
-		cursors:   map[string]uint64{},
+		orgs:   map[string]*memOrg{},
+		leases: map[string]*memLease{},
 	}
 }
 
-func keys(r Ref) (accountKey, quotaKey, bucketKey) {
-	return accountKey{r.OrgID, r.AccountID}, quotaKey{r.OrgID, r.QuotaKey}, bucketKey{r.OrgID, r.QuotaKey, r.Family}
-}
-
-// Snapshot implements State.
-func (s *MemState) Snapshot(_ context.Context, refs []Ref) ([]Live, error) {
-	out := make([]Live, len(refs))
+// org returns the organization's records, creating them when create is set;
+// nil when they do not exist and create is not set.
+func (s *MemState) org(orgID string, create bool) *memOrg {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, r := range refs {
-		ak, qk, bk := keys(r)
-		out[i] = Live{Breaker: s.breakers[ak], Cooldown: s.cooldowns[qk], Buckets: s.buckets[bk]}
+	o := s.orgs[orgID]
+	if o == nil && create {
+		o = &memOrg{breakers: map[string]*Breaker{}, quotas: map[string]*memQuota{}, pins: map[string]*list.Element{}}
+		s.orgs[orgID] = o
 	}
-	return out, nil
+	return o
+}
+
+// Read implements State.
+func (s *MemState) Read(_ context.Context, refs []Ref, fn func(int, Records)) error {
+	if len(refs) == 0 {
+		return nil
+	}
+	// An organization never written has only zero records: reading it
+	// creates nothing.
+	o := s.org(refs[0].OrgID, false)
+	if o == nil {
+		for i := range refs {
+			fn(i, s.zero.records())
+		}
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range refs {
+		r := &refs[i]
+		rec := s.zero.records()
+		b, q := o.lookup(r)
+		if b != nil {
+			rec.Breaker = b
+		}
+		if q != nil {
+			rec.Cooldown, rec.Buckets = &q.cooldown, &q.buckets[r.Family.index()]
+		}
+		fn(i, rec)
+	}
+	return nil
 }
 
 // Update implements State.
 func (s *MemState) Update(_ context.Context, r Ref, fn func(*Live) error) error {
-	ak, qk, bk := keys(r)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	l := Live{Breaker: s.breakers[ak], Cooldown: s.cooldowns[qk], Buckets: s.buckets[bk]}
-	if err := fn(&l); err != nil {
+	o := s.org(r.OrgID, true)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	fam := r.Family.index()
+	b, q := o.lookup(&r)
+	l := &o.scratch
+	*l = Live{}
+	if b != nil {
+		l.Breaker = *b
+	}
+	if q != nil {
+		l.Cooldown, l.Buckets = q.cooldown, q.buckets[fam]
+	}
+	if err := fn(l); err != nil {
 		return err
 	}
-	setOrDelete(s.breakers, ak, l.Breaker)
-	setOrDelete(s.cooldowns, qk, l.Cooldown)
-	setOrDelete(s.buckets, bk, l.Buckets)
-	return nil
-}
-
-func setOrDelete[K, V comparable](m map[K]V, k K, v V) {
-	var zero V
-	if v == zero {
-		delete(m, k)
-		return
+	switch {
+	case l.Breaker != (Breaker{}) && b != nil:
+		*b = l.Breaker
+	case l.Breaker != (Breaker{}):
+		b = new(Breaker)
+		*b = l.Breaker
+		o.breakers[r.AccountID] = b
+		o.gen++
+	case b != nil:
+		delete(o.breakers, r.AccountID)
+		o.gen++
 	}
-	m[k] = v
+	if q == nil {
+		if l.Cooldown == (Cooldown{}) && l.Buckets == (Buckets{}) {
+			return nil
+		}
+		q = &memQuota{}
+		o.quotas[r.QuotaKey] = q
+		o.gen++
+	}
+	q.cooldown, q.buckets[fam] = l.Cooldown, l.Buckets
+	if l.Cooldown == (Cooldown{}) && l.Buckets == (Buckets{}) && q.zero() {
+		delete(o.quotas, r.QuotaKey)
+		o.gen++
+	}
+	return nil
 }
 
 // AddLease implements State.
 func (s *MemState) AddLease(_ context.Context, l Lease) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	e := &memLease{lease: l, status: LeaseOpen, due: l.ExpireTime}
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	e := &memLease{lease: l, status: LeaseOpen}
 	s.leases[l.ID] = e
-	heap.Push(&s.due, e)
+	s.expiring.push(leaseDue{due: l.ExpireTime.UnixNano(), lease: e})
 	return nil
 }
 
 // SettleLease implements State.
 func (s *MemState) SettleLease(_ context.Context, orgID, accountID, leaseID string) (Lease, LeaseStatus, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
 	e, ok := s.leases[leaseID]
 	if !ok || e.lease.Ref.OrgID != orgID || e.lease.Ref.AccountID != accountID {
 		return Lease{}, LeaseUnknown, nil
@@ -112,47 +222,142 @@ func (s *MemState) SettleLease(_ context.Context, orgID, accountID, leaseID stri
 
 // ExpireLeases implements State.
 func (s *MemState) ExpireLeases(_ context.Context, now time.Time) ([]Lease, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.leaseMu.Lock()
+	defer s.leaseMu.Unlock()
+	ns := now.UnixNano()
 	var expired []Lease
-	for len(s.due) > 0 && !s.due[0].due.After(now) {
-		e := s.due[0]
-		if e.forget {
-			heap.Pop(&s.due)
-			delete(s.leases, e.lease.ID)
-			continue
-		}
+	for d, ok := s.expiring.peek(); ok && d.due <= ns; d, ok = s.expiring.peek() {
+		s.expiring.pop()
+		e := d.lease
 		if e.status == LeaseOpen {
 			e.status = LeaseExpired
 			expired = append(expired, e.lease)
 		}
-		e.forget = true
-		e.due = e.lease.ExpireTime.Add(max(e.lease.ExpireTime.Sub(e.lease.IssueTime), time.Second))
-		heap.Fix(&s.due, 0)
+		forget := e.lease.ExpireTime.Add(max(e.lease.ExpireTime.Sub(e.lease.IssueTime), time.Second))
+		s.forgetting.push(leaseDue{due: forget.UnixNano(), lease: e})
+	}
+	for d, ok := s.forgetting.peek(); ok && d.due <= ns; d, ok = s.forgetting.peek() {
+		s.forgetting.pop()
+		delete(s.leases, d.lease.lease.ID)
 	}
 	return expired, nil
 }
 
 // NextCursor implements State.
 func (s *MemState) NextCursor(_ context.Context, orgID string) (uint64, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := s.cursors[orgID]
-	s.cursors[orgID] = c + 1
+	o := s.org(orgID, true)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	c := o.cursor
+	o.cursor++
 	return c, nil
 }
 
-// leaseHeap orders leases by due time.
-type leaseHeap []*memLease
+// SessionAccount implements State.
+func (s *MemState) SessionAccount(_ context.Context, orgID, sessionID string, now time.Time, ttl time.Duration) (string, error) {
+	o := s.org(orgID, false)
+	if o == nil {
+		return "", nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e, ok := o.pins[sessionID]
+	if !ok {
+		return "", nil
+	}
+	p := e.Value.(*memPin)
+	if now.Sub(p.used) >= ttl {
+		o.lru.Remove(e)
+		delete(o.pins, sessionID)
+		return "", nil
+	}
+	p.used = now
+	o.lru.MoveToFront(e)
+	return p.account, nil
+}
 
-func (h leaseHeap) Len() int           { return len(h) }
-func (h leaseHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
-func (h leaseHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *leaseHeap) Push(x any)        { *h = append(*h, x.(*memLease)) }
-func (h *leaseHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = nil
-	*h = old[:len(old)-1]
-	return e
+// PinSession implements State. Pins are evicted least recently used first:
+// the idle ones past ttl, then as many as it takes to stay within maxPins.
+func (s *MemState) PinSession(_ context.Context, orgID, sessionID, accountID string, now time.Time, ttl time.Duration, maxPins int) error {
+	o := s.org(orgID, true)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e, ok := o.pins[sessionID]; ok {
+		p := e.Value.(*memPin)
+		p.account, p.used = accountID, now
+		o.lru.MoveToFront(e)
+	} else {
+		o.pins[sessionID] = o.lru.PushFront(&memPin{session: sessionID, account: accountID, used: now})
+	}
+	for o.lru.Len() > 0 {
+		last := o.lru.Back()
+		p := last.Value.(*memPin)
+		if o.lru.Len() <= maxPins && now.Sub(p.used) < ttl {
+			break
+		}
+		o.lru.Remove(last)
+		delete(o.pins, p.session)
+	}
+	return nil
+}
+
+// UnpinSession implements State.
+func (s *MemState) UnpinSession(_ context.Context, orgID, sessionID, accountID string) error {
+	o := s.org(orgID, false)
+	if o == nil {
+		return nil
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if e, ok := o.pins[sessionID]; ok && e.Value.(*memPin).account == accountID {
+		o.lru.Remove(e)
+		delete(o.pins, sessionID)
+	}
+	return nil
+}
+
+// leaseDue is a lease's place in a queue.
+type leaseDue struct {
+	due   int64 // Unix ns
+	lease *memLease
+}
+
+// leaseQueue holds leases ordered by due time. Leases arrive almost in
+// that order (the clock moves forward and the lease timeout is fixed), so
+// a push walks back from the end only past the few that raced it, and a pop
+// takes the front: constant time in practice, where a heap of the tens of
+// thousands of leases a busy pool remembers costs a sift of some fifteen
+// levels per push and per pop. A lease due much earlier than the ones
+// before it would walk back further: correct, only slower.
+type leaseQueue struct {
+	items []leaseDue
+	head  int
+}
+
+func (q *leaseQueue) push(d leaseDue) {
+	q.items = append(q.items, d)
+	i := len(q.items) - 1
+	for ; i > q.head && q.items[i-1].due > d.due; i-- {
+		q.items[i] = q.items[i-1]
+	}
+	q.items[i] = d
+}
+
+func (q *leaseQueue) peek() (leaseDue, bool) {
+	if q.head == len(q.items) {
+		return leaseDue{}, false
+	}
+	return q.items[q.head], true
+}
+
+func (q *leaseQueue) pop() {
+	q.items[q.head] = leaseDue{}
+	q.head++
+	// Reclaim the popped front once it is half the slice: amortized
+	// constant, and the slice never holds more than twice the queue.
+	if q.head >= 64 && 2*q.head >= len(q.items) {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
 }

@@ -19,6 +19,7 @@ package pool
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,8 +61,18 @@ type Config struct {
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Jitter turns a breaker cool-down bound into the actual cool-down;
-	// default full jitter, uniform in [0, bound].
+	// default uniform in [bound/2, bound] (equalJitter).
 	Jitter func(bound time.Duration) time.Duration
+	// Rand returns a uniform random number in [0, n), n > 0; the weighted
+	// strategy draws from it. Default math/rand/v2's Int64N.
+	Rand func(n int64) int64
+	// SessionPinTTL is how long an idle session stays pinned to its account
+	// under the session-affinity strategy; default 1h (Anthropic's longest
+	// prompt-cache lifetime: a pin idle for longer has no cache to hit).
+	SessionPinTTL time.Duration
+	// MaxSessionPins bounds the pins one organization keeps, least recently
+	// used evicted first; default 10,000.
+	MaxSessionPins int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 }
@@ -71,6 +82,12 @@ const (
 	breakerThreshold = 5
 	breakerBase      = 5 * time.Second
 	breakerMax       = 5 * time.Minute
+)
+
+// Session-affinity defaults.
+const (
+	defaultSessionPinTTL  = time.Hour
+	defaultMaxSessionPins = 10_000
 )
 
 // Cool-downs when the upstream gives no time.
@@ -88,11 +105,17 @@ type Pool struct {
 	pricing      Pricing
 	leaseTimeout time.Duration
 	now          func() time.Time
+	rand         func(n int64) int64
 	breaker      breakerPolicy
+	pinTTL       time.Duration
+	maxPins      int
 	logger       *slog.Logger
 
 	mu   sync.Mutex
 	orgs map[string]*orgEntry
+
+	// scans recycles the per-selection scratch (see scan).
+	scans sync.Pool
 }
 
 // New returns a Pool.
@@ -116,7 +139,16 @@ func New(cfg Config) (*Pool, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Jitter == nil {
-		cfg.Jitter = fullJitter
+		cfg.Jitter = equalJitter
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Int64N
+	}
+	if cfg.SessionPinTTL <= 0 {
+		cfg.SessionPinTTL = defaultSessionPinTTL
+	}
+	if cfg.MaxSessionPins <= 0 {
+		cfg.MaxSessionPins = defaultMaxSessionPins
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -129,17 +161,40 @@ func New(cfg Config) (*Pool, error) {
 		pricing:      cfg.Pricing,
 		leaseTimeout: cfg.LeaseTimeout,
 		now:          cfg.Now,
+		rand:         cfg.Rand,
 		breaker:      breakerPolicy{threshold: breakerThreshold, base: breakerBase, max: breakerMax, jitter: cfg.Jitter},
+		pinTTL:       cfg.SessionPinTTL,
+		maxPins:      cfg.MaxSessionPins,
 		logger:       cfg.Logger,
 		orgs:         map[string]*orgEntry{},
 	}, nil
 }
 
-func fullJitter(bound time.Duration) time.Duration {
+// equalJitter is uniform in [bound/2, bound]. Since each opening doubles
+// the bound, the shortest next cool-down equals the longest previous one:
+// jitter spreads the probes of accounts that failed together, yet a
+// cool-down never comes out shorter than the one before it (until the
+// cap, where they all draw from [max/2, max]). Full jitter, [0, bound],
+// would let a fifth opening end sooner than the first.
+func equalJitter(bound time.Duration) time.Duration {
 	if bound <= 0 {
 		return 0
 	}
-	return rand.N(bound + 1)
+	half := bound / 2
+	return half + rand.N(bound-half+1)
+}
+
+// newID returns a random (version 4) UUID drawn from the runtime's ChaCha8
+// generator. Lease ids and ledger row ids are made on every model call;
+// this gives them the uniqueness and unpredictability of uuid.NewString
+// without a getrandom system call each.
+func newID() string {
+	var u uuid.UUID
+	binary.LittleEndian.PutUint64(u[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], rand.Uint64())
+	u[6] = u[6]&0x0f | 0x40 // version 4
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+	return u.String()
 }
 
 // Tiers returns the tier table in use.
@@ -168,6 +223,88 @@ type orgView struct {
 	// failed, or the change feed was down): its next use reloads it
 	// instead of serving it.
 	stale bool
+	// index caches, per model family, what selection needs of the view;
+	// every view gets its own, filled on first use.
+	index *viewIndex
+}
+
+// viewIndex is what Select needs of a view, per family, computed once per
+// view rather than on every selection: the accounts that can be selected
+// at all, their live-state refs and their tier limits.
+type viewIndex struct {
+	once [numFamilies]sync.Once
+	fams [numFamilies]familyIndex
+}
+
+// familyIndex lists the view's selectable accounts for one family: ACTIVE,
+// with a tier the table knows, in view order. pos maps each to its place
+// in the view's accounts; limits are what each is metered by (see
+// meteredLimits).
+type familyIndex struct {
+	accounts []*account
+	refs     []Ref
+	limits   []Limits
+	pos      []int
+	// groups holds each quota group's limits: the lowest of its accounts'.
+	groups map[string]Limits
+}
+
+// family returns the view's index for f, building it on first use.
+func (v *orgView) family(f Family, tiers Tiers) *familyIndex {
+	i := f.index()
+	fi := &v.index.fams[i]
+	v.index.once[i].Do(func() {
+		for _, a := range v.accounts {
+			lim, ok := tiers.Limits(a.Tier, f)
+			if a.QuotaGroup == "" || !ok {
+				continue
+			}
+			if fi.groups == nil {
+				fi.groups = map[string]Limits{}
+			}
+			if g, seen := fi.groups[a.quotaKey]; seen {
+				lim = Limits{RPM: min(g.RPM, lim.RPM), InputTPM: min(g.InputTPM, lim.InputTPM), OutputTPM: min(g.OutputTPM, lim.OutputTPM)}
+			}
+			fi.groups[a.quotaKey] = lim
+		}
+		hints := make([]refHint, 0, len(v.accounts))
+		for j, a := range v.accounts {
+			lim, ok := fi.metered(a, f, tiers)
+			if a.Status != store.StatusActive || !ok {
+				continue
+			}
+			hints = append(hints, refHint{})
+			r := ref(a, f)
+			r.hint = &hints[len(hints)-1]
+			fi.accounts = append(fi.accounts, a)
+			fi.refs = append(fi.refs, r)
+			fi.limits = append(fi.limits, lim)
+			fi.pos = append(fi.pos, j)
+		}
+	})
+	return fi
+}
+
+func (fi *familyIndex) metered(a *account, f Family, tiers Tiers) (Limits, bool) {
+	if g, ok := fi.groups[a.quotaKey]; ok {
+		return g, true
+	}
+	return tiers.Limits(a.Tier, f)
+}
+
+// meteredLimits are the limits an account's buckets are metered by for f:
+// its tier's, or, in a quota group, the lowest of the group's accounts'.
+// The keys of a group share one Anthropic organization and so one set of
+// limits; a group whose accounts name different tiers is misconfigured,
+// and the lowest reading is the one that cannot overdrive it. false when
+// the account's tier is not in the table.
+func (v *orgView) meteredLimits(a *account, f Family, tiers Tiers) (Limits, bool) {
+	if a.QuotaGroup == "" {
+		// No group, no need for the view's index: reading one account
+		// (after registering it, say) does not build it.
+		return tiers.Limits(a.Tier, f)
+	}
+	return v.family(f, tiers).metered(a, f, tiers)
 }
 
 type goneAccount struct {
@@ -242,7 +379,7 @@ func (p *Pool) reloadLocked(ctx context.Context, orgID string, e *orgEntry) (*or
 	if err != nil {
 		return nil, fmt.Errorf("loading settings of organization %s: %w", orgID, err)
 	}
-	v := &orgView{byID: make(map[string]*account, len(accounts)), settings: settings}
+	v := &orgView{byID: make(map[string]*account, len(accounts)), settings: settings, index: &viewIndex{}}
 	for _, sa := range accounts {
 		a := newAccount(sa)
 		v.accounts = append(v.accounts, a)
@@ -292,21 +429,21 @@ func (v *orgView) remember(id string, g goneAccount) {
 
 // modify runs an admin write: under the organization's lock, with the view
 // loaded, fn performs the store write and returns the view that reflects
-// it, which is then published.
-func (p *Pool) modify(ctx context.Context, orgID string, fn func(v *orgView) (*orgView, error)) error {
+// it, which is then published and returned.
+func (p *Pool) modify(ctx context.Context, orgID string, fn func(v *orgView) (*orgView, error)) (*orgView, error) {
 	e := p.entry(orgID)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	v, err := p.loadLocked(ctx, orgID, e)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	next, err := fn(v)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	e.view.Store(next)
-	return nil
+	return next, nil
 }
 
 func (v *orgView) clone() *orgView {
@@ -315,6 +452,7 @@ func (v *orgView) clone() *orgView {
 		byID:     maps.Clone(v.byID),
 		settings: v.settings,
 		gone:     maps.Clone(v.gone),
+		index:    &viewIndex{},
 	}
 }
 
@@ -431,7 +569,7 @@ func (p *Pool) RegisterAccount(ctx context.Context, n NewAccount) (AccountInfo, 
 		CreateTime:     now,
 		UpdateTime:     now,
 	}
-	err = p.modify(ctx, n.OrgID, func(v *orgView) (*orgView, error) {
+	v, err := p.modify(ctx, n.OrgID, func(v *orgView) (*orgView, error) {
 		if err := p.store.CreateAccount(ctx, a); err != nil {
 			return nil, err
 		}
@@ -440,7 +578,7 @@ func (p *Pool) RegisterAccount(ctx context.Context, n NewAccount) (AccountInfo, 
 	if err != nil {
 		return AccountInfo{}, err
 	}
-	infos, err := p.infos(ctx, []*account{newAccount(a)})
+	infos, err := p.infos(ctx, v, []*account{v.byID[id]})
 	if err != nil {
 		return AccountInfo{}, err
 	}
@@ -461,7 +599,7 @@ func (p *Pool) GetAccount(ctx context.Context, orgID, id string) (AccountInfo, e
 	if err := p.expireLeases(ctx); err != nil {
 		return AccountInfo{}, err
 	}
-	infos, err := p.infos(ctx, []*account{a})
+	infos, err := p.infos(ctx, v, []*account{a})
 	if err != nil {
 		return AccountInfo{}, err
 	}
@@ -478,7 +616,7 @@ func (p *Pool) ListAccounts(ctx context.Context, orgID string) ([]AccountInfo, e
 	if err := p.expireLeases(ctx); err != nil {
 		return nil, err
 	}
-	return p.infos(ctx, v.accounts)
+	return p.infos(ctx, v, v.accounts)
 }
 
 // AccountChanges lists the fields UpdateAccount changes; nil fields stay.
@@ -500,7 +638,7 @@ func (p *Pool) UpdateAccount(ctx context.Context, orgID, id string, c AccountCha
 		return AccountInfo{}, p.unknownTier(*c.Tier)
 	}
 	var updated store.Account
-	err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
+	v, err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
 		var err error
 		updated, err = p.store.UpdateAccount(ctx, orgID, id, store.AccountUpdate{
 			Name: c.Name, Tier: c.Tier, Weight: c.Weight, Priority: c.Priority,
@@ -514,12 +652,65 @@ func (p *Pool) UpdateAccount(ctx context.Context, orgID, id string, c AccountCha
 	if err != nil {
 		return AccountInfo{}, err
 	}
+	a := v.byID[id]
 	if c.Status != nil && *c.Status == store.StatusActive {
-		if err := p.closeBreaker(ctx, newAccount(updated)); err != nil {
+		if err := p.closeBreaker(ctx, a); err != nil {
 			return AccountInfo{}, err
 		}
 	}
-	infos, err := p.infos(ctx, []*account{newAccount(updated)})
+	infos, err := p.infos(ctx, v, []*account{a})
+	if err != nil {
+		return AccountInfo{}, err
+	}
+	return infos[0], nil
+}
+
+// RotateKey replaces an account's API key with key, encrypted under the
+// keyring's current version and bound to (organization, account). An
+// INVALID account becomes ACTIVE (the rejected key is gone); a DISABLED one
+// stays DISABLED, which is an admin's decision rather than the key's. The
+// breaker closes whatever the status: its failures were the old key's. Leases
+// already handed out carry the old key and settle as usual; selections after
+// the rotation decrypt the new one. Capacity and cool-downs stay: they
+// belong to the Anthropic organization, not to the key.
+//
+// The key appears in no error and no log line. store.ErrNotFound when the
+// organization has no such account.
+func (p *Pool) RotateKey(ctx context.Context, orgID, id string, key secret.String) (AccountInfo, error) {
+	ct, ver, err := p.keys.Encrypt(key, orgID, id)
+	if err != nil {
+		return AccountInfo{}, fmt.Errorf("encrypting api key: %w", err)
+	}
+	var updated store.Account
+	v, err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
+		u := store.AccountUpdate{Key: &store.EncryptedKey{Ciphertext: ct, Version: ver}, UpdateTime: store.Normalize(p.now())}
+		if a, ok := v.byID[id]; ok && a.Status == store.StatusInvalid {
+			active := store.StatusActive
+			u.Status = &active
+		}
+		var err error
+		if updated, err = p.store.UpdateAccount(ctx, orgID, id, u); err != nil {
+			return nil, err
+		}
+		if updated.Status == store.StatusInvalid {
+			// This view was behind the store (another process marked the
+			// account invalid after our last reload): the rule still holds.
+			active := store.StatusActive
+			if updated, err = p.store.UpdateAccount(ctx, orgID, id, store.AccountUpdate{Status: &active, UpdateTime: u.UpdateTime}); err != nil {
+				return nil, err
+			}
+		}
+		return v.with(updated), nil
+	})
+	if err != nil {
+		return AccountInfo{}, err
+	}
+	a := v.byID[id]
+	if err := p.closeBreaker(ctx, a); err != nil {
+		return AccountInfo{}, err
+	}
+	p.logger.InfoContext(ctx, "account key rotated", "organization_id", orgID, "account_id", id, "key_version", ver, "status", string(updated.Status))
+	infos, err := p.infos(ctx, v, []*account{a})
 	if err != nil {
 		return AccountInfo{}, err
 	}
@@ -531,7 +722,7 @@ func (p *Pool) UpdateAccount(ctx context.Context, orgID, id string, c AccountCha
 // store.ErrNotFound when the organization has no such account.
 func (p *Pool) DeleteAccount(ctx context.Context, orgID, id string) error {
 	var deleted *account
-	err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
+	_, err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
 		if err := p.store.DeleteAccount(ctx, orgID, id); err != nil {
 			return nil, err
 		}
@@ -575,8 +766,8 @@ func (p *Pool) closeBreaker(ctx context.Context, a *account) error {
 	return nil
 }
 
-// infos attaches live state to accounts.
-func (p *Pool) infos(ctx context.Context, accounts []*account) ([]AccountInfo, error) {
+// infos attaches live state to accounts of the view v.
+func (p *Pool) infos(ctx context.Context, v *orgView, accounts []*account) ([]AccountInfo, error) {
 	fams := Families()
 	refs := make([]Ref, 0, len(accounts)*len(fams))
 	for _, a := range accounts {
@@ -584,45 +775,50 @@ func (p *Pool) infos(ctx context.Context, accounts []*account) ([]AccountInfo, e
 			refs = append(refs, ref(a, f))
 		}
 	}
-	lives, err := p.state.Snapshot(ctx, refs)
-	if err != nil {
-		return nil, fmt.Errorf("reading live state: %w", err)
-	}
 	now := p.now()
 	out := make([]AccountInfo, len(accounts))
 	for i, a := range accounts {
-		info := AccountInfo{Account: a.Account}
-		info.Account.KeyCiphertext = nil
-		info.Account.Labels = maps.Clone(a.Labels)
-		first := lives[i*len(fams)]
-		b := first.Breaker
-		info.Breaker = BreakerInfo{State: p.breaker.state(b, now), ConsecutiveFailures: b.Failures}
-		if b.Open {
-			info.Breaker.OpenUntil = b.OpenUntil
+		out[i].Account = a.Account
+		out[i].Account.KeyCiphertext = nil
+		out[i].Account.Labels = maps.Clone(a.Labels)
+		out[i].Capacity = make([]Capacity, len(fams))
+	}
+	err := p.state.Read(ctx, refs, func(k int, l Records) {
+		i, j := k/len(fams), k%len(fams)
+		a, info := accounts[i], &out[i]
+		if j == 0 {
+			b := *l.Breaker
+			info.Breaker = BreakerInfo{State: p.breaker.state(b, now), ConsecutiveFailures: b.Failures}
+			if b.Open {
+				info.Breaker.OpenUntil = b.OpenUntil
+			}
+			if l.Cooldown.Until.After(now) {
+				info.CooldownUntil, info.CooldownReason = l.Cooldown.Until, l.Cooldown.Reason
+			}
 		}
-		if first.Cooldown.Until.After(now) {
-			info.CooldownUntil, info.CooldownReason = first.Cooldown.Until, first.Cooldown.Reason
+		f := fams[j]
+		lim, _ := v.meteredLimits(a, f, p.tiers)
+		bs := *l.Buckets
+		info.Capacity[j] = Capacity{
+			Family:            f,
+			RequestsLimit:     int64(bs.Requests.limit(lim.RPM)),
+			RequestsRemaining: remaining(bs.Requests, lim.RPM, now),
+			InputTokensLimit:  int64(bs.Input.limit(lim.InputTPM)),
+			InputRemaining:    remaining(bs.Input, lim.InputTPM, now),
+			OutputTokensLimit: int64(bs.Output.limit(lim.OutputTPM)),
+			OutputRemaining:   remaining(bs.Output, lim.OutputTPM, now),
 		}
-		for j, f := range fams {
-			lim, _ := p.tiers.Limits(a.Tier, f)
-			bs := lives[i*len(fams)+j].Buckets
-			info.Capacity = append(info.Capacity, Capacity{
-				Family:            f,
-				RequestsLimit:     int64(bs.Requests.limit(lim.RPM)),
-				RequestsRemaining: remaining(bs.Requests, lim.RPM, now),
-				InputTokensLimit:  int64(bs.Input.limit(lim.InputTPM)),
-				InputRemaining:    remaining(bs.Input, lim.InputTPM, now),
-				OutputTokensLimit: int64(bs.Output.limit(lim.OutputTPM)),
-				OutputRemaining:   remaining(bs.Output, lim.OutputTPM, now),
-			})
-		}
-		out[i] = info
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading live state: %w", err)
 	}
 	return out, nil
 }
 
+// remaining is what a new call could take: the level less the calls in
+// flight.
 func remaining(b Bucket, table int64, now time.Time) int64 {
-	return int64(math.Floor(max(0, b.level(table, now))))
+	return int64(math.Floor(max(0, b.available(table, now))))
 }
 
 // Settings returns the organization's settings, the defaults when it never
@@ -639,10 +835,10 @@ func (p *Pool) Settings(ctx context.Context, orgID string) (store.Settings, erro
 // strategy leaves it unchanged. FieldError for an unknown strategy.
 func (p *Pool) UpdateSettings(ctx context.Context, orgID string, strategy store.Strategy) (store.Settings, error) {
 	if strategy != "" && !validStrategy(strategy) {
-		return store.Settings{}, &FieldError{Field: "selection_strategy", Message: fmt.Sprintf("unknown strategy %q; use %q or %q", strategy, store.StrategyLeastLoaded, store.StrategyRoundRobin)}
+		return store.Settings{}, unknownStrategy("selection_strategy", strategy)
 	}
 	var out store.Settings
-	err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
+	_, err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
 		out = v.settings
 		if strategy != "" {
 			out.SelectionStrategy = strategy
@@ -659,8 +855,10 @@ func (p *Pool) UpdateSettings(ctx context.Context, orgID string, strategy store.
 	return out, err
 }
 
-func validStrategy(s store.Strategy) bool {
-	return s == store.StrategyLeastLoaded || s == store.StrategyRoundRobin
+func validStrategy(s store.Strategy) bool { return slices.Contains(store.Strategies(), s) }
+
+func unknownStrategy(field string, s store.Strategy) error {
+	return &FieldError{Field: field, Message: fmt.Sprintf("unknown strategy %q; use one of %q", s, store.Strategies())}
 }
 
 // UsageQuery selects ledger rows.

@@ -2,9 +2,11 @@ package pool
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 )
 
@@ -34,6 +36,16 @@ func priceFromInputOutput(in, out float64) Price {
 type Pricing struct {
 	models   map[string]Price
 	families map[Family]Price
+	// prefixes are the keys of models, longest first: PriceOf runs on
+	// every RecordRequest, and the first match is then the longest.
+	prefixes []string
+}
+
+func (p Pricing) indexed() Pricing {
+	p.prefixes = slices.SortedFunc(maps.Keys(p.models), func(a, b string) int {
+		return cmp.Or(cmp.Compare(len(b), len(a)), cmp.Compare(a, b))
+	})
+	return p
 }
 
 // DefaultPricing is the built-in table. A model of an unknown family is
@@ -56,7 +68,7 @@ func DefaultPricing() Pricing {
 			FamilyHaiku:   priceFromInputOutput(1, 5),
 			FamilyDefault: priceFromInputOutput(3, 15),
 		},
-	}
+	}.indexed()
 }
 
 type priceJSON struct {
@@ -126,21 +138,17 @@ func ParsePricing(data []byte, base Pricing) (Pricing, error) {
 		}
 		out.families[f] = p
 	}
-	return out, nil
+	return out.indexed(), nil
 }
 
 // PriceOf returns the price of a model: the longest matching prefix, else
 // its family's price.
 func (p Pricing) PriceOf(model string) Price {
 	m := strings.ToLower(model)
-	best, found := "", false
-	for prefix := range p.models {
-		if strings.HasPrefix(m, prefix) && len(prefix) > len(best) {
-			best, found = prefix, true
+	for _, prefix := range p.prefixes {
+		if strings.HasPrefix(m, prefix) {
+			return p.models[prefix]
 		}
-	}
-	if found {
-		return p.models[best]
 	}
 	return p.families[FamilyOf(model)]
 }

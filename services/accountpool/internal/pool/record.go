@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 )
 
@@ -102,35 +100,59 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 		res.Duplicate = !writesRow(r.Outcome)
 		return res, nil
 	}
-	if deleted {
+	if deleted && (a.QuotaGroup == "" || status == LeaseUnknown) {
+		// Its own live records went with it; only a quota group's shared
+		// ones still need this call's usage.
 		return res, nil
 	}
 
-	family := FamilyOf(r.Model)
+	// The lease's ref is where its reservation was taken; without one (an
+	// expired and forgotten lease, or one from before a restart) the
+	// model's family and the account's current quota key are the best
+	// guess.
+	rf := ref(a, FamilyOf(r.Model))
 	if status != LeaseUnknown {
-		family = lease.Ref.Family
+		rf = lease.Ref
 	}
-	lim, knownTier := p.tiers.Limits(a.Tier, family)
+	lim, knownTier := v.meteredLimits(a, rf.Family, p.tiers)
+	if deleted {
+		lim, knownTier = lease.Limits, lease.Limits.valid()
+	}
 	// Cache reads do not count toward the input-tokens-per-minute limit;
 	// cache writes do.
 	actual := Amount{Requests: 1, Input: r.Tokens.Input + r.Tokens.CacheCreation, Output: r.Tokens.Output}
-	err = p.state.Update(ctx, ref(a, family), func(l *Live) error {
-		if knownTier {
-			if status == LeaseOpen {
-				l.Buckets.give(lim, lease.Reserved.minus(actual), now)
-			} else {
-				// The reservation is gone (expired, or never known here);
-				// the upstream still metered the call.
-				l.Buckets.give(lim, Amount{}.minus(actual), now)
-			}
-			l.Buckets.calibrate(lim, r.Headers, now)
-		}
-		coolDown(&l.Cooldown, r.Outcome, r.Headers, now)
-		p.breaker.observe(&l.Breaker, lease, r.Outcome, now)
-		return nil
-	})
+	// The ledger insert may have waited for its group commit: capacity is
+	// settled as of now, not as of the call's arrival here.
+	now = p.now()
+	st := &settlement{
+		p: p, lim: lim, knownTier: knownTier, open: status == LeaseOpen, reserved: lease.Reserved, used: actual,
+		headers: r.Headers, outcome: r.Outcome, now: now,
+	}
+	if lease.Probe {
+		st.probe = lease.ID
+	}
+	st.age = p.leaseTimeout
+	if status != LeaseUnknown {
+		st.age = now.Sub(lease.IssueTime)
+	}
+	if deleted {
+		// Settle the group's capacity and cool-down, but leave the
+		// deleted account's breaker record dropped.
+		st.noBreaker = true
+	}
+	err = p.state.Update(ctx, rf, st.apply)
 	if err != nil {
 		return RecordResult{}, fmt.Errorf("settling capacity of account %s: %w", a.ID, err)
+	}
+	if deleted {
+		return res, nil
+	}
+	if r.SessionID != "" && (r.Outcome == store.OutcomeRateLimited || r.Outcome == store.OutcomeSpendLimited) {
+		// A session pinned to an account that answered 429 moves on: its
+		// next call goes wherever there is capacity and is pinned there.
+		if err := p.state.UnpinSession(ctx, r.OrgID, r.SessionID, a.ID); err != nil {
+			return RecordResult{}, fmt.Errorf("unpinning session from account %s: %w", a.ID, err)
+		}
 	}
 	if r.Outcome == store.OutcomeAuthFailed {
 		if err := p.markInvalid(ctx, r.OrgID, a.ID, r.HTTPStatus); err != nil {
@@ -138,6 +160,44 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 		}
 	}
 	return res, nil
+}
+
+// settlement is what RecordRequest does to an account's live records, as
+// one value rather than a closure over the request: the request and the
+// lease would each escape to the heap.
+type settlement struct {
+	p         *Pool
+	lim       Limits
+	knownTier bool
+	open      bool // the lease was open: its reservation is still taken
+	reserved  Amount
+	used      Amount
+	headers   RateLimitHeaders
+	outcome   store.Outcome
+	probe     string // the lease's id when it was the breaker's probe
+	noBreaker bool   // the account is deleted: only its group's records change
+	// age bounds how old the headers are: the call's age, or the lease
+	// timeout when the lease is unknown.
+	age time.Duration
+	now time.Time
+}
+
+func (s *settlement) apply(l *Live) error {
+	if s.knownTier {
+		if s.open {
+			l.Buckets.settle(s.lim, s.reserved, s.used, s.now)
+		} else {
+			// The reservation is gone (released when the lease expired,
+			// or never known here); the upstream still metered the call.
+			l.Buckets.charge(s.lim, s.used, s.now)
+		}
+		l.Buckets.calibrate(s.lim, s.headers, s.age, s.now)
+	}
+	coolDown(&l.Cooldown, s.outcome, s.headers, s.now)
+	if !s.noBreaker {
+		s.p.breaker.observe(&l.Breaker, s.probe, s.outcome, s.now)
+	}
+	return nil
 }
 
 // coolDown applies the cool-down an outcome asks for; a later deadline
@@ -179,7 +239,7 @@ func coolDown(c *Cooldown, o store.Outcome, h RateLimitHeaders, now time.Time) {
 // not bring the key back. Only ACTIVE accounts change; an admin's DISABLED
 // stays.
 func (p *Pool) markInvalid(ctx context.Context, orgID, id string, httpStatus int32) error {
-	return p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
+	_, err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
 		a, ok := v.byID[id]
 		if !ok || a.Status != store.StatusActive {
 			return v, nil
@@ -193,6 +253,7 @@ func (p *Pool) markInvalid(ctx context.Context, orgID, id string, httpStatus int
 			"organization_id", orgID, "account_id", id, "account_name", a.Name, "http_status", httpStatus)
 		return v.with(updated), nil
 	})
+	return err
 }
 
 // insertUsage writes the attempt's ledger row when its outcome has one.
@@ -204,7 +265,7 @@ func (p *Pool) insertUsage(ctx context.Context, r RecordRequest, accountID, acco
 		return res, false, nil
 	}
 	row, err := p.store.InsertUsage(ctx, store.UsageRecord{
-		ID:                  uuid.NewString(),
+		ID:                  newID(),
 		OrganizationID:      r.OrgID,
 		AccountID:           accountID,
 		AccountName:         accountName,

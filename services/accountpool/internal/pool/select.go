@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 )
@@ -28,6 +26,13 @@ type SelectRequest struct {
 	Allowed []string
 	// Strategy overrides the organization's setting; empty uses it.
 	Strategy store.Strategy
+	// SessionID keys the session-affinity strategy; the other strategies
+	// ignore it.
+	SessionID string
+	// Explain asks for Selection.Candidates. Formatting why each account
+	// was skipped costs more than the selection itself, so callers that do
+	// not show it leave this off. An ExhaustedError always explains.
+	Explain bool
 }
 
 // Candidate explains one account's part in a selection.
@@ -35,15 +40,24 @@ type Candidate struct {
 	AccountID   string
 	AccountName string
 	Chosen      bool
-	// SkipReason is empty for eligible accounts.
+	// SkipReason is empty for eligible accounts. It names every reason
+	// that applied: excluded, not allowed, disabled, invalid, a tier the
+	// table does not know, a cool-down or spend limit (until when), an open
+	// breaker or its probe in flight (until when), no headroom for the
+	// estimate (which bucket, how short, how long to refill), or a key that
+	// cannot be decrypted.
 	SkipReason string
+	// FreeAt is when every reason lifts by itself; zero for eligible
+	// accounts and for reasons that need someone to act (excluded, not
+	// allowed, disabled, invalid, unknown tier, undecryptable key).
+	FreeAt time.Time
 	// Headroom is the fraction (0..1) of the tightest bucket left after the
 	// reservation.
 	Headroom float64
 }
 
-// Selection is a granted lease: the chosen account, its decrypted key, and
-// the explanation.
+// Selection is a granted lease: the chosen account, its decrypted key, and,
+// when asked for, the explanation.
 type Selection struct {
 	LeaseID     string
 	AccountID   string
@@ -52,68 +66,388 @@ type Selection struct {
 	APIKey      secret.String
 	ExpireTime  time.Time
 	Strategy    store.Strategy
-	Candidates  []Candidate
+	// Headroom of the chosen account after the reservation (see Candidate).
+	Headroom float64
+	// Candidates explains every account of the organization, in name
+	// order; set only when SelectRequest.Explain is.
+	Candidates []Candidate
 }
 
-// verdict is what one account's live state says about one request.
+// block is one reason live state keeps an account out of a selection.
+type block uint8
+
+const (
+	blockCooldown block = 1 << iota
+	blockSpend
+	blockBreakerOpen
+	blockProbeInFlight
+	blockCapacity
+)
+
+// static is a reason that needs no live state: the request or the key rules
+// the account out.
+type static uint8
+
+const (
+	staticNone static = iota
+	staticExcluded
+	staticNotAllowed
+	staticKey
+)
+
+// verdict is what one account's live state says about one request. It
+// holds no strings: every selection judges every account, and only an
+// explanation formats them (reason).
 type verdict struct {
-	ok       bool
-	probe    bool // the reservation would be the half-open breaker's probe
-	reason   string
-	headroom float64
-	freeAt   time.Time // when every blocker has lifted
+	static       static
+	blocks       block
+	probe        bool // the reservation would be the half-open breaker's probe
+	headroom     float64
+	freeAt       time.Time // when every block has lifted
+	cooldown     Cooldown
+	breakerUntil time.Time
+	short        shortfall
+}
+
+func (v *verdict) ok() bool { return v.static == staticNone && v.blocks == 0 }
+
+func (v *verdict) block(b block, until time.Time) {
+	v.blocks |= b
+	if until.After(v.freeAt) {
+		v.freeAt = until
+	}
 }
 
 func stamp(t, now time.Time) string {
 	return fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339), t.Sub(now).Round(time.Millisecond))
 }
 
-func (p *Pool) judge(l Live, lim Limits, amt Amount, now time.Time) verdict {
-	v := verdict{ok: true}
+// reason formats the verdict for an operator.
+func (v *verdict) reason(a *account, now time.Time) string {
+	switch v.static {
+	case staticExcluded:
+		return "excluded"
+	case staticNotAllowed:
+		return "not allowed"
+	case staticKey:
+		return fmt.Sprintf("key cannot be decrypted (key version %d); check the keyring", a.KeyVersion)
+	}
 	var reasons []string
-	block := func(reason string, until time.Time) {
-		v.ok = false
-		reasons = append(reasons, reason)
-		if until.After(v.freeAt) {
-			v.freeAt = until
-		}
+	if v.blocks&blockSpend != 0 {
+		reasons = append(reasons, "spend limit reached until "+stamp(v.cooldown.Until, now))
 	}
-	if c := l.Cooldown; c.Until.After(now) {
+	if v.blocks&blockCooldown != 0 {
+		reasons = append(reasons, fmt.Sprintf("cooling down until %s: %s", stamp(v.cooldown.Until, now), v.cooldown.Reason))
+	}
+	if v.blocks&blockBreakerOpen != 0 {
+		reasons = append(reasons, "breaker open until "+stamp(v.breakerUntil, now))
+	}
+	if v.blocks&blockProbeInFlight != 0 {
+		reasons = append(reasons, "breaker half-open, its one probe is in flight until "+stamp(v.breakerUntil, now))
+	}
+	if v.blocks&blockCapacity != 0 {
+		reasons = append(reasons, "no headroom for the estimate: "+v.short.String())
+	}
+	return strings.Join(reasons, "; ")
+}
+
+// judge decides whether an account's live records admit amt now, writing
+// its verdict to v. It is pure, so Update can run it again atomically
+// before reserving. It runs for every account on every selection, so the
+// common case (no cool-down, breaker closed, room in every bucket) costs
+// two comparisons and the bucket arithmetic, and writes only the fields
+// that case reads.
+//
+// nowNS is now in Unix nanoseconds, converted once per selection.
+func (p *Pool) judge(v *verdict, r Records, lim *Limits, amt *Amount, now time.Time, nowNS int64) {
+	v.static, v.blocks, v.probe, v.freeAt = staticNone, 0, false, time.Time{}
+	if c := r.Cooldown; !c.Until.IsZero() && c.Until.After(now) {
+		v.cooldown = *c
 		if c.Reason == CooldownSpendLimited {
-			block("spend limit reached until "+stamp(c.Until, now), c.Until)
+			v.block(blockSpend, c.Until)
 		} else {
-			block(fmt.Sprintf("cooling down until %s: %s", stamp(c.Until, now), c.Reason), c.Until)
+			v.block(blockCooldown, c.Until)
 		}
 	}
-	switch p.breaker.state(l.Breaker, now) {
-	case BreakerOpen:
-		block("breaker open until "+stamp(l.Breaker.OpenUntil, now), l.Breaker.OpenUntil)
-	case BreakerHalfOpen:
-		if probeInFlight(l.Breaker, now) {
-			block("breaker half-open, its one probe is in flight until "+stamp(l.Breaker.ProbeUntil, now), l.Breaker.ProbeUntil)
-		} else {
-			v.probe = true
+	if b := r.Breaker; b.Open {
+		switch p.breaker.state(*b, now) {
+		case BreakerOpen:
+			v.breakerUntil = b.OpenUntil
+			v.block(blockBreakerOpen, b.OpenUntil)
+		case BreakerHalfOpen:
+			if probeInFlight(*b, now) {
+				v.breakerUntil = b.ProbeUntil
+				v.block(blockProbeInFlight, b.ProbeUntil)
+			} else {
+				v.probe = true
+			}
 		}
 	}
-	c := l.Buckets.check(lim, amt, now)
-	v.headroom = c.headroom
-	if !c.fits {
-		block("no headroom for the estimate: "+c.short, now.Add(c.wait))
+	var fits bool
+	v.headroom, fits = r.Buckets.fits(lim, amt, nowNS)
+	if !fits {
+		var wait time.Duration
+		wait, v.short = r.Buckets.shortfall(*lim, *amt, now)
+		v.block(blockCapacity, now.Add(wait))
 	}
-	v.reason = strings.Join(reasons, "; ")
-	return v
+}
+
+// idSet is a request's excluded or allowed ids: a few, so a linear scan
+// beats a map until there are many.
+type idSet struct {
+	ids []string
+	m   map[string]struct{}
+}
+
+func newIDSet(ids []string) idSet {
+	s := idSet{ids: ids}
+	if len(ids) > 8 {
+		s.m = make(map[string]struct{}, len(ids))
+		for _, id := range ids {
+			s.m[id] = struct{}{}
+		}
+	}
+	return s
+}
+
+func (s idSet) empty() bool { return len(s.ids) == 0 }
+
+func (s idSet) has(id string) bool {
+	if s.m != nil {
+		_, ok := s.m[id]
+		return ok
+	}
+	return slices.Contains(s.ids, id)
+}
+
+// strategy is store.Strategy as a number, so the per-account scan compares
+// integers rather than strings.
+type strategy uint8
+
+const (
+	leastLoaded strategy = iota
+	roundRobin
+	weighted
+	priority
+	sessionAffinity
+)
+
+func strategyOf(s store.Strategy) strategy {
+	switch s {
+	case store.StrategyRoundRobin:
+		return roundRobin
+	case store.StrategyWeighted:
+		return weighted
+	case store.StrategyPriority:
+		return priority
+	case store.StrategySessionAffinity:
+		return sessionAffinity
+	default:
+		return leastLoaded
+	}
+}
+
+// scan is one selection's pass over an organization's selectable accounts:
+// it judges each under State.Read and keeps only the best choice for the
+// strategy (no sorting, no per-account allocation). Scans are pooled per
+// Pool, so the verdicts buffer is reused from call to call.
+type scan struct {
+	p        *Pool
+	fi       *familyIndex
+	strategy strategy
+	now      time.Time
+	nowNS    int64
+	amt      Amount
+	excluded idSet
+	allowed  idSet
+	pinned   string // session-affinity: the session's account
+	cursor   uint64 // round-robin: the organization's turn counter
+	// verdicts[i] is the latest verdict on fi.accounts[i].
+	verdicts []verdict
+	// lost are accounts out of this selection after a scan chose them:
+	// they lost the reservation race, or their key did not decrypt.
+	lost map[int]verdict
+	// freeAt is the earliest time a blocked account frees up.
+	freeAt time.Time
+	visit  func(int, Records)
+
+	// Per-pass results.
+	best         int // the most headroom (priority: the lowest number first)
+	bestHeadroom float64
+	bestPriority int32
+	pinnedIdx    int
+	eligible     []int32 // round-robin, weighted: every eligible account
+	totalWeight  int64
+}
+
+func (p *Pool) newScan(fi *familyIndex, s store.Strategy, now time.Time, amt Amount, r *SelectRequest) *scan {
+	sc, _ := p.scans.Get().(*scan)
+	if sc == nil {
+		sc = &scan{}
+		sc.visit = sc.judgeOne
+	}
+	sc.p, sc.fi, sc.strategy, sc.now, sc.nowNS, sc.amt = p, fi, strategyOf(s), now, now.UnixNano(), amt
+	sc.excluded, sc.allowed = newIDSet(r.Excluded), newIDSet(r.Allowed)
+	sc.pinned, sc.cursor, sc.lost, sc.freeAt = "", 0, nil, time.Time{}
+	if cap(sc.verdicts) < len(fi.accounts) {
+		sc.verdicts = make([]verdict, len(fi.accounts))
+	}
+	sc.verdicts = sc.verdicts[:len(fi.accounts)]
+	return sc
+}
+
+func (sc *scan) free() {
+	p := sc.p
+	sc.p, sc.fi, sc.lost = nil, nil, nil
+	sc.excluded, sc.allowed = idSet{}, idSet{}
+	p.scans.Put(sc)
+}
+
+func (sc *scan) noteFree(t time.Time) {
+	if !t.IsZero() && (sc.freeAt.IsZero() || t.Before(sc.freeAt)) {
+		sc.freeAt = t
+	}
+}
+
+// pass reads every selectable account's live state once and returns the
+// strategy's choice, an index into fi.accounts, or -1 when none is
+// eligible.
+func (sc *scan) pass(ctx context.Context) (int, error) {
+	sc.best, sc.pinnedIdx, sc.eligible, sc.totalWeight = -1, -1, sc.eligible[:0], 0
+	if err := sc.p.state.Read(ctx, sc.fi.refs, sc.visit); err != nil {
+		return -1, fmt.Errorf("reading live state: %w", err)
+	}
+	switch {
+	case sc.pinnedIdx >= 0:
+		return sc.pinnedIdx, nil
+	case sc.strategy == roundRobin && len(sc.eligible) > 0:
+		// The turn counts over the accounts eligible now, so the share is
+		// even among them whichever others are out.
+		return int(sc.eligible[sc.cursor%uint64(len(sc.eligible))]), nil
+	case sc.strategy == weighted && sc.totalWeight > 0:
+		n := sc.p.rand(sc.totalWeight)
+		for _, i := range sc.eligible {
+			if n -= int64(max(0, sc.fi.accounts[i].Weight)); n < 0 {
+				return int(i), nil
+			}
+		}
+	}
+	// Weighted with no weight among the eligible falls back to the most
+	// headroom: weight 0 marks a standby account.
+	return sc.best, nil
+}
+
+// judgeOne is the Read callback: it judges account i and keeps it if it
+// beats the best so far.
+func (sc *scan) judgeOne(i int, r Records) {
+	a, vd := sc.fi.accounts[i], &sc.verdicts[i]
+	switch {
+	case !sc.excluded.empty() && sc.excluded.has(a.ID):
+		*vd = verdict{static: staticExcluded}
+		return
+	case !sc.allowed.empty() && !sc.allowed.has(a.ID):
+		*vd = verdict{static: staticNotAllowed}
+		return
+	case sc.lost != nil:
+		if lost, ok := sc.lost[i]; ok {
+			*vd = lost
+			sc.noteFree(vd.freeAt)
+			return
+		}
+	}
+	sc.p.judge(vd, r, &sc.fi.limits[i], &sc.amt, sc.now, sc.nowNS)
+	if !vd.ok() {
+		sc.noteFree(vd.freeAt)
+		return
+	}
+	h := vd.headroom
+	switch sc.strategy {
+	case roundRobin:
+		sc.eligible = append(sc.eligible, int32(i))
+		return
+	case priority:
+		if sc.best < 0 || a.Priority < sc.bestPriority || (a.Priority == sc.bestPriority && h > sc.bestHeadroom) {
+			sc.best, sc.bestPriority, sc.bestHeadroom = i, a.Priority, h
+		}
+		return
+	case weighted:
+		sc.eligible = append(sc.eligible, int32(i))
+		sc.totalWeight += int64(max(0, a.Weight))
+	case sessionAffinity:
+		if a.ID == sc.pinned {
+			sc.pinnedIdx = i
+		}
+	}
+	// Most headroom; ties keep the view's order (name, then id), so the
+	// choice is deterministic.
+	if sc.best < 0 || h > sc.bestHeadroom {
+		sc.best, sc.bestHeadroom = i, h
+	}
+}
+
+// lose takes account i out of the rest of this selection.
+func (sc *scan) lose(i int, vd verdict) {
+	if sc.lost == nil {
+		sc.lost = map[int]verdict{}
+	}
+	sc.lost[i] = vd
+	sc.verdicts[i] = vd
+	sc.noteFree(vd.freeAt)
+}
+
+// explain describes every account of the view, in view order: the
+// selectable ones by their latest verdict, the others by why they are not
+// selectable at all. chosen indexes fi.accounts, -1 for none.
+func (sc *scan) explain(v *orgView, chosen int) []Candidate {
+	out := make([]Candidate, len(v.accounts))
+	k := 0
+	for j, a := range v.accounts {
+		c := &out[j]
+		c.AccountID, c.AccountName = a.ID, a.Name
+		if k < len(sc.fi.pos) && sc.fi.pos[k] == j {
+			vd := &sc.verdicts[k]
+			c.Chosen = k == chosen
+			c.SkipReason, c.Headroom = vd.reason(a, sc.now), vd.headroom
+			if vd.static == staticNone {
+				c.FreeAt = vd.freeAt
+			}
+			k++
+			continue
+		}
+		switch _, known := sc.p.tiers.Limits(a.Tier, FamilyDefault); {
+		case !sc.excluded.empty() && sc.excluded.has(a.ID):
+			c.SkipReason = "excluded"
+		case !sc.allowed.empty() && !sc.allowed.has(a.ID):
+			c.SkipReason = "not allowed"
+		case a.Status == store.StatusDisabled:
+			c.SkipReason = "disabled"
+		case a.Status == store.StatusInvalid:
+			c.SkipReason = "invalid: the upstream rejected its key; an admin must set it ACTIVE or rotate the key"
+		case !known:
+			c.SkipReason = fmt.Sprintf("tier %q is not in the limits table", a.Tier)
+		}
+	}
+	return out
 }
 
 // Select picks an account for one model call and reserves the estimate on
 // it. It reads only the in-memory view and the live state (the store only
 // on an organization's first use).
 //
+// Every strategy chooses among the same eligible accounts: ACTIVE, with a
+// known tier, neither excluded nor outside Allowed, not cooling down, not
+// spend-limited, breaker closed (or half-open with its probe slot free),
+// and with headroom for the estimate in all three buckets. The choice is
+// then reserved atomically (State.Update re-checks eligibility); an
+// account that lost a race to another selection is dropped and the scan
+// runs again, so buckets are never overdrawn.
+//
 // Errors: ErrNoAccounts when the organization has no account ACTIVE or
 // INVALID; *ExhaustedError when none of them can take the request now;
 // *FieldError for an unknown strategy.
 func (p *Pool) Select(ctx context.Context, r SelectRequest) (Selection, error) {
 	if r.Strategy != "" && !validStrategy(r.Strategy) {
-		return Selection{}, &FieldError{Field: "strategy", Message: fmt.Sprintf("unknown strategy %q; use %q or %q", r.Strategy, store.StrategyLeastLoaded, store.StrategyRoundRobin)}
+		return Selection{}, unknownStrategy("strategy", r.Strategy)
 	}
 	if err := p.expireLeases(ctx); err != nil {
 		return Selection{}, err
@@ -128,136 +462,101 @@ func (p *Pool) Select(ctx context.Context, r SelectRequest) (Selection, error) {
 	strategy := cmp.Or(r.Strategy, v.settings.SelectionStrategy, store.StrategyLeastLoaded)
 	now := p.now()
 	family := FamilyOf(r.Model)
+	fi := v.family(family, p.tiers)
 	amt := Amount{Requests: 1, Input: max(0, r.EstimatedInputTokens), Output: max(0, r.EstimatedOutputTokens)}
-	excluded, allowed := set(r.Excluded), set(r.Allowed)
+	sc := p.newScan(fi, strategy, now, amt, &r)
+	defer sc.free()
 
-	cands := make([]Candidate, len(v.accounts))
-	type option struct {
-		i        int
-		a        *account
-		ref      Ref
-		lim      Limits
-		headroom float64
-	}
-	opts := make([]option, 0, len(v.accounts))
-	refs := make([]Ref, 0, len(v.accounts))
-	for i, a := range v.accounts {
-		cands[i] = Candidate{AccountID: a.ID, AccountName: a.Name}
-		lim, knownTier := p.tiers.Limits(a.Tier, family)
-		switch {
-		case excluded[a.ID]:
-			cands[i].SkipReason = "excluded"
-		case len(allowed) > 0 && !allowed[a.ID]:
-			cands[i].SkipReason = "not allowed"
-		case a.Status == store.StatusDisabled:
-			cands[i].SkipReason = "disabled"
-		case a.Status == store.StatusInvalid:
-			cands[i].SkipReason = "invalid: the upstream rejected its key; an admin must set it ACTIVE or rotate the key"
-		case !knownTier:
-			cands[i].SkipReason = fmt.Sprintf("tier %q is not in the limits table", a.Tier)
-		default:
-			rf := ref(a, family)
-			opts = append(opts, option{i: i, a: a, ref: rf, lim: lim})
-			refs = append(refs, rf)
+	affinity := strategy == store.StrategySessionAffinity && r.SessionID != ""
+	switch {
+	case strategy == store.StrategyRoundRobin && len(fi.accounts) > 1:
+		if sc.cursor, err = p.state.NextCursor(ctx, r.OrgID); err != nil {
+			return Selection{}, fmt.Errorf("advancing round-robin cursor: %w", err)
+		}
+	case affinity:
+		if sc.pinned, err = p.state.SessionAccount(ctx, r.OrgID, r.SessionID, now, p.pinTTL); err != nil {
+			return Selection{}, fmt.Errorf("reading the session's account: %w", err)
 		}
 	}
 
-	var freeAt time.Time
-	noteFree := func(t time.Time) {
-		if !t.IsZero() && (freeAt.IsZero() || t.Before(freeAt)) {
-			freeAt = t
+	for {
+		i, err := sc.pass(ctx)
+		if err != nil {
+			return Selection{}, err
 		}
-	}
-	lives, err := p.state.Snapshot(ctx, refs)
-	if err != nil {
-		return Selection{}, fmt.Errorf("reading live state: %w", err)
-	}
-	eligible := opts[:0]
-	for j, o := range opts {
-		vd := p.judge(lives[j], o.lim, amt, now)
-		cands[o.i].Headroom = vd.headroom
-		if !vd.ok {
-			cands[o.i].SkipReason = vd.reason
-			noteFree(vd.freeAt)
-			continue
+		if i < 0 {
+			break
 		}
-		o.headroom = vd.headroom
-		eligible = append(eligible, o)
-	}
-
-	switch strategy {
-	case store.StrategyRoundRobin:
-		if len(eligible) > 1 {
-			c, err := p.state.NextCursor(ctx, r.OrgID)
-			if err != nil {
-				return Selection{}, fmt.Errorf("advancing round-robin cursor: %w", err)
-			}
-			k := int(c % uint64(len(eligible)))
-			eligible = slices.Concat(eligible[k:], eligible[:k])
-		}
-	default:
-		// Most headroom first; ties keep the view's order (name, then id),
-		// so the choice is deterministic.
-		slices.SortStableFunc(eligible, func(x, y option) int { return cmp.Compare(y.headroom, x.headroom) })
-	}
-
-	for _, o := range eligible {
-		leaseID := uuid.NewString()
+		a, rf, lim := fi.accounts[i], fi.refs[i], fi.limits[i]
+		leaseID := newID()
 		expire := now.Add(p.leaseTimeout)
 		var vd verdict
-		err := p.state.Update(ctx, o.ref, func(l *Live) error {
-			vd = p.judge(*l, o.lim, amt, now)
-			if !vd.ok {
+		err = p.state.Update(ctx, rf, func(l *Live) error {
+			lim, amt := lim, amt // copies: their addresses must not escape
+			p.judge(&vd, l.records(), &lim, &amt, now, now.UnixNano())
+			if !vd.ok() {
 				return errNotAdmitted
 			}
-			l.Buckets.take(o.lim, amt, now)
+			l.Buckets.reserve(amt)
 			if vd.probe {
 				l.Breaker.ProbeLease, l.Breaker.ProbeUntil = leaseID, expire
 			}
 			return nil
 		})
 		if errors.Is(err, errNotAdmitted) {
-			// Another selection got there first.
-			cands[o.i].SkipReason, cands[o.i].Headroom = vd.reason, vd.headroom
-			noteFree(vd.freeAt)
+			sc.lose(i, vd) // another selection got there first
 			continue
 		}
 		if err != nil {
-			return Selection{}, fmt.Errorf("reserving capacity on account %s: %w", o.a.ID, err)
+			return Selection{}, fmt.Errorf("reserving capacity on account %s: %w", a.ID, err)
 		}
-		lease := Lease{ID: leaseID, Ref: o.ref, AccountName: o.a.Name, Tier: o.a.Tier, Reserved: amt, Probe: vd.probe, IssueTime: now, ExpireTime: expire}
-		key, err := p.keys.Decrypt(o.a.KeyCiphertext, o.a.OrganizationID, o.a.ID)
+		// The lease keeps rf's hint: settling it finds the records without
+		// hashing too. The hint stays valid (or is found stale) whatever
+		// became of this view.
+		lease := Lease{ID: leaseID, Ref: rf, AccountName: a.Name, Tier: a.Tier, Limits: lim, Reserved: amt, Probe: vd.probe, IssueTime: now, ExpireTime: expire}
+		key, err := p.keys.Decrypt(a.KeyCiphertext, a.OrganizationID, a.ID)
 		if err != nil {
 			// A key that does not decrypt (a KEK version missing from the
 			// keyring) is an operator problem; the other accounts can still
 			// serve.
 			p.logger.ErrorContext(ctx, "account key cannot be decrypted; skipping the account",
-				"organization_id", r.OrgID, "account_id", o.a.ID, "key_version", o.a.KeyVersion, "error", err)
+				"organization_id", r.OrgID, "account_id", a.ID, "key_version", a.KeyVersion, "error", err)
 			if rerr := p.release(ctx, lease, now); rerr != nil {
 				return Selection{}, rerr
 			}
-			cands[o.i].SkipReason = fmt.Sprintf("key cannot be decrypted (key version %d); check the keyring", o.a.KeyVersion)
+			sc.lose(i, verdict{static: staticKey, headroom: vd.headroom})
 			continue
 		}
 		if err := p.state.AddLease(ctx, lease); err != nil {
 			return Selection{}, fmt.Errorf("recording lease: %w", err)
 		}
-		cands[o.i].Chosen, cands[o.i].Headroom = true, vd.headroom
-		return Selection{
+		if affinity && a.ID != sc.pinned {
+			// The lease stands either way: a pin that failed to save costs
+			// the next call of the session a cache hit, not its account.
+			if err := p.state.PinSession(ctx, r.OrgID, r.SessionID, a.ID, now, p.pinTTL, p.maxPins); err != nil {
+				p.logger.WarnContext(ctx, "pinning a session to its account failed", "organization_id", r.OrgID, "account_id", a.ID, "error", err)
+			}
+		}
+		sc.verdicts[i] = vd
+		sel := Selection{
 			LeaseID:     leaseID,
-			AccountID:   o.a.ID,
-			AccountName: o.a.Name,
-			Tier:        o.a.Tier,
+			AccountID:   a.ID,
+			AccountName: a.Name,
+			Tier:        a.Tier,
 			APIKey:      key,
 			ExpireTime:  expire,
 			Strategy:    strategy,
-			Candidates:  cands,
-		}, nil
+			Headroom:    vd.headroom,
+		}
+		if r.Explain {
+			sel.Candidates = sc.explain(v, i)
+		}
+		return sel, nil
 	}
 
-	e := &ExhaustedError{Candidates: cands}
-	if !freeAt.IsZero() {
-		e.RetryAfter = max(freeAt.Sub(now), time.Millisecond)
+	e := &ExhaustedError{Candidates: sc.explain(v, -1)}
+	if !sc.freeAt.IsZero() {
+		e.RetryAfter = max(sc.freeAt.Sub(now), time.Millisecond)
 	}
 	return Selection{}, e
 }
@@ -268,23 +567,11 @@ func inService(a *account) bool {
 	return a.Status == store.StatusActive || a.Status == store.StatusInvalid
 }
 
-func set(ids []string) map[string]bool {
-	if len(ids) == 0 {
-		return nil
-	}
-	m := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		m[id] = true
-	}
-	return m
-}
-
 // release gives a lease's reservation back and frees its probe slot.
 func (p *Pool) release(ctx context.Context, l Lease, now time.Time) error {
-	lim, known := p.tiers.Limits(l.Tier, l.Ref.Family)
 	err := p.state.Update(ctx, l.Ref, func(live *Live) error {
-		if known {
-			live.Buckets.give(lim, l.Reserved, now)
+		if l.Limits.valid() {
+			live.Buckets.settle(l.Limits, l.Reserved, Amount{}, now)
 		}
 		if live.Breaker.ProbeLease == l.ID {
 			live.Breaker.ProbeLease, live.Breaker.ProbeUntil = "", time.Time{}

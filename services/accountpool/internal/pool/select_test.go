@@ -280,8 +280,8 @@ func TestBreakerJitterIsApplied(t *testing.T) {
 	require.Equal(t, f.clock.Now().Add(1250*time.Millisecond), f.account(id).Breaker.OpenUntil)
 
 	for range 1000 {
-		d := fullJitter(time.Second)
-		require.True(t, d >= 0 && d <= time.Second, "full jitter stays within [0, bound], got %s", d)
+		d := equalJitter(time.Second)
+		require.True(t, d >= time.Second/2 && d <= time.Second, "equal jitter stays within [bound/2, bound], got %s", d)
 	}
 }
 
@@ -389,7 +389,7 @@ func TestQuotaGroupSharesCapacityAndCooldown(t *testing.T) {
 	a := f.register("a", "tier1", inGroup)
 	b := f.register("b", "tier1", inGroup)
 	for range 50 {
-		f.mustSelect(estimate(0, 0))
+		f.record(f.mustSelect(estimate(0, 0)), store.OutcomeSuccess)
 	}
 	ex := f.exhausted(estimate(0, 0))
 	require.Contains(t, candidate(ex.Candidates, a.Account.ID).SkipReason, "requests")
@@ -410,7 +410,7 @@ func TestExhaustedCarriesEarliestFreeTime(t *testing.T) {
 
 	f.record(f.mustSelect(allowed(a.Account.ID)), store.OutcomeRateLimited, func(r *RecordRequest) { r.Headers.RetryAfter = 30 * time.Second })
 	f.failTimes(b.Account.ID, 5)
-	f.mustSelect(allowed(c.Account.ID), estimate(30_000, 0)) // drains c's input bucket
+	f.record(f.mustSelect(allowed(c.Account.ID), estimate(30_000, 0)), store.OutcomeSuccess, used(30_000, 0)) // drains c's input bucket
 
 	ex := f.exhausted(estimate(6_000, 0))
 	require.Equal(t, 5*time.Second, ex.RetryAfter, "b's breaker half-opens first")
@@ -672,30 +672,30 @@ func TestSelectionRevealsKeyOnlyThroughReveal(t *testing.T) {
 	require.Nil(t, info.Account.KeyCiphertext, "admin reads never carry the ciphertext")
 }
 
-// hookState runs a function once, right after the next Snapshot: another
-// selection (or another replica) acting between a selection's snapshot and
-// its reservation.
+// hookState runs a function once, right after the next Read: another
+// selection (or another replica) acting between a selection's read and its
+// reservation.
 type hookState struct {
 	State
-	afterSnapshot func()
+	afterRead func()
 }
 
-func (h *hookState) Snapshot(ctx context.Context, refs []Ref) ([]Live, error) {
-	lives, err := h.State.Snapshot(ctx, refs)
-	if f := h.afterSnapshot; f != nil {
-		h.afterSnapshot = nil
+func (h *hookState) Read(ctx context.Context, refs []Ref, fn func(int, Records)) error {
+	err := h.State.Read(ctx, refs, fn)
+	if f := h.afterRead; f != nil {
+		h.afterRead = nil
 		f()
 	}
-	return lives, err
+	return err
 }
 
-func TestReservationRechecksAfterSnapshot(t *testing.T) {
+func TestReservationRechecksAfterRead(t *testing.T) {
 	hs := &hookState{State: NewMemState()}
 	f := newFixture(t, func(c *Config) { c.State = hs })
 	id := f.register("a", "tier1").Account.ID
 
-	// Capacity: the competitor drains the bucket the snapshot saw full.
-	hs.afterSnapshot = func() { f.mustSelect(estimate(30_000, 0)) }
+	// Capacity: the competitor drains the bucket the read saw full.
+	hs.afterRead = func() { f.record(f.mustSelect(estimate(30_000, 0)), store.OutcomeSuccess, used(30_000, 0)) }
 	ex := f.exhausted(estimate(30_000, 0))
 	require.Contains(t, candidate(ex.Candidates, id).SkipReason, "no headroom for the estimate: input tokens")
 	require.Equal(t, time.Minute, ex.RetryAfter)
@@ -704,7 +704,7 @@ func TestReservationRechecksAfterSnapshot(t *testing.T) {
 	f.clock.Advance(time.Minute)
 	f.failTimes(id, 5)
 	f.clock.Advance(5 * time.Second)
-	hs.afterSnapshot = func() { f.mustSelect() }
+	hs.afterRead = func() { f.mustSelect() }
 	ex = f.exhausted()
 	require.Contains(t, candidate(ex.Candidates, id).SkipReason, "probe is in flight")
 }

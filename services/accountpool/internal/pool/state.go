@@ -6,28 +6,36 @@ import (
 )
 
 // State is the pool's live state: capacity buckets, cool-downs, circuit
-// breakers, round-robin cursors and open leases. It changes on every
-// SelectAccount and RecordRequest, so it lives outside the store.
+// breakers, round-robin cursors, session pins and open leases. It changes on
+// every SelectAccount and RecordRequest, so it lives outside the store.
 //
 // State is deliberately a dumb, atomic container: every policy (refill
 // arithmetic, breaker transitions, what a header means) stays in the pool
 // and reaches the state as a function run inside Update. MemState, the
-// in-process implementation, runs it under a mutex; a Redis implementation
-// (DESIGN §10, for several AccountPool replicas) runs it as an optimistic
-// WATCH/MULTI transaction over the three keys a Ref names, retrying fn on
-// conflict, and keeps leases in a sorted set by expiry. fn must therefore
-// be deterministic in its inputs and free of side effects.
+// in-process implementation, runs it under a per-organization mutex; a
+// Redis implementation (DESIGN §10, for several AccountPool replicas) runs
+// Read as one round trip (a Lua script or a pipeline over the keys the refs
+// name), Update as an optimistic WATCH/MULTI transaction over the three
+// keys a Ref names, retrying fn on conflict, keeps leases in a sorted set by
+// expiry and session pins as keys with an idle expiry in a per-organization
+// sorted set trimmed to its cap. fn must therefore be deterministic in its
+// inputs and free of side effects.
 //
 // Records are keyed per organization: an account's breaker by (org,
 // account), cool-downs by (org, quota key) and buckets by (org, quota key,
 // family), so accounts that share a quota group share their capacity and
 // cool-down but keep their own breaker.
 type State interface {
-	// Snapshot returns a copy of the live records of each ref, in order.
-	// Records never written are zero values. The copies may be stale by the
-	// time they are used; decisions that must hold are re-checked in
-	// Update.
-	Snapshot(ctx context.Context, refs []Ref) ([]Live, error)
+	// Read calls fn once per ref, in order, with that ref's live records as
+	// they were at one instant. The refs all name records of one
+	// organization (a selection's, or an account read's). Records never
+	// written are zero values. fn must treat the records as read-only, must
+	// not keep the pointers after returning, and must not call the State.
+	// The records may have changed by the time the caller acts on them:
+	// decisions that must hold are re-checked in Update. Read exists so
+	// that SelectAccount can look at every account of an organization
+	// without copying or allocating per account.
+	Read(ctx context.Context, refs []Ref, fn func(i int, r Records)) error
 	// Update runs fn atomically on the live records of ref and keeps its
 	// changes only when it returns nil; fn's error is returned unchanged.
 	// Records left at their zero value are dropped.
@@ -49,6 +57,17 @@ type State interface {
 	// NextCursor returns the organization's round-robin cursor and advances
 	// it by one.
 	NextCursor(ctx context.Context, orgID string) (uint64, error)
+	// SessionAccount returns the account the organization's session is
+	// pinned to, "" when it has no pin or its pin was last used ttl or
+	// longer before now. A pin found is marked used at now.
+	SessionAccount(ctx context.Context, orgID, sessionID string, now time.Time, ttl time.Duration) (string, error)
+	// PinSession pins the session to accountID, used at now. An
+	// organization keeps at most maxPins pins: the least recently used go
+	// first, and pins idle for ttl may be dropped at any time.
+	PinSession(ctx context.Context, orgID, sessionID, accountID string, now time.Time, ttl time.Duration, maxPins int) error
+	// UnpinSession removes the session's pin if it names accountID, so a
+	// late un-pin never removes a newer pin to another account.
+	UnpinSession(ctx context.Context, orgID, sessionID, accountID string) error
 }
 
 // Ref names the live records of one account for one model family.
@@ -59,6 +78,21 @@ type Ref struct {
 	// "a:<account id>" otherwise: the key capacity and cool-downs live under.
 	QuotaKey string
 	Family   Family
+	// hint, on the refs a view keeps for selection, lets MemState find the
+	// records again without hashing the keys; see refHint.
+	hint *refHint
+}
+
+// Records points at one ref's live records during a State.Read callback.
+// They are read-only and valid only until the callback returns.
+type Records struct {
+	Breaker  *Breaker
+	Cooldown *Cooldown
+	Buckets  *Buckets
+}
+
+func (l *Live) records() Records {
+	return Records{Breaker: &l.Breaker, Cooldown: &l.Cooldown, Buckets: &l.Buckets}
 }
 
 // Live is the live state one Ref names.
@@ -73,10 +107,17 @@ type Live struct {
 // upstream reported in an anthropic-ratelimit-*-limit header and overrides
 // the tier table. Level may be negative: real usage can exceed what was
 // reserved, and a reset far in the future leaves the bucket in debt.
+//
+// Reserved is the sum of the open reservations taken from the bucket and
+// not yet settled or released. The upstream has not necessarily seen those
+// requests yet, so a reading of its remaining count is lowered by them
+// (see calibrate): without that, a response arriving while other requests
+// are in flight would hand their capacity out a second time.
 type Bucket struct {
-	Level float64
-	At    time.Time
-	Limit int64
+	Level    float64
+	At       time.Time
+	Limit    int64
+	Reserved int64
 }
 
 // Buckets are the three buckets Anthropic meters per model family.
@@ -133,7 +174,10 @@ type Lease struct {
 	Ref         Ref
 	AccountName string
 	Tier        string
-	Reserved    Amount
+	// Limits are what the reservation was metered by, so releasing it
+	// later does the same arithmetic.
+	Limits   Limits
+	Reserved Amount
 	// Probe marks the one lease a half-open breaker lets through.
 	Probe      bool
 	IssueTime  time.Time

@@ -29,7 +29,13 @@ type tierLimits struct {
 }
 
 // DefaultTiers is the built-in table: the seed's tier1–tier4 and Anthropic's
-// current start/build/scale, the same limits for every model family.
+// current start/build/scale, with the limits Anthropic publishes for its
+// Sonnet and Opus 4.x models, for every model family. Haiku gets the same
+// numbers on purpose: Anthropic grants some tiers more for Haiku, but a
+// table that is too low only waits for the first answer's
+// anthropic-ratelimit-*-limit headers to raise it, while one that is too
+// high sends calls the upstream rejects. A tiers file (ParseTiers) can give
+// any family its own limits.
 func DefaultTiers() Tiers {
 	t := Tiers{tiers: map[string]tierLimits{}}
 	for name, l := range map[string]Limits{

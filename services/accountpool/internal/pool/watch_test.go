@@ -162,7 +162,7 @@ func TestWatchDeleteElsewhereKeepsInFlightLeases(t *testing.T) {
 
 	res := f.record(sel, store.OutcomeSuccess)
 	require.NotEmpty(t, res.UsageID, "a lease issued before the delete elsewhere still records")
-	lives, err := f.pool.state.Snapshot(f.ctx, []Ref{ref(newAccount(a.Account), FamilyDefault)})
+	lives, err := snapshot(f.ctx, f.pool.state, ref(newAccount(a.Account), FamilyDefault))
 	require.NoError(t, err)
 	require.Zero(t, lives[0].Breaker, "the deleted account's live records are dropped, as a local delete drops them")
 

@@ -67,7 +67,23 @@ const (
 	StrategyLeastLoaded Strategy = "least-loaded"
 	// StrategyRoundRobin takes each eligible account in turn.
 	StrategyRoundRobin Strategy = "round-robin"
+	// StrategyWeighted picks among eligible accounts at random, in
+	// proportion to their weight.
+	StrategyWeighted Strategy = "weighted"
+	// StrategyPriority picks the eligible account with the lowest priority
+	// number (ties by headroom); the others serve only as failover.
+	StrategyPriority Strategy = "priority"
+	// StrategySessionAffinity keeps a session on the account it used last
+	// while that account is eligible and has headroom (prompt-cache hits),
+	// and otherwise picks least-loaded and re-pins the session.
+	StrategySessionAffinity Strategy = "session-affinity"
 )
+
+// Strategies returns every strategy, default first. Settings store the
+// strategy as its string, so a new one needs no schema change.
+func Strategies() []Strategy {
+	return []Strategy{StrategyLeastLoaded, StrategyRoundRobin, StrategyWeighted, StrategyPriority, StrategySessionAffinity}
+}
 
 // Outcome classifies what the upstream answered to one attempt.
 type Outcome string

@@ -286,6 +286,13 @@ func testSettings(t *testing.T, s store.Store) {
 	otherGot, err := s.GetSettings(ctx, other)
 	require.NoError(t, err)
 	require.Equal(t, store.DefaultSettings(other), otherGot, "settings of one organization never leak into another")
+
+	for i, strategy := range store.Strategies() {
+		require.NoError(t, s.PutSettings(ctx, store.Settings{OrganizationID: org, SelectionStrategy: strategy, UpdateTime: base.Add(time.Duration(i+2) * time.Second)}))
+		got, err = s.GetSettings(ctx, org)
+		require.NoError(t, err)
+		require.Equal(t, strategy, got.SelectionStrategy, "every strategy round-trips")
+	}
 }
 
 func usage(org, account, requestID string, attempt int32, at time.Time) store.UsageRecord {
