@@ -80,7 +80,7 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 	require.NoError(t, err)
 	keyring, err := accountpool.GenerateKeyring()
 	require.NoError(t, err)
-	pool, err := accountpool.New(ctx, accountpool.Config{Addr: "127.0.0.1:0", Keyring: keyring, Logger: logger, Telemetry: poolTel, DatabaseURL: opts.databaseURL})
+	pool, err := accountpool.New(ctx, accountpool.Config{Addr: "127.0.0.1:0", Keyring: keyring, Logger: logger, Telemetry: poolTel, DatabaseURL: opts.databaseURL, Tokens: toks.table})
 	require.NoError(t, err)
 	poolAddr := pool.Addr().String()
 	if opts.poolAddr != "" {

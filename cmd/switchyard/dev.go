@@ -102,7 +102,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	pool, err := accountpool.New(ctx, af.config(logger, poolTel, keyring, store, dbURL))
+	poolCfg := af.config(logger, poolTel, keyring, store, dbURL)
+	accountPoolSecurity(&poolCfg, sec, of.insecureNoAuth)
+	pool, err := accountpool.New(ctx, poolCfg)
 	if err != nil {
 		return err
 	}

@@ -63,6 +63,12 @@ type accountPoolFlags struct {
 	storeFlags
 }
 
+// accountPoolSecurity is what the accountpool needs of the security
+// settings.
+func accountPoolSecurity(c *accountpool.Config, sec security, insecureNoAuth bool) {
+	c.Tokens, c.TLS, c.InsecureNoAuth = sec.tokens, sec.serverTLS, insecureNoAuth
+}
+
 func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&f.addr, prefix+"addr", env(envAccountPoolAddr, defaultAccountPool), "accountpool gRPC listen address ("+envAccountPoolAddr+")")
 	fs.StringVar(&f.keyringFile, "keyring-file", env(envKeyringFile, ""), "file holding the key-encryption keyring ("+envKeyringFile+")")
@@ -119,8 +125,10 @@ func runAccountPool(ctx context.Context, args []string, stderr io.Writer) error 
 	fs := newFlagSet("accountpool", "Runs the AccountPool service. The key-encryption keyring comes from "+envKeyring+" or "+envKeyringFile+".", stderr)
 	var af accountPoolFlags
 	var lf logFlags
+	var secf securityFlags
 	af.register(fs, "")
 	af.storeFlags.register(fs, "")
+	secf.register(fs)
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -140,8 +148,14 @@ func runAccountPool(ctx context.Context, args []string, stderr io.Writer) error 
 	if keyring == "" {
 		return fmt.Errorf("the accountpool needs a key-encryption keyring: set %s or %s (generate one with 'openssl rand -base64 32' and write it as '1:<base64>')", envKeyring, envKeyringFile)
 	}
+	sec, err := secf.resolve()
+	if err != nil {
+		return err
+	}
 	return withTelemetry(ctx, "switchyard-accountpool", func(tel telemetry.Providers) error {
-		return accountpool.Run(ctx, af.config(logger, tel, keyring, store, dbURL))
+		cfg := af.config(logger, tel, keyring, store, dbURL)
+		accountPoolSecurity(&cfg, sec, secf.insecureNoAuth)
+		return accountpool.Run(ctx, cfg)
 	})
 }
 

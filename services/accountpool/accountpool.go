@@ -6,6 +6,7 @@ package accountpool
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	"github.com/switchyard-dev/switchyard/migrations"
+	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
@@ -85,6 +87,15 @@ type Config struct {
 	// not at the version this binary needs. Keep Keyring with it: keys
 	// stored under one keyring decrypt only with that keyring.
 	DatabaseURL string
+	// Tokens authenticates callers (see pkg/auth). Required unless
+	// InsecureNoAuth is set.
+	Tokens *auth.Tokens
+	// InsecureNoAuth serves without authentication or authorization: any
+	// caller may act for any organization and receive decrypted keys.
+	// Tests and local experiments only.
+	InsecureNoAuth bool
+	// TLS, when set, serves TLS only (pkg/tlsconfig builds mutual TLS).
+	TLS *tls.Config
 }
 
 // GenerateKeyring returns a fresh random one-version keyring, for
@@ -129,6 +140,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("accountpool: %w", err)
 	}
+	if cfg.Tokens == nil && !cfg.InsecureNoAuth {
+		_, _, err := auth.ServerInterceptors(nil, false, nil, cfg.Logger)
+		return nil, fmt.Errorf("accountpool: %w", err)
+	}
 	tiers, err := loadTable(cfg.TiersFile, pool.DefaultTiers(), pool.ParseTiers)
 	if err != nil {
 		return nil, fmt.Errorf("accountpool: tiers file: %w", err)
@@ -163,15 +178,23 @@ func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pric
 		return nil, err
 	}
 	handlers := api.New(p, cfg.Logger)
+	unary, stream, err := auth.ServerInterceptors(cfg.Tokens, cfg.InsecureNoAuth, api.Policy(), cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
 	scfg := grpcserver.Config{
-		Addr:      cfg.Addr,
-		Name:      "accountpool",
-		Logger:    cfg.Logger,
-		Telemetry: cfg.Telemetry,
+		Addr:               cfg.Addr,
+		Name:               "accountpool",
+		Logger:             cfg.Logger,
+		Telemetry:          cfg.Telemetry,
+		TLS:                cfg.TLS,
+		DefaultTimeout:     30 * time.Second,
+		UnaryInterceptors:  unary,
+		StreamInterceptors: stream,
 	}
 	if be.gate != nil {
-		scfg.UnaryInterceptors = []grpc.UnaryServerInterceptor{be.gate.UnaryInterceptor()}
-		scfg.StreamInterceptors = []grpc.StreamServerInterceptor{be.gate.StreamInterceptor()}
+		scfg.UnaryInterceptors = append(scfg.UnaryInterceptors, be.gate.UnaryInterceptor())
+		scfg.StreamInterceptors = append(scfg.StreamInterceptors, be.gate.StreamInterceptor())
 	}
 	srv, err := grpcserver.New(scfg, func(r grpc.ServiceRegistrar) { accountpoolv1.RegisterAccountPoolServiceServer(r, handlers) })
 	if err != nil {

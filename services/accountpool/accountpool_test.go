@@ -34,6 +34,9 @@ func start(t *testing.T) (accountpoolv1.AccountPoolServiceClient, healthpb.Healt
 		Addr:    "127.0.0.1:0",
 		Keyring: keyring,
 		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// These tests are about the service's behaviour; pkg/auth and
+		// e2e test who may call what.
+		InsecureNoAuth: true,
 	})
 	require.NoError(t, err)
 	done := make(chan error, 1)
@@ -395,6 +398,98 @@ func TestInvalidArguments(t *testing.T) {
 			}
 			require.NotNil(t, bad)
 			require.Equal(t, tc.field, bad.GetFieldViolations()[0].GetField())
+		})
+	}
+}
+
+func TestRotateAccountKey(t *testing.T) {
+	client, _ := start(t)
+	ctx := t.Context()
+	org := newOrg()
+	const oldKey, newKey = "sk-ant-api03-rotate-old-Qx11", "sk-ant-api03-rotate-new-Zr22"
+	reg, err := client.RegisterAccount(ctx, &accountpoolv1.RegisterAccountRequest{OrganizationId: org, Name: "main", ApiKey: oldKey, Tier: "tier2"})
+	require.NoError(t, err)
+	id := reg.GetAccount().GetId()
+
+	// The upstream rejects the old key: the account turns INVALID and
+	// nothing can be selected.
+	sel, err := client.SelectAccount(ctx, &accountpoolv1.SelectAccountRequest{OrganizationId: org})
+	require.NoError(t, err)
+	require.Equal(t, oldKey, sel.GetLease().GetApiKey())
+	_, err = client.RecordRequest(ctx, &accountpoolv1.RecordRequestRequest{
+		OrganizationId: org, LeaseId: sel.GetLease().GetLeaseId(), AccountId: id,
+		RequestId: "req-401", Attempt: 1, Outcome: accountpoolv1.Outcome_OUTCOME_AUTH_FAILED, HttpStatus: 401,
+	})
+	require.NoError(t, err)
+	_, err = client.SelectAccount(ctx, &accountpoolv1.SelectAccountRequest{OrganizationId: org})
+	requireCode(t, err, codes.ResourceExhausted, "invalid")
+
+	rot, err := client.RotateAccountKey(ctx, &accountpoolv1.RotateAccountKeyRequest{OrganizationId: org, AccountId: id, ApiKey: newKey})
+	require.NoError(t, err)
+	requireNoKey(t, rot, oldKey, newKey)
+	require.Equal(t, accountpoolv1.AccountStatus_ACCOUNT_STATUS_ACTIVE, rot.GetAccount().GetStatus())
+	require.Equal(t, accountpoolv1.BreakerState_BREAKER_STATE_CLOSED, rot.GetAccount().GetBreaker().GetState())
+	require.Equal(t, int32(1), rot.GetAccount().GetKeyVersion())
+
+	sel, err = client.SelectAccount(ctx, &accountpoolv1.SelectAccountRequest{OrganizationId: org})
+	require.NoError(t, err, "the account is selectable again")
+	require.Equal(t, newKey, sel.GetLease().GetApiKey(), "and hands out the new key")
+
+	list, err := client.ListAccounts(ctx, &accountpoolv1.ListAccountsRequest{OrganizationId: org})
+	require.NoError(t, err)
+	requireNoKey(t, list, oldKey, newKey)
+
+	for name, tc := range map[string]struct {
+		req   *accountpoolv1.RotateAccountKeyRequest
+		code  codes.Code
+		field string
+	}{
+		"empty key":       {&accountpoolv1.RotateAccountKeyRequest{OrganizationId: org, AccountId: id}, codes.InvalidArgument, "api_key"},
+		"implausible key": {&accountpoolv1.RotateAccountKeyRequest{OrganizationId: org, AccountId: id, ApiKey: "sk-ant-api03 with-space"}, codes.InvalidArgument, "api_key"},
+		"bad account id":  {&accountpoolv1.RotateAccountKeyRequest{OrganizationId: org, AccountId: "main", ApiKey: newKey}, codes.InvalidArgument, "account_id"},
+		"unknown account": {&accountpoolv1.RotateAccountKeyRequest{OrganizationId: org, AccountId: uuid.NewString(), ApiKey: newKey}, codes.NotFound, ""},
+		"other org":       {&accountpoolv1.RotateAccountKeyRequest{OrganizationId: newOrg(), AccountId: id, ApiKey: newKey}, codes.NotFound, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := client.RotateAccountKey(ctx, tc.req)
+			st := requireCode(t, err, tc.code, tc.field)
+			require.NotContains(t, st.Message(), "with-space")
+			require.NotContains(t, st.Message(), newKey)
+		})
+	}
+}
+
+func TestEveryStrategyOverTheWire(t *testing.T) {
+	client, _ := start(t)
+	ctx := t.Context()
+	org := newOrg()
+	for _, name := range []string{"a", "b"} {
+		_, err := client.RegisterAccount(ctx, &accountpoolv1.RegisterAccountRequest{OrganizationId: org, Name: name, ApiKey: "sk-ant-" + name, Tier: "tier4"})
+		require.NoError(t, err)
+	}
+	for _, s := range []accountpoolv1.SelectionStrategy{
+		accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_LEAST_LOADED,
+		accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_ROUND_ROBIN,
+		accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_WEIGHTED,
+		accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_PRIORITY,
+		accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_SESSION_AFFINITY,
+	} {
+		t.Run(s.String(), func(t *testing.T) {
+			upd, err := client.UpdateOrganizationSettings(ctx, &accountpoolv1.UpdateOrganizationSettingsRequest{OrganizationId: org, SelectionStrategy: s})
+			require.NoError(t, err)
+			require.Equal(t, s, upd.GetSettings().GetSelectionStrategy())
+			got, err := client.GetOrganizationSettings(ctx, &accountpoolv1.GetOrganizationSettingsRequest{OrganizationId: org})
+			require.NoError(t, err)
+			require.Equal(t, s, got.GetSettings().GetSelectionStrategy())
+			sel, err := client.SelectAccount(ctx, &accountpoolv1.SelectAccountRequest{OrganizationId: org, SessionId: "session-1"})
+			require.NoError(t, err)
+			require.Equal(t, s, sel.GetStrategy())
+			require.Len(t, sel.GetCandidates(), 2, "the explanation is part of the answer")
+
+			// The request's strategy overrides the organization's.
+			sel, err = client.SelectAccount(ctx, &accountpoolv1.SelectAccountRequest{OrganizationId: org, Strategy: accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_PRIORITY})
+			require.NoError(t, err)
+			require.Equal(t, accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_PRIORITY, sel.GetStrategy())
 		})
 	}
 }

@@ -37,6 +37,7 @@ type running struct {
 func serve(t *testing.T, cfg accountpool.Config) *running {
 	t.Helper()
 	cfg.Addr = "127.0.0.1:0"
+	cfg.InsecureNoAuth = true
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -267,6 +268,18 @@ func TestPostgresTwoProcessesShareAccounts(t *testing.T) {
 		sel, err := selectIn(b)
 		return err == nil && sel.GetStrategy() == accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_ROUND_ROBIN
 	}, 10*time.Second, 10*time.Millisecond, "re-enabled and re-configured in a, both visible in b")
+
+	_, err = a.client.RotateAccountKey(ctx, &accountpoolv1.RotateAccountKeyRequest{OrganizationId: org, AccountId: id, ApiKey: "sk-ant-api03-shared-rotated"})
+	require.NoError(t, err)
+	_, err = a.client.UpdateOrganizationSettings(ctx, &accountpoolv1.UpdateOrganizationSettingsRequest{
+		OrganizationId: org, SelectionStrategy: accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_SESSION_AFFINITY,
+	})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		sel, err := selectIn(b)
+		return err == nil && sel.GetLease().GetApiKey() == "sk-ant-api03-shared-rotated" &&
+			sel.GetStrategy() == accountpoolv1.SelectionStrategy_SELECTION_STRATEGY_SESSION_AFFINITY
+	}, 10*time.Second, 10*time.Millisecond, "key rotated and strategy changed in a: b hands out the new key under the new strategy")
 }
 
 func TestStoreConfiguration(t *testing.T) {
@@ -276,14 +289,17 @@ func TestStoreConfiguration(t *testing.T) {
 	for name, tc := range map[string]struct {
 		cfg  accountpool.Config
 		want string
+		// requireAuth leaves authentication on (and unconfigured).
+		requireAuth bool
 	}{
-		"postgres without a URL": {accountpool.Config{Store: accountpool.StorePostgres}, "SWITCHYARD_DATABASE_URL (or DATABASE_URL)"},
-		"unknown store":          {accountpool.Config{Store: "sqlite"}, `unknown store "sqlite"`},
-		"unreachable database": {accountpool.Config{DatabaseURL: "postgres://u:hunter2-secret@127.0.0.1:1/db?connect_timeout=1"},
-			"connecting to PostgreSQL at 127.0.0.1:1"},
+		"postgres without a URL": {cfg: accountpool.Config{Store: accountpool.StorePostgres}, want: "SWITCHYARD_DATABASE_URL (or DATABASE_URL)"},
+		"no tokens":              {cfg: accountpool.Config{}, want: "SWITCHYARD_TOKENS", requireAuth: true},
+		"unknown store":          {cfg: accountpool.Config{Store: "sqlite"}, want: `unknown store "sqlite"`},
+		"unreachable database": {cfg: accountpool.Config{DatabaseURL: "postgres://u:hunter2-secret@127.0.0.1:1/db?connect_timeout=1"},
+			want: "connecting to PostgreSQL at 127.0.0.1:1"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			tc.cfg.Keyring, tc.cfg.Logger, tc.cfg.Addr = keyring, logger, "127.0.0.1:0"
+			tc.cfg.Keyring, tc.cfg.Logger, tc.cfg.Addr, tc.cfg.InsecureNoAuth = keyring, logger, "127.0.0.1:0", !tc.requireAuth
 			_, err := accountpool.New(t.Context(), tc.cfg)
 			require.ErrorContains(t, err, tc.want)
 			require.NotContains(t, err.Error(), "hunter2-secret")

@@ -1,0 +1,28 @@
+package api
+
+import (
+	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	"github.com/switchyard-dev/switchyard/pkg/auth"
+)
+
+// Policy says who may call each RPC. SelectAccount and RecordRequest hand
+// out decrypted keys and settle capacity, so only the orchestrator may call
+// them; an organization administers its own accounts, an admin any
+// organization's.
+func Policy() auth.Policy {
+	admin := auth.Rule{auth.Organization, auth.Admin}
+	orchestrator := auth.Rule{auth.Orchestrator}
+	return auth.Policy{
+		accountpoolv1.AccountPoolService_RegisterAccount_FullMethodName:            admin,
+		accountpoolv1.AccountPoolService_GetAccount_FullMethodName:                 admin,
+		accountpoolv1.AccountPoolService_ListAccounts_FullMethodName:               admin,
+		accountpoolv1.AccountPoolService_UpdateAccount_FullMethodName:              admin,
+		accountpoolv1.AccountPoolService_DeleteAccount_FullMethodName:              admin,
+		accountpoolv1.AccountPoolService_RotateAccountKey_FullMethodName:           admin,
+		accountpoolv1.AccountPoolService_GetOrganizationSettings_FullMethodName:    admin,
+		accountpoolv1.AccountPoolService_UpdateOrganizationSettings_FullMethodName: admin,
+		accountpoolv1.AccountPoolService_GetUsage_FullMethodName:                   admin,
+		accountpoolv1.AccountPoolService_SelectAccount_FullMethodName:              orchestrator,
+		accountpoolv1.AccountPoolService_RecordRequest_FullMethodName:              orchestrator,
+	}
+}
