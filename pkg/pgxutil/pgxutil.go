@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -82,5 +83,22 @@ func SchemaVersionQuery(db interface {
 		var v int64
 		err := db.QueryRow(ctx, sql).Scan(&v)
 		return v, err
+	}
+}
+
+// LogConnection says where a service's store is — host, port, database and
+// user, never the password — and warns when the role would defeat
+// row-level security (a superuser or a role with BYPASSRLS), since then
+// only the queries keep organizations apart.
+func LogConnection(ctx context.Context, logger *slog.Logger, pool *pgxpool.Pool, service string) {
+	cc := pool.Config().ConnConfig
+	logger.InfoContext(ctx, service+" uses PostgreSQL", "host", cc.Host, "port", cc.Port, "database", cc.Database, "user", cc.User)
+	var bypasses bool
+	err := pool.QueryRow(ctx, "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").Scan(&bypasses)
+	switch {
+	case err != nil:
+		logger.WarnContext(ctx, service+" could not check its database role", "error", err)
+	case bypasses:
+		logger.WarnContext(ctx, service+"'s database role bypasses row-level security, so only the queries keep organizations apart; connect as "+migrations.AppRole, "user", cc.User)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
@@ -224,7 +223,7 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 		if err != nil {
 			return backend{}, err
 		}
-		logPostgres(ctx, cfg.Logger, db)
+		pgxutil.LogConnection(ctx, cfg.Logger, db, "accountpool")
 		st := pgstore.New(db, pgstore.Config{Logger: cfg.Logger})
 		gate := grpcserver.NewGate(func(ctx context.Context) error {
 			return migrations.AccountPool.CheckVersion(ctx, pgxutil.SchemaVersionQuery(db))
@@ -235,21 +234,6 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 		}}, nil
 	default:
 		return backend{}, fmt.Errorf("unknown store %q; known stores: %q, %q", cfg.Store, StoreMemory, StorePostgres)
-	}
-}
-
-// logPostgres says where the store is, without the password, and warns
-// when the role would defeat row-level security.
-func logPostgres(ctx context.Context, logger *slog.Logger, db *pgxpool.Pool) {
-	cc := db.Config().ConnConfig
-	logger.InfoContext(ctx, "accountpool uses PostgreSQL", "host", cc.Host, "port", cc.Port, "database", cc.Database, "user", cc.User)
-	var bypasses bool
-	err := db.QueryRow(ctx, "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").Scan(&bypasses)
-	switch {
-	case err != nil:
-		logger.WarnContext(ctx, "accountpool could not check its database role", "error", err)
-	case bypasses:
-		logger.WarnContext(ctx, "accountpool's database role bypasses row-level security, so only the queries keep organizations apart; connect as "+migrations.AppRole, "user", cc.User)
 	}
 }
 

@@ -23,7 +23,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"google.golang.org/grpc"
 
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
@@ -177,28 +176,13 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 		if err != nil {
 			return backend{}, fmt.Errorf("activity: %w", err)
 		}
-		logPostgres(ctx, cfg.Logger, pool)
+		pgxutil.LogConnection(ctx, cfg.Logger, pool, "activity")
 		gate := grpcserver.NewGate(func(ctx context.Context) error {
 			return migrations.Activity.CheckVersion(ctx, pgxutil.SchemaVersionQuery(pool))
 		})
 		return backend{store: pgstore.New(pool), gate: gate, close: pool.Close}, nil
 	default:
 		return backend{}, fmt.Errorf("activity: unknown store %q; known stores: %q, %q", cfg.Store, StoreMemory, StorePostgres)
-	}
-}
-
-// logPostgres says where the store is, without the password, and warns
-// when the role would defeat row-level security.
-func logPostgres(ctx context.Context, logger *slog.Logger, pool *pgxpool.Pool) {
-	cc := pool.Config().ConnConfig
-	logger.InfoContext(ctx, "activity: using PostgreSQL", "host", cc.Host, "port", cc.Port, "database", cc.Database, "user", cc.User)
-	var bypasses bool
-	err := pool.QueryRow(ctx, "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user").Scan(&bypasses)
-	switch {
-	case err != nil:
-		logger.WarnContext(ctx, "activity: could not check the database role", "error", err)
-	case bypasses:
-		logger.WarnContext(ctx, "activity: the database role bypasses row-level security, so only the queries keep organizations apart; connect as "+migrations.AppRole, "user", cc.User)
 	}
 }
 

@@ -531,7 +531,7 @@ func TestPostgresKeepsEverythingAcrossRestarts(t *testing.T) {
 	org := "org-" + uuid.NewString()
 
 	first := startServiceWith(t, cfg)
-	require.Contains(t, first.logs.String(), "using PostgreSQL")
+	require.Contains(t, first.logs.String(), "activity uses PostgreSQL")
 	require.NotContains(t, first.logs.String(), "keeps nothing across restarts")
 	require.NotContains(t, first.logs.String(), "hunter2-secret")
 	c := first.client
