@@ -43,6 +43,9 @@ type stackOptions struct {
 	poolAddr string
 	// logs receives every service's log; default: discarded.
 	logs io.Writer
+	// keyring is AccountPool's key-encryption keyring; default: a fresh
+	// one from GenerateKeyring.
+	keyring string
 }
 
 // stack is a running system: simulator, Activity, AccountPool and
@@ -78,8 +81,11 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 	toks := newTestTokens(t)
 	act, err := activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, Telemetry: actTel, DatabaseURL: opts.databaseURL, Tokens: toks.table})
 	require.NoError(t, err)
-	keyring, err := accountpool.GenerateKeyring()
-	require.NoError(t, err)
+	keyring := opts.keyring
+	if keyring == "" {
+		keyring, err = accountpool.GenerateKeyring()
+		require.NoError(t, err)
+	}
 	pool, err := accountpool.New(ctx, accountpool.Config{Addr: "127.0.0.1:0", Keyring: keyring, Logger: logger, Telemetry: poolTel, DatabaseURL: opts.databaseURL, Tokens: toks.table})
 	require.NoError(t, err)
 	poolAddr := pool.Addr().String()

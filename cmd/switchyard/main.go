@@ -6,6 +6,7 @@
 //	switchyard activity       the Activity service
 //	switchyard sim            the Anthropic Messages API simulator
 //	switchyard migrate        apply the PostgreSQL schema (up, status, down)
+//	switchyard keys           re-encrypt stored API keys under the newest key-encryption key (rewrap, status)
 //
 // Every setting is a flag whose default comes from an environment variable;
 // `switchyard <command> -h` lists them.
@@ -41,6 +42,8 @@ commands:
   accountpool    run the AccountPool service
   activity       run the Activity service
   sim            run the Anthropic Messages API simulator
+  migrate        apply the PostgreSQL schema (up, status, down)
+  keys           re-encrypt stored API keys under the keyring's newest version (rewrap, status)
 
 Run 'switchyard <command> -h' for the command's flags.
 `
@@ -64,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runSim(ctx, rest, stderr)
 	case "migrate":
 		return runMigrate(ctx, rest, stdout, stderr)
+	case "keys":
+		return runKeys(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

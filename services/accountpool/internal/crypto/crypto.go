@@ -24,6 +24,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -111,6 +112,17 @@ func GenerateKeyring() (string, error) {
 // CurrentVersion is the KEK version Encrypt uses. An account whose key
 // version differs is due for re-encryption.
 func (k *Keyring) CurrentVersion() int32 { return int32(k.current) }
+
+// Versions returns every KEK version the keyring holds, ascending: the
+// versions whose ciphertexts it can decrypt.
+func (k *Keyring) Versions() []int32 {
+	out := make([]int32, 0, len(k.aeads))
+	for v := range k.aeads {
+		out = append(out, int32(v))
+	}
+	slices.Sort(out)
+	return out
+}
 
 // Encrypt seals plaintext for one account of one organization under the
 // current KEK and returns the ciphertext and the KEK version.

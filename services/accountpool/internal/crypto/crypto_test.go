@@ -67,6 +67,8 @@ func TestVersionedKeyring(t *testing.T) {
 
 	rotated := mustKeyring(t, "2:"+keyB64(2)+", 1:"+keyB64(1))
 	require.Equal(t, int32(2), rotated.CurrentVersion(), "the highest version encrypts, whatever the order")
+	require.Equal(t, []int32{1, 2}, rotated.Versions(), "every version, ascending")
+	require.Equal(t, []int32{1}, old.Versions())
 	got, err := rotated.Decrypt(ct1, "org", "acct")
 	require.NoError(t, err, "old versions still decrypt")
 	require.Equal(t, apiKey, got.Reveal())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/crypto"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store/memstore"
 )
@@ -71,10 +73,11 @@ func (s *feedStore) GetSettings(ctx context.Context, org string) (store.Settings
 
 // watched returns a fixture whose pool watches a feedStore, and a second
 // pool, "the other process", on the same store and keys that does not.
-func watched(t *testing.T) (*fixture, *feedStore, *Pool) {
+// opts adjust the watching pool's configuration.
+func watched(t *testing.T, opts ...func(*Config)) (*fixture, *feedStore, *Pool) {
 	t.Helper()
 	feed := &feedStore{Store: memstore.New()}
-	f := newFixture(t, func(c *Config) { c.Store = feed })
+	f := newFixture(t, append(opts, func(c *Config) { c.Store = feed })...)
 	other, err := New(Config{Store: feed, Keys: f.keys, Now: f.clock.Now, Logger: f.pool.logger})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -233,4 +236,51 @@ func TestWatchReconnectReloadsEveryView(t *testing.T) {
 
 	feed.notify(store.AllOrganizations)
 	require.Eventually(t, func() bool { return selectable(f, b.Account.ID) }, 5*time.Second, time.Millisecond)
+}
+
+// TestWatchFollowsARewrappedKey: another process re-encrypts a key under a
+// newer key-encryption key (`switchyard keys rewrap`, a compare-and-swap
+// UPDATE that notifies like any other). The view reloads with the new
+// ciphertext, which decrypts to the same key with the keyring holding both
+// versions; a lease issued before still records, and live state stays.
+func TestWatchFollowsARewrappedKey(t *testing.T) {
+	v1, err := crypto.GenerateKeyring()
+	require.NoError(t, err)
+	other, err := crypto.GenerateKeyring()
+	require.NoError(t, err)
+	k1, err := crypto.ParseKeyring(v1)
+	require.NoError(t, err)
+	k2, err := crypto.ParseKeyring(v1 + ",2:" + strings.TrimPrefix(other, "1:"))
+	require.NoError(t, err)
+
+	f, feed, _ := watched(t, func(c *Config) { c.Keys = k2 })
+	old, err := New(Config{Store: feed, Keys: k1, Now: f.clock.Now, Logger: f.pool.logger})
+	require.NoError(t, err)
+	reg, err := old.RegisterAccount(f.ctx, NewAccount{OrgID: f.org, Name: "alpha", APIKey: secret.New("sk-ant-alpha"), Tier: "tier2"})
+	require.NoError(t, err)
+	id := reg.Account.ID
+
+	inFlight := f.mustSelect(allowed(id))
+	require.Equal(t, "sk-ant-alpha", inFlight.APIKey.Reveal())
+	before := f.account(id)
+	require.Equal(t, int32(1), before.Account.KeyVersion)
+
+	stored, err := feed.GetAccount(f.ctx, f.org, id)
+	require.NoError(t, err)
+	plain, err := k2.Decrypt(stored.KeyCiphertext, f.org, id)
+	require.NoError(t, err)
+	ct, ver, err := k2.Encrypt(plain, f.org, id)
+	require.NoError(t, err)
+	require.NoError(t, feed.ReplaceKey(f.ctx, f.org, id, stored.KeyCiphertext, store.EncryptedKey{Ciphertext: ct, Version: ver}, f.clock.Now()))
+	feed.notify(f.org)
+	require.Eventually(t, func() bool { return f.account(id).Account.KeyVersion == 2 }, 5*time.Second, time.Millisecond,
+		"the view reloads with the rewrapped key")
+
+	after := f.account(id)
+	require.Equal(t, before.Capacity, after.Capacity, "the in-flight reservation survives the reload")
+	require.Equal(t, before.Breaker, after.Breaker)
+	sel := f.mustSelect(allowed(id))
+	require.Equal(t, "sk-ant-alpha", sel.APIKey.Reveal(), "the rewrapped key decrypts to the same key")
+	f.record(inFlight, store.OutcomeSuccess)
+	f.record(sel, store.OutcomeSuccess)
 }

@@ -6,7 +6,9 @@
 // Every method takes the organization id and reads or writes only that
 // organization's rows: an id that exists in another organization is
 // reported exactly like one that exists nowhere (ErrNotFound), so callers
-// cannot probe other tenants.
+// cannot probe other tenants. The one exception, ListOrganizations, returns
+// organization ids and nothing of their rows, for maintenance that must
+// visit every organization.
 //
 // Times are stored with microsecond precision in UTC (PostgreSQL's
 // timestamptz precision); every backend truncates the same way, so a value
@@ -36,6 +38,11 @@ var (
 	// has a row for the same (request id, attempt); the existing row is
 	// returned with it and nothing is changed.
 	ErrDuplicate = errors.New("duplicate usage record")
+	// ErrConflict is returned by ReplaceKey when the account's stored key
+	// ciphertext is no longer the one the caller read: another writer (a
+	// key rotation, a concurrent re-encryption) replaced it first. Nothing
+	// was written.
+	ErrConflict = errors.New("conflict")
 	// ErrUnavailable may be wrapped by any method of a backend that cannot
 	// reach its database. The call may or may not have taken effect; every
 	// write here is safe to retry (usage inserts are idempotent).
@@ -239,6 +246,24 @@ type Store interface {
 	// DeleteAccount removes an account; its usage rows stay. ErrNotFound
 	// when the organization has no account with that id.
 	DeleteAccount(ctx context.Context, orgID, id string) error
+	// ReplaceKey replaces the account's key ciphertext and version with key
+	// and its update time with now, but only if the stored ciphertext still
+	// equals old byte for byte: a compare-and-swap in one atomic step. It is
+	// how a re-encryption under a newer key-encryption key writes back, so
+	// that it can never overwrite a key rotated (UpdateAccount{Key}) after
+	// the old ciphertext was read; ciphertexts carry a random nonce, so
+	// equal bytes mean the same write. ErrNotFound when the organization has
+	// no account with that id; ErrConflict when it has, with another
+	// ciphertext. Either way nothing changes.
+	ReplaceKey(ctx context.Context, orgID, id string, old []byte, key EncryptedKey, now time.Time) error
+
+	// ListOrganizations returns the id of every organization that has
+	// accounts, in byte order, without duplicates; it may also name
+	// organizations whose accounts were all deleted. It is for maintenance
+	// that must visit every tenant (re-encrypting keys), the one read that is
+	// not scoped to an organization, and it returns ids only. It returns no
+	// sentinel error.
+	ListOrganizations(ctx context.Context) ([]string, error)
 
 	// GetSettings returns the organization's settings, DefaultSettings when
 	// it never saved any. It returns no sentinel error.

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 )
@@ -142,6 +143,36 @@ func (s *Store) DeleteAccount(_ context.Context, orgID, id string) error {
 	}
 	delete(s.accounts, id)
 	return nil
+}
+
+// ReplaceKey implements store.Store.
+func (s *Store) ReplaceKey(_ context.Context, orgID, id string, old []byte, key store.EncryptedKey, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.accounts[id]
+	if !ok || a.OrganizationID != orgID {
+		return fmt.Errorf("replacing the key of account %s: %w", id, store.ErrNotFound)
+	}
+	if !bytes.Equal(a.KeyCiphertext, old) {
+		return fmt.Errorf("replacing the key of account %s: the stored key changed since it was read: %w", id, store.ErrConflict)
+	}
+	a.KeyCiphertext = bytes.Clone(key.Ciphertext)
+	a.KeyVersion = key.Version
+	a.UpdateTime = store.Normalize(now)
+	s.accounts[id] = a
+	return nil
+}
+
+// ListOrganizations implements store.Store: the organizations that have
+// accounts now (a process-local store has no registry to outlive them).
+func (s *Store) ListOrganizations(context.Context) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	for _, a := range s.accounts {
+		seen[a.OrganizationID] = true
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
 }
 
 // GetSettings implements store.Store.

@@ -5,6 +5,8 @@
 // with pgxutil.QueueTenant, so row-level security shows it only the
 // organization's rows, and the setting plus the statement cost one round
 // trip (a batch sent outside a transaction is one implicit transaction).
+// The one exception is ListOrganizations, which reads the organizations
+// registry: ids only, no tenant's rows.
 // Statements also name organization_id in their WHERE clauses: row-level
 // security is the guarantee, the predicate is what the indexes serve.
 // Values only ever travel as parameters.
@@ -270,6 +272,57 @@ func (s *Store) DeleteAccount(ctx context.Context, orgID, id string) error {
 		return fmt.Errorf("deleting account %s: %w", id, store.ErrNotFound)
 	}
 	return nil
+}
+
+// ReplaceKey implements store.Store. One batch, one round trip: the
+// compare-and-swap UPDATE (the comparison sits in its WHERE clause, so a
+// concurrent writer's committed change makes it match nothing), then, in
+// the same implicit transaction but a fresh snapshot, whether the account
+// exists at all, which tells a conflict from a missing account. The UPDATE
+// fires the accounts trigger, so every process reloads the organization's
+// view; a conflict writes nothing and notifies no one.
+func (s *Store) ReplaceKey(ctx context.Context, orgID, id string, old []byte, key store.EncryptedKey, now time.Time) error {
+	if !isUUID(id) {
+		return fmt.Errorf("replacing the key of account %s: %w", id, store.ErrNotFound)
+	}
+	var (
+		replaced int64
+		exists   bool
+	)
+	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
+		b.Queue(`UPDATE accounts SET key_ciphertext = $4, key_version = $5, update_time = $6
+			WHERE organization_id = $1 AND id = $2 AND key_ciphertext = $3`,
+			orgID, id, nonNil(old), nonNil(key.Ciphertext), key.Version, store.Normalize(now)).
+			Exec(func(tag pgconn.CommandTag) error {
+				replaced = tag.RowsAffected()
+				return nil
+			})
+		b.Queue(`SELECT EXISTS (SELECT 1 FROM accounts WHERE organization_id = $1 AND id = $2)`, orgID, id).
+			QueryRow(func(row pgx.Row) error { return row.Scan(&exists) })
+	})
+	switch {
+	case err != nil:
+		return wrap("replacing the key of account "+id, err)
+	case replaced > 0:
+		return nil
+	case exists:
+		return fmt.Errorf("replacing the key of account %s: the stored key changed since it was read: %w", id, store.ErrConflict)
+	default:
+		return fmt.Errorf("replacing the key of account %s: %w", id, store.ErrNotFound)
+	}
+}
+
+// ListOrganizations implements store.Store from the organizations
+// registry (migration 2), which a trigger fills on every account insert
+// and nothing empties: it has no row-level security, since it holds ids
+// only, so this is the one statement sent without a tenant.
+func (s *Store) ListOrganizations(ctx context.Context) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT id FROM organizations ORDER BY id COLLATE "C"`)
+	if err != nil {
+		return nil, wrap("listing organizations", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return ids, wrap("listing organizations", err)
 }
 
 // GetSettings implements store.Store.

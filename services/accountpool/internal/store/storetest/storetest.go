@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +33,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AccountListOrderedByName", testListOrder},
 		{"AccountUpdatePartialAndKeyRotation", testUpdatePartial},
 		{"AccountOrganizationIsolation", testAccountIsolation},
+		{"ReplaceKeyCompareAndSwap", testReplaceKey},
+		{"ReplaceKeyNotFound", testReplaceKeyNotFound},
+		{"ReplaceKeyConcurrentOneWins", testReplaceKeyConcurrent},
+		{"ListOrganizations", testListOrganizations},
 		{"SettingsDefaultsAndUpdate", testSettings},
 		{"UsageInsertIdempotent", testUsageIdempotent},
 		{"UsageInsertIdempotentConcurrent", testUsageIdempotentConcurrent},
@@ -260,6 +265,127 @@ func testAccountIsolation(t *testing.T, s store.Store) {
 	got, err := s.GetAccount(ctx, org, a.ID)
 	require.NoError(t, err)
 	require.Equal(t, norm(a), norm(got), "another organization's calls changed nothing")
+}
+
+// testReplaceKey: the key is replaced only over the ciphertext the caller
+// read, and a rotation in between wins over the stale replacement.
+func testReplaceKey(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	org := newOrg()
+	a := newAccount(org, "acct")
+	require.NoError(t, s.CreateAccount(ctx, a))
+
+	v2 := store.EncryptedKey{Ciphertext: []byte{1, 0, 0, 0, 2, 0xca, 0xfe}, Version: 2}
+	require.NoError(t, s.ReplaceKey(ctx, org, a.ID, a.KeyCiphertext, v2, base.Add(time.Hour)))
+	got, err := s.GetAccount(ctx, org, a.ID)
+	require.NoError(t, err)
+	want := a
+	want.KeyCiphertext, want.KeyVersion, want.UpdateTime = v2.Ciphertext, v2.Version, base.Add(time.Hour)
+	require.Equal(t, norm(want), norm(got), "ciphertext, version and update time change; nothing else")
+
+	// The same replacement again is a conflict: the stored key is no longer
+	// the one it names.
+	err = s.ReplaceKey(ctx, org, a.ID, a.KeyCiphertext, store.EncryptedKey{Ciphertext: []byte{9}, Version: 3}, base.Add(2*time.Hour))
+	require.ErrorIs(t, err, store.ErrConflict)
+	require.NotErrorIs(t, err, store.ErrNotFound)
+
+	// A rotation after the read: the replacement computed from the old
+	// ciphertext must not overwrite it.
+	rotated := store.EncryptedKey{Ciphertext: []byte{1, 0, 0, 0, 2, 0x0d, 0xd0}, Version: 2}
+	_, err = s.UpdateAccount(ctx, org, a.ID, store.AccountUpdate{Key: &rotated, UpdateTime: base.Add(3 * time.Hour)})
+	require.NoError(t, err)
+	err = s.ReplaceKey(ctx, org, a.ID, v2.Ciphertext, store.EncryptedKey{Ciphertext: []byte{1, 0, 0, 0, 3, 1}, Version: 3}, base.Add(4*time.Hour))
+	require.ErrorIs(t, err, store.ErrConflict)
+	got, err = s.GetAccount(ctx, org, a.ID)
+	require.NoError(t, err)
+	require.Equal(t, rotated.Ciphertext, got.KeyCiphertext, "the rotated key stays")
+	require.Equal(t, rotated.Version, got.KeyVersion)
+	require.True(t, base.Add(3*time.Hour).Truncate(time.Microsecond).Equal(got.UpdateTime), "a conflict writes nothing")
+
+	// Returned and passed slices are copies.
+	next := store.EncryptedKey{Ciphertext: []byte{1, 0, 0, 0, 3, 7}, Version: 3}
+	require.NoError(t, s.ReplaceKey(ctx, org, a.ID, got.KeyCiphertext, next, base.Add(5*time.Hour)))
+	next.Ciphertext[5] = 0xff
+	got, err = s.GetAccount(ctx, org, a.ID)
+	require.NoError(t, err)
+	require.Equal(t, []byte{1, 0, 0, 0, 3, 7}, got.KeyCiphertext)
+	require.Equal(t, int32(3), got.KeyVersion)
+}
+
+func testReplaceKeyNotFound(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	org, other := newOrg(), newOrg()
+	a := newAccount(org, "mine")
+	require.NoError(t, s.CreateAccount(ctx, a))
+	key := store.EncryptedKey{Ciphertext: []byte{1, 0, 0, 0, 2, 5}, Version: 2}
+	for _, id := range []string{uuid.NewString(), "acct-1", ""} {
+		err := s.ReplaceKey(ctx, org, id, a.KeyCiphertext, key, base)
+		require.ErrorIs(t, err, store.ErrNotFound, "id %q", id)
+	}
+	err := s.ReplaceKey(ctx, other, a.ID, a.KeyCiphertext, key, base)
+	require.ErrorIs(t, err, store.ErrNotFound, "another organization's account is not found, even with the right ciphertext")
+	got, err := s.GetAccount(ctx, org, a.ID)
+	require.NoError(t, err)
+	require.Equal(t, norm(a), norm(got), "nothing changed")
+
+	require.NoError(t, s.DeleteAccount(ctx, org, a.ID))
+	require.ErrorIs(t, s.ReplaceKey(ctx, org, a.ID, a.KeyCiphertext, key, base), store.ErrNotFound)
+}
+
+// testReplaceKeyConcurrent: replacements racing over the same old
+// ciphertext: exactly one wins, every other sees ErrConflict, and the
+// stored key is the winner's.
+func testReplaceKeyConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	org := newOrg()
+	a := newAccount(org, "raced")
+	require.NoError(t, s.CreateAccount(ctx, a))
+	const n = 16
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			key := store.EncryptedKey{Ciphertext: []byte{1, 0, 0, 0, 2, byte(i)}, Version: 2}
+			errs[i] = s.ReplaceKey(ctx, org, a.ID, a.KeyCiphertext, key, base.Add(time.Duration(i)*time.Second))
+		})
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		if err == nil {
+			require.Equal(t, -1, winner, "two replacements over the same ciphertext both won")
+			winner = i
+			continue
+		}
+		require.ErrorIs(t, err, store.ErrConflict, "replacement %d", i)
+	}
+	require.NotEqual(t, -1, winner, "one replacement wins")
+	got, err := s.GetAccount(ctx, org, a.ID)
+	require.NoError(t, err)
+	require.Equal(t, []byte{1, 0, 0, 0, 2, byte(winner)}, got.KeyCiphertext)
+}
+
+func testListOrganizations(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	// Ids that sort differently by bytes than by a locale.
+	suffix := uuid.NewString()
+	orgs := []string{"b-" + suffix, "B-" + suffix, "a-" + suffix}
+	for _, org := range orgs {
+		require.NoError(t, s.CreateAccount(ctx, newAccount(org, "one")))
+		require.NoError(t, s.CreateAccount(ctx, newAccount(org, "two")))
+	}
+	settingsOnly := newOrg()
+	require.NoError(t, s.PutSettings(ctx, store.Settings{OrganizationID: settingsOnly, SelectionStrategy: store.StrategyRoundRobin, UpdateTime: base}))
+
+	got, err := s.ListOrganizations(ctx)
+	require.NoError(t, err)
+	require.True(t, slices.IsSorted(got), "byte order: %q", got)
+	require.Len(t, slices.Compact(slices.Clone(got)), len(got), "no duplicates")
+	for _, org := range orgs {
+		require.Contains(t, got, org)
+	}
+	require.NotContains(t, got, settingsOnly, "an organization without accounts")
+	require.NotContains(t, got, newOrg())
 }
 
 func testSettings(t *testing.T, s store.Store) {
