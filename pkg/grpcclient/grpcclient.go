@@ -5,7 +5,9 @@ package grpcclient
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
@@ -29,6 +31,10 @@ type Config struct {
 	TLS *tls.Config
 	// Credentials, when set, are sent with every call (a bearer token).
 	Credentials credentials.PerRPCCredentials
+	// RetryUnavailable lists full method names ("/pkg.Service/Method") that
+	// gRPC retries on UNAVAILABLE (up to 4 attempts, 100ms to 1s backoff).
+	// Name only idempotent methods: a retried call may have taken effect.
+	RetryUnavailable []string
 }
 
 // Dial creates a lazily connecting client connection.
@@ -53,9 +59,45 @@ func Dial(cfg Config) (*grpc.ClientConn, error) {
 	if cfg.Credentials != nil {
 		opts = append(opts, grpc.WithPerRPCCredentials(cfg.Credentials))
 	}
+	if len(cfg.RetryUnavailable) > 0 {
+		sc, err := retryServiceConfig(cfg.RetryUnavailable)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.WithDefaultServiceConfig(sc))
+	}
 	conn, err := grpc.NewClient(cfg.Target, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating gRPC client for %s: %w", cfg.Target, err)
 	}
 	return conn, nil
+}
+
+// retryServiceConfig is a gRPC service config that retries the methods on
+// UNAVAILABLE.
+func retryServiceConfig(methods []string) (string, error) {
+	type name struct {
+		Service string `json:"service"`
+		Method  string `json:"method"`
+	}
+	names := make([]name, 0, len(methods))
+	for _, m := range methods {
+		svc, method, ok := strings.Cut(strings.TrimPrefix(m, "/"), "/")
+		if !ok || svc == "" || method == "" {
+			return "", fmt.Errorf("grpcclient: %q is not a full method name (/pkg.Service/Method)", m)
+		}
+		names = append(names, name{Service: svc, Method: method})
+	}
+	sc := map[string]any{"methodConfig": []any{map[string]any{
+		"name": names,
+		"retryPolicy": map[string]any{
+			"maxAttempts":          4,
+			"initialBackoff":       "0.1s",
+			"maxBackoff":           "1s",
+			"backoffMultiplier":    2,
+			"retryableStatusCodes": []string{"UNAVAILABLE"},
+		},
+	}}}
+	b, err := json.Marshal(sc)
+	return string(b), err
 }

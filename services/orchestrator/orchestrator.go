@@ -143,8 +143,17 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		"anthropic_base_url", cfg.AnthropicBaseURL, "categories", cats.Names(), "skills", lib.Names(),
 		"fallback_key_configured", !cfg.FallbackAPIKey.IsZero(), "fail_when_pool_unavailable", cfg.FailWhenPoolUnavailable)
 
+	// Bookkeeping writes that are idempotent are retried on UNAVAILABLE, so
+	// a blip neither loses a usage row nor leaves an activity RUNNING.
+	// SelectAccount (it reserves capacity) and TrackProgress (a repeat adds
+	// an event) are not.
+	retried := []string{
+		accountpoolv1.AccountPoolService_RecordRequest_FullMethodName,
+		activityv1.ActivityService_TrackStart_FullMethodName,
+		activityv1.ActivityService_TrackComplete_FullMethodName,
+	}
 	clientCfg := func(target string) grpcclient.Config {
-		c := grpcclient.Config{Target: target, Telemetry: cfg.Telemetry, TLS: cfg.ClientTLS,
+		c := grpcclient.Config{Target: target, Telemetry: cfg.Telemetry, TLS: cfg.ClientTLS, RetryUnavailable: retried,
 			UnaryInterceptors: []grpc.UnaryClientInterceptor{auth.ForwardOrganization()}}
 		if !cfg.ServiceToken.IsZero() {
 			c.Credentials = auth.ClientCredentials(cfg.ServiceToken, cfg.ClientTLS != nil)
