@@ -139,8 +139,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("accountpool: %w", err)
 	}
-	if cfg.Tokens == nil && !cfg.InsecureNoAuth {
-		_, _, err := auth.ServerInterceptors(nil, false, nil, cfg.Logger)
+	unary, stream, err := auth.ServerInterceptors(cfg.Tokens, cfg.InsecureNoAuth, api.Policy(), cfg.Logger)
+	if err != nil {
 		return nil, fmt.Errorf("accountpool: %w", err)
 	}
 	tiers, err := loadTable(cfg.TiersFile, pool.DefaultTiers(), pool.ParseTiers)
@@ -155,7 +155,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("accountpool: %w", err)
 	}
-	s, err := build(cfg, keys, tiers, pricing, be)
+	s, err := build(cfg, keys, tiers, pricing, be, unary, stream)
 	if err != nil {
 		be.close()
 		return nil, fmt.Errorf("accountpool: %w", err)
@@ -163,7 +163,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	return s, nil
 }
 
-func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pricing, be backend) (*Service, error) {
+func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pricing, be backend,
+	unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) (*Service, error) {
 	p, err := pool.New(pool.Config{
 		Store:        be.store,
 		Keys:         keys,
@@ -177,10 +178,6 @@ func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pric
 		return nil, err
 	}
 	handlers := api.New(p, cfg.Logger)
-	unary, stream, err := auth.ServerInterceptors(cfg.Tokens, cfg.InsecureNoAuth, api.Policy(), cfg.Logger)
-	if err != nil {
-		return nil, err
-	}
 	scfg := grpcserver.Config{
 		Addr:               cfg.Addr,
 		Name:               "accountpool",
