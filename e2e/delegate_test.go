@@ -254,3 +254,17 @@ func TestRetriedRequestIDRunsTheModelOnce(t *testing.T) {
 		require.Len(t, usage.GetRecords(), 1)
 	})
 }
+
+// With the AccountPool unreachable the task runs on the fallback key (the
+// default), and the response says what happened.
+func TestUnreachablePoolFallsBackToTheEnvironmentKey(t *testing.T) {
+	s := startStack(t, stackOptions{fallbackKey: "sk-ant-sim-legacy-env", poolAddr: "127.0.0.1:1"})
+	resp := delegate(t, s, quickTask("acme"))
+	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus(), resp.GetError())
+	require.True(t, resp.GetMetadata().GetLegacyMode())
+	require.Equal(t, "default", resp.GetMetadata().GetAccountName())
+	errs := resp.GetMetadata().GetBookkeepingErrors()
+	require.NotEmpty(t, errs)
+	require.Contains(t, errs[0], "account pool unavailable")
+	require.EqualValues(t, 1, s.sim.Stats("sk-ant-sim-legacy-env").Succeeded)
+}
