@@ -66,6 +66,13 @@ func (b *bucket) take(n int64) {
 	}
 }
 
+// refund gives back n tokens taken earlier, up to the bucket's capacity.
+func (b *bucket) refund(n int64) {
+	if !b.unlimited() && n > 0 {
+		b.level = min(b.capacity(), b.level+n*unitsPerToken)
+	}
+}
+
 // remaining is the whole tokens available now.
 func (b *bucket) remaining() int64 { return b.level / unitsPerToken }
 

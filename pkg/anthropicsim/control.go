@@ -16,6 +16,10 @@ type faultRequest struct {
 	Drop         bool   `json:"drop"`
 	SpendLimit   bool   `json:"spend_limit"`
 	RetryAfterMS int64  `json:"retry_after_ms"`
+	// StreamFailure is "overloaded_error", "api_error" or "cut".
+	StreamFailure   string `json:"stream_failure"`
+	StreamFailAfter int    `json:"stream_fail_after"`
+	StreamDelayMS   int64  `json:"stream_delay_ms"`
 }
 
 // handleSetFault serves POST /sim/faults: 204 on success, 400 with a message
@@ -42,8 +46,14 @@ func (s *Server) handleSetFault(w http.ResponseWriter, r *http.Request, reqID st
 		problem = "retry_after_ms: must not be negative"
 	case fr.SpendLimit && fr.Status != http.StatusTooManyRequests:
 		problem = "spend_limit: requires status 429"
-	case fr.Status == 0 && fr.DelayMS == 0 && !fr.Drop:
-		problem = "nothing to do: set status, delay_ms or drop"
+	case !StreamFailure(fr.StreamFailure).valid():
+		problem = `stream_failure: must be "overloaded_error", "api_error" or "cut"`
+	case fr.StreamFailAfter < 0:
+		problem = "stream_fail_after: must not be negative"
+	case fr.StreamDelayMS < 0:
+		problem = "stream_delay_ms: must not be negative"
+	case fr.Status == 0 && fr.DelayMS == 0 && !fr.Drop && fr.StreamFailure == "" && fr.StreamDelayMS == 0:
+		problem = "nothing to do: set status, delay_ms, drop, stream_failure or stream_delay_ms"
 	}
 	if problem != "" {
 		writeError(w, reqID, invalidRequest(problem))
@@ -56,6 +66,10 @@ func (s *Server) handleSetFault(w http.ResponseWriter, r *http.Request, reqID st
 		Delay:      time.Duration(fr.DelayMS) * time.Millisecond,
 		Drop:       fr.Drop,
 		Count:      fr.Count,
+
+		StreamFailure:   StreamFailure(fr.StreamFailure),
+		StreamFailAfter: fr.StreamFailAfter,
+		StreamDelay:     time.Duration(fr.StreamDelayMS) * time.Millisecond,
 	}
 	s.SetFault(fr.APIKey, f)
 	s.log.Info("anthropicsim: fault set", "key", fingerprint(fr.APIKey), "fault", fmt.Sprintf("%+v", f))
@@ -75,12 +89,16 @@ func (s *Server) handleClearFaults(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// handleStats serves GET /sim/stats?api_key=K.
+// handleStats serves GET /sim/stats?api_key=K: the key's [KeyStats] and, under
+// "usage", its [KeyUsage].
 func (s *Server) handleStats(w http.ResponseWriter, r *http.Request, reqID string) {
 	k := r.URL.Query().Get("api_key")
 	if k == "" {
 		writeError(w, reqID, invalidRequest("api_key: query parameter required"))
 		return
 	}
-	writeJSON(w, http.StatusOK, s.Stats(k))
+	writeJSON(w, http.StatusOK, struct {
+		KeyStats
+		Usage KeyUsage `json:"usage"`
+	}{s.Stats(k), s.Usage(k)})
 }

@@ -9,11 +9,13 @@
 //
 // # Endpoints
 //
-//	POST   /v1/messages                the Messages API (non-streaming only)
+//	POST   /v1/messages                the Messages API, unstreamed or streamed ("stream": true)
 //	POST   /sim/faults                 script a fault: {"api_key":"...","status":500,"count":3,
-//	                                   "delay_ms":0,"drop":false,"spend_limit":false,"retry_after_ms":1000}
+//	                                   "delay_ms":0,"drop":false,"spend_limit":false,"retry_after_ms":1000,
+//	                                   "stream_failure":"overloaded_error","stream_fail_after":2,
+//	                                   "stream_delay_ms":100}
 //	DELETE /sim/faults[?api_key=K]     clear every scripted fault, or only K's
-//	GET    /sim/stats?api_key=K        K's [KeyStats] as JSON
+//	GET    /sim/stats?api_key=K        K's [KeyStats] as JSON, with its [KeyUsage] under "usage"
 //	GET    /healthz                    200 {"status":"ok"}
 //
 // The /sim/ endpoints have no authentication: the simulator is a development tool
@@ -46,6 +48,8 @@
 //	sk-ant-sim-529-           529 overloaded_error
 //	sk-ant-sim-slow-          waits 2s, then answers normally
 //	sk-ant-sim-drop-          closes the connection without answering
+//	sk-ant-sim-midstream-     a stream breaks with overloaded_error after 2 text
+//	                          deltas (an unstreamed call gets 529)
 //	sk-ant-sim-<tier>-        normal answers from that tier's buckets, for any tier
 //	                          name in Config.Tiers: tier1, tier2, tier3, tier4,
 //	                          start, build, scale by default
@@ -60,11 +64,36 @@
 //  1. API key present (else 401); the request is counted in [KeyStats.Requests].
 //  2. anthropic-version present (else 400).
 //  3. Body: at most 32 MiB (else 413 request_too_large), valid JSON with model,
-//     max_tokens > 0 and non-empty messages (else 400); "stream": true is a 400.
+//     max_tokens > 0 and non-empty messages (else 400).
 //  4. Scripted fault (SetFault, then the key prefix): Delay, then Drop or Status.
 //     A fault answers before capacity is looked at and consumes none of it.
 //  5. Capacity: the key's token buckets (below). Short of capacity is a 429.
-//  6. Success.
+//  6. Success: a JSON message, or an event stream (below), where a fault's
+//     StreamFailure and StreamDelay act.
+//
+// # Streaming
+//
+// With "stream": true a success is HTTP 200 with content-type
+// text/event-stream and the events the Messages API sends, each flushed as it
+// is written:
+//
+//	event: message_start        message with empty content; usage has the input,
+//	                            cache read and cache creation tokens and output_tokens 1
+//	event: content_block_start  index 0, an empty text block
+//	event: ping
+//	event: content_block_delta  text_delta, 16 characters of the answer each
+//	...
+//	event: content_block_stop
+//	event: message_delta        stop_reason, and usage with the cumulative totals
+//	                            (input, cache read, cache creation, output)
+//	event: message_stop
+//
+// The text, usage and stop reason are those of the unstreamed answer to the
+// same request. A fault's StreamFailure breaks the stream after
+// StreamFailAfter deltas: with an error event ({"type":"error","error":
+// {"type":"overloaded_error",...}}) or, for "cut", by ending the body without
+// message_stop. A broken stream is charged the usage its message_start
+// reported; [KeyStats.StreamsBroken] counts it.
 //
 // # Answers
 //

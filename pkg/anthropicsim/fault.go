@@ -30,6 +30,16 @@ type Fault struct {
 	Drop bool
 	// Count is how many requests the fault applies to; <= 0 means until cleared.
 	Count int
+	// StreamFailure breaks a streamed answer after it has started (HTTP 200
+	// sent): an error event or a cut. An unstreamed request gets the same
+	// condition as an HTTP error instead (529 for overloaded_error, else 500).
+	StreamFailure StreamFailure
+	// StreamFailAfter is how many text deltas are sent before StreamFailure
+	// (0: none, the failure follows message_start).
+	StreamFailAfter int
+	// StreamDelay is a wall-clock pause between text deltas, so a stream
+	// takes a while (a long task, a client that cancels).
+	StreamDelay time.Duration
 }
 
 type faultState struct {
@@ -105,13 +115,16 @@ func prefixFault(apiKey string) (Fault, bool) {
 		return Fault{Delay: 2 * time.Second}, true
 	case "drop":
 		return Fault{Drop: true}, true
+	case "midstream":
+		return Fault{StreamFailure: StreamOverloaded, StreamFailAfter: 2}, true
 	}
 	return Fault{}, false
 }
 
 // applyFault carries out f for one request. It reports whether the request
-// should go on to normal handling (a Delay-only fault).
-func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, reqID, apiKey string, f Fault) bool {
+// should go on to normal handling (a Delay-only fault, or one that acts on
+// the stream itself).
+func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, reqID, apiKey string, f Fault, streamed bool) bool {
 	if f.Delay > 0 {
 		t := time.NewTimer(f.Delay)
 		defer t.Stop()
@@ -126,6 +139,9 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, reqID, apiKe
 		s.log.Debug("anthropicsim: dropping connection", "key", fingerprint(apiKey), "request_id", reqID)
 		drop(w)
 		return false
+	}
+	if f.StreamFailure != "" && f.Status < 400 && !streamed {
+		f.Status = f.StreamFailure.unstreamedStatus()
 	}
 	if f.Status < 400 {
 		return true

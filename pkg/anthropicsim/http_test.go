@@ -70,7 +70,6 @@ func TestMessagesValidation(t *testing.T) {
 		{"bad content", apiHeaders, `{"model":"m","max_tokens":10,"messages":[{"role":"user","content":7}]}`, 400, "invalid_request_error", "messages.0.content"},
 		{"bad system", apiHeaders, `{"model":"m","max_tokens":10,"system":[{"type":"image"}],"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "system.0.type"},
 		{"bad ttl", apiHeaders, `{"model":"m","max_tokens":10,"system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral","ttl":"2h"}}],"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "ttl"},
-		{"stream", apiHeaders, `{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, 400, "invalid_request_error", "streaming is not supported by the simulator"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, h, body := e.do(t, http.MethodPost, "/v1/messages", tc.header, tc.body)
@@ -81,7 +80,7 @@ func TestMessagesValidation(t *testing.T) {
 			require.Empty(t, h.Get("anthropic-ratelimit-requests-limit"))
 		})
 	}
-	require.Equal(t, anthropicsim.KeyStats{Requests: 10}, e.sim.Stats("sk-ant-raw"))
+	require.Equal(t, anthropicsim.KeyStats{Requests: 9}, e.sim.Stats("sk-ant-raw"))
 }
 
 func TestMessagesRawSuccess(t *testing.T) {
@@ -170,7 +169,10 @@ func TestControlSurface(t *testing.T) {
 
 	status, _, m := e.do(t, http.MethodGet, "/sim/stats?api_key=k1", nil, "")
 	require.Equal(t, http.StatusOK, status)
-	require.Equal(t, map[string]any{"requests": 5.0, "succeeded": 2.0, "rate_limited": 2.0, "capacity_rejected": 0.0, "faulted": 3.0}, m)
+	u := e.sim.Usage("k1")
+	require.Positive(t, u.OutputTokens)
+	require.Equal(t, map[string]any{"requests": 5.0, "succeeded": 2.0, "rate_limited": 2.0, "capacity_rejected": 0.0, "faulted": 3.0, "streams_broken": 0.0,
+		"usage": map[string]any{"input_tokens": float64(u.InputTokens), "output_tokens": float64(u.OutputTokens), "cache_read_tokens": 0.0, "cache_creation_tokens": 0.0}}, m)
 	require.Equal(t, anthropicsim.KeyStats{Requests: 5, Succeeded: 2, RateLimited: 2, Faulted: 3}, e.sim.Stats("k1"))
 
 	status, _ = post(`{"api_key":"*","status":529}`)

@@ -32,6 +32,7 @@ type request struct {
 	system    []systemBlock
 	msgTokens int64  // input tokens of all messages
 	lastUser  string // text of the last user message
+	stream    bool
 }
 
 type systemBlock struct {
@@ -121,14 +122,15 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, reqID st
 	s.mu.Lock()
 	f, faulted := s.takeFault(key, s.state(key, s.now()))
 	s.mu.Unlock()
-	if faulted && !s.applyFault(w, r, reqID, key, f) {
+	if faulted && !s.applyFault(w, r, reqID, key, f, req.stream) {
 		return
 	}
-	s.answer(w, reqID, key, req)
+	s.answer(w, r, reqID, key, req, f)
 }
 
-// answer admits req against key's buckets and answers it: 200 or 429.
-func (s *Server) answer(w http.ResponseWriter, reqID, key string, req request) {
+// answer admits req against key's buckets and answers it: 200 (a JSON
+// message or an event stream) or 429. f's stream fields apply to a stream.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, reqID, key string, req request, f Fault) {
 	text, outTokens, stop := reply(req)
 	now := s.now()
 
@@ -160,11 +162,36 @@ func (s *Server) answer(w http.ResponseWriter, reqID, key string, req request) {
 	// straight away, so only what was produced leaves the bucket.
 	st.out.take(outTokens)
 	st.commitCache(plan, now)
-	st.stats.Succeeded++
 	h := st.rateHeaders(now)
 	s.mu.Unlock()
 
 	maps.Copy(w.Header(), h)
+	u := usage{
+		InputTokens:              plan.uncached,
+		CacheCreationInputTokens: plan.creation,
+		CacheReadInputTokens:     plan.read,
+		CacheCreation:            cacheCreation{Ephemeral5m: plan.creation - plan.creation1h, Ephemeral1h: plan.creation1h},
+		OutputTokens:             outTokens,
+		ServiceTier:              "standard",
+	}
+	if req.stream {
+		reported := s.streamAnswer(r.Context(), w, req.model, text, stop, u, f.StreamFailure, f.StreamFailAfter, f.StreamDelay)
+		completed := reported == outTokens && f.StreamFailure == ""
+		s.mu.Lock()
+		st := s.state(key, s.now())
+		if !completed {
+			st.out.refund(outTokens - reported)
+			u.OutputTokens = reported
+		}
+		st.count(u, completed)
+		s.mu.Unlock()
+		s.log.Debug("anthropicsim: streamed", "key", fingerprint(key), "request_id", reqID, "completed", completed,
+			"input_tokens", u.InputTokens, "cache_read", u.CacheReadInputTokens, "cache_creation", u.CacheCreationInputTokens, "output_tokens", u.OutputTokens)
+		return
+	}
+	s.mu.Lock()
+	s.state(key, s.now()).count(u, true)
+	s.mu.Unlock()
 	s.log.Debug("anthropicsim: answered", "key", fingerprint(key), "request_id", reqID,
 		"input_tokens", plan.uncached, "cache_read", plan.read, "cache_creation", plan.creation, "output_tokens", outTokens)
 	writeJSON(w, http.StatusOK, messageResponse{
@@ -174,15 +201,21 @@ func (s *Server) answer(w http.ResponseWriter, reqID, key string, req request) {
 		Model:      req.model,
 		Content:    []textBlock{{Type: "text", Text: text}},
 		StopReason: stop,
-		Usage: usage{
-			InputTokens:              plan.uncached,
-			CacheCreationInputTokens: plan.creation,
-			CacheReadInputTokens:     plan.read,
-			CacheCreation:            cacheCreation{Ephemeral5m: plan.creation - plan.creation1h, Ephemeral1h: plan.creation1h},
-			OutputTokens:             outTokens,
-			ServiceTier:              "standard",
-		},
+		Usage:      u,
 	})
+}
+
+// count adds an answer's usage to the key's stats. s.mu must be held.
+func (st *keyState) count(u usage, succeeded bool) {
+	if succeeded {
+		st.stats.Succeeded++
+	} else {
+		st.stats.StreamsBroken++
+	}
+	st.usage.InputTokens += u.InputTokens
+	st.usage.OutputTokens += u.OutputTokens
+	st.usage.CacheReadTokens += u.CacheReadInputTokens
+	st.usage.CacheCreationTokens += u.CacheCreationInputTokens
 }
 
 // shortage names the first bucket that cannot admit a request needing in input
@@ -346,10 +379,8 @@ func parseRequest(body []byte) (request, error) {
 		return request{}, fmt.Errorf("max_tokens: must be at most %d", maxMaxTokens)
 	case len(wr.Messages) == 0:
 		return request{}, errors.New("messages: at least one message is required")
-	case wr.Stream:
-		return request{}, errors.New("stream: streaming is not supported by the simulator")
 	}
-	req := request{model: *wr.Model, maxTokens: *wr.MaxTokens}
+	req := request{model: *wr.Model, maxTokens: *wr.MaxTokens, stream: wr.Stream}
 
 	system, err := parseSystem(wr.System)
 	if err != nil {

@@ -61,6 +61,19 @@ type KeyStats struct {
 	// Faulted is the requests a scripted fault (SetFault or key prefix) applied
 	// to, whatever it did: error, drop or delay.
 	Faulted int64 `json:"faulted"`
+	// StreamsBroken is the streams that started (HTTP 200) and did not end
+	// with message_stop: a scripted mid-stream failure or a client that left.
+	StreamsBroken int64 `json:"streams_broken"`
+}
+
+// KeyUsage is the token totals of every answer a key got that started
+// (unstreamed 200s and streams, complete or broken), as reported to the
+// client: what the client's usage records must add up to.
+type KeyUsage struct {
+	InputTokens         int64 `json:"input_tokens"`
+	OutputTokens        int64 `json:"output_tokens"`
+	CacheReadTokens     int64 `json:"cache_read_tokens"`
+	CacheCreationTokens int64 `json:"cache_creation_tokens"`
 }
 
 // Server simulates the Anthropic Messages API. Create it with [New]; it is safe
@@ -85,6 +98,7 @@ type keyState struct {
 	tier         string
 	req, in, out bucket
 	stats        KeyStats
+	usage        KeyUsage
 	cache        map[[sha256.Size]byte]time.Time // cached prefix → expiry
 }
 
@@ -146,6 +160,16 @@ func (s *Server) Stats(apiKey string) KeyStats {
 		return st.stats
 	}
 	return KeyStats{}
+}
+
+// Usage returns the token totals for apiKey; zero for a key never seen.
+func (s *Server) Usage(apiKey string) KeyUsage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st, ok := s.keys[apiKey]; ok {
+		return st.usage
+	}
+	return KeyUsage{}
 }
 
 // ServeHTTP routes the Messages API, the /sim/ control surface and /healthz.
