@@ -66,7 +66,9 @@ func outcomeToProto(o executor.Outcome) accountpoolv1.Outcome {
 		return accountpoolv1.Outcome_OUTCOME_AUTH_FAILED
 	case executor.UpstreamError:
 		return accountpoolv1.Outcome_OUTCOME_UPSTREAM_ERROR
-	case executor.ClientError:
+	case executor.ClientError, executor.NotSent:
+		// A request that never left is the task's fault like a 400: the
+		// pool releases the lease and counts nothing against the account.
 		return accountpoolv1.Outcome_OUTCOME_CLIENT_ERROR
 	case executor.Cancelled:
 		return accountpoolv1.Outcome_OUTCOME_CANCELLED

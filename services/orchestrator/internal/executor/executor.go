@@ -8,110 +8,13 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
 	"go.opentelemetry.io/otel/trace"
-
-	"github.com/switchyard-dev/switchyard/pkg/secret"
 )
-
-// Outcome classifies one call.
-type Outcome int
-
-// The outcomes of DESIGN §2.
-const (
-	// Success is a 2xx answer.
-	Success Outcome = iota + 1
-	// RateLimited is a 429 rate_limit_error: retry on another account.
-	RateLimited
-	// SpendLimited is a 429 caused by a spend cap: the account is exhausted
-	// until its spend window resets; retry on another account.
-	SpendLimited
-	// AuthFailed is 401, 402 or 403: the key is unusable; retry elsewhere.
-	AuthFailed
-	// UpstreamError is 5xx, 529, a timeout or a connection error: counted
-	// by the circuit breaker; retry elsewhere.
-	UpstreamError
-	// ClientError is 400, 404, 413 or another 4xx: the request itself is
-	// wrong, so another account would fail the same way.
-	ClientError
-	// Cancelled means the caller cancelled or its deadline passed.
-	Cancelled
-)
-
-var outcomeNames = map[Outcome]string{
-	Success: "success", RateLimited: "rate_limited", SpendLimited: "spend_limited", AuthFailed: "auth_failed",
-	UpstreamError: "upstream_error", ClientError: "client_error", Cancelled: "cancelled",
-}
-
-func (o Outcome) String() string {
-	if n, ok := outcomeNames[o]; ok {
-		return n
-	}
-	return "unknown"
-}
-
-// Retryable reports whether another account may succeed where this one did
-// not.
-func (o Outcome) Retryable() bool {
-	switch o {
-	case RateLimited, SpendLimited, AuthFailed, UpstreamError:
-		return true
-	}
-	return false
-}
-
-// Request is one model call.
-type Request struct {
-	APIKey    secret.String
-	Model     string
-	MaxTokens int64
-	System    string
-	Prompt    string
-	// UserID is passed upstream as metadata.user_id (an opaque id, for abuse
-	// detection), when set.
-	UserID string
-}
-
-// Usage is the token usage the upstream reported.
-type Usage struct {
-	InputTokens         int64
-	OutputTokens        int64
-	CacheReadTokens     int64
-	CacheCreationTokens int64
-}
-
-// RateLimit is the upstream's anthropic-ratelimit-* and retry-after headers,
-// parsed; zero values mean absent.
-type RateLimit struct {
-	RequestsLimit, RequestsRemaining         int64
-	RequestsReset                            time.Time
-	InputTokensLimit, InputTokensRemaining   int64
-	InputTokensReset                         time.Time
-	OutputTokensLimit, OutputTokensRemaining int64
-	OutputTokensReset                        time.Time
-	RetryAfter                               time.Duration
-}
-
-// Result is what one call produced. Error texts are scrubbed of anything
-// key-shaped.
-type Result struct {
-	Outcome           Outcome
-	HTTPStatus        int
-	Text              string
-	Model             string
-	StopReason        string
-	Usage             Usage
-	RateLimit         RateLimit
-	ErrorType         string
-	ErrorMessage      string
-	UpstreamRequestID string
-	Duration          time.Duration
-}
 
 // Config configures a Client.
 type Config struct {
@@ -153,8 +56,11 @@ func New(cfg Config) *Client {
 	return &Client{sdk: anthropic.NewClient(opts...)}
 }
 
-// Call makes one Messages API call and classifies the result. It does not
-// return an error: every failure is an Outcome with details.
+// Call makes one streamed Messages API call, accumulates the stream with
+// the SDK and classifies the result. Streaming is used for every call, so
+// any max_tokens up to the model's limit works (the SDK refuses unstreamed
+// calls that may take longer than ten minutes). It does not return an
+// error: every failure is an Outcome with details.
 func (c *Client) Call(ctx context.Context, req Request) Result {
 	start := time.Now()
 	params := anthropic.MessageNewParams{
@@ -170,62 +76,131 @@ func (c *Client) Call(ctx context.Context, req Request) Result {
 	if req.UserID != "" {
 		params.Metadata = anthropic.MetadataParam{UserID: anthropic.String(req.UserID)}
 	}
-	var httpResp *http.Response
-	msg, err := c.sdk.Messages.New(ctx, params, option.WithAPIKey(req.APIKey.Reveal()), option.WithResponseInto(&httpResp))
-	res := classify(ctx, msg, err)
+	var (
+		httpResp *http.Response
+		sent     bool // the request reached the HTTP client
+	)
+	guard := option.WithMiddleware(func(r *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+		sent = true
+		resp, err := next(r)
+		if resp != nil && resp.Body != nil {
+			limit := int64(MaxStreamBytes)
+			if resp.StatusCode >= 300 {
+				limit = MaxErrorBodyBytes
+			}
+			resp.Body = &limitedBody{rc: resp.Body, left: limit}
+		}
+		return resp, err
+	})
+	stream := c.sdk.Messages.NewStreaming(ctx, params,
+		option.WithAPIKey(req.APIKey.Reveal()), option.WithResponseInto(&httpResp), guard)
+	var (
+		msg       anthropic.Message
+		stopped   bool
+		malformed error
+	)
+	for stream.Next() {
+		ev := stream.Current()
+		if err := msg.Accumulate(ev); err != nil {
+			malformed = err
+			break
+		}
+		switch ev.Type {
+		case "content_block_delta":
+			if ev.Delta.Type == "text_delta" && req.OnText != nil {
+				req.OnText(ev.Delta.Text)
+			}
+		case "message_stop":
+			stopped = true
+		}
+	}
+	streamErr := stream.Err()
+	_ = stream.Close()
+
+	res := classify(ctx, &msg, stopped, streamErr, malformed, sent)
 	res.Duration = time.Since(start)
 	if httpResp != nil {
 		res.RateLimit = parseRateLimit(httpResp.Header)
 		if res.UpstreamRequestID == "" {
 			res.UpstreamRequestID = httpResp.Header.Get("request-id")
 		}
-		if res.HTTPStatus == 0 {
+		if res.HTTPStatus == 0 && res.Outcome != Cancelled {
 			res.HTTPStatus = httpResp.StatusCode
 		}
+	}
+	sanitize(&res)
+	return res
+}
+
+// classify turns the end of a stream into a Result. msg holds whatever was
+// accumulated: on a failure after message_start its usage is what the
+// upstream reported and is kept, since the upstream bills it.
+func classify(ctx context.Context, msg *anthropic.Message, stopped bool, streamErr, malformed error, sent bool) Result {
+	res := fromMessage(msg)
+	var apiErr *anthropic.Error
+	switch {
+	case streamErr == nil && malformed == nil && stopped:
+		res.Outcome, res.HTTPStatus = Success, http.StatusOK
+		return res
+	case errors.As(streamErr, &apiErr) && apiErr.StatusCode >= 300:
+		// An HTTP error before the stream started: the outcome table applies.
+		e := classifyAPIError(apiErr)
+		e.Usage, e.MessageID = res.Usage, res.MessageID
+		return e
+	case ctx.Err() != nil:
+		res.Outcome, res.ErrorType, res.ErrorMessage = Cancelled, "cancelled", ctx.Err().Error()
+	case apiErr != nil:
+		// An error event in a stream that had started (HTTP 200): the
+		// upstream failed while answering.
+		res.Outcome, res.ErrorType, res.ErrorMessage = UpstreamError, string(apiErr.Type()), apiErr.Message
+		res.UpstreamRequestID = apiErr.RequestID
+		if res.ErrorType == "" {
+			res.ErrorType = "stream_error"
+		}
+		if res.ErrorMessage == "" {
+			res.ErrorMessage = "the upstream reported an error in the middle of the stream"
+		}
+	case malformed != nil:
+		res.Outcome, res.ErrorType, res.ErrorMessage = UpstreamError, "malformed_stream", "the upstream sent an event out of order: "+malformed.Error()
+	case streamErr == nil:
+		res.Outcome, res.ErrorType, res.ErrorMessage = UpstreamError, "connection_error", "the stream ended before message_stop"
+	case !sent:
+		// Nothing reached the network: the SDK refused the request.
+		res.Outcome, res.ErrorType, res.ErrorMessage = NotSent, "request_not_sent", "the request could not be sent: "+streamErr.Error()
+	default:
+		// A transport failure: refused or dropped connection, a timeout of
+		// our own, a body over its limit.
+		res.Outcome, res.ErrorType, res.ErrorMessage = UpstreamError, "connection_error", streamErr.Error()
 	}
 	return res
 }
 
-func classify(ctx context.Context, msg *anthropic.Message, err error) Result {
-	if err == nil {
-		var text strings.Builder
-		for _, block := range msg.Content {
-			if block.Type == "text" {
-				text.WriteString(block.Text)
-			}
-		}
-		return Result{
-			Outcome:           Success,
-			HTTPStatus:        http.StatusOK,
-			Text:              text.String(),
-			Model:             string(msg.Model),
-			StopReason:        string(msg.StopReason),
-			UpstreamRequestID: msg.ID,
-			Usage: Usage{
-				InputTokens:         msg.Usage.InputTokens,
-				OutputTokens:        msg.Usage.OutputTokens,
-				CacheReadTokens:     msg.Usage.CacheReadInputTokens,
-				CacheCreationTokens: msg.Usage.CacheCreationInputTokens,
-			},
+func fromMessage(msg *anthropic.Message) Result {
+	var text strings.Builder
+	for _, block := range msg.Content {
+		if block.Type == "text" {
+			text.WriteString(block.Text)
 		}
 	}
-	var apiErr *anthropic.Error
-	if errors.As(err, &apiErr) {
-		return classifyAPIError(apiErr)
+	return Result{
+		Text:       text.String(),
+		Model:      string(msg.Model),
+		StopReason: string(msg.StopReason),
+		MessageID:  msg.ID,
+		Usage: Usage{
+			InputTokens:         msg.Usage.InputTokens,
+			OutputTokens:        msg.Usage.OutputTokens,
+			CacheReadTokens:     msg.Usage.CacheReadInputTokens,
+			CacheCreationTokens: msg.Usage.CacheCreationInputTokens,
+		},
 	}
-	if ctx.Err() != nil {
-		return Result{Outcome: Cancelled, ErrorType: "cancelled", ErrorMessage: ctx.Err().Error()}
-	}
-	// Anything else is a transport failure: refused or dropped connection,
-	// a timeout of our own, a malformed response.
-	return Result{Outcome: UpstreamError, ErrorType: "connection_error", ErrorMessage: secret.Scrub(err.Error())}
 }
 
 func classifyAPIError(e *anthropic.Error) Result {
 	res := Result{
 		HTTPStatus:        e.StatusCode,
 		ErrorType:         string(e.Type()),
-		ErrorMessage:      secret.Scrub(e.Message),
+		ErrorMessage:      e.Message,
 		UpstreamRequestID: e.RequestID,
 	}
 	if res.ErrorMessage == "" {
@@ -252,35 +227,4 @@ func classifyAPIError(e *anthropic.Error) Result {
 func isSpendLimit(e *anthropic.Error) bool {
 	return strings.Contains(e.Details.ErrorCode, "spend_limit_reached") ||
 		strings.Contains(e.RawJSON(), "spend_limit_reached")
-}
-
-func parseRateLimit(h http.Header) RateLimit {
-	return RateLimit{
-		RequestsLimit:         headerInt(h, "anthropic-ratelimit-requests-limit"),
-		RequestsRemaining:     headerInt(h, "anthropic-ratelimit-requests-remaining"),
-		RequestsReset:         headerTime(h, "anthropic-ratelimit-requests-reset"),
-		InputTokensLimit:      headerInt(h, "anthropic-ratelimit-input-tokens-limit"),
-		InputTokensRemaining:  headerInt(h, "anthropic-ratelimit-input-tokens-remaining"),
-		InputTokensReset:      headerTime(h, "anthropic-ratelimit-input-tokens-reset"),
-		OutputTokensLimit:     headerInt(h, "anthropic-ratelimit-output-tokens-limit"),
-		OutputTokensRemaining: headerInt(h, "anthropic-ratelimit-output-tokens-remaining"),
-		OutputTokensReset:     headerTime(h, "anthropic-ratelimit-output-tokens-reset"),
-		RetryAfter:            time.Duration(headerInt(h, "retry-after")) * time.Second,
-	}
-}
-
-func headerInt(h http.Header, name string) int64 {
-	v, err := strconv.ParseInt(strings.TrimSpace(h.Get(name)), 10, 64)
-	if err != nil || v < 0 {
-		return 0
-	}
-	return v
-}
-
-func headerTime(h http.Header, name string) time.Time {
-	t, err := time.Parse(time.RFC3339, strings.TrimSpace(h.Get(name)))
-	if err != nil {
-		return time.Time{}
-	}
-	return t
 }
