@@ -44,6 +44,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 )
 
 // Kind is what a principal is.
@@ -150,9 +151,15 @@ func parsePrincipal(s string) (Principal, error) {
 	case s == "orchestrator":
 		return Principal{Kind: Orchestrator}, nil
 	case strings.HasPrefix(s, "org:") && len(s) > len("org:"):
-		return Principal{Kind: Organization, OrganizationID: strings.TrimPrefix(s, "org:")}, nil
+		org := strings.TrimPrefix(s, "org:")
+		// The same rule every service applies to organization_id: an id the
+		// services would reject would make every call of this token fail.
+		if err := validate.OrganizationID("organization id", org); err != nil {
+			return Principal{}, fmt.Errorf("principal %s: %w", validate.Quote(s), err)
+		}
+		return Principal{Kind: Organization, OrganizationID: org}, nil
 	}
-	return Principal{}, fmt.Errorf("principal %q must be admin, orchestrator or org:<organization id>", s)
+	return Principal{}, fmt.Errorf("principal %s must be admin, orchestrator or org:<organization id>", validate.Quote(s))
 }
 
 type principalKey struct{}

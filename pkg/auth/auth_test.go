@@ -125,6 +125,9 @@ func TestParseTokensRejectsMistakes(t *testing.T) {
 		"empty org":       HashToken("x") + " org:",
 		"duplicate":       HashToken("x") + " admin;" + HashToken("x") + " orchestrator",
 		"too many fields": HashToken("x") + " admin extra",
+		"non-ASCII org":   HashToken("x") + " org:acmé",
+		"control in org":  HashToken("x") + " org:ac\x01me",
+		"long org":        HashToken("x") + " org:" + strings.Repeat("a", 129),
 	} {
 		_, err := ParseTokens(spec)
 		require.Error(t, err, name)

@@ -39,7 +39,7 @@ func ToStatus(err error) error {
 	switch {
 	case errors.As(err, &field):
 		return withDetails(codes.InvalidArgument, field.Error(), &errdetails.BadRequest{
-			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field.Field, Description: field.Message}},
+			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field.Field, Description: field.Problem}},
 		})
 	case errors.Is(err, pool.ErrNoAccounts):
 		return withDetails(codes.NotFound,

@@ -35,9 +35,9 @@ func TestToStatus(t *testing.T) {
 		errorReason string
 	}{
 		{name: "nil", err: nil, code: codes.OK},
-		{name: "field error", err: &pool.FieldError{Field: "tier", Message: "unknown tier \"gold\"; use one of [tier1]"},
+		{name: "field error", err: &pool.FieldError{Field: "tier", Problem: "unknown tier \"gold\"; use one of [tier1]"},
 			code: codes.InvalidArgument, contains: []string{"tier: unknown tier", "tier1"}, badField: "tier"},
-		{name: "wrapped field error", err: fmt.Errorf("registering: %w", &pool.FieldError{Field: "name", Message: "required"}),
+		{name: "wrapped field error", err: fmt.Errorf("registering: %w", &pool.FieldError{Field: "name", Problem: "required"}),
 			code: codes.InvalidArgument, contains: []string{"name: required"}, badField: "name"},
 		{name: "no accounts", err: pool.ErrNoAccounts, code: codes.NotFound,
 			contains: []string{"no accounts in service", "legacy mode"}, errorReason: ReasonNoAccounts},

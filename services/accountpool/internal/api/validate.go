@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/pool"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 )
@@ -35,17 +36,11 @@ const (
 )
 
 func invalid(field, format string, args ...any) *pool.FieldError {
-	return &pool.FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
+	return &pool.FieldError{Field: field, Problem: fmt.Sprintf(format, args...)}
 }
 
 func checkOrg(org string) error {
-	if org == "" {
-		return invalid("organization_id", "required; set it to the id of the organization the call acts on")
-	}
-	if len(org) > maxIDLen || !printable(org) {
-		return invalid("organization_id", "must be at most %d printable bytes without whitespace", maxIDLen)
-	}
-	return nil
+	return validate.OrganizationID("organization_id", org)
 }
 
 // printable reports whether s is valid UTF-8 with no whitespace or control
@@ -118,10 +113,7 @@ func parseUUIDs(field string, ids []string) ([]string, error) {
 }
 
 func checkText(field, s string, maxLen int) error {
-	if len(s) > maxLen || !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
-		return invalid(field, "must be at most %d bytes of UTF-8 without control characters", maxLen)
-	}
-	return nil
+	return validate.Identifier(field, s, maxLen)
 }
 
 func checkNonNegative(field string, n int64) error {

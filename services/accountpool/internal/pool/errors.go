@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 )
 
 // ErrNoAccounts is returned by Select when the organization has no account
@@ -59,12 +61,7 @@ func (e *ExhaustedError) Error() string {
 }
 
 // FieldError is a request field that is wrong, and how to fix it.
-type FieldError struct {
-	Field   string
-	Message string
-}
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+type FieldError = validate.FieldError
 
 // errNotAdmitted aborts a reservation whose account stopped being eligible
 // between the snapshot and the atomic update.

@@ -532,7 +532,7 @@ type Capacity struct {
 }
 
 func (p *Pool) unknownTier(tier string) error {
-	return &FieldError{Field: "tier", Message: fmt.Sprintf("unknown tier %q; use one of %v", tier, p.tiers.Names())}
+	return &FieldError{Field: "tier", Problem: fmt.Sprintf("unknown tier %q; use one of %v", tier, p.tiers.Names())}
 }
 
 // RegisterAccount encrypts the key and stores a new ACTIVE account.
@@ -858,7 +858,7 @@ func (p *Pool) UpdateSettings(ctx context.Context, orgID string, strategy store.
 func validStrategy(s store.Strategy) bool { return slices.Contains(store.Strategies(), s) }
 
 func unknownStrategy(field string, s store.Strategy) error {
-	return &FieldError{Field: field, Message: fmt.Sprintf("unknown strategy %q; use one of %q", s, store.Strategies())}
+	return &FieldError{Field: field, Problem: fmt.Sprintf("unknown strategy %q; use one of %q", s, store.Strategies())}
 }
 
 // UsageQuery selects ledger rows.

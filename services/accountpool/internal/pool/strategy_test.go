@@ -214,7 +214,7 @@ func TestStrategySettingRoundTrips(t *testing.T) {
 	_, err := f.pool.UpdateSettings(f.ctx, f.org, "random")
 	var fe *FieldError
 	require.ErrorAs(t, err, &fe)
-	require.Contains(t, fe.Message, "session-affinity")
+	require.Contains(t, fe.Problem, "session-affinity")
 }
 
 func TestExplainIsOptional(t *testing.T) {

@@ -1,0 +1,178 @@
+// Package validate holds the input rules that every Switchyard service
+// applies to the same fields, so a value the Orchestrator accepts is one
+// AccountPool and Activity accept too: a task is rejected at the edge, with
+// InvalidArgument naming the field, instead of running and then failing to
+// be recorded.
+//
+// Each check returns a *FieldError whose Field is the request field by its
+// protobuf name and whose Problem says what to change. Messages never echo
+// more than [MaxEcho] bytes of the caller's value, so a huge bad value
+// cannot become a huge error.
+package validate
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Limits shared by the services.
+const (
+	// MaxOrganizationID bounds an organization id.
+	MaxOrganizationID = 128
+	// MaxIdentifier bounds short labels: session_id, user_id, category,
+	// agent type and name.
+	MaxIdentifier = 256
+	// MaxRequestID bounds a client's idempotency key.
+	MaxRequestID = 128
+	// MaxObjectJSON bounds a structured object (an activity's input or
+	// output data) measured on its JSON encoding, which is what is stored.
+	MaxObjectJSON = 1 << 20
+	// MaxEcho bounds how much of a bad value an error message quotes.
+	MaxEcho = 64
+)
+
+// FieldError is a request field the caller must fix. Both fields are safe
+// to show to the caller.
+type FieldError struct {
+	Field   string
+	Problem string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+// Invalid returns a *FieldError for field with a formatted problem.
+func Invalid(field, format string, args ...any) error {
+	return &FieldError{Field: field, Problem: fmt.Sprintf(format, args...)}
+}
+
+// Quote shows a caller's value in a message, cut to MaxEcho bytes.
+func Quote(s string) string {
+	if len(s) > MaxEcho {
+		cut := MaxEcho
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		return fmt.Sprintf("%q... (%d bytes)", s[:cut], len(s))
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// OrganizationID requires 1 to MaxOrganizationID printable ASCII characters
+// without spaces. Organization ids travel in gRPC metadata (which carries
+// only printable ASCII), row-level-security settings and log lines, so
+// nothing else is accepted anywhere.
+func OrganizationID(field, v string) error {
+	if v == "" {
+		return Invalid(field, "is required: set it to the id of the organization the call acts on")
+	}
+	if len(v) > MaxOrganizationID || !printableASCII(v) {
+		return Invalid(field, "must be 1 to %d printable ASCII characters without spaces (letters, digits, punctuation)", MaxOrganizationID)
+	}
+	return nil
+}
+
+// RequestID allows an empty id, else at most MaxRequestID printable ASCII
+// characters (spaces allowed).
+func RequestID(field, v string) error {
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return Invalid(field, "must be at most %d printable ASCII characters", MaxRequestID)
+		}
+	}
+	if len(v) > MaxRequestID {
+		return Invalid(field, "must be at most %d printable ASCII characters", MaxRequestID)
+	}
+	return nil
+}
+
+// Identifier allows an empty label, else at most limit bytes of valid
+// UTF-8 without control characters (no NUL, newline or tab).
+func Identifier(field, v string, limit int) error {
+	if len(v) > limit {
+		return Invalid(field, "is %d bytes long; the limit is %d", len(v), limit)
+	}
+	if !utf8.ValidString(v) {
+		return Invalid(field, "is not valid UTF-8")
+	}
+	if strings.ContainsFunc(v, unicode.IsControl) {
+		return Invalid(field, "contains a control character; use printable text only")
+	}
+	return nil
+}
+
+// Text allows free text of at most limit bytes: valid UTF-8 where newlines
+// and tabs are fine, but not NUL, which no store can keep.
+func Text(field, v string, limit int) error {
+	if len(v) > limit {
+		return Invalid(field, "is %d bytes long; the limit is %d", len(v), limit)
+	}
+	if !utf8.ValidString(v) {
+		return Invalid(field, "is not valid UTF-8")
+	}
+	if strings.IndexByte(v, 0) >= 0 {
+		return Invalid(field, "contains a NUL character (\\u0000), which cannot be stored; remove it")
+	}
+	return nil
+}
+
+// JSONObject checks a structured object against what every store keeps:
+// strings (keys too) that are valid UTF-8 without NUL, and at most limit
+// bytes as JSON. The size is measured on encoding/json's output, which
+// escapes <, > and & as \u003c and so can be six times the raw text: a
+// prompt that fits a byte limit may not fit once encoded.
+func JSONObject(field string, m map[string]any, limit int) error {
+	if len(m) == 0 {
+		return nil
+	}
+	if err := jsonStrings(field, m); err != nil {
+		return err
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return Invalid(field, "is not representable as JSON: %v", err)
+	}
+	if len(b) > limit {
+		return Invalid(field, "is %d bytes as JSON; the limit is %d: store large payloads elsewhere and reference them", len(b), limit)
+	}
+	return nil
+}
+
+func jsonStrings(field string, v any) error {
+	switch v := v.(type) {
+	case string:
+		if !utf8.ValidString(v) {
+			return Invalid(field, "contains a string that is not valid UTF-8")
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return Invalid(field, "contains a NUL character (\\u0000), which cannot be stored; remove it")
+		}
+	case map[string]any:
+		for k, e := range v {
+			if err := jsonStrings(field, k); err != nil {
+				return err
+			}
+			if err := jsonStrings(field, e); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if err := jsonStrings(field, e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}

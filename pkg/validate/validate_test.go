@@ -1,0 +1,76 @@
+package validate_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/switchyard-dev/switchyard/pkg/validate"
+)
+
+func TestRules(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("a", n) }
+	for _, tc := range []struct {
+		name    string
+		check   func() error
+		problem string // "" means valid
+	}{
+		{"org ok", func() error { return validate.OrganizationID("organization_id", "org-456_A.b:c") }, ""},
+		{"org empty", func() error { return validate.OrganizationID("organization_id", "") }, "is required"},
+		{"org max", func() error { return validate.OrganizationID("organization_id", long(128)) }, ""},
+		{"org too long", func() error { return validate.OrganizationID("organization_id", long(129)) }, "printable ASCII"},
+		{"org space", func() error { return validate.OrganizationID("organization_id", "org 1") }, "printable ASCII"},
+		{"org control", func() error { return validate.OrganizationID("organization_id", "org\x01") }, "printable ASCII"},
+		{"org non-ASCII", func() error { return validate.OrganizationID("organization_id", "orgé") }, "printable ASCII"},
+		{"org DEL", func() error { return validate.OrganizationID("organization_id", "org\x7f") }, "printable ASCII"},
+
+		{"request id empty", func() error { return validate.RequestID("request_id", "") }, ""},
+		{"request id spaces", func() error { return validate.RequestID("request_id", "job 1") }, ""},
+		{"request id tab", func() error { return validate.RequestID("request_id", "job\t1") }, "printable ASCII"},
+		{"request id long", func() error { return validate.RequestID("request_id", long(129)) }, "printable ASCII"},
+
+		{"identifier ok", func() error { return validate.Identifier("session_id", "séssion-123", 256) }, ""},
+		{"identifier empty", func() error { return validate.Identifier("session_id", "", 256) }, ""},
+		{"identifier long", func() error { return validate.Identifier("session_id", long(257), 256) }, "257 bytes long"},
+		{"identifier newline", func() error { return validate.Identifier("session_id", "a\nb", 256) }, "control character"},
+		{"identifier NUL", func() error { return validate.Identifier("user_id", "a\x00b", 256) }, "control character"},
+		{"identifier C1", func() error { return validate.Identifier("user_id", "a\u0085b", 256) }, "control character"},
+		{"identifier bad UTF-8", func() error { return validate.Identifier("user_id", "a\xffb", 256) }, "UTF-8"},
+
+		{"text newline ok", func() error { return validate.Text("prompt", "line 1\nline 2\t", 100) }, ""},
+		{"text NUL", func() error { return validate.Text("prompt", "a\x00", 100) }, "NUL"},
+		{"text long", func() error { return validate.Text("prompt", long(101), 100) }, "limit is 100"},
+
+		{"object ok", func() error { return validate.JSONObject("input_data", map[string]any{"a": []any{"b", 1.0}}, 100) }, ""},
+		{"object NUL key", func() error { return validate.JSONObject("input_data", map[string]any{"a\x00": 1.0}, 100) }, "NUL"},
+		{"object nested NUL", func() error {
+			return validate.JSONObject("input_data", map[string]any{"a": []any{map[string]any{"b": "\x00"}}}, 100)
+		}, "NUL"},
+		// 20 bytes of '<' are 120 bytes of JSON.
+		{"object escaping counts", func() error {
+			return validate.JSONObject("input_data", map[string]any{"p": strings.Repeat("<", 20)}, 100)
+		}, "as JSON; the limit is 100"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.check()
+			if tc.problem == "" {
+				require.NoError(t, err)
+				return
+			}
+			var fe *validate.FieldError
+			require.True(t, errors.As(err, &fe), "%v", err)
+			require.NotEmpty(t, fe.Field)
+			require.Contains(t, fe.Problem, tc.problem)
+		})
+	}
+}
+
+func TestQuoteIsBounded(t *testing.T) {
+	require.Equal(t, `"short"`, validate.Quote("short"))
+	q := validate.Quote(strings.Repeat("é", 2<<20))
+	require.Less(t, len(q), 100)
+	require.Contains(t, q, "(4194304 bytes)")
+	require.NotContains(t, q, "\uFFFD", "cut on a rune boundary")
+}
