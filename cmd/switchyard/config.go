@@ -36,6 +36,8 @@ const (
 	envLogFormat         = "SWITCHYARD_LOG_FORMAT"
 	envAttemptTimeout    = "SWITCHYARD_ATTEMPT_TIMEOUT"
 	envMaxWait           = "SWITCHYARD_MAX_WAIT"
+	envSelectTimeout     = "SWITCHYARD_SELECT_TIMEOUT"
+	envProgressInterval  = "SWITCHYARD_PROGRESS_INTERVAL"
 	envStore             = "SWITCHYARD_STORE"
 	envDatabaseURL       = "SWITCHYARD_DATABASE_URL"
 	defaultSimAddr       = "127.0.0.1:50080"

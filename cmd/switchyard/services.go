@@ -23,7 +23,7 @@ type orchestratorFlags struct {
 	securityFlags
 	addr, poolAddr, activityAddr, baseURL, categories, skills string
 	failPoolDown                                              bool
-	attemptTimeout, maxWait                                   time.Duration
+	attemptTimeout, maxWait, selectTimeout, progressInterval  time.Duration
 }
 
 func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL string) {
@@ -34,6 +34,8 @@ func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL st
 	fs.StringVar(&f.skills, "skills-dir", env(envSkillsDir, defaultSkillsDir), "directory of skills that load_skills can name ("+envSkillsDir+")")
 	fs.DurationVar(&f.maxWait, "max-wait", envDuration(envMaxWait, 10*time.Second), "how long a task may wait for a busy pool to free an account; negative disables waiting ("+envMaxWait+")")
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", envDuration(envAttemptTimeout, defaultAttemptTimout), "upper bound of one model call ("+envAttemptTimeout+")")
+	fs.DurationVar(&f.selectTimeout, "select-timeout", envDuration(envSelectTimeout, 10*time.Second), "upper bound of one account selection; a slower pool fails the task with DeadlineExceeded ("+envSelectTimeout+")")
+	fs.DurationVar(&f.progressInterval, "progress-interval", envDuration(envProgressInterval, 5*time.Second), "least time between progress events of a streaming attempt ("+envProgressInterval+")")
 }
 
 func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers, fallbackKey secret.String, sec security) orchestrator.Config {
@@ -53,6 +55,8 @@ func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers,
 		SkillsDir:               f.skills,
 		AttemptTimeout:          f.attemptTimeout,
 		MaxWait:                 f.maxWait,
+		SelectTimeout:           f.selectTimeout,
+		ProgressInterval:        f.progressInterval,
 		Logger:                  logger.With("service", "orchestrator"),
 		Telemetry:               tel,
 	}

@@ -241,17 +241,35 @@ func Interceptors(t *Tokens, p Policy) (grpc.UnaryServerInterceptor, grpc.Stream
 		if _, err := p.rule(ctx, info.FullMethod); err != nil {
 			return err
 		}
-		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx})
+		return handler(srv, &wrappedStream{ServerStream: ss, ctx: ctx, policy: p, method: info.FullMethod})
 	}
 	return unary, stream
 }
 
+// wrappedStream authorizes every request message as the unary interceptor
+// authorizes its one request: the organization is resolved from the
+// principal (and filled in) before the handler sees the message, and the
+// handler's context carries the acting organization from then on.
 type wrappedStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx    context.Context
+	policy Policy
+	method string
 }
 
 func (w *wrappedStream) Context() context.Context { return w.ctx }
+
+func (w *wrappedStream) RecvMsg(m any) error {
+	if err := w.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	ctx, err := w.policy.authorize(w.ctx, w.method, m)
+	if err != nil {
+		return err
+	}
+	w.ctx = ctx
+	return nil
+}
 
 func exempt(method string) bool {
 	return strings.HasPrefix(method, "/grpc.health.") || strings.HasPrefix(method, "/grpc.reflection.")
@@ -300,7 +318,7 @@ func (p Policy) authorize(ctx context.Context, method string, req any) (context.
 		msg.ProtoReflect().Set(field, protoreflect.ValueOfString(acting))
 	case acting:
 	default:
-		return nil, status.Errorf(codes.PermissionDenied, "this token acts for organization %q and cannot act for %q", acting, requested)
+		return nil, status.Errorf(codes.PermissionDenied, "this token acts for organization %q and cannot act for %s", acting, validate.Quote(requested))
 	}
 	return WithActingOrganization(ctx, acting), nil
 }

@@ -60,6 +60,21 @@ func Quote(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
+// Truncate cuts s to at most limit bytes on a rune boundary, ending it with
+// "…" when it was cut. Use it on text of any origin before it is stored or
+// shown where a limit applies.
+func Truncate(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	const ellipsis = "…"
+	cut := max(0, limit-len(ellipsis))
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ellipsis
+}
+
 // OrganizationID requires 1 to MaxOrganizationID printable ASCII characters
 // without spaces. Organization ids travel in gRPC metadata (which carries
 // only printable ASCII), row-level-security settings and log lines, so

@@ -74,3 +74,10 @@ func TestQuoteIsBounded(t *testing.T) {
 	require.Contains(t, q, "(4194304 bytes)")
 	require.NotContains(t, q, "\uFFFD", "cut on a rune boundary")
 }
+
+func TestTruncate(t *testing.T) {
+	require.Equal(t, "short", validate.Truncate("short", 5))
+	require.Equal(t, "ab…", validate.Truncate("abcdef", 5))
+	require.Equal(t, "é…", validate.Truncate("éééé", 6), "cut on a rune boundary")
+	require.LessOrEqual(t, len(validate.Truncate(strings.Repeat("x", 1<<20), 100)), 100)
+}

@@ -74,6 +74,13 @@ type Config struct {
 	// MaxWait bounds how long a task waits for a busy pool to free an
 	// account; default 10s, negative disables waiting.
 	MaxWait time.Duration
+	// SelectTimeout bounds one SelectAccount call; default 10s. A slower
+	// selection fails the task with DeadlineExceeded (never the fallback
+	// key).
+	SelectTimeout time.Duration
+	// ProgressInterval is the least time between progress events of a
+	// streaming attempt; default 5s.
+	ProgressInterval time.Duration
 	// HTTPClient for the upstream; default a pooled client.
 	HTTPClient *http.Client
 
@@ -179,6 +186,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		AttemptTimeout:          cfg.AttemptTimeout,
 		MaxPromptBytes:          cfg.MaxPromptBytes,
 		MaxWait:                 cfg.MaxWait,
+		SelectTimeout:           cfg.SelectTimeout,
+		ProgressInterval:        cfg.ProgressInterval,
 	}, accountpoolv1.NewAccountPoolServiceClient(poolConn), activityv1.NewActivityServiceClient(activityConn), exec, cfg.Logger, tracerOrNoop(cfg.Telemetry))
 
 	srv, err := grpcserver.New(grpcserver.Config{

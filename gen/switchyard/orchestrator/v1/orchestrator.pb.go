@@ -181,6 +181,567 @@ func (x *DelegateTaskRequest) GetMaxTokens() int32 {
 	return 0
 }
 
+// StreamDelegateTaskRequest has exactly the fields of DelegateTaskRequest,
+// with the same numbers and meaning, so one JSON body works for both calls.
+type StreamDelegateTaskRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Category       string                 `protobuf:"bytes,1,opt,name=category,proto3" json:"category,omitempty"`
+	LoadSkills     []string               `protobuf:"bytes,2,rep,name=load_skills,json=loadSkills,proto3" json:"load_skills,omitempty"`
+	Prompt         string                 `protobuf:"bytes,3,opt,name=prompt,proto3" json:"prompt,omitempty"`
+	SessionId      string                 `protobuf:"bytes,4,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	OrganizationId string                 `protobuf:"bytes,5,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	UserId         string                 `protobuf:"bytes,6,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	RequestId      string                 `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	MaxTokens      int32                  `protobuf:"varint,8,opt,name=max_tokens,json=maxTokens,proto3" json:"max_tokens,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StreamDelegateTaskRequest) Reset() {
+	*x = StreamDelegateTaskRequest{}
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamDelegateTaskRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamDelegateTaskRequest) ProtoMessage() {}
+
+func (x *StreamDelegateTaskRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamDelegateTaskRequest.ProtoReflect.Descriptor instead.
+func (*StreamDelegateTaskRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *StreamDelegateTaskRequest) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+func (x *StreamDelegateTaskRequest) GetLoadSkills() []string {
+	if x != nil {
+		return x.LoadSkills
+	}
+	return nil
+}
+
+func (x *StreamDelegateTaskRequest) GetPrompt() string {
+	if x != nil {
+		return x.Prompt
+	}
+	return ""
+}
+
+func (x *StreamDelegateTaskRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *StreamDelegateTaskRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *StreamDelegateTaskRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *StreamDelegateTaskRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *StreamDelegateTaskRequest) GetMaxTokens() int32 {
+	if x != nil {
+		return x.MaxTokens
+	}
+	return 0
+}
+
+// StreamDelegateTaskResponse is one event of a streamed task; see
+// StreamDelegateTask for their order.
+type StreamDelegateTaskResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*StreamDelegateTaskResponse_Accepted
+	//	*StreamDelegateTaskResponse_AttemptStarted
+	//	*StreamDelegateTaskResponse_Text
+	//	*StreamDelegateTaskResponse_AttemptFailed
+	//	*StreamDelegateTaskResponse_Restart
+	//	*StreamDelegateTaskResponse_Result
+	Event         isStreamDelegateTaskResponse_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamDelegateTaskResponse) Reset() {
+	*x = StreamDelegateTaskResponse{}
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamDelegateTaskResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamDelegateTaskResponse) ProtoMessage() {}
+
+func (x *StreamDelegateTaskResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamDelegateTaskResponse.ProtoReflect.Descriptor instead.
+func (*StreamDelegateTaskResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *StreamDelegateTaskResponse) GetEvent() isStreamDelegateTaskResponse_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *StreamDelegateTaskResponse) GetAccepted() *TaskAccepted {
+	if x != nil {
+		if x, ok := x.Event.(*StreamDelegateTaskResponse_Accepted); ok {
+			return x.Accepted
+		}
+	}
+	return nil
+}
+
+func (x *StreamDelegateTaskResponse) GetAttemptStarted() *AttemptStarted {
+	if x != nil {
+		if x, ok := x.Event.(*StreamDelegateTaskResponse_AttemptStarted); ok {
+			return x.AttemptStarted
+		}
+	}
+	return nil
+}
+
+func (x *StreamDelegateTaskResponse) GetText() *TextDelta {
+	if x != nil {
+		if x, ok := x.Event.(*StreamDelegateTaskResponse_Text); ok {
+			return x.Text
+		}
+	}
+	return nil
+}
+
+func (x *StreamDelegateTaskResponse) GetAttemptFailed() *AttemptFailed {
+	if x != nil {
+		if x, ok := x.Event.(*StreamDelegateTaskResponse_AttemptFailed); ok {
+			return x.AttemptFailed
+		}
+	}
+	return nil
+}
+
+func (x *StreamDelegateTaskResponse) GetRestart() *Restart {
+	if x != nil {
+		if x, ok := x.Event.(*StreamDelegateTaskResponse_Restart); ok {
+			return x.Restart
+		}
+	}
+	return nil
+}
+
+func (x *StreamDelegateTaskResponse) GetResult() *DelegateTaskResponse {
+	if x != nil {
+		if x, ok := x.Event.(*StreamDelegateTaskResponse_Result); ok {
+			return x.Result
+		}
+	}
+	return nil
+}
+
+type isStreamDelegateTaskResponse_Event interface {
+	isStreamDelegateTaskResponse_Event()
+}
+
+type StreamDelegateTaskResponse_Accepted struct {
+	Accepted *TaskAccepted `protobuf:"bytes,1,opt,name=accepted,proto3,oneof"`
+}
+
+type StreamDelegateTaskResponse_AttemptStarted struct {
+	AttemptStarted *AttemptStarted `protobuf:"bytes,2,opt,name=attempt_started,json=attemptStarted,proto3,oneof"`
+}
+
+type StreamDelegateTaskResponse_Text struct {
+	Text *TextDelta `protobuf:"bytes,3,opt,name=text,proto3,oneof"`
+}
+
+type StreamDelegateTaskResponse_AttemptFailed struct {
+	AttemptFailed *AttemptFailed `protobuf:"bytes,4,opt,name=attempt_failed,json=attemptFailed,proto3,oneof"`
+}
+
+type StreamDelegateTaskResponse_Restart struct {
+	Restart *Restart `protobuf:"bytes,5,opt,name=restart,proto3,oneof"`
+}
+
+type StreamDelegateTaskResponse_Result struct {
+	Result *DelegateTaskResponse `protobuf:"bytes,6,opt,name=result,proto3,oneof"`
+}
+
+func (*StreamDelegateTaskResponse_Accepted) isStreamDelegateTaskResponse_Event() {}
+
+func (*StreamDelegateTaskResponse_AttemptStarted) isStreamDelegateTaskResponse_Event() {}
+
+func (*StreamDelegateTaskResponse_Text) isStreamDelegateTaskResponse_Event() {}
+
+func (*StreamDelegateTaskResponse_AttemptFailed) isStreamDelegateTaskResponse_Event() {}
+
+func (*StreamDelegateTaskResponse_Restart) isStreamDelegateTaskResponse_Event() {}
+
+func (*StreamDelegateTaskResponse_Result) isStreamDelegateTaskResponse_Event() {}
+
+// TaskAccepted says the task passed validation and its activity started.
+type TaskAccepted struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty when the task runs without an activity (the Activity service was
+	// unreachable and the request has no request_id).
+	ActivityId    string `protobuf:"bytes,1,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Model         string `protobuf:"bytes,3,opt,name=model,proto3" json:"model,omitempty"`
+	Category      string `protobuf:"bytes,4,opt,name=category,proto3" json:"category,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskAccepted) Reset() {
+	*x = TaskAccepted{}
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskAccepted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskAccepted) ProtoMessage() {}
+
+func (x *TaskAccepted) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskAccepted.ProtoReflect.Descriptor instead.
+func (*TaskAccepted) Descriptor() ([]byte, []int) {
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TaskAccepted) GetActivityId() string {
+	if x != nil {
+		return x.ActivityId
+	}
+	return ""
+}
+
+func (x *TaskAccepted) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *TaskAccepted) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *TaskAccepted) GetCategory() string {
+	if x != nil {
+		return x.Category
+	}
+	return ""
+}
+
+// AttemptStarted says a model call is about to be made.
+type AttemptStarted struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Number    int32                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	AccountId string                 `protobuf:"bytes,2,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
+	// "default" in legacy mode.
+	AccountName   string `protobuf:"bytes,3,opt,name=account_name,json=accountName,proto3" json:"account_name,omitempty"`
+	LegacyMode    bool   `protobuf:"varint,4,opt,name=legacy_mode,json=legacyMode,proto3" json:"legacy_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptStarted) Reset() {
+	*x = AttemptStarted{}
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptStarted) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptStarted) ProtoMessage() {}
+
+func (x *AttemptStarted) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptStarted.ProtoReflect.Descriptor instead.
+func (*AttemptStarted) Descriptor() ([]byte, []int) {
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *AttemptStarted) GetNumber() int32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *AttemptStarted) GetAccountId() string {
+	if x != nil {
+		return x.AccountId
+	}
+	return ""
+}
+
+func (x *AttemptStarted) GetAccountName() string {
+	if x != nil {
+		return x.AccountName
+	}
+	return ""
+}
+
+func (x *AttemptStarted) GetLegacyMode() bool {
+	if x != nil {
+		return x.LegacyMode
+	}
+	return false
+}
+
+// TextDelta is a piece of the model's answer, in order.
+type TextDelta struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempt       int32                  `protobuf:"varint,1,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TextDelta) Reset() {
+	*x = TextDelta{}
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TextDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TextDelta) ProtoMessage() {}
+
+func (x *TextDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TextDelta.ProtoReflect.Descriptor instead.
+func (*TextDelta) Descriptor() ([]byte, []int) {
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *TextDelta) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *TextDelta) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+// AttemptFailed says an attempt ended without success.
+type AttemptFailed struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Number int32                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
+	// As in Attempt.outcome.
+	Outcome       string `protobuf:"bytes,2,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	HttpStatus    int32  `protobuf:"varint,3,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptFailed) Reset() {
+	*x = AttemptFailed{}
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptFailed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptFailed) ProtoMessage() {}
+
+func (x *AttemptFailed) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptFailed.ProtoReflect.Descriptor instead.
+func (*AttemptFailed) Descriptor() ([]byte, []int) {
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *AttemptFailed) GetNumber() int32 {
+	if x != nil {
+		return x.Number
+	}
+	return 0
+}
+
+func (x *AttemptFailed) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AttemptFailed) GetHttpStatus() int32 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return 0
+}
+
+func (x *AttemptFailed) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// Restart tells the client to discard the text received so far: the
+// attempt that produced it failed and another attempt follows.
+type Restart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The attempt whose text is discarded.
+	DiscardedAttempt int32 `protobuf:"varint,1,opt,name=discarded_attempt,json=discardedAttempt,proto3" json:"discarded_attempt,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Restart) Reset() {
+	*x = Restart{}
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Restart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Restart) ProtoMessage() {}
+
+func (x *Restart) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Restart.ProtoReflect.Descriptor instead.
+func (*Restart) Descriptor() ([]byte, []int) {
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Restart) GetDiscardedAttempt() int32 {
+	if x != nil {
+		return x.DiscardedAttempt
+	}
+	return 0
+}
+
 type DelegateTaskResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Status TaskStatus             `protobuf:"varint,1,opt,name=status,proto3,enum=switchyard.orchestrator.v1.TaskStatus" json:"status,omitempty"`
@@ -195,7 +756,7 @@ type DelegateTaskResponse struct {
 
 func (x *DelegateTaskResponse) Reset() {
 	*x = DelegateTaskResponse{}
-	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[1]
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -207,7 +768,7 @@ func (x *DelegateTaskResponse) String() string {
 func (*DelegateTaskResponse) ProtoMessage() {}
 
 func (x *DelegateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[1]
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -220,7 +781,7 @@ func (x *DelegateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DelegateTaskResponse.ProtoReflect.Descriptor instead.
 func (*DelegateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{1}
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DelegateTaskResponse) GetStatus() TaskStatus {
@@ -281,14 +842,17 @@ type TaskMetadata struct {
 	LegacyMode bool `protobuf:"varint,17,opt,name=legacy_mode,json=legacyMode,proto3" json:"legacy_mode,omitempty"`
 	// True when this is the stored result of an earlier run with the same
 	// request_id; the model was not called again.
-	Replayed      bool `protobuf:"varint,18,opt,name=replayed,proto3" json:"replayed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Replayed bool `protobuf:"varint,18,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	// True when the stored copy of this result (what a replay returns) has its
+	// output cut to fit the activity's 1 MiB limit; the first answer is whole.
+	OutputTruncated bool `protobuf:"varint,19,opt,name=output_truncated,json=outputTruncated,proto3" json:"output_truncated,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *TaskMetadata) Reset() {
 	*x = TaskMetadata{}
-	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[2]
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +864,7 @@ func (x *TaskMetadata) String() string {
 func (*TaskMetadata) ProtoMessage() {}
 
 func (x *TaskMetadata) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[2]
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +877,7 @@ func (x *TaskMetadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskMetadata.ProtoReflect.Descriptor instead.
 func (*TaskMetadata) Descriptor() ([]byte, []int) {
-	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{2}
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TaskMetadata) GetModel() string {
@@ -442,6 +1006,13 @@ func (x *TaskMetadata) GetReplayed() bool {
 	return false
 }
 
+func (x *TaskMetadata) GetOutputTruncated() bool {
+	if x != nil {
+		return x.OutputTruncated
+	}
+	return false
+}
+
 // Attempt is one model call of a task.
 type Attempt struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -449,18 +1020,24 @@ type Attempt struct {
 	AccountId   string                 `protobuf:"bytes,2,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
 	AccountName string                 `protobuf:"bytes,3,opt,name=account_name,json=accountName,proto3" json:"account_name,omitempty"`
 	// success, rate_limited, spend_limited, auth_failed, upstream_error,
-	// client_error or cancelled.
-	Outcome       string `protobuf:"bytes,4,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	HttpStatus    int32  `protobuf:"varint,5,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
-	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
-	DurationMs    int64  `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	// client_error, not_sent (the request never left the orchestrator) or
+	// cancelled.
+	Outcome    string `protobuf:"bytes,4,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	HttpStatus int32  `protobuf:"varint,5,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	Error      string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	DurationMs int64  `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	// Upstream values that were implausible and were clamped before they were
+	// recorded (a negative or huge token count, an absurd retry-after).
+	Warnings []string `protobuf:"bytes,8,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// The upstream's message id (msg_...), when a message was started.
+	MessageId     string `protobuf:"bytes,9,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Attempt) Reset() {
 	*x = Attempt{}
-	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[3]
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -472,7 +1049,7 @@ func (x *Attempt) String() string {
 func (*Attempt) ProtoMessage() {}
 
 func (x *Attempt) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[3]
+	mi := &file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -485,7 +1062,7 @@ func (x *Attempt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Attempt.ProtoReflect.Descriptor instead.
 func (*Attempt) Descriptor() ([]byte, []int) {
-	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{3}
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Attempt) GetNumber() int32 {
@@ -537,6 +1114,20 @@ func (x *Attempt) GetDurationMs() int64 {
 	return 0
 }
 
+func (x *Attempt) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *Attempt) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
 var File_switchyard_orchestrator_v1_orchestrator_proto protoreflect.FileDescriptor
 
 const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
@@ -554,12 +1145,58 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\a \x01(\tR\trequestId\x12\x1d\n" +
 	"\n" +
-	"max_tokens\x18\b \x01(\x05R\tmaxTokens\"\xca\x01\n" +
+	"max_tokens\x18\b \x01(\x05R\tmaxTokens\"\x8f\x02\n" +
+	"\x19StreamDelegateTaskRequest\x12\x1a\n" +
+	"\bcategory\x18\x01 \x01(\tR\bcategory\x12\x1f\n" +
+	"\vload_skills\x18\x02 \x03(\tR\n" +
+	"loadSkills\x12\x16\n" +
+	"\x06prompt\x18\x03 \x01(\tR\x06prompt\x12\x1d\n" +
+	"\n" +
+	"session_id\x18\x04 \x01(\tR\tsessionId\x12'\n" +
+	"\x0forganization_id\x18\x05 \x01(\tR\x0eorganizationId\x12\x17\n" +
+	"\auser_id\x18\x06 \x01(\tR\x06userId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\a \x01(\tR\trequestId\x12\x1d\n" +
+	"\n" +
+	"max_tokens\x18\b \x01(\x05R\tmaxTokens\"\xe2\x03\n" +
+	"\x1aStreamDelegateTaskResponse\x12F\n" +
+	"\baccepted\x18\x01 \x01(\v2(.switchyard.orchestrator.v1.TaskAcceptedH\x00R\baccepted\x12U\n" +
+	"\x0fattempt_started\x18\x02 \x01(\v2*.switchyard.orchestrator.v1.AttemptStartedH\x00R\x0eattemptStarted\x12;\n" +
+	"\x04text\x18\x03 \x01(\v2%.switchyard.orchestrator.v1.TextDeltaH\x00R\x04text\x12R\n" +
+	"\x0eattempt_failed\x18\x04 \x01(\v2).switchyard.orchestrator.v1.AttemptFailedH\x00R\rattemptFailed\x12?\n" +
+	"\arestart\x18\x05 \x01(\v2#.switchyard.orchestrator.v1.RestartH\x00R\arestart\x12J\n" +
+	"\x06result\x18\x06 \x01(\v20.switchyard.orchestrator.v1.DelegateTaskResponseH\x00R\x06resultB\a\n" +
+	"\x05event\"\x80\x01\n" +
+	"\fTaskAccepted\x12\x1f\n" +
+	"\vactivity_id\x18\x01 \x01(\tR\n" +
+	"activityId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05model\x18\x03 \x01(\tR\x05model\x12\x1a\n" +
+	"\bcategory\x18\x04 \x01(\tR\bcategory\"\x8b\x01\n" +
+	"\x0eAttemptStarted\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1d\n" +
+	"\n" +
+	"account_id\x18\x02 \x01(\tR\taccountId\x12!\n" +
+	"\faccount_name\x18\x03 \x01(\tR\vaccountName\x12\x1f\n" +
+	"\vlegacy_mode\x18\x04 \x01(\bR\n" +
+	"legacyMode\"9\n" +
+	"\tTextDelta\x12\x18\n" +
+	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"z\n" +
+	"\rAttemptFailed\x12\x16\n" +
+	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x18\n" +
+	"\aoutcome\x18\x02 \x01(\tR\aoutcome\x12\x1f\n" +
+	"\vhttp_status\x18\x03 \x01(\x05R\n" +
+	"httpStatus\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"6\n" +
+	"\aRestart\x12+\n" +
+	"\x11discarded_attempt\x18\x01 \x01(\x05R\x10discardedAttempt\"\xca\x01\n" +
 	"\x14DelegateTaskResponse\x12>\n" +
 	"\x06status\x18\x01 \x01(\x0e2&.switchyard.orchestrator.v1.TaskStatusR\x06status\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12D\n" +
-	"\bmetadata\x18\x04 \x01(\v2(.switchyard.orchestrator.v1.TaskMetadataR\bmetadata\"\xa7\x05\n" +
+	"\bmetadata\x18\x04 \x01(\v2(.switchyard.orchestrator.v1.TaskMetadataR\bmetadata\"\xd2\x05\n" +
 	"\fTaskMetadata\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12!\n" +
 	"\finput_tokens\x18\x02 \x01(\x03R\vinputTokens\x12#\n" +
@@ -585,7 +1222,8 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x0eretry_after_ms\x18\x10 \x01(\x03R\fretryAfterMs\x12\x1f\n" +
 	"\vlegacy_mode\x18\x11 \x01(\bR\n" +
 	"legacyMode\x12\x1a\n" +
-	"\breplayed\x18\x12 \x01(\bR\breplayed\"\xd5\x01\n" +
+	"\breplayed\x18\x12 \x01(\bR\breplayed\x12)\n" +
+	"\x10output_truncated\x18\x13 \x01(\bR\x0foutputTruncated\"\x90\x02\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1d\n" +
 	"\n" +
@@ -596,15 +1234,19 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"httpStatus\x12\x14\n" +
 	"\x05error\x18\x06 \x01(\tR\x05error\x12\x1f\n" +
 	"\vduration_ms\x18\a \x01(\x03R\n" +
-	"durationMs*x\n" +
+	"durationMs\x12\x1a\n" +
+	"\bwarnings\x18\b \x03(\tR\bwarnings\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\t \x01(\tR\tmessageId*x\n" +
 	"\n" +
 	"TaskStatus\x12\x1b\n" +
 	"\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TASK_STATUS_SUCCESS\x10\x01\x12\x16\n" +
 	"\x12TASK_STATUS_FAILED\x10\x02\x12\x1c\n" +
-	"\x18TASK_STATUS_RATE_LIMITED\x10\x032\x88\x01\n" +
+	"\x18TASK_STATUS_RATE_LIMITED\x10\x032\x90\x02\n" +
 	"\x13OrchestratorService\x12q\n" +
-	"\fDelegateTask\x12/.switchyard.orchestrator.v1.DelegateTaskRequest\x1a0.switchyard.orchestrator.v1.DelegateTaskResponseBTZRgithub.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1;orchestratorv1b\x06proto3"
+	"\fDelegateTask\x12/.switchyard.orchestrator.v1.DelegateTaskRequest\x1a0.switchyard.orchestrator.v1.DelegateTaskResponse\x12\x85\x01\n" +
+	"\x12StreamDelegateTask\x125.switchyard.orchestrator.v1.StreamDelegateTaskRequest\x1a6.switchyard.orchestrator.v1.StreamDelegateTaskResponse0\x01BTZRgithub.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1;orchestratorv1b\x06proto3"
 
 var (
 	file_switchyard_orchestrator_v1_orchestrator_proto_rawDescOnce sync.Once
@@ -619,25 +1261,40 @@ func file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_orchestrator_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_switchyard_orchestrator_v1_orchestrator_proto_goTypes = []any{
-	(TaskStatus)(0),              // 0: switchyard.orchestrator.v1.TaskStatus
-	(*DelegateTaskRequest)(nil),  // 1: switchyard.orchestrator.v1.DelegateTaskRequest
-	(*DelegateTaskResponse)(nil), // 2: switchyard.orchestrator.v1.DelegateTaskResponse
-	(*TaskMetadata)(nil),         // 3: switchyard.orchestrator.v1.TaskMetadata
-	(*Attempt)(nil),              // 4: switchyard.orchestrator.v1.Attempt
+	(TaskStatus)(0),                    // 0: switchyard.orchestrator.v1.TaskStatus
+	(*DelegateTaskRequest)(nil),        // 1: switchyard.orchestrator.v1.DelegateTaskRequest
+	(*StreamDelegateTaskRequest)(nil),  // 2: switchyard.orchestrator.v1.StreamDelegateTaskRequest
+	(*StreamDelegateTaskResponse)(nil), // 3: switchyard.orchestrator.v1.StreamDelegateTaskResponse
+	(*TaskAccepted)(nil),               // 4: switchyard.orchestrator.v1.TaskAccepted
+	(*AttemptStarted)(nil),             // 5: switchyard.orchestrator.v1.AttemptStarted
+	(*TextDelta)(nil),                  // 6: switchyard.orchestrator.v1.TextDelta
+	(*AttemptFailed)(nil),              // 7: switchyard.orchestrator.v1.AttemptFailed
+	(*Restart)(nil),                    // 8: switchyard.orchestrator.v1.Restart
+	(*DelegateTaskResponse)(nil),       // 9: switchyard.orchestrator.v1.DelegateTaskResponse
+	(*TaskMetadata)(nil),               // 10: switchyard.orchestrator.v1.TaskMetadata
+	(*Attempt)(nil),                    // 11: switchyard.orchestrator.v1.Attempt
 }
 var file_switchyard_orchestrator_v1_orchestrator_proto_depIdxs = []int32{
-	0, // 0: switchyard.orchestrator.v1.DelegateTaskResponse.status:type_name -> switchyard.orchestrator.v1.TaskStatus
-	3, // 1: switchyard.orchestrator.v1.DelegateTaskResponse.metadata:type_name -> switchyard.orchestrator.v1.TaskMetadata
-	4, // 2: switchyard.orchestrator.v1.TaskMetadata.attempt_details:type_name -> switchyard.orchestrator.v1.Attempt
-	1, // 3: switchyard.orchestrator.v1.OrchestratorService.DelegateTask:input_type -> switchyard.orchestrator.v1.DelegateTaskRequest
-	2, // 4: switchyard.orchestrator.v1.OrchestratorService.DelegateTask:output_type -> switchyard.orchestrator.v1.DelegateTaskResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	4,  // 0: switchyard.orchestrator.v1.StreamDelegateTaskResponse.accepted:type_name -> switchyard.orchestrator.v1.TaskAccepted
+	5,  // 1: switchyard.orchestrator.v1.StreamDelegateTaskResponse.attempt_started:type_name -> switchyard.orchestrator.v1.AttemptStarted
+	6,  // 2: switchyard.orchestrator.v1.StreamDelegateTaskResponse.text:type_name -> switchyard.orchestrator.v1.TextDelta
+	7,  // 3: switchyard.orchestrator.v1.StreamDelegateTaskResponse.attempt_failed:type_name -> switchyard.orchestrator.v1.AttemptFailed
+	8,  // 4: switchyard.orchestrator.v1.StreamDelegateTaskResponse.restart:type_name -> switchyard.orchestrator.v1.Restart
+	9,  // 5: switchyard.orchestrator.v1.StreamDelegateTaskResponse.result:type_name -> switchyard.orchestrator.v1.DelegateTaskResponse
+	0,  // 6: switchyard.orchestrator.v1.DelegateTaskResponse.status:type_name -> switchyard.orchestrator.v1.TaskStatus
+	10, // 7: switchyard.orchestrator.v1.DelegateTaskResponse.metadata:type_name -> switchyard.orchestrator.v1.TaskMetadata
+	11, // 8: switchyard.orchestrator.v1.TaskMetadata.attempt_details:type_name -> switchyard.orchestrator.v1.Attempt
+	1,  // 9: switchyard.orchestrator.v1.OrchestratorService.DelegateTask:input_type -> switchyard.orchestrator.v1.DelegateTaskRequest
+	2,  // 10: switchyard.orchestrator.v1.OrchestratorService.StreamDelegateTask:input_type -> switchyard.orchestrator.v1.StreamDelegateTaskRequest
+	9,  // 11: switchyard.orchestrator.v1.OrchestratorService.DelegateTask:output_type -> switchyard.orchestrator.v1.DelegateTaskResponse
+	3,  // 12: switchyard.orchestrator.v1.OrchestratorService.StreamDelegateTask:output_type -> switchyard.orchestrator.v1.StreamDelegateTaskResponse
+	11, // [11:13] is the sub-list for method output_type
+	9,  // [9:11] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_orchestrator_v1_orchestrator_proto_init() }
@@ -645,13 +1302,21 @@ func file_switchyard_orchestrator_v1_orchestrator_proto_init() {
 	if File_switchyard_orchestrator_v1_orchestrator_proto != nil {
 		return
 	}
+	file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes[2].OneofWrappers = []any{
+		(*StreamDelegateTaskResponse_Accepted)(nil),
+		(*StreamDelegateTaskResponse_AttemptStarted)(nil),
+		(*StreamDelegateTaskResponse_Text)(nil),
+		(*StreamDelegateTaskResponse_AttemptFailed)(nil),
+		(*StreamDelegateTaskResponse_Restart)(nil),
+		(*StreamDelegateTaskResponse_Result)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc), len(file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   4,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

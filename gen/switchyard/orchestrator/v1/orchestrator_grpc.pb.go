@@ -19,7 +19,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	OrchestratorService_DelegateTask_FullMethodName = "/switchyard.orchestrator.v1.OrchestratorService/DelegateTask"
+	OrchestratorService_DelegateTask_FullMethodName       = "/switchyard.orchestrator.v1.OrchestratorService/DelegateTask"
+	OrchestratorService_StreamDelegateTask_FullMethodName = "/switchyard.orchestrator.v1.OrchestratorService/StreamDelegateTask"
 )
 
 // OrchestratorServiceClient is the client API for OrchestratorService service.
@@ -41,7 +42,35 @@ type OrchestratorServiceClient interface {
 	//
 	// A request with a request_id that already completed returns the stored
 	// result without calling the model again.
+	//
+	// InvalidArgument also covers a max_tokens above the category's model's
+	// limit and any value another service would refuse to record (control
+	// characters in session_id or user_id, an organization_id that is not
+	// printable ASCII, a prompt whose JSON encoding exceeds 1 MiB).
+	// DeadlineExceeded means the account pool did not answer the selection in
+	// time (the task did not run); Unavailable that a service the task needs
+	// could not be reached.
 	DelegateTask(ctx context.Context, in *DelegateTaskRequest, opts ...grpc.CallOption) (*DelegateTaskResponse, error)
+	// StreamDelegateTask runs the same task as DelegateTask (one flow; the
+	// request has the same fields) and streams it as it runs. Events come in
+	// this order:
+	//
+	//  1. accepted, once: the activity, request id and model.
+	//  2. For every attempt: attempt_started, then text deltas as the model
+	//     produces them, then attempt_failed if the attempt did not succeed.
+	//     If an attempt that failed had already sent text and another attempt
+	//     follows, a restart event comes first: the client must discard all
+	//     text received so far; the next attempt's text starts from scratch.
+	//  3. result, once, last: exactly the DelegateTaskResponse the unary call
+	//     would have returned. Its output is the concatenation of the text
+	//     deltas since the last restart (or since accepted).
+	//
+	// A request that cannot run at all ends the stream with the gRPC error the
+	// unary call would have returned, before or after accepted. A replayed
+	// request_id sends accepted and then the stored result, with no attempt
+	// events. Cancelling the stream cancels the upstream call; the attempt is
+	// recorded as cancelled.
+	StreamDelegateTask(ctx context.Context, in *StreamDelegateTaskRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamDelegateTaskResponse], error)
 }
 
 type orchestratorServiceClient struct {
@@ -62,6 +91,25 @@ func (c *orchestratorServiceClient) DelegateTask(ctx context.Context, in *Delega
 	return out, nil
 }
 
+func (c *orchestratorServiceClient) StreamDelegateTask(ctx context.Context, in *StreamDelegateTaskRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamDelegateTaskResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &OrchestratorService_ServiceDesc.Streams[0], OrchestratorService_StreamDelegateTask_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StreamDelegateTaskRequest, StreamDelegateTaskResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OrchestratorService_StreamDelegateTaskClient = grpc.ServerStreamingClient[StreamDelegateTaskResponse]
+
 // OrchestratorServiceServer is the server API for OrchestratorService service.
 // All implementations must embed UnimplementedOrchestratorServiceServer
 // for forward compatibility.
@@ -81,7 +129,35 @@ type OrchestratorServiceServer interface {
 	//
 	// A request with a request_id that already completed returns the stored
 	// result without calling the model again.
+	//
+	// InvalidArgument also covers a max_tokens above the category's model's
+	// limit and any value another service would refuse to record (control
+	// characters in session_id or user_id, an organization_id that is not
+	// printable ASCII, a prompt whose JSON encoding exceeds 1 MiB).
+	// DeadlineExceeded means the account pool did not answer the selection in
+	// time (the task did not run); Unavailable that a service the task needs
+	// could not be reached.
 	DelegateTask(context.Context, *DelegateTaskRequest) (*DelegateTaskResponse, error)
+	// StreamDelegateTask runs the same task as DelegateTask (one flow; the
+	// request has the same fields) and streams it as it runs. Events come in
+	// this order:
+	//
+	//  1. accepted, once: the activity, request id and model.
+	//  2. For every attempt: attempt_started, then text deltas as the model
+	//     produces them, then attempt_failed if the attempt did not succeed.
+	//     If an attempt that failed had already sent text and another attempt
+	//     follows, a restart event comes first: the client must discard all
+	//     text received so far; the next attempt's text starts from scratch.
+	//  3. result, once, last: exactly the DelegateTaskResponse the unary call
+	//     would have returned. Its output is the concatenation of the text
+	//     deltas since the last restart (or since accepted).
+	//
+	// A request that cannot run at all ends the stream with the gRPC error the
+	// unary call would have returned, before or after accepted. A replayed
+	// request_id sends accepted and then the stored result, with no attempt
+	// events. Cancelling the stream cancels the upstream call; the attempt is
+	// recorded as cancelled.
+	StreamDelegateTask(*StreamDelegateTaskRequest, grpc.ServerStreamingServer[StreamDelegateTaskResponse]) error
 	mustEmbedUnimplementedOrchestratorServiceServer()
 }
 
@@ -94,6 +170,9 @@ type UnimplementedOrchestratorServiceServer struct{}
 
 func (UnimplementedOrchestratorServiceServer) DelegateTask(context.Context, *DelegateTaskRequest) (*DelegateTaskResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DelegateTask not implemented")
+}
+func (UnimplementedOrchestratorServiceServer) StreamDelegateTask(*StreamDelegateTaskRequest, grpc.ServerStreamingServer[StreamDelegateTaskResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamDelegateTask not implemented")
 }
 func (UnimplementedOrchestratorServiceServer) mustEmbedUnimplementedOrchestratorServiceServer() {}
 func (UnimplementedOrchestratorServiceServer) testEmbeddedByValue()                             {}
@@ -134,6 +213,17 @@ func _OrchestratorService_DelegateTask_Handler(srv interface{}, ctx context.Cont
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OrchestratorService_StreamDelegateTask_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(StreamDelegateTaskRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OrchestratorServiceServer).StreamDelegateTask(m, &grpc.GenericServerStream[StreamDelegateTaskRequest, StreamDelegateTaskResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OrchestratorService_StreamDelegateTaskServer = grpc.ServerStreamingServer[StreamDelegateTaskResponse]
+
 // OrchestratorService_ServiceDesc is the grpc.ServiceDesc for OrchestratorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -146,6 +236,12 @@ var OrchestratorService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _OrchestratorService_DelegateTask_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamDelegateTask",
+			Handler:       _OrchestratorService_StreamDelegateTask_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "switchyard/orchestrator/v1/orchestrator.proto",
 }

@@ -16,6 +16,7 @@ import (
 // unexpected becomes Internal without details.
 func toStatus(err error) error {
 	var inv *delegate.InvalidArgumentError
+	var poolErr *delegate.PoolError
 	switch {
 	case errors.As(err, &inv):
 		st := status.New(codes.InvalidArgument, inv.Error())
@@ -31,8 +32,18 @@ func toStatus(err error) error {
 		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, delegate.ErrRequestIDReused):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, delegate.ErrPoolUnavailable):
-		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, delegate.ErrPoolUnavailable), errors.Is(err, delegate.ErrActivityUnavailable):
+		return status.Error(codes.Unavailable, err.Error()+"; nothing ran, retry later")
+	case errors.Is(err, delegate.ErrSelectionTimeout):
+		return status.Error(codes.DeadlineExceeded, err.Error()+"; nothing ran, retry later")
+	case errors.As(err, &poolErr):
+		// The pool's code is kept: an InvalidArgument of the pool is the
+		// caller's to fix, anything else is an outage of the pool.
+		code := codes.Code(poolErr.Code)
+		if code != codes.InvalidArgument && code != codes.FailedPrecondition && code != codes.PermissionDenied {
+			code = codes.Unavailable
+		}
+		return status.Error(code, poolErr.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, "the caller cancelled the request")
 	case errors.Is(err, context.DeadlineExceeded):

@@ -9,6 +9,7 @@ import (
 // tasks; an admin may delegate for any organization it names.
 func Policy() auth.Policy {
 	return auth.Policy{
-		orchestratorv1.OrchestratorService_DelegateTask_FullMethodName: {auth.Organization, auth.Admin},
+		orchestratorv1.OrchestratorService_DelegateTask_FullMethodName:       {auth.Organization, auth.Admin},
+		orchestratorv1.OrchestratorService_StreamDelegateTask_FullMethodName: {auth.Organization, auth.Admin},
 	}
 }

@@ -1,14 +1,21 @@
 // Package categories maps a task category (quick, ultrabrain, ...) to the
 // model that runs it and the token budget it gets.
 //
+// Every model the table uses has a max_output_tokens: the most output the
+// model can produce in one call. A task's max_tokens may not exceed it;
+// the orchestrator rejects a larger value with InvalidArgument instead of
+// sending a request the upstream would refuse.
+//
 // The built-in table can be extended or overridden from a JSON file:
 //
-//	{"categories": [{"name": "quick", "model": "claude-haiku-4-5",
+//	{"models": [{"name": "claude-opus-4-5", "max_output_tokens": 64000}],
+//	 "categories": [{"name": "quick", "model": "claude-haiku-4-5",
 //	  "max_tokens": 4096, "expected_output_tokens": 1024,
 //	  "description": "..."}]}
 //
 // Entries in the file replace built-in entries of the same name and add new
-// ones.
+// ones; a category whose model is neither built in nor in the file's
+// models is an error.
 package categories
 
 import (
@@ -20,6 +27,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 )
 
 // Category is one row of the table.
@@ -36,17 +45,43 @@ type Category struct {
 	Description          string `json:"description"`
 }
 
+// Model is a model's limits.
+type Model struct {
+	Name string `json:"name"`
+	// MaxOutputTokens is the largest max_tokens the model accepts.
+	MaxOutputTokens int64 `json:"max_output_tokens"`
+}
+
+// maxOutputTokens bounds any model's limit, so that token arithmetic
+// cannot overflow whatever a file says.
+const maxOutputTokens = 1_000_000
+
 // ErrUnknown is returned by Lookup for a name that is not in the table.
 var ErrUnknown = errors.New("unknown category")
 
 // Table is an immutable category table.
 type Table struct {
 	byName map[string]Category
+	models map[string]Model
+}
+
+// defaultModels are the output limits Anthropic documents for the models
+// the built-in categories use, and their close relatives.
+func defaultModels() []Model {
+	return []Model{
+		{Name: "claude-opus-4-5", MaxOutputTokens: 64_000},
+		{Name: "claude-sonnet-4-5", MaxOutputTokens: 64_000},
+		{Name: "claude-haiku-4-5", MaxOutputTokens: 64_000},
+		{Name: "claude-opus-4-1", MaxOutputTokens: 32_000},
+		{Name: "claude-opus-4-0", MaxOutputTokens: 32_000},
+		{Name: "claude-sonnet-4-0", MaxOutputTokens: 64_000},
+		{Name: "claude-3-5-haiku-latest", MaxOutputTokens: 8_192},
+	}
 }
 
 // Default returns the built-in table.
 func Default() Table {
-	return newTable([]Category{
+	return newTable(defaultModels(), []Category{
 		{Name: "quick", Model: "claude-haiku-4-5", MaxTokens: 4096, ExpectedOutputTokens: 1024,
 			Description: "trivial, well-specified work: a small edit, a lookup, a rename"},
 		{Name: "unspecified-low", Model: "claude-sonnet-4-5", MaxTokens: 8192, ExpectedOutputTokens: 2048,
@@ -64,8 +99,11 @@ func Default() Table {
 	})
 }
 
-func newTable(cs []Category) Table {
-	t := Table{byName: make(map[string]Category, len(cs))}
+func newTable(ms []Model, cs []Category) Table {
+	t := Table{byName: make(map[string]Category, len(cs)), models: make(map[string]Model, len(ms))}
+	for _, m := range ms {
+		t.models[m.Name] = m
+	}
 	for _, c := range cs {
 		t.byName[c.Name] = c
 	}
@@ -86,6 +124,7 @@ func Load(path string) (Table, error) {
 		return Table{}, fmt.Errorf("reading categories file: %w", err)
 	}
 	var file struct {
+		Models     []Model    `json:"models"`
 		Categories []Category `json:"categories"`
 	}
 	dec := json.NewDecoder(strings.NewReader(string(raw)))
@@ -93,13 +132,37 @@ func Load(path string) (Table, error) {
 	if err := dec.Decode(&file); err != nil {
 		return Table{}, fmt.Errorf("parsing categories file %s: %w", path, err)
 	}
+	for i, m := range file.Models {
+		if m.Name == "" || len(m.Name) > 128 || m.MaxOutputTokens <= 0 || m.MaxOutputTokens > maxOutputTokens {
+			return Table{}, fmt.Errorf("categories file %s, model %d: name must be 1-128 bytes and max_output_tokens between 1 and %d", path, i, maxOutputTokens)
+		}
+		t.models[m.Name] = m
+	}
 	for i, c := range file.Categories {
 		if err := c.validate(); err != nil {
 			return Table{}, fmt.Errorf("categories file %s, entry %d: %w", path, i, err)
 		}
 		t.byName[c.Name] = c
 	}
+	// A file may lower a built-in model's limit below a built-in category's
+	// budget: check every category against the final models.
+	for _, name := range t.Names() {
+		c := t.byName[name]
+		m, ok := t.models[c.Model]
+		if !ok {
+			return Table{}, fmt.Errorf("categories file %s: category %q uses model %q, which has no max_output_tokens; add it under \"models\"", path, c.Name, c.Model)
+		}
+		if c.MaxTokens > m.MaxOutputTokens {
+			return Table{}, fmt.Errorf("categories file %s: category %q has max_tokens %d, above model %s's max_output_tokens %d", path, c.Name, c.MaxTokens, c.Model, m.MaxOutputTokens)
+		}
+	}
 	return t, nil
+}
+
+// MaxOutputTokens is the largest max_tokens model accepts; 0 for a model
+// the table does not know.
+func (t Table) MaxOutputTokens(model string) int64 {
+	return t.models[model].MaxOutputTokens
 }
 
 func (c Category) validate() error {
@@ -121,7 +184,7 @@ func (c Category) validate() error {
 func (t Table) Lookup(name string) (Category, error) {
 	c, ok := t.byName[name]
 	if !ok {
-		return Category{}, fmt.Errorf("%w %q; known categories: %s", ErrUnknown, name, strings.Join(t.Names(), ", "))
+		return Category{}, fmt.Errorf("%w %s; known categories: %s", ErrUnknown, validate.Quote(name), strings.Join(t.Names(), ", "))
 	}
 	return c, nil
 }

@@ -1,45 +1,24 @@
 package delegate
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
 )
-
-type poolErrKind int
-
-const (
-	poolUnavailable poolErrKind = iota
-	poolNoAccounts
-	poolExhausted
-)
-
-// poolErrorKind reads what a failed SelectAccount means for the task.
-// Anything but NotFound and ResourceExhausted (Unavailable, Internal, a
-// deadline of the pool's own, an InvalidArgument that would be our bug) is
-// treated as the pool being unusable.
-func poolErrorKind(err error) poolErrKind {
-	switch status.Code(err) {
-	case codes.NotFound:
-		return poolNoAccounts
-	case codes.ResourceExhausted:
-		return poolExhausted
-	default:
-		return poolUnavailable
-	}
-}
 
 // exhaustedDetails returns the pool's explanation and the RetryInfo delay
 // of a ResourceExhausted error.
@@ -116,9 +95,42 @@ func stringsToAny(ss []string) []any {
 	return out
 }
 
-// resultToStruct stores the task's response in the activity's output data,
-// in the response's canonical JSON form, so a retried request can be
-// answered from the activity alone.
+// storedResult is the task's response as the activity's output data, in
+// the response's canonical JSON form, so a retried request can be answered
+// from the activity alone. An answer too large for the activity (its JSON
+// over validate.MaxObjectJSON) is stored with its output cut to fit and
+// metadata.output_truncated set, rather than not at all.
+func storedResult(resp *orchestratorv1.DelegateTaskResponse) *structpb.Struct {
+	s := resultToStruct(resp)
+	over := protoJSONSize(s) - (validate.MaxObjectJSON - 1024)
+	if over <= 0 {
+		return s
+	}
+	cut := proto.Clone(resp).(*orchestratorv1.DelegateTaskResponse)
+	if cut.Metadata == nil {
+		cut.Metadata = &orchestratorv1.TaskMetadata{}
+	}
+	cut.Metadata.OutputTruncated = true
+	// Escaping can make one byte of output six bytes of JSON, so cutting
+	// the excess may not be enough: halve until it fits.
+	for keep := max(0, len(resp.Output)-over); ; keep /= 2 {
+		cut.Output = validate.Truncate(resp.Output, keep)
+		if s = resultToStruct(cut); keep == 0 || protoJSONSize(s) <= validate.MaxObjectJSON-1024 {
+			return s
+		}
+	}
+}
+
+func protoJSONSize(s *structpb.Struct) int {
+	raw, err := json.Marshal(s.AsMap())
+	if err != nil {
+		return 0
+	}
+	return len(raw)
+}
+
+// resultToStruct converts the task's response to a Struct in its canonical
+// JSON form.
 func resultToStruct(resp *orchestratorv1.DelegateTaskResponse) *structpb.Struct {
 	raw, err := protojson.Marshal(resp)
 	if err != nil {

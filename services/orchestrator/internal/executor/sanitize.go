@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 )
 
 // Bounds on what the upstream sends. Nothing the upstream says is trusted
@@ -128,21 +128,7 @@ func Clean(s string, limit int) string {
 	// Scrub before cutting, so a cut cannot split a key into pieces that no
 	// longer look like one.
 	s = secret.Scrub(s)
-	return Truncate(s, limit)
-}
-
-// Truncate cuts s to at most limit bytes on a rune boundary, ending it with
-// "…" when it was cut.
-func Truncate(s string, limit int) string {
-	if len(s) <= limit {
-		return s
-	}
-	const ellipsis = "…"
-	cut := max(0, limit-len(ellipsis))
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + ellipsis
+	return validate.Truncate(s, limit)
 }
 
 func parseRateLimit(h http.Header) RateLimit {

@@ -110,7 +110,7 @@ func hostile(t *testing.T, key string, status int) *executor.Client {
 		}
 		for _, e := range events {
 			var typ struct{ Type string }
-			typ.Type = e[len(`{"type":"`):strings.Index(e[9:], `"`)+9]
+			typ.Type = e[len(`{"type":"`) : strings.Index(e[9:], `"`)+9]
 			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", typ.Type, e)
 		}
 	}))

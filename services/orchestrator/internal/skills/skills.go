@@ -19,6 +19,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 )
 
 // MaxSkillBytes bounds one skill document.
@@ -116,7 +118,7 @@ func (l *Library) SystemPrompt(names []string) (string, error) {
 			if len(l.byName) > 0 {
 				avail = "available: " + strings.Join(l.Names(), ", ")
 			}
-			return "", fmt.Errorf("%w %q (%s)", ErrUnknown, n, avail)
+			return "", fmt.Errorf("%w %s (%s)", ErrUnknown, validate.Quote(n), avail)
 		}
 		if seen[n] {
 			continue

@@ -1,0 +1,139 @@
+package delegate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
+)
+
+// selectionKind is what a selection decided.
+type selectionKind int
+
+const (
+	// selectedAccount: run the attempt on lease.
+	selectedAccount selectionKind = iota + 1
+	// selectedLegacy: run the attempt on the fallback key.
+	selectedLegacy
+	// selectedNone: no account can take the task (reason; retryAfter when
+	// one is expected to free up).
+	selectedNone
+	// selectedStop: the caller's context ended while selecting.
+	selectedStop
+)
+
+// selection is the explicit result of choosing where an attempt runs.
+type selection struct {
+	kind       selectionKind
+	lease      *accountpoolv1.Lease
+	reason     string
+	retryAfter time.Duration
+}
+
+// selectAccount asks the pool for an account, waiting (within MaxWait and
+// the caller's deadline) when every account is busy but one frees up soon.
+// An error means the task cannot run at all; it is returned only before
+// the first attempt, since a task that already made attempts ends with
+// their outcome.
+func (run *taskRun) selectAccount(ctx context.Context) (selection, error) {
+	for {
+		sel, err := run.selectOnce(ctx)
+		if err != nil {
+			if len(run.tried) > 0 {
+				return selection{kind: selectedNone, reason: err.Error()}, nil
+			}
+			return selection{}, err
+		}
+		if sel.kind != selectedNone || !run.mayWait(ctx, sel.retryAfter) {
+			return sel, nil
+		}
+		wait := sel.retryAfter + run.r.cfg.Jitter(sel.retryAfter/10+time.Millisecond)
+		run.waited += wait
+		if err := run.r.cfg.Sleep(ctx, wait); err != nil {
+			return selection{kind: selectedStop}, nil
+		}
+	}
+}
+
+// mayWait reports whether the pool's answer "busy, free in retryAfter" is
+// worth waiting for: within the wait budget and before the caller's
+// deadline.
+func (run *taskRun) mayWait(ctx context.Context, retryAfter time.Duration) bool {
+	if retryAfter <= 0 || run.r.cfg.MaxWait < 0 || run.waited+retryAfter > run.r.cfg.MaxWait {
+		return false
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= retryAfter {
+		return false
+	}
+	return true
+}
+
+// selectOnce makes one SelectAccount call and reads its answer:
+//
+//   - a lease: run on it;
+//   - NotFound (no account in service): legacy mode on the fallback key
+//     before the first attempt, else no further account;
+//   - ResourceExhausted: no account now, maybe one after RetryInfo;
+//   - Unavailable (the pool cannot be reached): the fallback key, unless
+//     FailWhenPoolUnavailable or there is none;
+//   - DeadlineExceeded of our own SelectTimeout: ErrSelectionTimeout;
+//   - anything else: the pool refused, the task fails with that error.
+func (run *taskRun) selectOnce(ctx context.Context) (selection, error) {
+	p := run.p
+	sctx, cancel := context.WithTimeout(ctx, run.r.cfg.SelectTimeout)
+	defer cancel()
+	resp, err := run.r.pool.SelectAccount(sctx, &accountpoolv1.SelectAccountRequest{
+		OrganizationId:        p.OrganizationID,
+		Model:                 p.category.Model,
+		EstimatedInputTokens:  p.estimate.InputTokens,
+		EstimatedOutputTokens: p.estimate.OutputTokens,
+		Category:              p.Category,
+		ExcludedAccountIds:    run.excludedAccounts(),
+		SessionId:             p.SessionID,
+		RequestId:             p.RequestID,
+	})
+	if err == nil {
+		run.selections = append(run.selections, selectionSummary(resp))
+		if resp.GetLease() == nil {
+			return selection{}, &PoolError{Code: int(codes.Internal), Message: "the pool answered without a lease"}
+		}
+		return selection{kind: selectedAccount, lease: resp.GetLease()}, nil
+	}
+	if ctx.Err() != nil {
+		return selection{kind: selectedStop}, nil
+	}
+	st := status.Convert(err)
+	switch st.Code() {
+	case codes.NotFound:
+		if len(run.tried) > 0 {
+			return selection{kind: selectedNone, reason: "the organization has no other account in service"}, nil
+		}
+		if run.r.cfg.FallbackKey.IsZero() {
+			return selection{}, ErrNoAccounts
+		}
+		return selection{kind: selectedLegacy}, nil
+	case codes.ResourceExhausted:
+		reason, retryAfter := exhaustedDetails(err)
+		return selection{kind: selectedNone, reason: reason, retryAfter: retryAfter}, nil
+	case codes.Unavailable:
+		if len(run.tried) == 0 && !run.r.cfg.FailWhenPoolUnavailable && !run.r.cfg.FallbackKey.IsZero() {
+			run.bookkeepingFailed(ctx, "account pool unavailable, running on the fallback key", err)
+			return selection{kind: selectedLegacy}, nil
+		}
+		if len(run.tried) > 0 {
+			return selection{kind: selectedNone, reason: "the account pool became unavailable: " + st.Message()}, nil
+		}
+		return selection{}, fmt.Errorf("%w: %s", ErrPoolUnavailable, st.Message())
+	case codes.DeadlineExceeded:
+		if errors.Is(sctx.Err(), context.DeadlineExceeded) {
+			return selection{}, fmt.Errorf("%w (%s)", ErrSelectionTimeout, run.r.cfg.SelectTimeout)
+		}
+	}
+	return selection{}, &PoolError{Code: int(st.Code()), Message: fmt.Sprintf("%s: %s", st.Code(), executor.Clean(st.Message(), 1024))}
+}
