@@ -7,6 +7,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -46,6 +47,9 @@ type stackOptions struct {
 	// keyring is AccountPool's key-encryption keyring; default: a fresh
 	// one from GenerateKeyring.
 	keyring string
+	// upstream, when set, answers the orchestrator's model calls instead of
+	// the simulator (a hostile or broken upstream).
+	upstream http.Handler
 }
 
 // stack is a running system: simulator, Activity, AccountPool and
@@ -70,7 +74,11 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	sim := anthropicsim.New(anthropicsim.Config{})
-	simServer := httptest.NewServer(sim)
+	var upstream http.Handler = sim
+	if opts.upstream != nil {
+		upstream = opts.upstream
+	}
+	simServer := httptest.NewServer(upstream)
 	t.Cleanup(simServer.Close)
 
 	actTel, actShutdown := telemetry.New("switchyard-activity", opts.exporter)

@@ -10,7 +10,7 @@
 // view and the live State. When the store is shared by several processes
 // and can report changes (store.ChangeWatcher), Watch reloads a view as
 // soon as another process changes its organization (watch.go). Live state
-// stays per process (MemState) until it moves to Redis (DESIGN §10).
+// stays per process (MemState) until it moves to Redis.
 //
 // Key plaintext exists only inside Select, between decryption and the
 // returned Selection, as a secret.String.
@@ -77,7 +77,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Breaker policy constants (DESIGN §3).
+// Breaker policy constants (docs/capacity.md).
 const (
 	breakerThreshold = 5
 	breakerBase      = 5 * time.Second

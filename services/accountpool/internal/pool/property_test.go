@@ -43,7 +43,7 @@ func propertyPool(t require.TestingT, c *clock, mods ...func(*Config)) *Pool {
 	return p
 }
 
-// modelBreaker is the DESIGN §3 breaker, written from the spec rather than
+// modelBreaker is the documented breaker, written from the spec rather than
 // from breaker.go: closed → open after 5 consecutive counted failures →
 // half-open after 5s·2^(openings-1), capped at 5m → one probe → closed or
 // open again.

@@ -13,7 +13,7 @@ import (
 // arithmetic, breaker transitions, what a header means) stays in the pool
 // and reaches the state as a function run inside Update. MemState, the
 // in-process implementation, runs it under a per-organization mutex; a
-// Redis implementation (DESIGN §10, for several AccountPool replicas) runs
+// Redis implementation (for several AccountPool replicas) runs
 // Read as one round trip (a Lua script or a pipeline over the keys the refs
 // name), Update as an optimistic WATCH/MULTI transaction over the three
 // keys a Ref names, retrying fn on conflict, keeps leases in a sorted set by

@@ -95,7 +95,7 @@ func Strategies() []Strategy {
 // Outcome classifies what the upstream answered to one attempt.
 type Outcome string
 
-// Outcomes, one per row of the outcome table in DESIGN §2.
+// Outcomes, one per row of the outcome table in docs/architecture.md.
 const (
 	OutcomeSuccess       Outcome = "success"
 	OutcomeRateLimited   Outcome = "rate_limited"

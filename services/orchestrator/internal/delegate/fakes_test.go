@@ -27,6 +27,8 @@ type fakePool struct {
 	mu        sync.Mutex
 	accounts  []fakeAccount
 	selectErr error // returned by every SelectAccount when set
+	// selectDelay makes SelectAccount wait that long (or until its ctx ends).
+	selectDelay time.Duration
 	// busyCalls SelectAccount calls answer ResourceExhausted with RetryInfo
 	// busyDelay before the pool selects normally.
 	busyCalls int
@@ -36,7 +38,14 @@ type fakePool struct {
 	records   []*accountpoolv1.RecordRequestRequest
 }
 
-func (p *fakePool) SelectAccount(_ context.Context, req *accountpoolv1.SelectAccountRequest, _ ...grpc.CallOption) (*accountpoolv1.SelectAccountResponse, error) {
+func (p *fakePool) SelectAccount(ctx context.Context, req *accountpoolv1.SelectAccountRequest, _ ...grpc.CallOption) (*accountpoolv1.SelectAccountResponse, error) {
+	if p.selectDelay > 0 {
+		select {
+		case <-time.After(p.selectDelay):
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.selects = append(p.selects, proto.Clone(req).(*accountpoolv1.SelectAccountRequest))
@@ -97,6 +106,7 @@ type fakeActivity struct {
 	activityv1.ActivityServiceClient
 	mu         sync.Mutex
 	startErr   error
+	starts     int
 	activities map[string]*activityv1.Activity
 	progress   map[string][]string
 	completes  int
@@ -109,6 +119,7 @@ func newFakeActivity() *fakeActivity {
 func (a *fakeActivity) TrackStart(_ context.Context, req *activityv1.TrackStartRequest, _ ...grpc.CallOption) (*activityv1.TrackStartResponse, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.starts++
 	if a.startErr != nil {
 		return nil, a.startErr
 	}
@@ -188,8 +199,19 @@ func (e *fakeExecutor) Call(ctx context.Context, req executor.Request) executor.
 			return executor.Result{Outcome: executor.Cancelled, ErrorMessage: ctx.Err().Error()}
 		}
 	}
+	// The text (a success's answer, or what a failed stream sent before it
+	// broke) arrives in deltas of at most deltaRunes.
+	if req.OnText != nil {
+		for rest := []rune(res.Text); len(rest) > 0; {
+			n := min(len(rest), deltaRunes)
+			req.OnText(string(rest[:n]))
+			rest = rest[n:]
+		}
+	}
 	return res
 }
+
+const deltaRunes = 4
 
 func (e *fakeExecutor) keysCalled() []string {
 	e.mu.Lock()

@@ -1,6 +1,6 @@
 // Package executor makes one model call through the official Anthropic Go
 // SDK and classifies what the upstream answered, following the outcome
-// table of DESIGN §2. It never retries: failover across accounts is the
+// table of docs/architecture.md. It never retries: failover across accounts is the
 // caller's job, so the SDK's own retries are off.
 package executor
 

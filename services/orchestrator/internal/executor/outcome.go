@@ -9,7 +9,7 @@ import (
 // Outcome classifies one call.
 type Outcome int
 
-// The outcomes of DESIGN §2.
+// The outcomes of docs/architecture.md's outcome table.
 const (
 	// Success is a 2xx answer.
 	Success Outcome = iota + 1
