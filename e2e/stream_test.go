@@ -337,4 +337,3 @@ func TestHostileUpstreamLeaksNoKeyAndStillRecordsUsage(t *testing.T) {
 		require.NotContains(t, everything.String(), canary)
 	}
 }
-
