@@ -25,6 +25,7 @@ import (
 
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
 	"github.com/switchyard-dev/switchyard/migrations"
+	"github.com/switchyard-dev/switchyard/pkg/fakeclock"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
 	"github.com/switchyard-dev/switchyard/services/activity"
 )
@@ -35,23 +36,6 @@ const (
 	completed   = activityv1.ActivityStatus_ACTIVITY_STATUS_COMPLETED
 	failed      = activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED
 )
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // syncBuffer collects logs written by server goroutines.
 type syncBuffer struct {
@@ -74,7 +58,7 @@ func (s *syncBuffer) String() string {
 type harness struct {
 	client activityv1.ActivityServiceClient
 	health healthpb.HealthClient
-	clock  *fakeClock
+	clock  *fakeclock.Clock
 	logs   *syncBuffer
 	stop   func() error
 }
@@ -98,7 +82,7 @@ func startServiceWith(t *testing.T, cfg activity.Config) *harness {
 // logger and, unless cfg has one, clock, without waiting for it.
 func launch(t *testing.T, cfg activity.Config) *harness {
 	t.Helper()
-	h := &harness{clock: &fakeClock{t: time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)}, logs: &syncBuffer{}}
+	h := &harness{clock: fakeclock.New(time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)), logs: &syncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, nil))
@@ -521,7 +505,7 @@ func testOrganizationsAreIsolated(t *testing.T, h *harness) {
 func TestPostgresKeepsEverythingAcrossRestarts(t *testing.T) {
 	ctx := context.Background()
 	schema := pgtest.NewSchema(t, migrations.Activity)
-	clock := &fakeClock{t: time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)}
+	clock := fakeclock.New(time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC))
 	// The test server trusts local connections, so the password only
 	// shows whether it leaks into the logs.
 	dbURL, err := url.Parse(schema.AppURL)

@@ -4,44 +4,26 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-dev/switchyard/pkg/fakeclock"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/crypto"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store/memstore"
 )
 
-// clock is a manual clock; tests move it, nothing else does.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *fakeclock.Clock { return fakeclock.New(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)) }
 
 type fixture struct {
 	t     testing.TB
 	ctx   context.Context
 	pool  *Pool
-	clock *clock
+	clock *fakeclock.Clock
 	store *memstore.Store
 	keys  *crypto.Keyring
 	org   string

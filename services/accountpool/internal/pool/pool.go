@@ -34,6 +34,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 )
 
@@ -532,7 +533,7 @@ type Capacity struct {
 }
 
 func (p *Pool) unknownTier(tier string) error {
-	return &FieldError{Field: "tier", Problem: fmt.Sprintf("unknown tier %q; use one of %v", tier, p.tiers.Names())}
+	return &FieldError{Field: "tier", Problem: fmt.Sprintf("unknown tier %s; use one of %v", validate.Quote(tier), p.tiers.Names())}
 }
 
 // RegisterAccount encrypts the key and stores a new ACTIVE account.
@@ -858,7 +859,7 @@ func (p *Pool) UpdateSettings(ctx context.Context, orgID string, strategy store.
 func validStrategy(s store.Strategy) bool { return slices.Contains(store.Strategies(), s) }
 
 func unknownStrategy(field string, s store.Strategy) error {
-	return &FieldError{Field: field, Problem: fmt.Sprintf("unknown strategy %q; use one of %q", s, store.Strategies())}
+	return &FieldError{Field: field, Problem: fmt.Sprintf("unknown strategy %s; use one of %q", validate.Quote(string(s)), store.Strategies())}
 }
 
 // UsageQuery selects ledger rows.

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"pgregory.net/rapid"
 
+	"github.com/switchyard-dev/switchyard/pkg/fakeclock"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/crypto"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
@@ -23,7 +24,7 @@ import (
 
 // propertyPool builds a pool for one rapid run; assertions go to t, so a
 // failure shrinks instead of aborting the whole test.
-func propertyPool(t require.TestingT, c *clock, mods ...func(*Config)) *Pool {
+func propertyPool(t require.TestingT, c *fakeclock.Clock, mods ...func(*Config)) *Pool {
 	spec, err := crypto.GenerateKeyring()
 	require.NoError(t, err)
 	keys, err := crypto.ParseKeyring(spec)

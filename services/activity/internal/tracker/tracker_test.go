@@ -4,39 +4,22 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-dev/switchyard/pkg/fakeclock"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store/memstore"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/tracker"
 )
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func newTracker() (*tracker.Tracker, *fakeClock) {
-	clock := &fakeClock{t: t0}
+func newTracker() (*tracker.Tracker, *fakeclock.Clock) {
+	clock := fakeclock.New(t0)
 	return tracker.New(memstore.New(), clock.Now), clock
 }
 
@@ -69,7 +52,7 @@ func TestStartGeneratesTimeOrderedID(t *testing.T) {
 }
 
 func TestStartTruncatesClockToMicroseconds(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2030, 1, 1, 0, 0, 0, 123456789, time.FixedZone("X", 3600))}
+	clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 123456789, time.FixedZone("X", 3600)))
 	tr := tracker.New(memstore.New(), clock.Now)
 	a := start(t, tr, tracker.StartInput{OrganizationID: "org"})
 	require.Equal(t, 123456000, a.StartTime.Nanosecond())

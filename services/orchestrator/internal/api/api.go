@@ -27,16 +27,7 @@ func New(runner *delegate.Runner) *Server {
 
 // DelegateTask implements the RPC; see the proto for its contract.
 func (s *Server) DelegateTask(ctx context.Context, req *orchestratorv1.DelegateTaskRequest) (*orchestratorv1.DelegateTaskResponse, error) {
-	resp, err := s.runner.Run(ctx, delegate.Task{
-		OrganizationID: req.GetOrganizationId(),
-		SessionID:      req.GetSessionId(),
-		UserID:         req.GetUserId(),
-		Category:       req.GetCategory(),
-		Skills:         req.GetLoadSkills(),
-		Prompt:         req.GetPrompt(),
-		RequestID:      req.GetRequestId(),
-		MaxTokens:      int64(req.GetMaxTokens()),
-	})
+	resp, err := s.runner.Run(ctx, toTask(req))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -54,7 +45,29 @@ func (s *Server) StreamDelegateTask(req *orchestratorv1.StreamDelegateTaskReques
 			sendErr = stream.Send(ev)
 		}
 	}
-	resp, err := s.runner.Stream(stream.Context(), delegate.Task{
+	resp, err := s.runner.Stream(stream.Context(), toTask(req), func(e delegate.Event) { send(eventToProto(e)) })
+	if err != nil {
+		return toStatus(err)
+	}
+	send(&orchestratorv1.StreamDelegateTaskResponse{Event: &orchestratorv1.StreamDelegateTaskResponse_Result{Result: resp}})
+	return sendErr
+}
+
+// taskRequest is what DelegateTaskRequest and StreamDelegateTaskRequest
+// share: the same fields, so one conversion serves both.
+type taskRequest interface {
+	GetOrganizationId() string
+	GetSessionId() string
+	GetUserId() string
+	GetCategory() string
+	GetLoadSkills() []string
+	GetPrompt() string
+	GetRequestId() string
+	GetMaxTokens() int32
+}
+
+func toTask(req taskRequest) delegate.Task {
+	return delegate.Task{
 		OrganizationID: req.GetOrganizationId(),
 		SessionID:      req.GetSessionId(),
 		UserID:         req.GetUserId(),
@@ -63,12 +76,7 @@ func (s *Server) StreamDelegateTask(req *orchestratorv1.StreamDelegateTaskReques
 		Prompt:         req.GetPrompt(),
 		RequestID:      req.GetRequestId(),
 		MaxTokens:      int64(req.GetMaxTokens()),
-	}, func(e delegate.Event) { send(eventToProto(e)) })
-	if err != nil {
-		return toStatus(err)
 	}
-	send(&orchestratorv1.StreamDelegateTaskResponse{Event: &orchestratorv1.StreamDelegateTaskResponse_Result{Result: resp}})
-	return sendErr
 }
 
 func eventToProto(e delegate.Event) *orchestratorv1.StreamDelegateTaskResponse {

@@ -27,41 +27,63 @@ type streamMeter struct {
 	ctx      context.Context
 	attempt  attempt
 	started  time.Time
-	next     time.Time
-	interval time.Duration
-	sent     int
+	schedule progressSchedule
 	chars    int64
 	inFlight bool // guarded by the run's mu
 }
 
-func (run *taskRun) newStreamMeter(ctx context.Context, a attempt) *streamMeter {
-	now := run.r.cfg.Now()
-	return &streamMeter{run: run, ctx: ctx, attempt: a, started: now,
-		interval: run.r.cfg.ProgressInterval, next: now.Add(run.r.cfg.ProgressInterval)}
+// progressSchedule says when an attempt's next progress event is due: the
+// first one interval after the start, then every interval, the interval
+// doubling after every progressEventsPerStep events, and none after
+// maxStreamProgress.
+type progressSchedule struct {
+	next     time.Time
+	interval time.Duration
+	sent     int
 }
 
-// add counts a text delta and, when due, writes a progress event.
+func newProgressSchedule(start time.Time, interval time.Duration) progressSchedule {
+	return progressSchedule{next: start.Add(interval), interval: interval}
+}
+
+// take reports whether an event is due at now and, if so, counts it.
+func (s *progressSchedule) take(now time.Time) bool {
+	if s.sent >= maxStreamProgress || now.Before(s.next) {
+		return false
+	}
+	s.sent++
+	if s.sent%progressEventsPerStep == 0 {
+		s.interval *= 2
+	}
+	s.next = now.Add(s.interval)
+	return true
+}
+
+func (run *taskRun) newStreamMeter(ctx context.Context, a attempt) *streamMeter {
+	now := run.r.cfg.Now()
+	return &streamMeter{run: run, ctx: ctx, attempt: a, started: now, schedule: newProgressSchedule(now, run.r.cfg.ProgressInterval)}
+}
+
+// add counts a text delta and, when an event is due and the previous one
+// has been written, writes a progress event in the background.
 func (m *streamMeter) add(delta string) {
 	m.chars += int64(utf8.RuneCountInString(delta))
-	if !m.run.activityStarted || m.sent >= maxStreamProgress {
-		return
-	}
-	now := m.run.r.cfg.Now()
-	if now.Before(m.next) {
+	if !m.run.activityStarted {
 		return
 	}
 	m.run.mu.Lock()
 	busy := m.inFlight
-	m.inFlight = true
 	m.run.mu.Unlock()
 	if busy {
 		return // the previous event is still being written; try at the next delta
 	}
-	m.sent++
-	if m.sent%progressEventsPerStep == 0 {
-		m.interval *= 2
+	now := m.run.r.cfg.Now()
+	if !m.schedule.take(now) {
+		return
 	}
-	m.next = now.Add(m.interval)
+	m.run.mu.Lock()
+	m.inFlight = true
+	m.run.mu.Unlock()
 	chars, elapsed := m.chars, now.Sub(m.started)
 	m.run.progress.Add(1)
 	go func() {

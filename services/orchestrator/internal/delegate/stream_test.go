@@ -15,6 +15,7 @@ import (
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
+	"github.com/switchyard-dev/switchyard/pkg/fakeclock"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
@@ -250,26 +251,8 @@ func TestRequestIDNeedsTheActivity(t *testing.T) {
 	require.Contains(t, strings.Join(resp.GetMetadata().GetBookkeepingErrors(), "\n"), "runs without one")
 }
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestLongStreamsWriteBoundedProgress(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1_700_000_000, 0)}
+	clock := fakeclock.New(time.Unix(1_700_000_000, 0))
 	h := newHarness(t, delegate.Config{Now: clock.Now, ProgressInterval: 5 * time.Second}, threeAccounts...)
 	// 4,000 deltas, one simulated second apart: more than an hour of output.
 	long := ok(strings.Repeat("abcd", 4000))
@@ -284,8 +267,10 @@ func TestLongStreamsWriteBoundedProgress(t *testing.T) {
 	require.NoError(t, err)
 	progress := h.activity.progress[resp.GetMetadata().GetActivityId()]
 	require.NotEmpty(t, progress)
+	// How many are written depends on how fast Activity answers (a due
+	// event is skipped while the previous one is in flight); the schedule
+	// itself is tested exactly in TestProgressSchedule.
 	require.LessOrEqual(t, len(progress), 32, "one stream cannot exhaust the activity's 128 events")
-	require.GreaterOrEqual(t, len(progress), 8, "but a watcher sees it move")
 	require.Contains(t, progress[0], "streaming, about")
 	require.Contains(t, progress[0], "output tokens so far")
 }

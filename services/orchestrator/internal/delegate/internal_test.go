@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -32,4 +33,22 @@ func TestStoredResultFitsTheActivity(t *testing.T) {
 		require.True(t, s.GetFields()["metadata"].GetStructValue().GetFields()["outputTruncated"].GetBoolValue())
 		require.Len(t, big.Output, len(output), "the caller's answer is untouched")
 	}
+}
+
+func TestProgressSchedule(t *testing.T) {
+	start := time.Unix(1_700_000_000, 0)
+	s := newProgressSchedule(start, 5*time.Second)
+	var at []time.Duration
+	for sec := 1; sec <= 3600; sec++ { // an hour of deltas, one a second
+		if now := start.Add(time.Duration(sec) * time.Second); s.take(now) {
+			at = append(at, now.Sub(start))
+		}
+	}
+	require.Len(t, at, maxStreamProgress, "bounded, however long the stream")
+	require.Equal(t, 5*time.Second, at[0])
+	require.Equal(t, 40*time.Second, at[7], "every 5s for the first 8")
+	require.Equal(t, 50*time.Second, at[8], "then every 10s")
+	require.Equal(t, 120*time.Second, at[15])
+	require.Equal(t, 600*time.Second, at[31], "the last at the default attempt timeout")
+	require.False(t, s.take(start.Add(2*time.Hour)))
 }
