@@ -175,18 +175,19 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, reqID, key strin
 		ServiceTier:              "standard",
 	}
 	if req.stream {
-		reported := s.streamAnswer(r.Context(), w, req.model, text, stop, u, f.StreamFailure, f.StreamFailAfter, f.StreamDelay)
-		completed := reported == outTokens && f.StreamFailure == ""
-		s.mu.Lock()
-		st := s.state(key, s.now())
-		if !completed {
-			st.out.refund(outTokens - reported)
-			u.OutputTokens = reported
-		}
-		st.count(u, completed)
-		s.mu.Unlock()
-		s.log.Debug("anthropicsim: streamed", "key", fingerprint(key), "request_id", reqID, "completed", completed,
-			"input_tokens", u.InputTokens, "cache_read", u.CacheReadInputTokens, "cache_creation", u.CacheCreationInputTokens, "output_tokens", u.OutputTokens)
+		s.streamAnswer(r.Context(), w, req.model, text, stop, u, f.StreamFailure, f.StreamFailAfter, f.StreamDelay, func(reported int64, completed bool) {
+			charged := u
+			s.mu.Lock()
+			st := s.state(key, s.now())
+			if !completed {
+				st.out.refund(outTokens - reported)
+				charged.OutputTokens = reported
+			}
+			st.count(charged, completed)
+			s.mu.Unlock()
+			s.log.Debug("anthropicsim: streamed", "key", fingerprint(key), "request_id", reqID, "completed", completed,
+				"input_tokens", charged.InputTokens, "cache_read", charged.CacheReadInputTokens, "cache_creation", charged.CacheCreationInputTokens, "output_tokens", charged.OutputTokens)
+		})
 		return
 	}
 	s.mu.Lock()

@@ -137,9 +137,11 @@ type (
 
 // streamAnswer writes an admitted answer as an event stream. u is the
 // answer's final usage. When fail is set the stream breaks after failAfter
-// text deltas; delay paces the deltas (wall-clock). It returns the output
-// tokens the client was told about, which is what the key is charged.
-func (s *Server) streamAnswer(ctx context.Context, w http.ResponseWriter, model, text, stop string, u usage, fail StreamFailure, failAfter int, delay time.Duration) int64 {
+// text deltas; delay paces the deltas (wall-clock). settle is called once
+// with the output tokens the client is told about (what the key is
+// charged) and whether the stream completes, before the stream's last
+// event, so a client that has read the whole stream sees the stats.
+func (s *Server) streamAnswer(ctx context.Context, w http.ResponseWriter, model, text, stop string, u usage, fail StreamFailure, failAfter int, delay time.Duration, settle func(reported int64, completed bool)) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
@@ -160,7 +162,8 @@ func (s *Server) streamAnswer(ctx context.Context, w http.ResponseWriter, model,
 			break
 		}
 		if delay > 0 && sent > 0 && !sleepCtx(ctx, delay) {
-			return start.OutputTokens // the client went away
+			settle(start.OutputTokens, false) // the client went away
+			return
 		}
 		out.event("content_block_delta", contentBlockDeltaEvent{Type: "content_block_delta", Delta: textDelta{Type: "text_delta", Text: chunk}})
 		sent++
@@ -171,18 +174,20 @@ func (s *Server) streamAnswer(ctx context.Context, w http.ResponseWriter, model,
 		if fail == StreamAPIError {
 			msg = "Internal server error (simulated, mid-stream)"
 		}
+		settle(start.OutputTokens, false)
 		out.event("error", errorBody{Type: "error", Error: errorObject{Type: string(fail), Message: msg}})
-		return start.OutputTokens
+		return
 	case StreamCut:
-		return start.OutputTokens
+		settle(start.OutputTokens, false)
+		return
 	}
+	settle(u.OutputTokens, true)
 	out.event("content_block_stop", indexEvent{Type: "content_block_stop"})
 	out.event("message_delta", messageDeltaEvent{Type: "message_delta", Delta: stopDelta{StopReason: stop}, Usage: messageUsage{
 		InputTokens: u.InputTokens, CacheCreationInputTokens: u.CacheCreationInputTokens,
 		CacheReadInputTokens: u.CacheReadInputTokens, OutputTokens: u.OutputTokens,
 	}})
 	out.event("message_stop", typeOnly{Type: "message_stop"})
-	return u.OutputTokens
 }
 
 // chunks yields s in pieces of at most n runes; an empty s yields nothing.

@@ -2,6 +2,7 @@ package delegate
 
 import (
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -99,6 +100,9 @@ func (run *taskRun) failureMessage(rateLimited int) string {
 
 func describe(r executor.Result) string {
 	switch {
+	case r.HTTPStatus == http.StatusOK && r.Outcome != executor.Success:
+		// The stream had started: the status says nothing about the failure.
+		return r.ErrorType + " during the stream"
 	case r.HTTPStatus != 0 && r.ErrorType != "":
 		s := fmt.Sprintf("%d %s", r.HTTPStatus, r.ErrorType)
 		if r.RateLimit.RetryAfter > 0 {
