@@ -50,6 +50,9 @@ type stackOptions struct {
 	// upstream, when set, answers the orchestrator's model calls instead of
 	// the simulator (a hostile or broken upstream).
 	upstream http.Handler
+	// baseURL, when set, is the orchestrator's upstream base URL as given
+	// (one the SDK cannot use, say), instead of the simulator's.
+	baseURL string
 }
 
 // stack is a running system: simulator, Activity, AccountPool and
@@ -100,11 +103,15 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 	if opts.poolAddr != "" {
 		poolAddr = opts.poolAddr
 	}
+	baseURL := simServer.URL
+	if opts.baseURL != "" {
+		baseURL = opts.baseURL
+	}
 	orch, err := orchestrator.New(ctx, orchestrator.Config{
 		Addr:             "127.0.0.1:0",
 		AccountPoolAddr:  poolAddr,
 		ActivityAddr:     act.Addr().String(),
-		AnthropicBaseURL: simServer.URL,
+		AnthropicBaseURL: baseURL,
 		FallbackAPIKey:   secret.New(opts.fallbackKey),
 		SkillsDir:        "../skills",
 		Tokens:           toks.table,

@@ -337,3 +337,26 @@ func TestHostileUpstreamLeaksNoKeyAndStillRecordsUsage(t *testing.T) {
 		require.NotContains(t, everything.String(), canary)
 	}
 }
+
+// A request the SDK refuses before sending it (here: a base URL it cannot
+// parse) is the task's fault: one attempt, no failover, and the account's
+// breaker stays closed however often it happens.
+func TestLocallyRefusedRequestsLeaveTheBreakerClosed(t *testing.T) {
+	s := startStack(t, stackOptions{baseURL: "http://bad host:1/"})
+	s.register(t, "acme", "a", "sk-ant-sim-scale-a", "scale")
+	s.register(t, "acme", "b", "sk-ant-sim-scale-b", "scale")
+	for i := range 7 { // more than the breaker's threshold of 5
+		resp := delegate(t, s, quickTask("acme"))
+		require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_FAILED, resp.GetStatus())
+		require.EqualValues(t, 1, resp.GetMetadata().GetAttempts(), "task %d: no failover", i)
+		require.Equal(t, "not_sent", resp.GetMetadata().GetAttemptDetails()[0].GetOutcome())
+		require.Contains(t, resp.GetError(), "could not be sent")
+	}
+	list, err := s.pool.ListAccounts(testContext(t), &accountpoolv1.ListAccountsRequest{OrganizationId: "acme"})
+	require.NoError(t, err)
+	for _, acc := range list.GetAccounts() {
+		require.Equal(t, accountpoolv1.BreakerState_BREAKER_STATE_CLOSED, acc.GetBreaker().GetState(), acc.GetName())
+		require.Zero(t, acc.GetBreaker().GetConsecutiveFailures(), acc.GetName())
+		require.Equal(t, accountpoolv1.AccountStatus_ACCOUNT_STATUS_ACTIVE, acc.GetStatus(), acc.GetName())
+	}
+}
