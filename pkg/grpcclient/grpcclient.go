@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
@@ -37,6 +38,23 @@ type Config struct {
 	RetryUnavailable []string
 }
 
+// reconnectParams is how a connection comes back after its peer was down.
+// gRPC's default backoff grows to two minutes, so a peer restarted after a
+// 30 s outage was used again only after a further 13 s; between services on
+// one network a reconnect attempt is cheap, so attempts are at most a
+// second apart and a restarted service is used again within about a second.
+func reconnectParams() grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff: backoff.Config{
+			BaseDelay:  100 * time.Millisecond,
+			Multiplier: 1.6,
+			Jitter:     0.2,
+			MaxDelay:   time.Second,
+		},
+		MinConnectTimeout: 5 * time.Second,
+	}
+}
+
 // Dial creates a lazily connecting client connection.
 func Dial(cfg Config) (*grpc.ClientConn, error) {
 	var otelOpts []otelgrpc.Option
@@ -55,6 +73,7 @@ func Dial(cfg Config) (*grpc.ClientConn, error) {
 		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...)),
 		grpc.WithChainUnaryInterceptor(cfg.UnaryInterceptors...),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.WithConnectParams(reconnectParams()),
 	}
 	if cfg.Credentials != nil {
 		opts = append(opts, grpc.WithPerRPCCredentials(cfg.Credentials))

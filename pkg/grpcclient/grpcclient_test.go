@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,7 +35,12 @@ func (f *flaky) List(context.Context, *healthpb.HealthListRequest) (*healthpb.He
 
 func serve(t *testing.T, srv *flaky) string {
 	t.Helper()
-	s, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Name: "flaky", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+	return serveOn(t, "127.0.0.1:0", srv)
+}
+
+func serveOn(t *testing.T, addr string, srv *flaky) string {
+	t.Helper()
+	s, err := grpcserver.New(grpcserver.Config{Addr: addr, Name: "flaky", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		func(r grpc.ServiceRegistrar) {
 			r.RegisterService(&grpc.ServiceDesc{
 				ServiceName: "test.v1.Flaky",
@@ -79,4 +85,28 @@ func TestRetryUnavailableRetriesOnlyTheNamedMethods(t *testing.T) {
 
 	_, err = grpcclient.Dial(grpcclient.Config{Target: "127.0.0.1:1", RetryUnavailable: []string{"List"}})
 	require.Error(t, err)
+}
+
+// A peer that was down for several seconds is used again about a second
+// after it comes back. gRPC's default backoff (1s growing by 1.6x to 2min)
+// would next try about 3.3s after this peer's return.
+func TestReconnectsSoonAfterThePeerReturns(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := lis.Addr().String()
+	require.NoError(t, lis.Close()) // the peer is down
+
+	conn, err := grpcclient.Dial(grpcclient.Config{Target: addr})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	conn.Connect()
+	time.Sleep(6 * time.Second) // an outage long enough for the default backoff to reach 4s
+
+	srv := &flaky{}
+	back := serveOn(t, addr, srv)
+	require.Equal(t, addr, back)
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	_, err = healthpb.NewHealthClient(conn).List(ctx, &healthpb.HealthListRequest{}, grpc.WaitForReady(true))
+	require.NoError(t, err, "the connection came back within 2.5s of the peer")
 }
