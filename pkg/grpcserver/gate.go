@@ -23,6 +23,9 @@ type Gate struct {
 	check func(context.Context) error
 }
 
+// firstRetry is the first pause of Gate.Run after a failed check.
+const firstRetry = 100 * time.Millisecond
+
 // NewGate returns a closed gate that opens when check returns nil.
 func NewGate(check func(context.Context) error) *Gate {
 	return &Gate{err: errors.New("starting up"), check: check}
@@ -59,10 +62,13 @@ func isInfrastructure(method string) bool {
 	return strings.HasPrefix(method, "/grpc.health.") || strings.HasPrefix(method, "/grpc.reflection.")
 }
 
-// Run checks every interval until the check passes, logging each failure,
-// then opens the gate and marks srv SERVING. It returns when the gate opens
-// or ctx ends.
+// Run checks until the check passes, logging each failure, then opens the
+// gate and marks srv SERVING. It returns when the gate opens or ctx ends.
+// Retries back off from firstRetry, doubling up to interval, so a
+// database that comes up a moment after the service is noticed at once
+// and one that stays down is not hammered.
 func (g *Gate) Run(ctx context.Context, srv *Server, logger *slog.Logger, interval time.Duration) {
+	wait := min(firstRetry, interval)
 	for {
 		err := g.check(ctx)
 		if err == nil {
@@ -75,11 +81,12 @@ func (g *Gate) Run(ctx context.Context, srv *Server, logger *slog.Logger, interv
 		g.mu.Lock()
 		g.err = err
 		g.mu.Unlock()
-		logger.ErrorContext(ctx, "not serving until the check passes; retrying", "error", err, "retry_in", interval)
+		logger.ErrorContext(ctx, "not serving until the check passes; retrying", "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, interval)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -21,9 +22,12 @@ import (
 	"github.com/switchyard-dev/switchyard/migrations"
 )
 
-// Connect opens a connection pool and checks that the database answers.
-// applicationName shows in pg_stat_activity.
-func Connect(ctx context.Context, url, applicationName string) (*pgxpool.Pool, error) {
+// Open returns a connection pool that connects lazily: nothing is dialled
+// until the first query, so a service whose database is down at start
+// still starts, stays NOT_SERVING and gets ready once the database answers
+// (see Ready). Only a malformed url is an error. applicationName shows in
+// pg_stat_activity.
+func Open(url, applicationName string) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// The parse error can quote the URL, password included.
@@ -32,15 +36,46 @@ func Connect(ctx context.Context, url, applicationName string) (*pgxpool.Pool, e
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = applicationName
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.User, err)
+		return nil, fmt.Errorf("opening a pool for PostgreSQL at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
 	return pool, nil
+}
+
+// Connect is Open followed by a check that the database answers, for
+// commands that should fail at once when it does not.
+func Connect(ctx context.Context, url, applicationName string) (*pgxpool.Pool, error) {
+	pool, err := Open(url, applicationName)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		cc := pool.Config().ConnConfig
+		pool.Close()
+		return nil, fmt.Errorf("connecting to PostgreSQL at %s:%d as %s: %w", cc.Host, cc.Port, cc.User, err)
+	}
+	return pool, nil
+}
+
+// Ready is a service's readiness check on PostgreSQL: the database answers
+// and its schema passes checkSchema (the migration version this binary
+// needs). The first time it passes it logs the connection (LogConnection),
+// which needs the database too. It is meant for grpcserver.Gate, which
+// retries it until it passes.
+func Ready(db *pgxpool.Pool, logger *slog.Logger, service string, checkSchema func(context.Context) error) func(context.Context) error {
+	var logged sync.Once
+	return func(ctx context.Context) error {
+		if err := db.Ping(ctx); err != nil {
+			cc := db.Config().ConnConfig
+			return fmt.Errorf("PostgreSQL at %s:%d does not answer (%w); retrying", cc.Host, cc.Port, err)
+		}
+		if err := checkSchema(ctx); err != nil {
+			return err
+		}
+		logged.Do(func() { LogConnection(ctx, logger, db, service) })
+		return nil
+	}
 }
 
 // setTenantSQL scopes the current transaction to one organization.

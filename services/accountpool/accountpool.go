@@ -216,15 +216,14 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 		if cfg.DatabaseURL == "" {
 			return backend{}, errors.New("store \"postgres\" needs a database URL: set SWITCHYARD_DATABASE_URL (or DATABASE_URL) to a connection string for the switchyard_app role")
 		}
-		db, err := pgxutil.Connect(ctx, cfg.DatabaseURL, "switchyard-accountpool")
+		db, err := pgxutil.Open(cfg.DatabaseURL, "switchyard-accountpool")
 		if err != nil {
 			return backend{}, err
 		}
-		pgxutil.LogConnection(ctx, cfg.Logger, db, "accountpool")
 		st := pgstore.New(db, pgstore.Config{Logger: cfg.Logger})
-		gate := grpcserver.NewGate(func(ctx context.Context) error {
+		gate := grpcserver.NewGate(pgxutil.Ready(db, cfg.Logger, "accountpool", func(ctx context.Context) error {
 			return migrations.AccountPool.CheckVersion(ctx, pgxutil.SchemaVersionQuery(db))
-		})
+		}))
 		return backend{store: st, gate: gate, close: func() {
 			st.Close()
 			db.Close()
@@ -254,8 +253,10 @@ func (s *Service) Addr() net.Addr { return s.server.Addr() }
 // Service serves once.
 //
 // On the in-memory store it is SERVING at once. On PostgreSQL it checks
-// the schema version every few seconds, logging what to run, and turns
-// SERVING once the version matches; until then calls get Unavailable. It
+// that the database answers and the schema version matches, retrying with
+// backoff up to every few seconds and logging what to do, and turns SERVING
+// once both hold; until then calls get Unavailable. A database that is
+// down at start is waited for, not fatal. It
 // also follows the store's change feed, so accounts and settings changed
 // by another process show up here without a restart.
 //

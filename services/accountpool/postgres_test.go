@@ -21,6 +21,7 @@ import (
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
+	"github.com/switchyard-dev/switchyard/pkg/tcpproxy"
 	"github.com/switchyard-dev/switchyard/services/accountpool"
 )
 
@@ -219,6 +220,37 @@ func TestPostgresNotMigrated(t *testing.T) {
 	require.NoError(t, err)
 }
 
+// TestPostgresUnreachableAtStart: a service whose database is down when it
+// starts stays up, NOT_SERVING, says why, and turns SERVING once the
+// database answers, without a restart.
+func TestPostgresUnreachableAtStart(t *testing.T) {
+	schema := pgtest.NewSchema(t, migrations.AccountPool)
+	proxy, err := tcpproxy.New(pgtest.HostPort(t, schema.AppURL))
+	require.NoError(t, err)
+	t.Cleanup(proxy.Close)
+	proxy.Down()
+	keyring, err := accountpool.GenerateKeyring()
+	require.NoError(t, err)
+	svc := serve(t, accountpool.Config{Keyring: keyring, Store: accountpool.StorePostgres, DatabaseURL: pgtest.WithHostPort(t, schema.AppURL, proxy.Addr())})
+	ctx := t.Context()
+
+	var msg string
+	require.Eventually(t, func() bool {
+		_, err := svc.client.ListAccounts(ctx, &accountpoolv1.ListAccountsRequest{OrganizationId: newOrg()})
+		st := status.Convert(err)
+		msg = st.Message()
+		return st.Code() == codes.Unavailable && !strings.Contains(msg, "starting up")
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Contains(t, msg, "does not answer")
+	require.False(t, svc.serving(ctx))
+
+	require.NoError(t, proxy.Up())
+	require.Eventually(t, func() bool { return svc.serving(ctx) }, 20*time.Second, 20*time.Millisecond,
+		"the service gets ready once the database answers")
+	_, err = svc.client.ListAccounts(ctx, &accountpoolv1.ListAccountsRequest{OrganizationId: newOrg()})
+	require.NoError(t, err)
+}
+
 // TestPostgresTwoProcessesShareAccounts: two services on one schema, as two
 // replicas would run. What one registers, disables or re-enables, and the
 // settings it saves, take effect in the other without a restart, though
@@ -295,8 +327,8 @@ func TestStoreConfiguration(t *testing.T) {
 		"postgres without a URL": {cfg: accountpool.Config{Store: accountpool.StorePostgres}, want: "SWITCHYARD_DATABASE_URL (or DATABASE_URL)"},
 		"no tokens":              {cfg: accountpool.Config{}, want: "SWITCHYARD_TOKENS", requireAuth: true},
 		"unknown store":          {cfg: accountpool.Config{Store: "sqlite"}, want: `unknown store "sqlite"`},
-		"unreachable database": {cfg: accountpool.Config{DatabaseURL: "postgres://u:hunter2-secret@127.0.0.1:1/db?connect_timeout=1"},
-			want: "connecting to PostgreSQL at 127.0.0.1:1"},
+		"malformed database URL": {cfg: accountpool.Config{DatabaseURL: "postgres://u:hunter2-secret@127.0.0.1:notaport/db"},
+			want: "not a valid PostgreSQL connection string"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			tc.cfg.Keyring, tc.cfg.Logger, tc.cfg.Addr, tc.cfg.InsecureNoAuth = keyring, logger, "127.0.0.1:0", !tc.requireAuth

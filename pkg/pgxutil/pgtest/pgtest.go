@@ -154,3 +154,28 @@ func Down(t testing.TB, ownerURL string, sets ...migrations.Set) {
 		}
 	}
 }
+
+// HostPort is the host:port a database URL connects to, for a proxy in
+// front of it.
+func HostPort(t testing.TB, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("not a URL: %v", err)
+	}
+	if u.Port() == "" {
+		return u.Hostname() + ":5432"
+	}
+	return u.Host
+}
+
+// WithHostPort returns dbURL connecting to hostPort instead (a proxy).
+func WithHostPort(t testing.TB, dbURL, hostPort string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("not a URL: %v", err)
+	}
+	u.Host = hostPort
+	return u.String()
+}
