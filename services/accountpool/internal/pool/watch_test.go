@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
 	"github.com/switchyard-dev/switchyard/pkg/secret"
@@ -41,12 +42,6 @@ func (s *feedStore) WatchChanges(ctx context.Context, onChange func(string)) err
 	return nil
 }
 
-func (s *feedStore) subscribed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.subs) > 0
-}
-
 func (s *feedStore) notify(org string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -74,12 +69,29 @@ func (s *feedStore) GetSettings(ctx context.Context, org string) (store.Settings
 // watched returns a fixture whose pool watches a feedStore, and a second
 // pool, "the other process", on the same store and keys that does not.
 // opts adjust the watching pool's configuration.
+//
+// It returns once the watcher has handled the feed's start-up report
+// (AllOrganizations), so from then on a view of the watching pool changes
+// only through its own writes and notify. Watch handles that report on its
+// own goroutine whenever it gets to it; without this wait it can reload a
+// view the test loaded afterwards, picking up another process's change that
+// no notification announced. The report itself is not observable, so
+// watched loads a view of an organization of its own before the watcher
+// subscribes: the report must mark that view stale and reload it, and once
+// a fresh view replaces it, the report has been handled. The fixture's own
+// organization stays unloaded until the test first uses it.
 func watched(t *testing.T, opts ...func(*Config)) (*fixture, *feedStore, *Pool) {
 	t.Helper()
 	feed := &feedStore{Store: memstore.New()}
 	f := newFixture(t, append(opts, func(c *Config) { c.Store = feed })...)
 	other, err := New(Config{Store: feed, Keys: f.keys, Now: f.clock.Now, Logger: f.pool.logger})
 	require.NoError(t, err)
+	sentinel := "org-" + uuid.NewString()
+	_, err = f.pool.Settings(f.ctx, sentinel)
+	require.NoError(t, err)
+	e := f.pool.entry(sentinel)
+	before := e.view.Load()
+
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.pool.Watch(ctx) }()
@@ -87,7 +99,10 @@ func watched(t *testing.T, opts ...func(*Config)) (*fixture, *feedStore, *Pool) 
 		cancel()
 		require.NoError(t, <-done)
 	})
-	require.Eventually(t, feed.subscribed, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		v := e.view.Load()
+		return v != before && !v.stale
+	}, 5*time.Second, time.Millisecond, "the watcher reloads every loaded view when the feed comes up")
 	return f, feed, other
 }
 
@@ -99,17 +114,13 @@ func selectable(f *fixture, id string) bool {
 func TestWatchAppliesChangesFromAnotherProcess(t *testing.T) {
 	f, feed, other := watched(t)
 	alpha := f.register("alpha", "tier2")
-	// SelectAccount reads memory only, even with the store down. The
-	// watcher's start-up refresh (AllOrganizations) may run after the first
-	// load and mark that view stale once, so load until a view is fresh.
-	require.Eventually(t, func() bool {
-		feed.down.Store(false)
-		f.mustSelect() // the view is loaded
-		feed.down.Store(true)
-		reads := feed.reads.Load()
-		_, err := f.pool.Select(f.ctx, f.selectReq(allowed(alpha.Account.ID)))
-		return err == nil && reads == feed.reads.Load()
-	}, 5*time.Second, time.Millisecond, "Select never reads the store once the view is loaded")
+	f.mustSelect() // the view is loaded
+
+	// SelectAccount reads memory only, even with the store down.
+	feed.down.Store(true)
+	reads := feed.reads.Load()
+	f.mustSelect(allowed(alpha.Account.ID))
+	require.Equal(t, reads, feed.reads.Load(), "Select never reads the store once the view is loaded")
 	feed.down.Store(false)
 
 	bravo, err := other.RegisterAccount(f.ctx, NewAccount{OrgID: f.org, Name: "bravo", APIKey: secret.New("sk-ant-bravo"), Tier: "tier2"})
@@ -126,8 +137,11 @@ func TestWatchAppliesChangesFromAnotherProcess(t *testing.T) {
 	_, err = other.UpdateAccount(f.ctx, f.org, alpha.Account.ID, AccountChanges{Status: &disabled})
 	require.NoError(t, err)
 	feed.notify(f.org)
-	require.Eventually(t, func() bool { return !selectable(f, alpha.Account.ID) }, 5*time.Second, time.Millisecond,
-		"an account disabled elsewhere stops being selected")
+	// Wait for the reload itself: polling Select would hold a lease of
+	// alpha's capacity per attempt until the reload lands.
+	require.Eventually(t, func() bool { return f.account(alpha.Account.ID).Account.Status == store.StatusDisabled }, 5*time.Second, time.Millisecond,
+		"the view reloads with the account disabled elsewhere")
+	require.False(t, selectable(f, alpha.Account.ID), "an account disabled elsewhere stops being selected")
 	require.Equal(t, "disabled", candidate(f.exhausted(allowed(alpha.Account.ID)).Candidates, alpha.Account.ID).SkipReason)
 }
 
