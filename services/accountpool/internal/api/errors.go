@@ -55,6 +55,10 @@ func ToStatus(err error) error {
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, store.ErrAlreadyExists), errors.Is(err, store.ErrDuplicate):
 		return status.Error(codes.AlreadyExists, err.Error())
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		return status.Error(codes.Unavailable, "the account store lost its connection after the write was sent, so it may or may not have been applied; "+
+			"retry with backoff: a retry never applies a write twice, but if the first attempt was applied, "+
+			"a retried RegisterAccount answers AlreadyExists and a retried DeleteAccount NotFound")
 	case errors.Is(err, store.ErrUnavailable):
 		return status.Error(codes.Unavailable, "the account store is unavailable; retry with backoff")
 	case errors.Is(err, context.Canceled):

@@ -49,6 +49,8 @@ func TestToStatus(t *testing.T) {
 		{name: "already exists", err: fmt.Errorf("creating account \"a\": %w", store.ErrAlreadyExists), code: codes.AlreadyExists},
 		{name: "duplicate", err: store.ErrDuplicate, code: codes.AlreadyExists},
 		{name: "unavailable", err: fmt.Errorf("dial: %w", store.ErrUnavailable), code: codes.Unavailable, contains: []string{"retry"}},
+		{name: "outcome unknown", err: fmt.Errorf("creating account a: %w: read tcp: connection reset by peer", store.ErrOutcomeUnknown),
+			code: codes.Unavailable, contains: []string{"may or may not have been applied", "retry", "AlreadyExists"}},
 		{name: "cancelled", err: fmt.Errorf("x: %w", context.Canceled), code: codes.Canceled},
 		{name: "deadline", err: context.DeadlineExceeded, code: codes.DeadlineExceeded},
 		{name: "decrypt", err: fmt.Errorf("lease: %w", crypto.ErrDecrypt), code: codes.Internal},

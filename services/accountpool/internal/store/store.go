@@ -20,6 +20,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -47,6 +48,13 @@ var (
 	// reach its database. The call may or may not have taken effect; every
 	// write here is safe to retry (usage inserts are idempotent).
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrOutcomeUnknown, which wraps ErrUnavailable, is wrapped instead of
+	// it when a write failed after it may have reached the database: the
+	// connection broke or a timeout fired before the answer came, so the
+	// write may have been applied. The caller must not report it as
+	// failed; retrying is safe as ErrUnavailable says. Methods that only
+	// read never return it.
+	ErrOutcomeUnknown = fmt.Errorf("%w: outcome unknown", ErrUnavailable)
 )
 
 // Status is an account's administrative state.

@@ -17,18 +17,19 @@
 // (watch.go) with LISTEN on the channel the schema's triggers notify.
 //
 // Errors: unique violations become store.ErrAlreadyExists (accounts) or
-// store.ErrDuplicate (usage), missing rows store.ErrNotFound, and failures
-// to reach the database wrap store.ErrUnavailable next to the driver's
-// error. Error texts never include statement parameters.
+// store.ErrDuplicate (usage), missing rows store.ErrNotFound. Failures a
+// retry may fix (pgxutil.Classify decides) wrap store.ErrUnavailable next
+// to the driver's error, and a write that may have been applied although
+// it failed (the connection broke or timed out after sending it) wraps
+// store.ErrOutcomeUnknown instead. Error texts never include statement
+// parameters.
 package pgstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -158,7 +159,7 @@ func (s *Store) CreateAccount(ctx context.Context, a store.Account) error {
 			a.ID, a.OrganizationID, a.Name, a.Tier, string(a.Status), a.Weight, a.Priority, a.QuotaGroup, labels,
 			nonNil(a.KeyCiphertext), a.KeyVersion, store.Normalize(a.CreateTime), store.Normalize(a.UpdateTime))
 	})
-	if isUniqueViolation(err) {
+	if pgxutil.IsUniqueViolation(err) {
 		return fmt.Errorf("creating account %q: an account with this name or id exists: %w", a.Name, store.ErrAlreadyExists)
 	}
 	return wrap("creating account "+a.ID, err)
@@ -180,7 +181,7 @@ func (s *Store) GetAccount(ctx context.Context, orgID, id string) (store.Account
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Account{}, fmt.Errorf("getting account %s: %w", id, store.ErrNotFound)
 	}
-	return a, wrap("getting account "+id, err)
+	return a, wrapRead("getting account "+id, err)
 }
 
 // ListAccounts implements store.Store. Names compare in the "C" collation,
@@ -201,7 +202,7 @@ func (s *Store) ListAccounts(ctx context.Context, orgID string) ([]store.Account
 				return rows.Err()
 			})
 	})
-	return out, wrap("listing accounts", err)
+	return out, wrapRead("listing accounts", err)
 }
 
 // UpdateAccount implements store.Store. One statement sets every field:
@@ -246,7 +247,7 @@ func (s *Store) UpdateAccount(ctx context.Context, orgID, id string, u store.Acc
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return store.Account{}, fmt.Errorf("updating account %s: %w", id, store.ErrNotFound)
-	case isUniqueViolation(err):
+	case pgxutil.IsUniqueViolation(err):
 		return store.Account{}, fmt.Errorf("renaming account %s: an account with this name exists: %w", id, store.ErrAlreadyExists)
 	}
 	return a, wrap("updating account "+id, err)
@@ -319,10 +320,10 @@ func (s *Store) ReplaceKey(ctx context.Context, orgID, id string, old []byte, ke
 func (s *Store) ListOrganizations(ctx context.Context) ([]string, error) {
 	rows, err := s.db.Query(ctx, `SELECT id FROM organizations ORDER BY id COLLATE "C"`)
 	if err != nil {
-		return nil, wrap("listing organizations", err)
+		return nil, wrapRead("listing organizations", err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	return ids, wrap("listing organizations", err)
+	return ids, wrapRead("listing organizations", err)
 }
 
 // GetSettings implements store.Store.
@@ -343,7 +344,7 @@ func (s *Store) GetSettings(ctx context.Context, orgID string) (store.Settings, 
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.DefaultSettings(orgID), nil
 	}
-	return st, wrap("getting settings", err)
+	return st, wrapRead("getting settings", err)
 }
 
 // PutSettings implements store.Store.
@@ -453,7 +454,7 @@ func (s *Store) SumUsage(ctx context.Context, orgID string, f store.UsageFilter)
 			return rows.Err()
 		})
 	})
-	return out, wrap("summing usage", err)
+	return out, wrapRead("summing usage", err)
 }
 
 // ListUsage implements store.Store with keyset pagination on
@@ -489,7 +490,7 @@ func (s *Store) ListUsage(ctx context.Context, orgID string, f store.UsageFilter
 		})
 	})
 	if err != nil {
-		return nil, nil, wrap("listing usage", err)
+		return nil, nil, wrapRead("listing usage", err)
 	}
 	if len(rows) <= limit {
 		return rows, nil, nil
@@ -506,52 +507,29 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+// wrap says what was being done, for a call that may have written, and
+// adds what pgxutil.Classify makes of err: store.ErrUnavailable when a
+// retry may succeed, store.ErrOutcomeUnknown when the write may have been
+// applied, so api answers Unavailable instead of Internal. A caller's own
+// cancellation or deadline is neither.
+func wrap(doing string, err error) error {
+	switch pgxutil.Classify(err) {
+	case pgxutil.ClassNone:
+		return nil
+	case pgxutil.ClassRetryable:
+		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
+	case pgxutil.ClassUnknownOutcome:
+		return fmt.Errorf("%s: %w: %w", doing, store.ErrOutcomeUnknown, err)
+	default:
+		return fmt.Errorf("%s: %w", doing, err)
+	}
 }
 
-// wrap says what was being done and, when the database could not be
-// reached, adds store.ErrUnavailable so api answers Unavailable (retry)
-// instead of Internal.
-func wrap(doing string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if unavailable(err) {
+// wrapRead is wrap for a call that changes nothing: when its answer was
+// lost there is no write whose fate is unknown, only a read to retry.
+func wrapRead(doing string, err error) error {
+	if pgxutil.Classify(err) == pgxutil.ClassUnknownOutcome {
 		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
 	}
-	return fmt.Errorf("%s: %w", doing, err)
-}
-
-// unavailable reports whether err means the database could not be reached
-// or could not take the work now, as opposed to rejecting it. A caller's
-// own cancellation or deadline is not unavailability.
-func unavailable(err error) bool {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return false
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case strings.HasPrefix(pgErr.Code, "08"): // connection_exception
-			return true
-		case pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03": // shutting down, crashed, starting up
-			return true
-		case pgErr.Code == "53300": // too_many_connections
-			return true
-		case pgErr.Code == "25006": // read_only_sql_transaction: connected to a standby after a failover
-			return true
-		}
-		return false
-	}
-	var (
-		connectErr *pgconn.ConnectError
-		netErr     net.Error
-	)
-	return errors.As(err, &connectErr) ||
-		errors.As(err, &netErr) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, pgconn.ErrConnClosed) ||
-		pgconn.SafeToRetry(err)
+	return wrap(doing, err)
 }
