@@ -72,6 +72,32 @@ func TestCallersGetTheRightCodes(t *testing.T) {
 	require.Equal(t, codes.PermissionDenied, code(err), "admin RPCs are not the orchestrator's")
 	_, err = orch.orchestrator.DelegateTask(ctx, quickTask("acme"))
 	require.Equal(t, codes.PermissionDenied, code(err))
+
+	// Only the orchestrator writes activities. An organization that could
+	// would create or complete the activity of one of its request_ids and
+	// plant the result a retried DelegateTask replays; an admin could do
+	// it in every organization.
+	task, err := acme.orchestrator.DelegateTask(ctx, &orchestratorv1.DelegateTaskRequest{Category: "quick", Prompt: "hello", RequestId: "planted"})
+	require.NoError(t, err)
+	activityID := task.GetMetadata().GetActivityId()
+	require.NotEmpty(t, activityID)
+	for name, c := range map[string]clients{"organization": acme, "admin": s.as(t, s.tokens.admin)} {
+		_, err = c.activity.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: "acme", AgentType: "ai_executor"})
+		require.Equal(t, codes.PermissionDenied, code(err), "%s TrackStart", name)
+		_, err = c.activity.TrackProgress(ctx, &activityv1.TrackProgressRequest{OrganizationId: "acme", ActivityId: activityID, Message: "forged"})
+		require.Equal(t, codes.PermissionDenied, code(err), "%s TrackProgress", name)
+		_, err = c.activity.TrackComplete(ctx, &activityv1.TrackCompleteRequest{OrganizationId: "acme", ActivityId: activityID, Status: activityv1.ActivityStatus_ACTIVITY_STATUS_COMPLETED})
+		require.Equal(t, codes.PermissionDenied, code(err), "%s TrackComplete", name)
+		_, err = c.activity.GetActivity(ctx, &activityv1.GetActivityRequest{OrganizationId: "acme", ActivityId: activityID})
+		require.NoError(t, err, "%s reads", name)
+	}
+	replayed, err := acme.orchestrator.DelegateTask(ctx, &orchestratorv1.DelegateTaskRequest{Category: "quick", Prompt: "hello", RequestId: "planted"})
+	require.NoError(t, err)
+	require.True(t, replayed.GetMetadata().GetReplayed())
+	require.Equal(t, task.GetOutput(), replayed.GetOutput(), "the replay is the orchestrator's own result")
+	started, err := orch.activity.TrackStart(fwd, &activityv1.TrackStartRequest{AgentType: "ai_executor"})
+	require.NoError(t, err, "the orchestrator tracks, for the organization it forwards")
+	require.Equal(t, "acme", started.GetActivity().GetOrganizationId())
 }
 
 // syncBuffer collects the logs of every service.
@@ -249,6 +275,12 @@ func TestCrossTenantIsolationRandomized(t *testing.T) {
 		t.Logf("seed %d", seed)
 		rng := mrand.New(mrand.NewPCG(uint64(seed), 0))
 		pick := func(ids []string) string { return ids[rng.IntN(len(ids))] }
+		// denied checks a write only the orchestrator may make: an
+		// organization's token is refused whatever it names.
+		denied := func(resp proto.Message, err error) (proto.Message, error) {
+			require.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+			return resp, err
+		}
 		org := func() string { return []string{"", "beta", "BETA", "beta "}[rng.IntN(4)] }
 		ops := []func() (proto.Message, error){
 			func() (proto.Message, error) {
@@ -285,13 +317,13 @@ func TestCrossTenantIsolationRandomized(t *testing.T) {
 				return acme.activity.ListActivities(ctx, &activityv1.ListActivitiesRequest{OrganizationId: org()})
 			},
 			func() (proto.Message, error) {
-				return acme.activity.TrackProgress(ctx, &activityv1.TrackProgressRequest{OrganizationId: org(), ActivityId: pick(betaActivities), Message: "hijack"})
+				return denied(acme.activity.TrackProgress(ctx, &activityv1.TrackProgressRequest{OrganizationId: org(), ActivityId: pick(betaActivities), Message: "hijack"}))
 			},
 			func() (proto.Message, error) {
-				return acme.activity.TrackComplete(ctx, &activityv1.TrackCompleteRequest{OrganizationId: org(), ActivityId: pick(betaActivities), Status: activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED, ErrorMessage: "hijacked"})
+				return denied(acme.activity.TrackComplete(ctx, &activityv1.TrackCompleteRequest{OrganizationId: org(), ActivityId: pick(betaActivities), Status: activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED, ErrorMessage: "hijacked"}))
 			},
 			func() (proto.Message, error) {
-				return acme.activity.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org(), ActivityId: pick(betaActivities), AgentType: "x", AgentName: "x"})
+				return denied(acme.activity.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org(), ActivityId: pick(betaActivities), AgentType: "x", AgentName: "x"}))
 			},
 			func() (proto.Message, error) {
 				// beta's request id: acme must get a run of its own, never

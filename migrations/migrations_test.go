@@ -138,3 +138,63 @@ func TestOrganizationsRegistryBackfillsAndFollows(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"after", "before"}, orgs)
 }
+
+// The sweep function of activity version 2 runs as its owner on a fixed
+// search path, and only the service role may execute it.
+func TestAbandonFunctionIsLockedDown(t *testing.T) {
+	schema := pgtest.NewSchema(t, migrations.Activity)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, schema.OwnerURL)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var (
+		definer  bool
+		config   []string
+		public   bool
+		appMayDo bool
+	)
+	require.NoError(t, conn.QueryRow(ctx, `
+		SELECT p.prosecdef, p.proconfig,
+		       EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0),
+		       has_function_privilege($2, p.oid, 'EXECUTE')
+		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		WHERE n.nspname = $1 AND p.proname = 'abandon_expired'`, schema.Name, migrations.AppRole).Scan(&definer, &config, &public, &appMayDo))
+	require.True(t, definer)
+	require.Contains(t, config, "search_path="+schema.Name+", pg_temp")
+	require.False(t, public, "PUBLIC may not execute it")
+	require.True(t, appMayDo)
+}
+
+// Rolling activity back to version 1 keeps abandoned activities, as
+// FAILED: version 1 knows no ABANDONED.
+func TestActivityDownKeepsAbandonedAsFailed(t *testing.T) {
+	ctx := context.Background()
+	schema := pgtest.NewSchema(t, migrations.Activity)
+	pool, err := pgxutil.Connect(ctx, schema.AppURL, "test")
+	require.NoError(t, err)
+	defer pool.Close()
+	require.NoError(t, pgxutil.InTenantTx(ctx, pool, "org", func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO activities (organization_id, id, session_id, user_id, agent_type, agent_name, category, status, start_time, deadline)
+			VALUES ('org', gen_random_uuid(), '', '', '', '', '', 'running', now() - interval '1 hour', now() - interval '1 hour')`)
+		return err
+	}))
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT abandon_expired(now(), interval '1 second', 10)`).Scan(&n))
+	require.Equal(t, 1, n)
+
+	db, err := sql.Open("pgx", schema.OwnerURL)
+	require.NoError(t, err)
+	defer db.Close()
+	p, err := migrations.Activity.Provider(db, nil)
+	require.NoError(t, err)
+	_, err = p.DownTo(ctx, 1)
+	require.NoError(t, err)
+	var status, reason string
+	require.NoError(t, pgxutil.InTenantTx(ctx, pool, "org", func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT status, error_message FROM activities`).Scan(&status, &reason)
+	}))
+	require.Equal(t, "failed", status)
+	require.Contains(t, reason, "abandoned: no completion by the deadline")
+	_, err = p.Up(ctx)
+	require.NoError(t, err)
+}

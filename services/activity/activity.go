@@ -4,6 +4,10 @@
 // the ActivityService gRPC contract. The rules are documented in
 // internal/tracker; storage in internal/store.
 //
+// While it serves, a reaper (internal/reaper) marks activities still
+// RUNNING after their deadline plus Config.AbandonGrace as ABANDONED,
+// sweeping every Config.ReaperInterval.
+//
 // A program runs it with Run, or with New and Serve when it needs the
 // listening address first (port 0, tests, switchyard dev).
 //
@@ -32,6 +36,7 @@ import (
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/api"
+	"github.com/switchyard-dev/switchyard/services/activity/internal/reaper"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store/memstore"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store/pgstore"
@@ -49,6 +54,14 @@ const (
 	StoreMemory = "memory"
 	// StorePostgres is PostgreSQL, at Config.DatabaseURL. For production.
 	StorePostgres = "postgres"
+)
+
+// Reaper defaults: an activity is abandoned within about 40 seconds of its
+// deadline. The grace covers clock skew between the Orchestrator and this
+// service and a TrackComplete still in flight at the deadline.
+const (
+	DefaultAbandonGrace   = 30 * time.Second
+	DefaultReaperInterval = 10 * time.Second
 )
 
 // readinessInterval is how often a service on PostgreSQL re-checks the
@@ -93,6 +106,12 @@ type Config struct {
 	InsecureNoAuth bool
 	// TLS, when set, serves TLS only (pkg/tlsconfig builds mutual TLS).
 	TLS *tls.Config
+	// AbandonGrace is how long after its deadline a RUNNING activity is
+	// marked ABANDONED; default DefaultAbandonGrace. Negative is an error.
+	AbandonGrace time.Duration
+	// ReaperInterval is how often the reaper sweeps for such activities;
+	// default DefaultReaperInterval. Negative is an error.
+	ReaperInterval time.Duration
 }
 
 // Service is the Activity service, listening but not yet serving.
@@ -100,6 +119,7 @@ type Service struct {
 	srv     *grpcserver.Server
 	logger  *slog.Logger
 	backend backend
+	reaper  *reaper.Reaper
 }
 
 // backend is an open store and what serving it takes.
@@ -122,6 +142,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
 	}
+	if cfg.AbandonGrace < 0 || cfg.ReaperInterval < 0 {
+		return nil, fmt.Errorf("activity: the abandon grace (%s) and the reaper interval (%s) must not be negative", cfg.AbandonGrace, cfg.ReaperInterval)
+	}
+	if cfg.AbandonGrace == 0 {
+		cfg.AbandonGrace = DefaultAbandonGrace
+	}
+	if cfg.ReaperInterval == 0 {
+		cfg.ReaperInterval = DefaultReaperInterval
+	}
 	unary, stream, err := auth.ServerInterceptors(cfg.Tokens, cfg.InsecureNoAuth, api.Policy(), cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("activity: %w", err)
@@ -130,7 +159,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	handlers := api.New(tracker.New(be.store, cfg.Now), cfg.Logger)
+	tr := tracker.New(be.store, cfg.Now)
+	handlers := api.New(tr, cfg.Logger)
 	scfg := grpcserver.Config{
 		Addr:               cfg.Addr,
 		Name:               "activity",
@@ -152,7 +182,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		be.close()
 		return nil, fmt.Errorf("activity: %w", err)
 	}
-	return &Service{srv: srv, logger: cfg.Logger, backend: be}, nil
+	return &Service{srv: srv, logger: cfg.Logger, backend: be, reaper: reaper.New(tr, cfg.AbandonGrace, cfg.ReaperInterval, cfg.Logger)}, nil
 }
 
 // openStore is the one place a backend is chosen.
@@ -195,27 +225,33 @@ func (s *Service) Addr() net.Addr { return s.srv.Addr() }
 //
 // On the in-memory store it is SERVING at once. On PostgreSQL it checks
 // the schema version every few seconds, logging what to do, and turns
-// SERVING once the version matches; until then calls get Unavailable.
+// SERVING once the version matches; until then calls get Unavailable. The
+// reaper starts once the service serves, and stops before the store is
+// released.
 func (s *Service) Serve(ctx context.Context) error {
 	defer s.backend.close()
 	gate := s.backend.gate
 	if gate == nil {
 		s.srv.SetServing(true)
-		return s.srv.Serve(ctx)
 	}
-	gateCtx, stopGate := context.WithCancel(ctx)
-	gateDone := make(chan struct{})
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	bgDone := make(chan struct{})
 	go func() {
-		defer close(gateDone)
-		gate.Run(gateCtx, s.srv, s.logger, readinessInterval)
-		if gate.Err() == nil {
+		defer close(bgDone)
+		if gate != nil {
+			gate.Run(bgCtx, s.srv, s.logger, readinessInterval)
+			if gate.Err() != nil {
+				return
+			}
 			s.logger.InfoContext(ctx, "activity: the database schema is current; serving")
 		}
+		s.reaper.Run(bgCtx)
 	}()
 	err := s.srv.Serve(ctx)
-	// The check may be using the pool: let it finish before closing it.
-	stopGate()
-	<-gateDone
+	// The check and the reaper may be using the pool: let them finish
+	// before closing it.
+	stopBackground()
+	<-bgDone
 	return err
 }
 

@@ -358,6 +358,14 @@ func TestInvalidArgumentSaysWhatToFix(t *testing.T) {
 			_, err := c.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org, InputData: tooBig})
 			return err
 		}, "input_data"},
+		{"invalid deadline", func() error {
+			_, err := c.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org, Deadline: &timestamppb.Timestamp{Seconds: 1 << 40}})
+			return err
+		}, "deadline"},
+		{"complete as abandoned", func() error {
+			_, err := c.TrackComplete(ctx, &activityv1.TrackCompleteRequest{OrganizationId: org, ActivityId: id, Status: abandonedStatus})
+			return err
+		}, "status"},
 		{"progress without message", func() error {
 			_, err := c.TrackProgress(ctx, &activityv1.TrackProgressRequest{OrganizationId: org, ActivityId: id})
 			return err

@@ -31,6 +31,12 @@ const (
 	ActivityStatus_ACTIVITY_STATUS_RUNNING     ActivityStatus = 1
 	ActivityStatus_ACTIVITY_STATUS_COMPLETED   ActivityStatus = 2
 	ActivityStatus_ACTIVITY_STATUS_FAILED      ActivityStatus = 3
+	// The activity was still RUNNING when its deadline plus the service's
+	// grace period (30 seconds by default) had passed: whoever ran it is
+	// presumed gone. error_message says so and when; complete_time is when
+	// the service gave up on it. It accepts no progress, and one late
+	// TrackComplete, which replaces the abandonment with the real outcome.
+	ActivityStatus_ACTIVITY_STATUS_ABANDONED ActivityStatus = 4
 )
 
 // Enum value maps for ActivityStatus.
@@ -40,12 +46,14 @@ var (
 		1: "ACTIVITY_STATUS_RUNNING",
 		2: "ACTIVITY_STATUS_COMPLETED",
 		3: "ACTIVITY_STATUS_FAILED",
+		4: "ACTIVITY_STATUS_ABANDONED",
 	}
 	ActivityStatus_value = map[string]int32{
 		"ACTIVITY_STATUS_UNSPECIFIED": 0,
 		"ACTIVITY_STATUS_RUNNING":     1,
 		"ACTIVITY_STATUS_COMPLETED":   2,
 		"ACTIVITY_STATUS_FAILED":      3,
+		"ACTIVITY_STATUS_ABANDONED":   4,
 	}
 )
 
@@ -95,7 +103,9 @@ type Activity struct {
 	StartTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	CompleteTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=complete_time,json=completeTime,proto3" json:"complete_time,omitempty"`
 	// complete_time - start_time, in milliseconds; 0 while running.
-	DurationMs    int64 `protobuf:"varint,15,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	DurationMs int64 `protobuf:"varint,15,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+	// The deadline TrackStart was given; unset when it was given none.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -235,6 +245,13 @@ func (x *Activity) GetDurationMs() int64 {
 	return 0
 }
 
+func (x *Activity) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
 // ProgressEvent is one step reported by a running activity.
 type ProgressEvent struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -317,14 +334,20 @@ type TrackStartRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
 	// Optional client-chosen id (a UUID) that makes the call idempotent.
-	ActivityId    string           `protobuf:"bytes,2,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
-	SessionId     string           `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
-	UserId        string           `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	AgentType     string           `protobuf:"bytes,5,opt,name=agent_type,json=agentType,proto3" json:"agent_type,omitempty"`
-	AgentName     string           `protobuf:"bytes,6,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
-	Category      string           `protobuf:"bytes,7,opt,name=category,proto3" json:"category,omitempty"`
-	InputData     *structpb.Struct `protobuf:"bytes,8,opt,name=input_data,json=inputData,proto3" json:"input_data,omitempty"`
-	Metadata      *structpb.Struct `protobuf:"bytes,9,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	ActivityId string           `protobuf:"bytes,2,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
+	SessionId  string           `protobuf:"bytes,3,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	UserId     string           `protobuf:"bytes,4,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	AgentType  string           `protobuf:"bytes,5,opt,name=agent_type,json=agentType,proto3" json:"agent_type,omitempty"`
+	AgentName  string           `protobuf:"bytes,6,opt,name=agent_name,json=agentName,proto3" json:"agent_name,omitempty"`
+	Category   string           `protobuf:"bytes,7,opt,name=category,proto3" json:"category,omitempty"`
+	InputData  *structpb.Struct `protobuf:"bytes,8,opt,name=input_data,json=inputData,proto3" json:"input_data,omitempty"`
+	Metadata   *structpb.Struct `protobuf:"bytes,9,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// Optional: the time by which the task will have finished or given up.
+	// An activity still RUNNING once the deadline plus the service's grace
+	// period has passed becomes ABANDONED. Without a deadline an activity is
+	// never abandoned. A deadline already past is accepted (clocks differ);
+	// the activity is then abandoned once the grace period has passed too.
+	Deadline      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -418,6 +441,13 @@ func (x *TrackStartRequest) GetInputData() *structpb.Struct {
 func (x *TrackStartRequest) GetMetadata() *structpb.Struct {
 	if x != nil {
 		return x.Metadata
+	}
+	return nil
+}
+
+func (x *TrackStartRequest) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
 	}
 	return nil
 }
@@ -591,7 +621,7 @@ type TrackCompleteRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
 	ActivityId     string                 `protobuf:"bytes,2,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`
-	// COMPLETED or FAILED.
+	// COMPLETED or FAILED; ABANDONED is the service's to set.
 	Status       ActivityStatus   `protobuf:"varint,3,opt,name=status,proto3,enum=switchyard.activity.v1.ActivityStatus" json:"status,omitempty"`
 	OutputData   *structpb.Struct `protobuf:"bytes,4,opt,name=output_data,json=outputData,proto3" json:"output_data,omitempty"`
 	ErrorMessage string           `protobuf:"bytes,5,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
@@ -975,7 +1005,7 @@ var File_switchyard_activity_v1_activity_proto protoreflect.FileDescriptor
 
 const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\n" +
-	"%switchyard/activity/v1/activity.proto\x12\x16switchyard.activity.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x04\n" +
+	"%switchyard/activity/v1/activity.proto\x12\x16switchyard.activity.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x05\n" +
 	"\bActivity\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x1d\n" +
@@ -999,7 +1029,8 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"start_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12?\n" +
 	"\rcomplete_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\fcompleteTime\x12\x1f\n" +
 	"\vduration_ms\x18\x0f \x01(\x03R\n" +
-	"durationMs\"\xd0\x01\n" +
+	"durationMs\x126\n" +
+	"\bdeadline\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"\xd0\x01\n" +
 	"\rProgressEvent\x12\x1f\n" +
 	"\vactivity_id\x18\x01 \x01(\tR\n" +
 	"activityId\x12\x1a\n" +
@@ -1007,7 +1038,7 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12+\n" +
 	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xdc\x02\n" +
+	"createTime\"\x94\x03\n" +
 	"\x11TrackStartRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x1f\n" +
 	"\vactivity_id\x18\x02 \x01(\tR\n" +
@@ -1022,7 +1053,9 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\bcategory\x18\a \x01(\tR\bcategory\x126\n" +
 	"\n" +
 	"input_data\x18\b \x01(\v2\x17.google.protobuf.StructR\tinputData\x123\n" +
-	"\bmetadata\x18\t \x01(\v2\x17.google.protobuf.StructR\bmetadata\"l\n" +
+	"\bmetadata\x18\t \x01(\v2\x17.google.protobuf.StructR\bmetadata\x126\n" +
+	"\bdeadline\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"l\n" +
 	"\x12TrackStartResponse\x12<\n" +
 	"\bactivity\x18\x01 \x01(\v2 .switchyard.activity.v1.ActivityR\bactivity\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"\xa7\x01\n" +
@@ -1066,12 +1099,13 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\n" +
 	"activities\x18\x01 \x03(\v2 .switchyard.activity.v1.ActivityR\n" +
 	"activities\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x89\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xa8\x01\n" +
 	"\x0eActivityStatus\x12\x1f\n" +
 	"\x1bACTIVITY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ACTIVITY_STATUS_RUNNING\x10\x01\x12\x1d\n" +
 	"\x19ACTIVITY_STATUS_COMPLETED\x10\x02\x12\x1a\n" +
-	"\x16ACTIVITY_STATUS_FAILED\x10\x032\xab\x04\n" +
+	"\x16ACTIVITY_STATUS_FAILED\x10\x03\x12\x1d\n" +
+	"\x19ACTIVITY_STATUS_ABANDONED\x10\x042\xab\x04\n" +
 	"\x0fActivityService\x12c\n" +
 	"\n" +
 	"TrackStart\x12).switchyard.activity.v1.TrackStartRequest\x1a*.switchyard.activity.v1.TrackStartResponse\x12l\n" +
@@ -1118,38 +1152,40 @@ var file_switchyard_activity_v1_activity_proto_depIdxs = []int32{
 	13, // 3: switchyard.activity.v1.Activity.metadata:type_name -> google.protobuf.Struct
 	14, // 4: switchyard.activity.v1.Activity.start_time:type_name -> google.protobuf.Timestamp
 	14, // 5: switchyard.activity.v1.Activity.complete_time:type_name -> google.protobuf.Timestamp
-	13, // 6: switchyard.activity.v1.ProgressEvent.data:type_name -> google.protobuf.Struct
-	14, // 7: switchyard.activity.v1.ProgressEvent.create_time:type_name -> google.protobuf.Timestamp
-	13, // 8: switchyard.activity.v1.TrackStartRequest.input_data:type_name -> google.protobuf.Struct
-	13, // 9: switchyard.activity.v1.TrackStartRequest.metadata:type_name -> google.protobuf.Struct
-	1,  // 10: switchyard.activity.v1.TrackStartResponse.activity:type_name -> switchyard.activity.v1.Activity
-	13, // 11: switchyard.activity.v1.TrackProgressRequest.data:type_name -> google.protobuf.Struct
-	2,  // 12: switchyard.activity.v1.TrackProgressResponse.event:type_name -> switchyard.activity.v1.ProgressEvent
-	0,  // 13: switchyard.activity.v1.TrackCompleteRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
-	13, // 14: switchyard.activity.v1.TrackCompleteRequest.output_data:type_name -> google.protobuf.Struct
-	13, // 15: switchyard.activity.v1.TrackCompleteRequest.metadata:type_name -> google.protobuf.Struct
-	1,  // 16: switchyard.activity.v1.TrackCompleteResponse.activity:type_name -> switchyard.activity.v1.Activity
-	1,  // 17: switchyard.activity.v1.GetActivityResponse.activity:type_name -> switchyard.activity.v1.Activity
-	2,  // 18: switchyard.activity.v1.GetActivityResponse.progress_events:type_name -> switchyard.activity.v1.ProgressEvent
-	0,  // 19: switchyard.activity.v1.ListActivitiesRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
-	14, // 20: switchyard.activity.v1.ListActivitiesRequest.start_time_from:type_name -> google.protobuf.Timestamp
-	14, // 21: switchyard.activity.v1.ListActivitiesRequest.start_time_to:type_name -> google.protobuf.Timestamp
-	1,  // 22: switchyard.activity.v1.ListActivitiesResponse.activities:type_name -> switchyard.activity.v1.Activity
-	3,  // 23: switchyard.activity.v1.ActivityService.TrackStart:input_type -> switchyard.activity.v1.TrackStartRequest
-	5,  // 24: switchyard.activity.v1.ActivityService.TrackProgress:input_type -> switchyard.activity.v1.TrackProgressRequest
-	7,  // 25: switchyard.activity.v1.ActivityService.TrackComplete:input_type -> switchyard.activity.v1.TrackCompleteRequest
-	9,  // 26: switchyard.activity.v1.ActivityService.GetActivity:input_type -> switchyard.activity.v1.GetActivityRequest
-	11, // 27: switchyard.activity.v1.ActivityService.ListActivities:input_type -> switchyard.activity.v1.ListActivitiesRequest
-	4,  // 28: switchyard.activity.v1.ActivityService.TrackStart:output_type -> switchyard.activity.v1.TrackStartResponse
-	6,  // 29: switchyard.activity.v1.ActivityService.TrackProgress:output_type -> switchyard.activity.v1.TrackProgressResponse
-	8,  // 30: switchyard.activity.v1.ActivityService.TrackComplete:output_type -> switchyard.activity.v1.TrackCompleteResponse
-	10, // 31: switchyard.activity.v1.ActivityService.GetActivity:output_type -> switchyard.activity.v1.GetActivityResponse
-	12, // 32: switchyard.activity.v1.ActivityService.ListActivities:output_type -> switchyard.activity.v1.ListActivitiesResponse
-	28, // [28:33] is the sub-list for method output_type
-	23, // [23:28] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	14, // 6: switchyard.activity.v1.Activity.deadline:type_name -> google.protobuf.Timestamp
+	13, // 7: switchyard.activity.v1.ProgressEvent.data:type_name -> google.protobuf.Struct
+	14, // 8: switchyard.activity.v1.ProgressEvent.create_time:type_name -> google.protobuf.Timestamp
+	13, // 9: switchyard.activity.v1.TrackStartRequest.input_data:type_name -> google.protobuf.Struct
+	13, // 10: switchyard.activity.v1.TrackStartRequest.metadata:type_name -> google.protobuf.Struct
+	14, // 11: switchyard.activity.v1.TrackStartRequest.deadline:type_name -> google.protobuf.Timestamp
+	1,  // 12: switchyard.activity.v1.TrackStartResponse.activity:type_name -> switchyard.activity.v1.Activity
+	13, // 13: switchyard.activity.v1.TrackProgressRequest.data:type_name -> google.protobuf.Struct
+	2,  // 14: switchyard.activity.v1.TrackProgressResponse.event:type_name -> switchyard.activity.v1.ProgressEvent
+	0,  // 15: switchyard.activity.v1.TrackCompleteRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
+	13, // 16: switchyard.activity.v1.TrackCompleteRequest.output_data:type_name -> google.protobuf.Struct
+	13, // 17: switchyard.activity.v1.TrackCompleteRequest.metadata:type_name -> google.protobuf.Struct
+	1,  // 18: switchyard.activity.v1.TrackCompleteResponse.activity:type_name -> switchyard.activity.v1.Activity
+	1,  // 19: switchyard.activity.v1.GetActivityResponse.activity:type_name -> switchyard.activity.v1.Activity
+	2,  // 20: switchyard.activity.v1.GetActivityResponse.progress_events:type_name -> switchyard.activity.v1.ProgressEvent
+	0,  // 21: switchyard.activity.v1.ListActivitiesRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
+	14, // 22: switchyard.activity.v1.ListActivitiesRequest.start_time_from:type_name -> google.protobuf.Timestamp
+	14, // 23: switchyard.activity.v1.ListActivitiesRequest.start_time_to:type_name -> google.protobuf.Timestamp
+	1,  // 24: switchyard.activity.v1.ListActivitiesResponse.activities:type_name -> switchyard.activity.v1.Activity
+	3,  // 25: switchyard.activity.v1.ActivityService.TrackStart:input_type -> switchyard.activity.v1.TrackStartRequest
+	5,  // 26: switchyard.activity.v1.ActivityService.TrackProgress:input_type -> switchyard.activity.v1.TrackProgressRequest
+	7,  // 27: switchyard.activity.v1.ActivityService.TrackComplete:input_type -> switchyard.activity.v1.TrackCompleteRequest
+	9,  // 28: switchyard.activity.v1.ActivityService.GetActivity:input_type -> switchyard.activity.v1.GetActivityRequest
+	11, // 29: switchyard.activity.v1.ActivityService.ListActivities:input_type -> switchyard.activity.v1.ListActivitiesRequest
+	4,  // 30: switchyard.activity.v1.ActivityService.TrackStart:output_type -> switchyard.activity.v1.TrackStartResponse
+	6,  // 31: switchyard.activity.v1.ActivityService.TrackProgress:output_type -> switchyard.activity.v1.TrackProgressResponse
+	8,  // 32: switchyard.activity.v1.ActivityService.TrackComplete:output_type -> switchyard.activity.v1.TrackCompleteResponse
+	10, // 33: switchyard.activity.v1.ActivityService.GetActivity:output_type -> switchyard.activity.v1.GetActivityResponse
+	12, // 34: switchyard.activity.v1.ActivityService.ListActivities:output_type -> switchyard.activity.v1.ListActivitiesResponse
+	30, // [30:35] is the sub-list for method output_type
+	25, // [25:30] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_activity_v1_activity_proto_init() }

@@ -32,21 +32,30 @@ const (
 //
 // ActivityService records the lifecycle of agent activities: an activity
 // starts RUNNING, gathers ordered progress events, and ends COMPLETED or
-// FAILED exactly once. The Orchestrator calls the Track RPCs for every
-// DelegateTask; operators and dashboards read with Get and List. Every RPC is
-// scoped to one organization; organizations never see each other's
-// activities.
+// FAILED exactly once; one still RUNNING well after its deadline is marked
+// ABANDONED by the service itself. The Orchestrator calls the Track RPCs for
+// every DelegateTask, and only the Orchestrator may: a result recorded here
+// is what a retried DelegateTask replays, so no other caller may write one.
+// Operators and dashboards read with Get and List. Every RPC is scoped to
+// one organization; organizations never see each other's activities.
 type ActivityServiceClient interface {
 	// TrackStart creates a RUNNING activity. When activity_id is given and an
 	// activity with that id already exists in the organization, it is returned
-	// unchanged with created = false (the call is idempotent).
+	// unchanged with created = false (the call is idempotent), whatever its
+	// status, ABANDONED included: an abandoned activity is never restarted.
+	// A caller that wants to run the task again starts a new activity under a
+	// new id.
 	TrackStart(ctx context.Context, in *TrackStartRequest, opts ...grpc.CallOption) (*TrackStartResponse, error)
 	// TrackProgress appends a progress event to a RUNNING activity.
-	// FailedPrecondition if the activity has already ended.
+	// FailedPrecondition if the activity has already ended, ABANDONED
+	// included.
 	TrackProgress(ctx context.Context, in *TrackProgressRequest, opts ...grpc.CallOption) (*TrackProgressResponse, error)
 	// TrackComplete ends a RUNNING activity as COMPLETED or FAILED. Repeating
 	// the same completion returns the stored activity; a different completion
-	// of an ended activity is FailedPrecondition, never an overwrite.
+	// of a COMPLETED or FAILED activity is FailedPrecondition, never an
+	// overwrite. An ABANDONED activity is the one exception: a late
+	// completion records the real outcome (status, output, error message,
+	// complete time) in place of the abandonment, once.
 	TrackComplete(ctx context.Context, in *TrackCompleteRequest, opts ...grpc.CallOption) (*TrackCompleteResponse, error)
 	// GetActivity returns one activity and its progress events in order.
 	GetActivity(ctx context.Context, in *GetActivityRequest, opts ...grpc.CallOption) (*GetActivityResponse, error)
@@ -119,21 +128,30 @@ func (c *activityServiceClient) ListActivities(ctx context.Context, in *ListActi
 //
 // ActivityService records the lifecycle of agent activities: an activity
 // starts RUNNING, gathers ordered progress events, and ends COMPLETED or
-// FAILED exactly once. The Orchestrator calls the Track RPCs for every
-// DelegateTask; operators and dashboards read with Get and List. Every RPC is
-// scoped to one organization; organizations never see each other's
-// activities.
+// FAILED exactly once; one still RUNNING well after its deadline is marked
+// ABANDONED by the service itself. The Orchestrator calls the Track RPCs for
+// every DelegateTask, and only the Orchestrator may: a result recorded here
+// is what a retried DelegateTask replays, so no other caller may write one.
+// Operators and dashboards read with Get and List. Every RPC is scoped to
+// one organization; organizations never see each other's activities.
 type ActivityServiceServer interface {
 	// TrackStart creates a RUNNING activity. When activity_id is given and an
 	// activity with that id already exists in the organization, it is returned
-	// unchanged with created = false (the call is idempotent).
+	// unchanged with created = false (the call is idempotent), whatever its
+	// status, ABANDONED included: an abandoned activity is never restarted.
+	// A caller that wants to run the task again starts a new activity under a
+	// new id.
 	TrackStart(context.Context, *TrackStartRequest) (*TrackStartResponse, error)
 	// TrackProgress appends a progress event to a RUNNING activity.
-	// FailedPrecondition if the activity has already ended.
+	// FailedPrecondition if the activity has already ended, ABANDONED
+	// included.
 	TrackProgress(context.Context, *TrackProgressRequest) (*TrackProgressResponse, error)
 	// TrackComplete ends a RUNNING activity as COMPLETED or FAILED. Repeating
 	// the same completion returns the stored activity; a different completion
-	// of an ended activity is FailedPrecondition, never an overwrite.
+	// of a COMPLETED or FAILED activity is FailedPrecondition, never an
+	// overwrite. An ABANDONED activity is the one exception: a late
+	// completion records the real outcome (status, output, error message,
+	// complete time) in place of the abandonment, once.
 	TrackComplete(context.Context, *TrackCompleteRequest) (*TrackCompleteResponse, error)
 	// GetActivity returns one activity and its progress events in order.
 	GetActivity(context.Context, *GetActivityRequest) (*GetActivityResponse, error)

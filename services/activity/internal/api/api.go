@@ -42,6 +42,10 @@ func (s *Server) fail(ctx context.Context, method string, err error) error {
 
 // TrackStart implements activityv1.ActivityServiceServer.
 func (s *Server) TrackStart(ctx context.Context, req *activityv1.TrackStartRequest) (*activityv1.TrackStartResponse, error) {
+	deadline, err := timeFromProto("deadline", req.GetDeadline())
+	if err != nil {
+		return nil, s.fail(ctx, "TrackStart", err)
+	}
 	a, created, err := s.tracker.Start(ctx, tracker.StartInput{
 		OrganizationID: req.GetOrganizationId(),
 		ActivityID:     req.GetActivityId(),
@@ -52,6 +56,7 @@ func (s *Server) TrackStart(ctx context.Context, req *activityv1.TrackStartReque
 		Category:       req.GetCategory(),
 		Input:          structToMap(req.GetInputData()),
 		Metadata:       structToMap(req.GetMetadata()),
+		Deadline:       deadline,
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "TrackStart", err)

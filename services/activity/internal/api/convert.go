@@ -37,7 +37,7 @@ func timestampOrNil(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-// timeFromProto converts an optional filter bound.
+// timeFromProto converts an optional time: a filter bound, a deadline.
 func timeFromProto(field string, ts *timestamppb.Timestamp) (time.Time, error) {
 	if ts == nil {
 		return time.Time{}, nil
@@ -60,6 +60,8 @@ func statusFromProto(s activityv1.ActivityStatus) (store.Status, error) {
 		return store.StatusCompleted, nil
 	case activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED:
 		return store.StatusFailed, nil
+	case activityv1.ActivityStatus_ACTIVITY_STATUS_ABANDONED:
+		return store.StatusAbandoned, nil
 	default:
 		return "", &tracker.ValidationError{Field: "status", Problem: fmt.Sprintf("%d is not an ActivityStatus value", s)}
 	}
@@ -73,6 +75,8 @@ func statusToProto(s store.Status) activityv1.ActivityStatus {
 		return activityv1.ActivityStatus_ACTIVITY_STATUS_COMPLETED
 	case store.StatusFailed:
 		return activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED
+	case store.StatusAbandoned:
+		return activityv1.ActivityStatus_ACTIVITY_STATUS_ABANDONED
 	default:
 		return activityv1.ActivityStatus_ACTIVITY_STATUS_UNSPECIFIED
 	}
@@ -107,6 +111,7 @@ func activityToProto(a store.Activity) (*activityv1.Activity, error) {
 		StartTime:      timestampOrNil(a.StartTime),
 		CompleteTime:   timestampOrNil(a.CompleteTime),
 		DurationMs:     a.Duration().Milliseconds(),
+		Deadline:       timestampOrNil(a.Deadline),
 	}, nil
 }
 

@@ -30,7 +30,7 @@ func TestStructConversion(t *testing.T) {
 }
 
 func TestStatusConversion(t *testing.T) {
-	for _, st := range []store.Status{store.StatusRunning, store.StatusCompleted, store.StatusFailed} {
+	for _, st := range []store.Status{store.StatusRunning, store.StatusCompleted, store.StatusFailed, store.StatusAbandoned} {
 		got, err := statusFromProto(statusToProto(st))
 		require.NoError(t, err)
 		require.Equal(t, st, got)

@@ -17,10 +17,11 @@ import (
 // already knows which organization and activity it asked about.
 const (
 	msgNotFound         = "activity not found in this organization; check activity_id and organization_id"
-	msgAlreadyEnded     = "the activity has already ended; progress is accepted only while it is RUNNING"
+	msgAlreadyEnded     = "the activity has already ended; progress is accepted only while it is RUNNING (an ABANDONED activity accepts only a late TrackComplete)"
 	msgConflict         = "the activity already ended with a different completion (status, output_data, error_message or metadata); an ended activity is never overwritten, and GetActivity shows the stored one"
 	msgProgressLimit    = "the activity has reached the limit of %d progress events; report fewer, coarser steps"
 	msgUnavailable      = "the activity store is unavailable; retry with backoff (a retried TrackProgress may record its event twice)"
+	msgOutcomeUnknown   = "the activity store lost its connection after the write was sent, so it may or may not have been applied; retry with backoff: a retried TrackStart or TrackComplete with the same activity_id is safe, a retried TrackProgress may record its event twice"
 	msgInternal         = "internal error; the server logged the details"
 	msgCanceled         = "the call was cancelled"
 	msgDeadlineExceeded = "the call's deadline passed before it finished"
@@ -55,6 +56,8 @@ func toStatus(err error) *status.Status {
 		return status.New(codes.Canceled, msgCanceled)
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.New(codes.DeadlineExceeded, msgDeadlineExceeded)
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		return status.New(codes.Unavailable, msgOutcomeUnknown)
 	case errors.Is(err, store.ErrUnavailable):
 		return status.New(codes.Unavailable, msgUnavailable)
 	default:

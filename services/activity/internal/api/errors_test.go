@@ -41,6 +41,8 @@ func TestToStatus(t *testing.T) {
 		{"deadline", fmt.Errorf("querying %s: %w", secret, context.DeadlineExceeded), codes.DeadlineExceeded, msgDeadlineExceeded},
 		{"unavailable", fmt.Errorf("appending progress: %w: connecting to %s: connection refused", store.ErrUnavailable, secret), codes.Unavailable, msgUnavailable},
 		{"cancelled while unavailable", errors.Join(context.Canceled, store.ErrUnavailable), codes.Canceled, msgCanceled},
+		{"outcome unknown", fmt.Errorf("appending progress: %w: reading from %s: connection reset by peer", store.ErrOutcomeUnknown, secret), codes.Unavailable, msgOutcomeUnknown},
+		{"cancelled with the outcome unknown", errors.Join(context.Canceled, store.ErrOutcomeUnknown), codes.Canceled, msgCanceled},
 		{"unknown", fmt.Errorf("connecting to %s: connection refused", secret), codes.Internal, msgInternal},
 	}
 	for _, tc := range tests {

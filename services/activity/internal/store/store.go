@@ -10,17 +10,23 @@
 // hold only what encoding/json produces when decoding into map[string]any.
 // Stores do not re-validate; they only keep the rules that need atomicity
 // (idempotent create, lifecycle transitions, sequence numbers, the progress
-// event limit).
+// event limit). Which statuses a completion may end is the caller's rule,
+// passed as Completion.From; the store applies it atomically.
 //
 // An activity is identified by the pair (organization id, activity id).
 // Every method takes the organization id and never reads, changes or
 // returns another organization's rows: an activity of another organization
-// behaves exactly as if it did not exist.
+// behaves exactly as if it did not exist. The one exception is
+// AbandonExpired, the reaper's sweep, which spans every organization and
+// returns nothing of them but a count.
 package store
 
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -31,8 +37,9 @@ import (
 var (
 	// ErrNotFound: no activity with that id exists in the organization.
 	ErrNotFound = errors.New("activity not found")
-	// ErrAlreadyEnded: the activity is COMPLETED or FAILED, and the
-	// operation is allowed only while it is RUNNING.
+	// ErrAlreadyEnded: the activity is no longer RUNNING (for
+	// CompleteActivity: not in one of Completion.From), and the operation
+	// is allowed only while it is.
 	ErrAlreadyEnded = errors.New("activity has already ended")
 	// ErrProgressLimit: the activity already holds MaxProgressEvents
 	// progress events.
@@ -44,6 +51,13 @@ var (
 	// effect: CreateActivity and CompleteActivity are safe to retry,
 	// AppendProgress may then append the event twice.
 	ErrUnavailable = errors.New("activity store unavailable")
+	// ErrOutcomeUnknown, which wraps ErrUnavailable, is wrapped instead of
+	// it when a write failed after it may have reached the database: the
+	// connection broke or a timeout fired before the answer came, so the
+	// write may have been applied. The caller must not report it as
+	// failed; retrying is safe or not as ErrUnavailable says. Methods that
+	// only read never return it.
+	ErrOutcomeUnknown = fmt.Errorf("%w: outcome unknown", ErrUnavailable)
 )
 
 // MaxProgressEvents bounds the progress events of one activity, so that an
@@ -55,16 +69,21 @@ const MaxProgressEvents = 128
 // stored text, so they must never change.
 type Status string
 
-// The lifecycle: RUNNING, then exactly one of COMPLETED or FAILED. The zero
-// Status means "any" in a ListFilter and is never stored.
+// The lifecycle: RUNNING, then COMPLETED or FAILED, or ABANDONED by
+// AbandonExpired and possibly completed from there (the tracker says when).
+// The zero Status means "any" in a ListFilter and is never stored.
 const (
 	StatusRunning   Status = "running"
 	StatusCompleted Status = "completed"
 	StatusFailed    Status = "failed"
+	StatusAbandoned Status = "abandoned"
 )
 
-// Ended reports whether s is a final status.
-func (s Status) Ended() bool { return s == StatusCompleted || s == StatusFailed }
+// Ended reports whether s is a status an activity has left RUNNING for:
+// it takes no more progress events.
+func (s Status) Ended() bool {
+	return s == StatusCompleted || s == StatusFailed || s == StatusAbandoned
+}
 
 // Valid reports whether s is one of the stored statuses.
 func (s Status) Valid() bool { return s == StatusRunning || s.Ended() }
@@ -91,6 +110,9 @@ type Activity struct {
 	// the activity is running.
 	StartTime    time.Time
 	CompleteTime time.Time
+	// Deadline is when the activity's task will have finished or given
+	// up, in UTC; zero for none.
+	Deadline time.Time
 }
 
 // Duration is how long the activity ran: zero while running, never
@@ -113,6 +135,8 @@ type NewActivity struct {
 	Input     map[string]any
 	Metadata  map[string]any
 	StartTime time.Time
+	// Deadline is optional; zero means the activity is never abandoned.
+	Deadline time.Time
 }
 
 // ProgressEvent is one step reported by a running activity.
@@ -133,8 +157,11 @@ type NewProgressEvent struct {
 	CreateTime time.Time
 }
 
-// Completion ends a running activity.
+// Completion ends an activity.
 type Completion struct {
+	// From lists the statuses the activity may be in for the completion to
+	// apply; empty means StatusRunning only.
+	From []Status
 	// Status is StatusCompleted or StatusFailed.
 	Status       Status
 	Output       map[string]any
@@ -143,6 +170,14 @@ type Completion struct {
 	// keys win (PostgreSQL's jsonb || operator).
 	Metadata     map[string]any
 	CompleteTime time.Time
+}
+
+// FromStatuses is c.From, or StatusRunning alone when c.From is empty.
+func (c Completion) FromStatuses() []Status {
+	if len(c.From) == 0 {
+		return []Status{StatusRunning}
+	}
+	return c.From
 }
 
 // ListFilter selects activities; zero fields match everything.
@@ -207,17 +242,18 @@ type Store interface {
 	// MaxProgressEvents events.
 	AppendProgress(ctx context.Context, orgID, activityID string, ev NewProgressEvent) (ProgressEvent, error)
 
-	// CompleteActivity moves a RUNNING activity to c.Status, stores c's
-	// output and error message, merges c.Metadata into its metadata, and
-	// returns the result. A CompleteTime before the activity's StartTime
-	// (clock skew between replicas) is stored as the StartTime, so
-	// durations are never negative.
+	// CompleteActivity moves an activity whose status is one of c.From
+	// (RUNNING when c.From is empty) to c.Status, stores c's output and
+	// error message (replacing any), merges c.Metadata into its metadata,
+	// and returns the result. A CompleteTime before the activity's
+	// StartTime (clock skew between replicas) is stored as the StartTime,
+	// so durations are never negative.
 	// ErrNotFound if the activity does not exist in orgID. ErrAlreadyEnded
-	// if it has ended, in which case nothing changes and the activity is
-	// returned as stored alongside the error, so that the caller can tell
-	// a repeat of the winning completion from a conflicting one without
-	// another read: of concurrent completions exactly one succeeds, and
-	// every other one gets the winner's result.
+	// if its status is not in c.From, in which case nothing changes and
+	// the activity is returned as stored alongside the error, so that the
+	// caller can tell a repeat of the winning completion from a
+	// conflicting one without another read: of concurrent completions
+	// exactly one succeeds, and every other one gets the winner's result.
 	CompleteActivity(ctx context.Context, orgID, activityID string, c Completion) (Activity, error)
 
 	// GetActivity returns an activity and its progress events in sequence
@@ -231,4 +267,38 @@ type Store interface {
 	// returned, so the caller knows whether to ask for another page
 	// without loading it. No match is an empty result, not an error.
 	ListActivities(ctx context.Context, orgID string, q ListQuery) (as []Activity, more bool, err error)
+
+	// AbandonExpired marks RUNNING activities of every organization whose
+	// Deadline plus grace is before now as StatusAbandoned, at most limit
+	// of them, earliest deadline first, and returns how many it marked. An
+	// abandoned activity gets CompleteTime now (or its StartTime, if now
+	// is earlier) and ErrorMessage AbandonReason(Deadline, grace); its
+	// output, metadata and events are unchanged. Activities without a
+	// Deadline are never abandoned. Each activity is abandoned at most
+	// once, however many sweeps run at the same time; a sweep may skip an
+	// activity that a concurrent call is changing, which then either ends
+	// it or leaves it to the next sweep. now has microsecond precision,
+	// grace is a non-negative whole number of microseconds, and limit is
+	// positive.
+	AbandonExpired(ctx context.Context, now time.Time, grace time.Duration, limit int) (n int, err error)
+}
+
+// AbandonReason is the error message of an activity abandoned for want of
+// a completion by deadline plus grace, as every backend writes it: the
+// deadline in RFC 3339 with microseconds, the grace in seconds.
+func AbandonReason(deadline time.Time, grace time.Duration) string {
+	return fmt.Sprintf("abandoned: no completion by the deadline %s plus grace %s",
+		deadline.UTC().Format("2006-01-02T15:04:05.000000Z"), seconds(grace))
+}
+
+// seconds writes d, a whole number of microseconds, as decimal seconds
+// without trailing zeros ("30s", "1.5s"), exactly as PostgreSQL's
+// trim_scale(extract(epoch from interval)) does.
+func seconds(d time.Duration) string {
+	us := d.Microseconds()
+	s := strconv.FormatInt(us/1e6, 10)
+	if frac := us % 1e6; frac != 0 {
+		s += "." + strings.TrimRight(fmt.Sprintf("%06d", frac), "0")
+	}
+	return s + "s"
 }

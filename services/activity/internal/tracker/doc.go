@@ -1,6 +1,7 @@
 // Package tracker is the Activity service's domain: it validates requests
-// and enforces the lifecycle of an activity (RUNNING, then exactly one of
-// COMPLETED or FAILED) on top of a store.Store. It knows nothing of gRPC or
+// and enforces the lifecycle of an activity (RUNNING, then COMPLETED or
+// FAILED, or ABANDONED when nobody completed it in time) on top of a
+// store.Store. It knows nothing of gRPC or
 // SQL; the api package translates its errors into status codes.
 //
 // # Identity
@@ -22,21 +23,41 @@
 // # Lifecycle
 //
 //   - Start with an id that already exists in the organization returns the
-//     stored activity unchanged, created = false, whatever its status and
-//     whatever the repeat's other fields say: a retried start must never
-//     reset a running or ended activity.
+//     stored activity unchanged, created = false, whatever its status
+//     (ABANDONED included) and whatever the repeat's other fields say: a
+//     retried start must never reset a running or ended activity. Whoever
+//     wants to run an abandoned task again starts a new activity, with a
+//     new id.
+//   - Start may give a deadline: the time by which the task will have
+//     finished or given up. A deadline already past is accepted, since
+//     the caller's clock is not the service's.
 //   - Progress appends an event only while the activity is RUNNING
-//     (store.ErrAlreadyEnded otherwise). Events are numbered 1, 2, 3, ...
-//     in append order; an activity holds at most store.MaxProgressEvents.
+//     (store.ErrAlreadyEnded otherwise, ABANDONED included). Events are
+//     numbered 1, 2, 3, ... in append order; an activity holds at most
+//     store.MaxProgressEvents.
 //   - Complete ends a RUNNING activity as COMPLETED or FAILED. COMPLETED
 //     with an error message is rejected as contradictory; FAILED may omit
 //     one. Its metadata is merged into the start metadata at the top level,
-//     its keys winning. Once ended, an activity never changes again. A
-//     repeated completion is idempotent when applying it again would change
-//     nothing (same status, error message and output, and every metadata
-//     key it gives already holds that value) and then returns the stored
-//     activity; any other completion of an ended activity is
-//     ErrCompletionConflict.
+//     its keys winning. Once COMPLETED or FAILED, an activity never changes
+//     again. A repeated completion is idempotent when applying it again
+//     would change nothing (same status, error message and output, and
+//     every metadata key it gives already holds that value) and then
+//     returns the stored activity; any other completion of a COMPLETED or
+//     FAILED activity is ErrCompletionConflict.
+//   - AbandonExpired (the service's reaper, every few seconds) marks
+//     RUNNING activities whose deadline plus a grace period has passed as
+//     ABANDONED, with complete time the sweep's time and the error message
+//     "abandoned: no completion by the deadline <deadline> plus grace
+//     <grace>". Activities without a deadline are never abandoned. The
+//     grace absorbs clock skew and a completion in flight; with the
+//     service's defaults (grace 30s, a sweep every 10s) an activity is
+//     abandoned within about 40 seconds of its deadline.
+//   - Complete of an ABANDONED activity is the one transition out of a
+//     status other than RUNNING: a late completion records the real
+//     outcome, replacing status, output, error message and complete time
+//     (metadata merges as usual), because the abandonment was only the
+//     service's guess that the task was gone. It happens once: the
+//     activity is then COMPLETED or FAILED like any other.
 //   - The service owns the clock: start, progress and completion times are
 //     taken when the request is handled, in UTC, to the microsecond (what
 //     PostgreSQL keeps, so memstore and pgstore agree). duration is

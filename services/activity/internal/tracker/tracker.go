@@ -51,6 +51,9 @@ type StartInput struct {
 	Category   string
 	Input      map[string]any
 	Metadata   map[string]any
+	// Deadline is optional: when the task will have finished or given
+	// up. Zero means none, and the activity is never abandoned.
+	Deadline time.Time
 }
 
 // Start creates a RUNNING activity, or returns the existing one with
@@ -98,6 +101,7 @@ func (t *Tracker) Start(ctx context.Context, in StartInput) (a store.Activity, c
 		Input:     in.Input,
 		Metadata:  in.Metadata,
 		StartTime: t.clock(),
+		Deadline:  microUTC(in.Deadline),
 	})
 	if err != nil {
 		return store.Activity{}, false, fmt.Errorf("creating activity %s: %w", id, err)
@@ -145,6 +149,13 @@ func (t *Tracker) Progress(ctx context.Context, in ProgressInput) (store.Progres
 	return ev, nil
 }
 
+// completableFrom is what Complete may end: a RUNNING activity, or an
+// ABANDONED one, whose late completion records the real outcome. That is
+// the one way out of a status other than RUNNING: the abandonment was the
+// service's guess that the task was gone, and the task's own word is
+// better; a COMPLETED or FAILED activity is the task's word already.
+var completableFrom = []store.Status{store.StatusRunning, store.StatusAbandoned}
+
 // CompleteInput ends an activity.
 type CompleteInput struct {
 	OrganizationID string
@@ -157,8 +168,9 @@ type CompleteInput struct {
 	Metadata map[string]any
 }
 
-// Complete ends a RUNNING activity, or returns the stored activity when it
-// already ended with this very completion (see the package comment).
+// Complete ends a RUNNING or ABANDONED activity, or returns the stored
+// activity when it already ended with this very completion (see the
+// package comment).
 // Errors: *ValidationError, store.ErrNotFound, ErrCompletionConflict, or a
 // store failure.
 func (t *Tracker) Complete(ctx context.Context, in CompleteInput) (store.Activity, error) {
@@ -169,7 +181,7 @@ func (t *Tracker) Complete(ctx context.Context, in CompleteInput) (store.Activit
 	if err != nil {
 		return store.Activity{}, err
 	}
-	if !in.Status.Ended() {
+	if in.Status != store.StatusCompleted && in.Status != store.StatusFailed {
 		return store.Activity{}, invalid("status", "must be COMPLETED or FAILED")
 	}
 	if err := checkObject("output_data", in.Output, MaxObjectBytes); err != nil {
@@ -186,6 +198,7 @@ func (t *Tracker) Complete(ctx context.Context, in CompleteInput) (store.Activit
 	}
 
 	stored, err := t.store.CompleteActivity(ctx, in.OrganizationID, id, store.Completion{
+		From:         completableFrom,
 		Status:       in.Status,
 		Output:       in.Output,
 		ErrorMessage: in.ErrorMessage,
@@ -198,8 +211,9 @@ func (t *Tracker) Complete(ctx context.Context, in CompleteInput) (store.Activit
 	if !errors.Is(err, store.ErrAlreadyEnded) {
 		return store.Activity{}, fmt.Errorf("completing activity %s: %w", id, err)
 	}
-	// The store returned the ended activity as it is stored; it never
-	// changes again, so it is what the repeat must be judged against.
+	// The store returned the COMPLETED or FAILED activity as it is stored;
+	// it never changes again, so it is what the repeat must be judged
+	// against.
 	if !isRepeat(stored, in) {
 		return store.Activity{}, fmt.Errorf("completing activity %s (ended as %s): %w", id, stored.Status, ErrCompletionConflict)
 	}
@@ -283,7 +297,7 @@ func (t *Tracker) List(ctx context.Context, in ListInput) (ListResult, error) {
 		return ListResult{}, err
 	}
 	if in.Status != "" && !in.Status.Valid() {
-		return ListResult{}, invalid("status", "must be RUNNING, COMPLETED, FAILED, or unspecified for any")
+		return ListResult{}, invalid("status", "must be RUNNING, COMPLETED, FAILED, ABANDONED, or unspecified for any")
 	}
 	filter := store.ListFilter{
 		SessionID: in.SessionID,
@@ -331,6 +345,34 @@ func (t *Tracker) List(ctx context.Context, in ListInput) (ListResult, error) {
 		res.NextPageToken = encodePageToken(store.CursorOf(as[n-1]), fp)
 	}
 	return res, nil
+}
+
+// AbandonBatch is the most activities one AbandonExpired call marks: it
+// bounds the statement's work and the row locks it holds at once.
+const AbandonBatch = 1000
+
+// AbandonExpired marks RUNNING activities of every organization whose
+// deadline plus grace has passed as ABANDONED, at most limit of them
+// (AbandonBatch when limit is 0), and returns how many. The reason, in the
+// error message, names the deadline and the grace. A full batch means more
+// may be waiting: the caller calls again.
+// Errors: *ValidationError for a negative grace or limit, or a store
+// failure.
+func (t *Tracker) AbandonExpired(ctx context.Context, grace time.Duration, limit int) (int, error) {
+	if grace < 0 {
+		return 0, invalid("grace", "must not be negative; got %s", grace)
+	}
+	switch {
+	case limit == 0:
+		limit = AbandonBatch
+	case limit < 0:
+		return 0, invalid("limit", "must be positive, or 0 for %d; got %d", AbandonBatch, limit)
+	}
+	n, err := t.store.AbandonExpired(ctx, t.clock(), grace.Truncate(time.Microsecond), limit)
+	if err != nil {
+		return n, fmt.Errorf("abandoning expired activities: %w", err)
+	}
+	return n, nil
 }
 
 // approxSize estimates an activity's share of a response. Its JSON

@@ -69,6 +69,15 @@ func checkObject(field string, m map[string]any, limit int) error {
 	return validate.JSONObject(field, m, limit)
 }
 
+// microUTC is t in UTC truncated to the microsecond, as the clock is, so
+// a stored time reads back equal in every store; zero stays zero.
+func microUTC(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
 // ceilMicro rounds a filter bound up to the microsecond. Stored times have
 // microsecond precision, so "start >= from" and "start < to" select the
 // same rows with the rounded bound, and every store sees the same value.

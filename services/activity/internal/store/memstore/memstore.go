@@ -87,6 +87,7 @@ func (s *Store) CreateActivity(ctx context.Context, orgID string, na store.NewAc
 			Category:       na.Category,
 			Status:         store.StatusRunning,
 			StartTime:      na.StartTime.UTC(),
+			Deadline:       utcOrZero(na.Deadline),
 		},
 		input:    input,
 		metadata: metadata,
@@ -138,7 +139,7 @@ func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, 
 	if !ok {
 		return store.Activity{}, store.ErrNotFound
 	}
-	if r.a.Status.Ended() {
+	if !slices.Contains(c.FromStatuses(), r.a.Status) {
 		a, err := r.activity()
 		if err != nil {
 			return store.Activity{}, err
@@ -160,6 +161,37 @@ func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, 
 	r.output = output
 	r.metadata = metadata
 	return r.activity()
+}
+
+// AbandonExpired implements store.Store. It scans every activity on every
+// call, which is fine for the development data sizes this store is meant
+// for.
+func (s *Store) AbandonExpired(ctx context.Context, now time.Time, grace time.Duration, limit int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	now = now.UTC()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var expired []*record
+	for _, acts := range s.orgs {
+		for _, r := range acts {
+			if r.a.Status == store.StatusRunning && !r.a.Deadline.IsZero() && r.a.Deadline.Add(grace).Before(now) {
+				expired = append(expired, r)
+			}
+		}
+	}
+	slices.SortFunc(expired, func(x, y *record) int { return x.a.Deadline.Compare(y.a.Deadline) })
+	expired = expired[:min(len(expired), max(limit, 0))]
+	for _, r := range expired {
+		r.a.Status = store.StatusAbandoned
+		r.a.ErrorMessage = store.AbandonReason(r.a.Deadline, grace)
+		r.a.CompleteTime = now
+		if now.Before(r.a.StartTime) {
+			r.a.CompleteTime = r.a.StartTime
+		}
+	}
+	return len(expired), nil
 }
 
 // GetActivity implements store.Store.
@@ -273,6 +305,13 @@ func (e event) progressEvent(activityID string) (store.ProgressEvent, error) {
 		Data:       data,
 		CreateTime: e.createTime,
 	}, nil
+}
+
+func utcOrZero(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
 }
 
 // encode keeps an empty object as nil, as pgstore keeps it as NULL.

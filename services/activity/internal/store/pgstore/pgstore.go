@@ -5,8 +5,8 @@
 //
 // # Tenancy
 //
-// Every statement runs for one organization: queued in a batch after
-// pgxutil.QueueTenant, so row-level security shows it that organization's
+// Every statement but the sweep's (see below) runs for one organization:
+// queued in a batch after pgxutil.QueueTenant, so row-level security shows it that organization's
 // rows only and rejects writes of any other. The queries also name the
 // organization in their WHERE clauses, which is what lets them use the
 // primary key and the (organization_id, ...) indexes; row-level security is
@@ -14,9 +14,10 @@
 //
 // # One round trip per call
 //
-// Each method sends one pgx batch: the tenant setting and one to three
-// statements, pipelined. A batch sent outside a transaction runs as one
-// implicit transaction, committed when the server reaches its end, and a
+// Each method for one organization sends one pgx batch: the tenant setting
+// and one to three statements, pipelined (AbandonExpired, for none, sends
+// one statement). A batch sent outside a transaction runs as one implicit
+// transaction, committed when the server reaches its end, and a
 // method returns only after reading that outcome, so an acknowledged write
 // is a committed one. (The first time a connection sees a statement, pgx
 // spends one extra round trip preparing it; after that the statement is
@@ -37,17 +38,33 @@
 //     failed insert rolls the increment back, so numbers have no gaps. When
 //     the UPDATE matches nothing, the next statement reads the status and
 //     count to say why.
-//   - CompleteActivity: an UPDATE ... WHERE status = 'running', so exactly
-//     one of concurrent completions matches, then a SELECT of the row: the
-//     result when the UPDATE matched, the stored activity returned with
-//     store.ErrAlreadyEnded when it did not.
+//   - CompleteActivity: an UPDATE ... WHERE status = ANY(the statuses
+//     the completion may end), so exactly one of concurrent completions
+//     matches, then a SELECT of the row: the result when the UPDATE
+//     matched, the stored activity returned with store.ErrAlreadyEnded
+//     when it did not.
+//
+// # Abandoning, across organizations
+//
+// AbandonExpired is the one call that acts for no organization: it calls
+// the SQL function abandon_expired (migrations/activity/00002), which the
+// service role may execute but not change. The function runs as the schema
+// owner (SECURITY DEFINER, on a fixed search_path) and does one bounded
+// UPDATE ... RETURNING over the partial index of running activities by
+// deadline, skipping rows that other transactions hold. Row-level security
+// stays forced on the tables; the migration explains how the function
+// passes it. The service role itself gains no way to read another
+// organization's rows: the function returns a count.
 //
 // # Errors
 //
-// Failures a retry may fix (no connection, the server shutting down or out
-// of connections, a serialization failure) wrap store.ErrUnavailable; the
-// api layer answers them with Unavailable. A call whose context ended
-// reports the context's error instead.
+// pgxutil.Classify sorts the failures. Those a retry may fix (no
+// connection, the server shutting down or out of connections, a
+// serialization failure) wrap store.ErrUnavailable; a write whose
+// connection broke or timed out after it may have reached the server wraps
+// store.ErrOutcomeUnknown instead, since it may have been applied. The api
+// layer answers both with Unavailable. A call whose context ended reports
+// the context's error instead.
 //
 // # Listing
 //
@@ -64,8 +81,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -93,14 +109,14 @@ func New(pool *pgxpool.Pool) *Store {
 }
 
 const activityColumns = `organization_id, id, session_id, user_id, agent_type, agent_name, category, status,
-	input_data, output_data, error_message, metadata, start_time, complete_time`
+	input_data, output_data, error_message, metadata, start_time, complete_time, deadline`
 
 const selectActivitySQL = `SELECT ` + activityColumns + `
 	FROM activities WHERE organization_id = $1 AND id = $2`
 
 const insertActivitySQL = `INSERT INTO activities
-	(organization_id, id, session_id, user_id, agent_type, agent_name, category, status, input_data, metadata, start_time)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10)
+	(organization_id, id, session_id, user_id, agent_type, agent_name, category, status, input_data, metadata, start_time, deadline)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $11)
 	ON CONFLICT (organization_id, id) DO NOTHING`
 
 // CreateActivity implements store.Store.
@@ -121,7 +137,7 @@ func (s *Store) CreateActivity(ctx context.Context, orgID string, na store.NewAc
 	b := &pgx.Batch{}
 	pgxutil.QueueTenant(b, orgID)
 	b.Queue(insertActivitySQL, orgID, na.ID, na.SessionID, na.UserID, na.AgentType, na.AgentName, na.Category,
-		input, metadata, na.StartTime,
+		input, metadata, na.StartTime, nullTime(na.Deadline),
 	).Exec(func(tag pgconn.CommandTag) error {
 		created = tag.RowsAffected() == 1
 		return nil
@@ -218,15 +234,16 @@ func (s *Store) AppendProgress(ctx context.Context, orgID, activityID string, ev
 	}
 }
 
-// completeSQL ends a running activity. The metadata merge is jsonb's ||
-// with NULL for an empty object on both sides, as memstore keeps it.
+// completeSQL ends an activity in one of the statuses $8. The metadata
+// merge is jsonb's || with NULL for an empty object on both sides, as
+// memstore keeps it.
 const completeSQL = `UPDATE activities SET
 		status = $3,
 		output_data = $4,
 		error_message = $5,
 		metadata = NULLIF(COALESCE(metadata, '{}') || COALESCE($6::jsonb, '{}'), '{}'),
 		complete_time = GREATEST($7::timestamptz, start_time)
-	WHERE organization_id = $1 AND id = $2 AND status = 'running'`
+	WHERE organization_id = $1 AND id = $2 AND status = ANY($8::text[])`
 
 // CompleteActivity implements store.Store.
 func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, c store.Completion) (store.Activity, error) {
@@ -245,7 +262,12 @@ func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, 
 	)
 	b := &pgx.Batch{}
 	pgxutil.QueueTenant(b, orgID)
-	b.Queue(completeSQL, orgID, activityID, string(c.Status), output, c.ErrorMessage, metadata, c.CompleteTime).Exec(func(tag pgconn.CommandTag) error {
+	from := c.FromStatuses()
+	fromText := make([]string, len(from))
+	for i, st := range from {
+		fromText[i] = string(st)
+	}
+	b.Queue(completeSQL, orgID, activityID, string(c.Status), output, c.ErrorMessage, metadata, c.CompleteTime, fromText).Exec(func(tag pgconn.CommandTag) error {
 		completed = tag.RowsAffected() == 1
 		return nil
 	})
@@ -270,12 +292,22 @@ func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, 
 	switch {
 	case completed:
 		return a, nil
-	case exists && a.Status.Ended():
+	case exists && !slices.Contains(from, a.Status):
 		return a, store.ErrAlreadyEnded
 	default:
 		// No such activity, or one created after the UPDATE's snapshot.
 		return store.Activity{}, store.ErrNotFound
 	}
+}
+
+// AbandonExpired implements store.Store: one statement, outside any
+// tenant (see the package comment).
+func (s *Store) AbandonExpired(ctx context.Context, now time.Time, grace time.Duration, limit int) (int, error) {
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT abandon_expired($1, $2, $3)`, now, grace, limit).Scan(&n); err != nil {
+		return 0, wrap(ctx, "abandoning expired activities", err)
+	}
+	return n, nil
 }
 
 const selectEventsSQL = `SELECT sequence, message, data, create_time FROM progress_events
@@ -323,7 +355,7 @@ func (s *Store) GetActivity(ctx context.Context, orgID, activityID string) (stor
 		return rows.Err()
 	})
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return store.Activity{}, nil, wrap(ctx, "reading activity", err)
+		return store.Activity{}, nil, wrapRead(ctx, "reading activity", err)
 	}
 	if !exists {
 		return store.Activity{}, nil, store.ErrNotFound
@@ -351,7 +383,7 @@ func (s *Store) ListActivities(ctx context.Context, orgID string, q store.ListQu
 		return rows.Err()
 	})
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return nil, false, wrap(ctx, "listing activities", err)
+		return nil, false, wrapRead(ctx, "listing activities", err)
 	}
 	return as, candidates > int64(len(as)), nil
 }
@@ -417,11 +449,11 @@ func scanActivity(row pgx.Row, extra ...any) (store.Activity, error) {
 		a                       store.Activity
 		status                  string
 		input, output, metadata []byte
-		complete                *time.Time
+		complete, deadline      *time.Time
 	)
 	dest := append([]any{
 		&a.OrganizationID, &a.ID, &a.SessionID, &a.UserID, &a.AgentType, &a.AgentName, &a.Category, &status,
-		&input, &output, &a.ErrorMessage, &metadata, &a.StartTime, &complete,
+		&input, &output, &a.ErrorMessage, &metadata, &a.StartTime, &complete, &deadline,
 	}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return store.Activity{}, err
@@ -430,6 +462,9 @@ func scanActivity(row pgx.Row, extra ...any) (store.Activity, error) {
 	a.StartTime = a.StartTime.UTC()
 	if complete != nil {
 		a.CompleteTime = complete.UTC()
+	}
+	if deadline != nil {
+		a.Deadline = deadline.UTC()
 	}
 	var err error
 	if a.Input, err = decode(input); err != nil {
@@ -442,6 +477,14 @@ func scanActivity(row pgx.Row, extra ...any) (store.Activity, error) {
 		return store.Activity{}, fmt.Errorf("decoding metadata of activity %s: %w", a.ID, err)
 	}
 	return a, nil
+}
+
+// nullTime sends the zero time as SQL NULL.
+func nullTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // encode turns an empty object into SQL NULL: the store contract makes an
@@ -468,9 +511,11 @@ func decode(b []byte) (map[string]any, error) {
 	return m, nil
 }
 
-// wrap says what failed. A call whose context ended reports that, since
-// whatever pgx saw then is a consequence; a failure a retry may fix wraps
-// store.ErrUnavailable.
+// wrap says what failed, for a call that may have written. A call whose
+// context ended reports that, since whatever pgx saw then is a
+// consequence. Otherwise pgxutil.Classify decides: a failure a retry may
+// fix wraps store.ErrUnavailable, and one after which the write may have
+// been applied wraps store.ErrOutcomeUnknown.
 func wrap(ctx context.Context, doing string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		if errors.Is(err, ctxErr) {
@@ -478,40 +523,21 @@ func wrap(ctx context.Context, doing string, err error) error {
 		}
 		return fmt.Errorf("%s: %w (%w)", doing, ctxErr, err)
 	}
-	if retryable(err) {
+	switch pgxutil.Classify(err) {
+	case pgxutil.ClassRetryable:
 		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
+	case pgxutil.ClassUnknownOutcome:
+		return fmt.Errorf("%s: %w: %w", doing, store.ErrOutcomeUnknown, err)
+	default:
+		return fmt.Errorf("%s: %w", doing, err)
 	}
-	return fmt.Errorf("%s: %w", doing, err)
 }
 
-// retryable reports whether err means the database could not be reached or
-// turned the work away for a reason that passes: a retry, perhaps on a new
-// connection, may succeed.
-func retryable(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		// Error codes: https://www.postgresql.org/docs/current/errcodes-appendix.html
-		if strings.HasPrefix(pgErr.Code, "08") || // connection exception
-			strings.HasPrefix(pgErr.Code, "53") { // insufficient resources: too many connections, out of memory, disk full
-			return true
-		}
-		switch pgErr.Code {
-		case "57P01", "57P02", "57P03", // admin shutdown, crash shutdown, cannot connect now
-			"57014",          // query canceled by statement_timeout (a cancelled context is handled before)
-			"40001", "40P01": // serialization failure, deadlock detected
-			return true
-		}
-		// Anything else the server said is a bug or a broken schema: a
-		// retry would fail the same way.
-		return false
+// wrapRead is wrap for a call that changes nothing: when its answer was
+// lost there is no write whose fate is unknown, only a read to retry.
+func wrapRead(ctx context.Context, doing string, err error) error {
+	if ctx.Err() == nil && pgxutil.Classify(err) == pgxutil.ClassUnknownOutcome {
+		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
 	}
-	var (
-		connectErr *pgconn.ConnectError
-		netErr     net.Error
-	)
-	return errors.As(err, &connectErr) ||
-		errors.As(err, &netErr) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		pgconn.Timeout(err) ||
-		pgconn.SafeToRetry(err)
+	return wrap(ctx, doing, err)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -143,6 +144,8 @@ func TestHotPathTakesOneRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	_, _, err = s.ListActivities(ctx, org, list)
 	require.NoError(t, err)
+	_, err = s.AbandonExpired(ctx, start, time.Second, 10)
+	require.NoError(t, err)
 
 	na := newActivity()
 	for _, tc := range []struct {
@@ -169,6 +172,7 @@ func TestHotPathTakesOneRoundTrip(t *testing.T) {
 		}},
 		{"get", func() error { _, _, err := s.GetActivity(ctx, org, na.ID); return err }},
 		{"list", func() error { _, _, err := s.ListActivities(ctx, org, list); return err }},
+		{"abandon", func() error { _, err := s.AbandonExpired(ctx, start, time.Second, 10); return err }},
 	} {
 		before := trips.Load()
 		require.NoError(t, tc.call(), tc.name)
@@ -204,6 +208,10 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 		},
 		"list": func(ctx context.Context) error {
 			_, _, err := s.ListActivities(ctx, org, store.ListQuery{Limit: 1})
+			return err
+		},
+		"abandon": func(ctx context.Context) error {
+			_, err := s.AbandonExpired(ctx, time.Now(), time.Second, 1)
 			return err
 		},
 	}
@@ -311,4 +319,92 @@ func TestRowLevelSecurityAndTenantScope(t *testing.T) {
 	require.NoError(t, pool.QueryRow(ctx, "SELECT COALESCE(current_setting('switchyard.organization_id', true), ''), (SELECT count(*) FROM activities)").Scan(&setting, &visible))
 	require.Empty(t, setting)
 	require.Zero(t, visible)
+}
+
+// TestAbandonWithAnOwnerThatIsNotSuperuser migrates as an ordinary schema
+// owner, which forced row-level security binds as it binds the service
+// role (the tests' owner is a superuser, which it does not bind). The sweep
+// still reaches every organization; outside it neither the owner nor the
+// service role sees a tenant row without the tenant setting.
+func TestAbandonWithAnOwnerThatIsNotSuperuser(t *testing.T) {
+	ctx := context.Background()
+	admin := pgtest.AdminURL(t)
+	pgtest.NewSchema(t, migrations.Activity) // so that the service role exists
+	name := "t_owner_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	conn, err := pgx.Connect(ctx, admin)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	// CREATEROLE: the first migration creates the service role if missing.
+	_, err = conn.Exec(ctx, "CREATE ROLE "+name+" LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE")
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		for _, sql := range []string{"DROP SCHEMA IF EXISTS " + name + " CASCADE", "DROP OWNED BY " + name, "DROP ROLE " + name} {
+			if _, err := conn.Exec(ctx, sql); err != nil {
+				t.Errorf("%s: %v", sql, err)
+			}
+		}
+	})
+	_, err = conn.Exec(ctx, "CREATE SCHEMA "+name+" AUTHORIZATION "+name)
+	require.NoError(t, err)
+	ownerURL := withUser(t, withParam(t, admin, "search_path", name), name)
+	pgtest.Migrate(t, ownerURL, migrations.Activity)
+
+	pool, err := pgxutil.Connect(ctx, withUser(t, withParam(t, admin, "search_path", name), migrations.AppRole), "activity-pgstore-test")
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	s := pgstore.New(pool)
+	at := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
+	expiring := map[string]string{} // organization → activity
+	for _, org := range []string{"org-a-" + uuid.NewString(), "org-b-" + uuid.NewString()} {
+		na := store.NewActivity{ID: uuid.NewString(), StartTime: at, Deadline: at}
+		_, _, err := s.CreateActivity(ctx, org, na)
+		require.NoError(t, err)
+		_, _, err = s.CreateActivity(ctx, org, store.NewActivity{ID: uuid.NewString(), StartTime: at})
+		require.NoError(t, err)
+		expiring[org] = na.ID
+	}
+
+	n, err := s.AbandonExpired(ctx, at.Add(time.Hour), time.Second, 1000)
+	require.NoError(t, err)
+	require.Equal(t, 2, n, "the sweep reaches both organizations")
+	for org, id := range expiring {
+		a, _, err := s.GetActivity(ctx, org, id)
+		require.NoError(t, err)
+		require.Equal(t, store.StatusAbandoned, a.Status)
+	}
+	n, err = s.AbandonExpired(ctx, at.Add(time.Hour), time.Second, 1000)
+	require.NoError(t, err)
+	require.Zero(t, n)
+
+	owner, err := pgx.Connect(ctx, ownerURL)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = owner.Close(ctx) })
+	var forced bool
+	require.NoError(t, owner.QueryRow(ctx, "SELECT relforcerowsecurity FROM pg_class WHERE oid = 'activities'::regclass").Scan(&forced))
+	require.True(t, forced)
+	for who, q := range map[string]interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	}{"the owner": owner, "the service role": pool} {
+		var visible int
+		require.NoError(t, q.QueryRow(ctx, "SELECT count(*) FROM activities").Scan(&visible))
+		require.Zero(t, visible, "%s sees no rows without a tenant, after the sweep as before", who)
+	}
+	app, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer app.Release()
+	_, err = app.Exec(ctx, "SET switchyard.abandon_sweep = 'on'")
+	require.NoError(t, err)
+	var visible int
+	require.NoError(t, app.QueryRow(ctx, "SELECT count(*) FROM activities").Scan(&visible))
+	_, err = app.Exec(ctx, "RESET switchyard.abandon_sweep")
+	require.NoError(t, err)
+	require.Zero(t, visible, "the sweep's setting opens nothing to the service role")
+}
+
+func withUser(t *testing.T, rawURL, user string) string {
+	t.Helper()
+	u, err := url.Parse(rawURL)
+	require.NoError(t, err)
+	u.User = url.User(user)
+	return u.String()
 }

@@ -20,6 +20,11 @@ import (
 
 // Run runs every subtest, each against a store made by newStore. newStore
 // may return the same store (or database) every time.
+//
+// The subtests run in parallel, except those of AbandonExpired, which run
+// one after the other: a sweep spans every organization, so on a shared
+// store two of them would abandon each other's activities. Only they give
+// activities deadlines, so no other subtest is affected by a sweep.
 func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 	tests := []struct {
 		name string
@@ -60,6 +65,12 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 			tc.fn(t, newStore(t))
 		})
 	}
+	t.Run("AbandonExpired", func(t *testing.T) {
+		t.Parallel()
+		for _, tc := range abandonTests {
+			t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
+		}
+	})
 }
 
 // base is a start time with the microsecond precision stores keep.
@@ -130,8 +141,10 @@ func requireActivity(t *testing.T, want, got store.Activity) {
 	t.Helper()
 	requireTime(t, want.StartTime, got.StartTime)
 	requireTime(t, want.CompleteTime, got.CompleteTime)
+	requireTime(t, want.Deadline, got.Deadline)
 	want.StartTime, got.StartTime = time.Time{}, time.Time{}
 	want.CompleteTime, got.CompleteTime = time.Time{}, time.Time{}
+	want.Deadline, got.Deadline = time.Time{}, time.Time{}
 	require.Equal(t, want, got)
 }
 
@@ -164,6 +177,7 @@ func expected(org string, na store.NewActivity) store.Activity {
 		Input:          na.Input,
 		Metadata:       na.Metadata,
 		StartTime:      na.StartTime,
+		Deadline:       na.Deadline,
 	}
 }
 
