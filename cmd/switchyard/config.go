@@ -38,8 +38,13 @@ const (
 	envMaxWait           = "SWITCHYARD_MAX_WAIT"
 	envSelectTimeout     = "SWITCHYARD_SELECT_TIMEOUT"
 	envProgressInterval  = "SWITCHYARD_PROGRESS_INTERVAL"
+	envDrainTimeout      = "SWITCHYARD_DRAIN_TIMEOUT"
+	envOutboxDir         = "SWITCHYARD_OUTBOX_DIR"
+	envOutboxMax         = "SWITCHYARD_OUTBOX_MAX_RECORDS"
 	envStore             = "SWITCHYARD_STORE"
 	envDatabaseURL       = "SWITCHYARD_DATABASE_URL"
+	envAbandonGrace      = "SWITCHYARD_ABANDON_GRACE"
+	envReaperInterval    = "SWITCHYARD_REAPER_INTERVAL"
 	defaultSimAddr       = "127.0.0.1:50080"
 	defaultAccountPool   = "127.0.0.1:50052"
 	defaultActivity      = "127.0.0.1:50053"
@@ -65,6 +70,14 @@ func envBool(name string, def bool) bool {
 
 func envDuration(name string, def time.Duration) time.Duration {
 	v, err := time.ParseDuration(env(name, def.String()))
+	if err != nil {
+		return def
+	}
+	return v
+}
+
+func envInt(name string, def int) int {
+	v, err := strconv.Atoi(env(name, strconv.Itoa(def)))
 	if err != nil {
 		return def
 	}

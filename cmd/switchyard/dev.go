@@ -30,12 +30,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var af accountPoolFlags
 	var lf logFlags
 	var activityAddr, simAddr string
+	var rf activityReaperFlags
 	of.register(fs, "orchestrator-", "")
 	af.register(fs, "accountpool-")
 	// dev defaults to the embedded store even when a database URL is in
 	// the environment: `make run` must need nothing installed.
 	af.storeFlags.register(fs, "memory")
 	fs.StringVar(&activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "activity gRPC listen address ("+envActivityAddr+")")
+	rf.register(fs)
 	of.securityFlags.register(fs)
 	fs.StringVar(&simAddr, "sim-addr", env(envSimAddr, defaultSimAddr), "simulator listen address ("+envSimAddr+"); used as the upstream unless -anthropic-base-url is set")
 	lf.register(fs)
@@ -98,6 +100,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	act, err := activity.New(ctx, activity.Config{Addr: activityAddr, Store: store, DatabaseURL: dbURL,
 		Tokens: sec.tokens, InsecureNoAuth: of.insecureNoAuth, TLS: sec.serverTLS,
+		AbandonGrace: rf.abandonGrace, ReaperInterval: rf.reaperInterval,
 		Logger: logger.With("service", "activity"), Telemetry: activityTel})
 	if err != nil {
 		return err
@@ -113,13 +116,31 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
+	// Shutdown runs in dependency order: the Orchestrator drains first (its
+	// in-flight tasks finish or are cancelled, and its outbox delivers what
+	// they recorded), and only then do AccountPool, Activity and the
+	// simulator, which those records go to, stop.
 	g, gctx := errgroup.WithContext(ctx)
+	depsCtx, stopDeps := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDeps()
+	go func() {
+		select {
+		case <-gctx.Done():
+		case <-depsCtx.Done():
+		}
+		if ctx.Err() == nil {
+			stopDeps() // a service failed: stop everything at once
+		}
+	}()
 	g.Go(func() error {
-		return serveSim(gctx, simLis, anthropicsim.Config{Logger: logger.With("service", "sim")}, logger)
+		return serveSim(depsCtx, simLis, anthropicsim.Config{Logger: logger.With("service", "sim")}, logger)
 	})
-	g.Go(func() error { return act.Serve(gctx) })
-	g.Go(func() error { return pool.Serve(gctx) })
-	g.Go(func() error { return orch.Serve(gctx) })
+	g.Go(func() error { return act.Serve(depsCtx) })
+	g.Go(func() error { return pool.Serve(depsCtx) })
+	g.Go(func() error {
+		defer stopDeps()
+		return orch.Serve(gctx)
+	})
 
 	if err := walkthrough.Execute(stdout, map[string]string{
 		"Orch": orch.Addr().String(), "Pool": pool.Addr().String(), "Activity": act.Addr().String(),

@@ -24,6 +24,9 @@ type orchestratorFlags struct {
 	addr, poolAddr, activityAddr, baseURL, categories, skills string
 	failPoolDown                                              bool
 	attemptTimeout, maxWait, selectTimeout, progressInterval  time.Duration
+	drainTimeout                                              time.Duration
+	outboxDir                                                 string
+	outboxMax                                                 int
 }
 
 func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL string) {
@@ -35,6 +38,9 @@ func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL st
 	fs.DurationVar(&f.maxWait, "max-wait", envDuration(envMaxWait, 10*time.Second), "how long a task may wait for a busy pool to free an account; negative disables waiting ("+envMaxWait+")")
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", envDuration(envAttemptTimeout, defaultAttemptTimout), "upper bound of one model call ("+envAttemptTimeout+")")
 	fs.DurationVar(&f.selectTimeout, "select-timeout", envDuration(envSelectTimeout, 10*time.Second), "upper bound of one account selection; a slower pool fails the task with DeadlineExceeded ("+envSelectTimeout+")")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", envDuration(envDrainTimeout, 30*time.Second), "at shutdown, how long in-flight tasks may finish, and then how long queued bookkeeping may take to deliver ("+envDrainTimeout+")")
+	fs.StringVar(&f.outboxDir, "outbox-dir", env(envOutboxDir, ""), "directory of the durable bookkeeping outbox; empty keeps it in memory ("+envOutboxDir+")")
+	fs.IntVar(&f.outboxMax, "outbox-max-records", envInt(envOutboxMax, 100_000), "bookkeeping records that may wait for delivery before new tasks are refused ("+envOutboxMax+")")
 	fs.DurationVar(&f.progressInterval, "progress-interval", envDuration(envProgressInterval, 5*time.Second), "least time between progress events of a streaming attempt ("+envProgressInterval+")")
 }
 
@@ -57,9 +63,23 @@ func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers,
 		MaxWait:                 f.maxWait,
 		SelectTimeout:           f.selectTimeout,
 		ProgressInterval:        f.progressInterval,
+		DrainTimeout:            f.drainTimeout,
+		OutboxDir:               f.outboxDir,
+		OutboxMaxRecords:        f.outboxMax,
 		Logger:                  logger.With("service", "orchestrator"),
 		Telemetry:               tel,
 	}
+}
+
+// activityReaperFlags set how soon the Activity service abandons an
+// activity still running after its deadline.
+type activityReaperFlags struct {
+	abandonGrace, reaperInterval time.Duration
+}
+
+func (f *activityReaperFlags) register(fs *flag.FlagSet) {
+	fs.DurationVar(&f.abandonGrace, "abandon-grace", envDuration(envAbandonGrace, activity.DefaultAbandonGrace), "how long after its deadline a running activity is marked ABANDONED ("+envAbandonGrace+")")
+	fs.DurationVar(&f.reaperInterval, "reaper-interval", envDuration(envReaperInterval, activity.DefaultReaperInterval), "how often the Activity service sweeps for such activities ("+envReaperInterval+")")
 }
 
 type accountPoolFlags struct {
@@ -169,7 +189,9 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	var lf logFlags
 	var sf storeFlags
 	var secf securityFlags
+	var rf activityReaperFlags
 	fs.StringVar(&addr, "addr", env(envActivityAddr, defaultActivity), "activity gRPC listen address ("+envActivityAddr+")")
+	rf.register(fs)
 	sf.register(fs, "")
 	secf.register(fs)
 	lf.register(fs)
@@ -191,6 +213,7 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	return withTelemetry(ctx, "switchyard-activity", func(tel telemetry.Providers) error {
 		return activity.Run(ctx, activity.Config{Addr: addr, Store: store, DatabaseURL: dbURL,
 			Tokens: sec.tokens, InsecureNoAuth: secf.insecureNoAuth, TLS: sec.serverTLS,
+			AbandonGrace: rf.abandonGrace, ReaperInterval: rf.reaperInterval,
 			Logger: logger.With("service", "activity"), Telemetry: tel})
 	})
 }

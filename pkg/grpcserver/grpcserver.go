@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -45,7 +46,9 @@ type Config struct {
 	// MaxRecvMsgSize bounds a request message; default 4 MiB.
 	MaxRecvMsgSize int
 	// ShutdownGrace is how long in-flight calls may finish after the
-	// context is cancelled before they are cut; default 10s.
+	// context is cancelled before they are cut; default 10s. Health and
+	// reflection streams do not count: they are cut as soon as the last
+	// work call is done.
 	ShutdownGrace time.Duration
 	// UnaryInterceptors run after logging and recovery, in order.
 	UnaryInterceptors []grpc.UnaryServerInterceptor
@@ -64,6 +67,60 @@ type Server struct {
 	lis    net.Listener
 	grpc   *grpc.Server
 	health *health.Server
+	infra  *cuttable
+}
+
+// cuttable ends health and reflection streams when the server shuts
+// down: they live as long as their clients like (a load balancer's health
+// watch, grpcurl's reflection) and would otherwise hold GracefulStop until
+// the grace runs out, although no work is left.
+type cuttable struct {
+	once sync.Once
+	cut  chan struct{}
+}
+
+func newCuttable() *cuttable { return &cuttable{cut: make(chan struct{})} }
+
+// cutAll ends every infrastructure stream, now and from now on.
+func (c *cuttable) cutAll() { c.once.Do(func() { close(c.cut) }) }
+
+func (c *cuttable) stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if !isInfrastructure(info.FullMethod) {
+			return handler(srv, ss)
+		}
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		go func() {
+			select {
+			case <-c.cut:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		return handler(srv, &cutStream{ServerStream: ss, ctx: ctx})
+	}
+}
+
+// cutStream is an infrastructure stream whose context ends at shutdown
+// and whose RecvMsg returns then, even while the client sends nothing.
+type cutStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c *cutStream) Context() context.Context { return c.ctx }
+
+func (c *cutStream) RecvMsg(m any) error {
+	errc := make(chan error, 1)
+	go func() { errc <- c.ServerStream.RecvMsg(m) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-c.ctx.Done():
+		// The receive goroutine ends when the transport closes the stream.
+		return status.Error(codes.Unavailable, "the server is shutting down")
+	}
 }
 
 // New listens on cfg.Addr and builds the server; register adds the
@@ -96,12 +153,14 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 		logger.ErrorContext(ctx, "recovered from panic in handler", "panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error; the server logged the details")
 	})
+	srv := &Server{cfg: cfg, lis: lis, infra: newCuttable()}
 	unary := append([]grpc.UnaryServerInterceptor{
 		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
 		recovery.UnaryServerInterceptor(recoverOpt),
 		defaultTimeout(cfg.DefaultTimeout),
 	}, cfg.UnaryInterceptors...)
 	stream := append([]grpc.StreamServerInterceptor{
+		srv.infra.stream(),
 		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
 		recovery.StreamServerInterceptor(recoverOpt),
 	}, cfg.StreamInterceptors...)
@@ -118,6 +177,9 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		// Stop waits for the handlers it cancels, so Serve returns only
+		// once every call has finished its own bookkeeping.
+		grpc.WaitForHandlers(true),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	if cfg.TLS != nil {
@@ -134,7 +196,8 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
 
-	return &Server{cfg: cfg, lis: lis, grpc: gs, health: hs}, nil
+	srv.grpc, srv.health = gs, hs
+	return srv, nil
 }
 
 // Addr is the address the server listens on.
@@ -157,8 +220,10 @@ func (s *Server) SetServing(serving bool) {
 }
 
 // Serve serves until ctx is cancelled, then stops gracefully: health turns
-// NOT_SERVING, in-flight calls get ShutdownGrace to finish, and whatever is
-// left is cut. It returns nil after a shutdown caused by ctx.
+// NOT_SERVING, new calls are refused, health and reflection streams end,
+// in-flight calls get ShutdownGrace to finish, and calls still running
+// then are cancelled (Serve waits for their handlers to return). It
+// returns nil after a shutdown caused by ctx.
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.lis) }()
@@ -175,10 +240,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.grpc.GracefulStop()
 		close(stopped)
 	}()
+	s.infra.cutAll()
+	grace := time.NewTimer(s.cfg.ShutdownGrace)
+	defer grace.Stop()
 	select {
 	case <-stopped:
-	case <-time.After(s.cfg.ShutdownGrace):
-		s.cfg.Logger.Warn("graceful stop timed out; closing remaining calls", "server", s.cfg.Name)
+	case <-grace.C:
+		s.cfg.Logger.Warn("graceful stop timed out; cancelling the calls still running", "server", s.cfg.Name, "grace", s.cfg.ShutdownGrace)
 		s.grpc.Stop()
 		<-stopped
 	}

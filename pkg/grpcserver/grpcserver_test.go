@@ -156,3 +156,118 @@ func TestGateHoldsCallsUntilTheCheckPasses(t *testing.T) {
 	require.NoError(t, gate.Err())
 	require.NoError(t, conn.Invoke(ctx, "/test.v1.Gated/Call", &healthpb.HealthCheckRequest{}, &healthpb.HealthCheckResponse{}), "calls pass once the gate opens")
 }
+
+// slow is a service whose List waits until its context ends or release is
+// closed, recording how it ended.
+type slow struct {
+	healthpb.UnimplementedHealthServer
+	release chan struct{}
+	started chan struct{}
+	ended   chan error
+}
+
+func (s *slow) List(ctx context.Context, _ *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
+	close(s.started)
+	select {
+	case <-s.release:
+		s.ended <- nil
+		return &healthpb.HealthListResponse{}, nil
+	case <-ctx.Done():
+		s.ended <- ctx.Err()
+		return nil, ctx.Err()
+	}
+}
+
+func serveSlow(t *testing.T, grace time.Duration) (*slow, *grpc.ClientConn, context.CancelFunc, chan error) {
+	t.Helper()
+	svc := &slow{release: make(chan struct{}), started: make(chan struct{}), ended: make(chan error, 1)}
+	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Name: "slow", ShutdownGrace: grace, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		func(r grpc.ServiceRegistrar) {
+			r.RegisterService(&grpc.ServiceDesc{
+				ServiceName: "test.v1.Slow",
+				HandlerType: (*healthpb.HealthServer)(nil),
+				Methods: []grpc.MethodDesc{{MethodName: "List", Handler: func(srv any, ctx context.Context, dec func(any) error, chain grpc.UnaryServerInterceptor) (any, error) {
+					req := &healthpb.HealthListRequest{}
+					if err := dec(req); err != nil {
+						return nil, err
+					}
+					info := &grpc.UnaryServerInfo{Server: srv, FullMethod: "/test.v1.Slow/List"}
+					return chain(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+						return srv.(healthpb.HealthServer).List(ctx, req.(*healthpb.HealthListRequest))
+					})
+				}}},
+			}, svc)
+		})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	srv.SetServing(true)
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return svc, conn, cancel, done
+}
+
+func callSlow(conn *grpc.ClientConn) error {
+	return conn.Invoke(context.Background(), "/test.v1.Slow/List", &healthpb.HealthListRequest{}, &healthpb.HealthListResponse{})
+}
+
+// A health watch lives as long as its client: it must not hold a shutdown
+// that has no work left to wait for.
+func TestShutdownIsNotHeldByInfrastructureStreams(t *testing.T) {
+	_, conn, cancel, done := serveSlow(t, time.Hour)
+	watch, err := healthpb.NewHealthClient(conn).Watch(context.Background(), &healthpb.HealthCheckRequest{})
+	require.NoError(t, err)
+	_, err = watch.Recv()
+	require.NoError(t, err)
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}))
+	_, err = refl.Recv()
+	require.NoError(t, err) // the reflection stream now idles in Recv on the server
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve waited for the health watch and the reflection stream (the grace is an hour)")
+	}
+}
+
+// A work call finishes within the grace; past it, it is cancelled, and
+// Serve returns only once its handler has returned.
+func TestShutdownWaitsForWorkWithinTheGrace(t *testing.T) {
+	t.Run("finishes", func(t *testing.T) {
+		svc, conn, cancel, done := serveSlow(t, time.Hour)
+		callErr := make(chan error, 1)
+		go func() {
+			callErr <- callSlow(conn)
+		}()
+		<-svc.started
+		cancel()
+		select {
+		case <-done:
+			t.Fatal("Serve returned while a call was in flight")
+		case <-time.After(200 * time.Millisecond):
+		}
+		close(svc.release)
+		require.NoError(t, <-svc.ended)
+		require.NoError(t, <-done)
+		require.NoError(t, <-callErr)
+	})
+	t.Run("cancelled past the grace", func(t *testing.T) {
+		svc, conn, cancel, done := serveSlow(t, 100*time.Millisecond)
+		go func() { _ = callSlow(conn) }()
+		<-svc.started
+		cancel()
+		require.NoError(t, <-done)
+		select {
+		case err := <-svc.ended:
+			require.ErrorIs(t, err, context.Canceled, "the handler saw its context cancelled before Serve returned")
+		default:
+			t.Fatal("Serve returned before the cancelled handler did")
+		}
+	})
+}

@@ -81,6 +81,17 @@ type Config struct {
 	// ProgressInterval is the least time between progress events of a
 	// streaming attempt; default 5s.
 	ProgressInterval time.Duration
+	// OutboxDir keeps bookkeeping records on disk until AccountPool or
+	// Activity acknowledges them (see delegate.Config.OutboxDir); empty
+	// keeps them in memory.
+	OutboxDir string
+	// OutboxMaxRecords bounds the records waiting for delivery; default
+	// 100,000.
+	OutboxMaxRecords int
+	// DrainTimeout is how long, at shutdown, in-flight tasks may finish
+	// before they are cancelled, and then how long the outbox may take to
+	// deliver what they recorded; default 30s each.
+	DrainTimeout time.Duration
 	// HTTPClient for the upstream; default a pooled client.
 	HTTPClient *http.Client
 
@@ -107,7 +118,10 @@ type Config struct {
 // Service is a running Orchestrator.
 type Service struct {
 	server *grpcserver.Server
+	runner *delegate.Runner
 	conns  []*grpc.ClientConn
+	logger *slog.Logger
+	drain  time.Duration
 }
 
 // New builds the Orchestrator and listens on cfg.Addr. Clients to the other
@@ -134,6 +148,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = 10 * time.Minute
 	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
 	unary, stream, err := auth.ServerInterceptors(cfg.Tokens, cfg.InsecureNoAuth, api.Policy(), cfg.Logger)
 	if err != nil {
 		return nil, fmt.Errorf("orchestrator: %w", err)
@@ -150,14 +167,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		"anthropic_base_url", cfg.AnthropicBaseURL, "categories", cats.Names(), "skills", lib.Names(),
 		"fallback_key_configured", !cfg.FallbackAPIKey.IsZero(), "fail_when_pool_unavailable", cfg.FailWhenPoolUnavailable)
 
-	// Bookkeeping writes that are idempotent are retried on UNAVAILABLE, so
-	// a blip neither loses a usage row nor leaves an activity RUNNING.
-	// SelectAccount (it reserves capacity) and TrackProgress (a repeat adds
-	// an event) are not.
+	// TrackStart (idempotent by activity id) is retried on UNAVAILABLE, so
+	// a blip does not fail a task. The other bookkeeping calls go through
+	// the outbox, which retries them itself; SelectAccount (it reserves
+	// capacity) is not retried.
 	retried := []string{
-		accountpoolv1.AccountPoolService_RecordRequest_FullMethodName,
 		activityv1.ActivityService_TrackStart_FullMethodName,
-		activityv1.ActivityService_TrackComplete_FullMethodName,
 	}
 	clientCfg := func(target string) grpcclient.Config {
 		c := grpcclient.Config{Target: target, Telemetry: cfg.Telemetry, TLS: cfg.ClientTLS, RetryUnavailable: retried,
@@ -177,7 +192,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	exec := executor.New(executor.Config{BaseURL: cfg.AnthropicBaseURL, HTTPClient: cfg.HTTPClient, Tracer: cfg.Telemetry.Tracer})
-	runner := delegate.New(delegate.Config{
+	runner, err := delegate.New(delegate.Config{
 		Categories:              cats,
 		Skills:                  lib,
 		MaxAttempts:             cfg.MaxAttempts,
@@ -188,10 +203,18 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		MaxWait:                 cfg.MaxWait,
 		SelectTimeout:           cfg.SelectTimeout,
 		ProgressInterval:        cfg.ProgressInterval,
+		OutboxDir:               cfg.OutboxDir,
+		OutboxMaxRecords:        cfg.OutboxMaxRecords,
 	}, accountpoolv1.NewAccountPoolServiceClient(poolConn), activityv1.NewActivityServiceClient(activityConn), exec, cfg.Logger, tracerOrNoop(cfg.Telemetry))
+	if err != nil {
+		_ = poolConn.Close()
+		_ = activityConn.Close()
+		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
 
 	srv, err := grpcserver.New(grpcserver.Config{
 		Addr: cfg.Addr, Name: "orchestrator", Logger: cfg.Logger, Telemetry: cfg.Telemetry, TLS: cfg.TLS,
+		ShutdownGrace: cfg.DrainTimeout,
 		// A task may wait for accounts and make three model calls.
 		DefaultTimeout:    3*cfg.AttemptTimeout + time.Minute,
 		UnaryInterceptors: unary, StreamInterceptors: stream,
@@ -202,16 +225,39 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		_ = activityConn.Close()
 		return nil, err
 	}
-	return &Service{server: srv, conns: []*grpc.ClientConn{poolConn, activityConn}}, nil
+	return &Service{server: srv, runner: runner, conns: []*grpc.ClientConn{poolConn, activityConn}, logger: cfg.Logger, drain: cfg.DrainTimeout}, nil
 }
 
 // Addr is the address the service listens on.
 func (s *Service) Addr() net.Addr { return s.server.Addr() }
 
-// Serve serves until ctx is cancelled, then shuts down gracefully.
+// Serve serves until ctx is cancelled, then drains: it stops taking tasks,
+// lets in-flight ones finish for up to DrainTimeout (then cancels them;
+// they still record their attempts), and waits up to DrainTimeout more for
+// the outbox to deliver what was recorded. A durable outbox keeps what is
+// left for the next process; an in-memory one logs what is lost.
 func (s *Service) Serve(ctx context.Context) error {
+	outboxCtx, stopOutbox := context.WithCancel(context.WithoutCancel(ctx))
+	outboxDone := make(chan struct{})
+	go func() {
+		defer close(outboxDone)
+		s.runner.RunOutbox(outboxCtx)
+	}()
 	s.server.SetServing(true)
 	err := s.server.Serve(ctx)
+
+	flushCtx, cancel := context.WithTimeout(context.Background(), s.drain)
+	if left := s.runner.Drain(flushCtx); left > 0 {
+		s.logger.Error("orchestrator: stopped with bookkeeping records undelivered", "records", left, "waited", s.drain)
+	} else {
+		s.logger.Info("orchestrator: drained; every bookkeeping record was delivered")
+	}
+	cancel()
+	stopOutbox()
+	<-outboxDone
+	if cerr := s.runner.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("closing the outbox: %w", cerr)
+	}
 	for _, c := range s.conns {
 		if cerr := c.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("closing client connection: %w", cerr)

@@ -830,8 +830,9 @@ type TaskMetadata struct {
 	RequestId   string `protobuf:"bytes,12,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// One entry per attempt, in order.
 	AttemptDetails []*Attempt `protobuf:"bytes,13,rep,name=attempt_details,json=attemptDetails,proto3" json:"attempt_details,omitempty"`
-	// Bookkeeping (activity or usage) writes that failed; the task result is
-	// still valid, but these records are missing or incomplete.
+	// Bookkeeping (activity or usage) records that were refused or could not
+	// be stored; the task result is still valid, but these records are
+	// missing. Records that are merely late are in bookkeeping_pending.
 	BookkeepingErrors []string `protobuf:"bytes,14,rep,name=bookkeeping_errors,json=bookkeepingErrors,proto3" json:"bookkeeping_errors,omitempty"`
 	StopReason        string   `protobuf:"bytes,15,opt,name=stop_reason,json=stopReason,proto3" json:"stop_reason,omitempty"`
 	// When status is RATE_LIMITED: how long until an account is expected to
@@ -846,8 +847,13 @@ type TaskMetadata struct {
 	// True when the stored copy of this result (what a replay returns) has its
 	// output cut to fit the activity's 1 MiB limit; the first answer is whole.
 	OutputTruncated bool `protobuf:"varint,19,opt,name=output_truncated,json=outputTruncated,proto3" json:"output_truncated,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Bookkeeping records (usage, progress, completion) that are queued for
+	// delivery because AccountPool or Activity could not take them yet: they
+	// are delivered, in order, once it can. cost_usd is 0 for an attempt whose
+	// usage record is still queued.
+	BookkeepingPending []string `protobuf:"bytes,20,rep,name=bookkeeping_pending,json=bookkeepingPending,proto3" json:"bookkeeping_pending,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *TaskMetadata) Reset() {
@@ -1011,6 +1017,13 @@ func (x *TaskMetadata) GetOutputTruncated() bool {
 		return x.OutputTruncated
 	}
 	return false
+}
+
+func (x *TaskMetadata) GetBookkeepingPending() []string {
+	if x != nil {
+		return x.BookkeepingPending
+	}
+	return nil
 }
 
 // Attempt is one model call of a task.
@@ -1196,7 +1209,7 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\x0e2&.switchyard.orchestrator.v1.TaskStatusR\x06status\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12D\n" +
-	"\bmetadata\x18\x04 \x01(\v2(.switchyard.orchestrator.v1.TaskMetadataR\bmetadata\"\xd2\x05\n" +
+	"\bmetadata\x18\x04 \x01(\v2(.switchyard.orchestrator.v1.TaskMetadataR\bmetadata\"\x83\x06\n" +
 	"\fTaskMetadata\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12!\n" +
 	"\finput_tokens\x18\x02 \x01(\x03R\vinputTokens\x12#\n" +
@@ -1223,7 +1236,8 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\vlegacy_mode\x18\x11 \x01(\bR\n" +
 	"legacyMode\x12\x1a\n" +
 	"\breplayed\x18\x12 \x01(\bR\breplayed\x12)\n" +
-	"\x10output_truncated\x18\x13 \x01(\bR\x0foutputTruncated\"\x90\x02\n" +
+	"\x10output_truncated\x18\x13 \x01(\bR\x0foutputTruncated\x12/\n" +
+	"\x13bookkeeping_pending\x18\x14 \x03(\tR\x12bookkeepingPending\"\x90\x02\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1d\n" +
 	"\n" +

@@ -3,12 +3,14 @@ package delegate
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
@@ -30,11 +32,18 @@ func (run *taskRun) bookkeepingFailed(ctx context.Context, what string, err erro
 		"what", what, "error", err, "organization_id", run.p.OrganizationID, "request_id", run.p.RequestID)
 }
 
+// bookkeepingQueued notes a record the outbox will deliver later: not lost,
+// not yet acknowledged.
+func (run *taskRun) bookkeepingQueued(ctx context.Context, what string) {
+	run.mu.Lock()
+	run.bookkeepingPending = append(run.bookkeepingPending, what)
+	run.mu.Unlock()
+	trace.SpanFromContext(ctx).AddEvent("bookkeeping queued", trace.WithAttributes(attribute.String("record", what)))
+}
+
 func (run *taskRun) recordRequest(ctx context.Context, a attempt, sel selection) float64 {
 	p, res := run.p, a.result
-	bctx, cancel := run.bookkeepingCtx(ctx)
-	defer cancel()
-	resp, err := run.r.pool.RecordRequest(bctx, &accountpoolv1.RecordRequestRequest{
+	req := &accountpoolv1.RecordRequestRequest{
 		OrganizationId:      p.OrganizationID,
 		LeaseId:             sel.lease.GetLeaseId(),
 		AccountId:           a.accountID,
@@ -55,19 +64,67 @@ func (run *taskRun) recordRequest(ctx context.Context, a attempt, sel selection)
 		ErrorMessage:        res.ErrorMessage,
 		UpstreamRequestId:   res.UpstreamRequestID,
 		DurationMs:          res.Duration.Milliseconds(),
-	})
-	if err != nil {
-		run.bookkeepingFailed(ctx, fmt.Sprintf("recording attempt %d", a.number), err)
+	}
+	resp := &accountpoolv1.RecordRequestResponse{}
+	if !run.enqueue(ctx, targetPool, accountpoolv1.AccountPoolService_RecordRequest_FullMethodName, fmt.Sprintf("recording attempt %d", a.number), req, resp) {
 		return 0
 	}
 	return resp.GetCostUsd()
 }
 
+// maxRuns bounds how often one request_id is run again after earlier runs
+// were superseded (abandoned, or ended before any model call).
+const maxRuns = 16
+
 // trackStart starts the task's activity. It returns a response when the
 // request_id already ran (a replay), and an error when the task must not
 // run: its request_id's activity could not be started (so a retry could
 // not tell it already ran), or was refused.
+//
+// A request_id may take several runs: when its activity was abandoned (its
+// orchestrator died) or ended before any model call (an outage), the
+// earlier run has no real outcome to replay, so the task runs again under
+// the next run's activity id; the usage ledger tells the runs apart by the
+// run suffix of their request id (see runRequestID).
 func (run *taskRun) trackStart(ctx context.Context) (*orchestratorv1.DelegateTaskResponse, error) {
+	p := run.p
+	for {
+		created, act, err := run.startActivity(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if act == nil { // ran without an activity
+			run.emitAccepted("")
+			return nil, nil
+		}
+		if created {
+			run.activityStarted = true
+			run.emitAccepted(p.activityID)
+			return nil, nil
+		}
+		if !superseded(act) || !p.idempotent {
+			run.activityStarted = true
+			run.emitAccepted(p.activityID)
+			return replay(act, p)
+		}
+		if err := sameTask(act, p); err != nil {
+			return nil, err
+		}
+		if p.run >= maxRuns {
+			return nil, fmt.Errorf("%w: request_id has been started %d times without an outcome; use a new request_id", ErrRequestIDReused, maxRuns)
+		}
+		p.nextRun()
+	}
+}
+
+func (run *taskRun) emitAccepted(activityID string) {
+	p := run.p
+	run.emit(Event{Kind: EventAccepted, ActivityID: activityID, RequestID: p.clientRequestID, Model: p.category.Model, Category: p.Category})
+}
+
+// startActivity makes one TrackStart for the run's activity id. It returns
+// no activity (and no error) when the task may run without one.
+func (run *taskRun) startActivity(ctx context.Context) (bool, *activityv1.Activity, error) {
 	p := run.p
 	bctx, cancel := run.bookkeepingCtx(ctx)
 	defer cancel()
@@ -81,27 +138,48 @@ func (run *taskRun) trackStart(ctx context.Context) (*orchestratorv1.DelegateTas
 		Category:       p.Category,
 		InputData:      mustStruct(p.input),
 		Metadata: mustStruct(map[string]any{
-			"request_id":          p.RequestID,
+			"request_id":          p.clientRequestID,
 			"request_fingerprint": p.fingerprint,
+			"run":                 p.run,
 		}),
+		Deadline: timestamppb.New(run.deadline(ctx)),
 	})
 	if err != nil {
 		if inv := fieldViolation(err); inv != nil {
-			return nil, inv
+			return false, nil, inv
 		}
 		if p.idempotent {
-			return nil, fmt.Errorf("%w: %s", ErrActivityUnavailable, status.Convert(err).Message())
+			return false, nil, fmt.Errorf("%w: %s", ErrActivityUnavailable, status.Convert(err).Message())
 		}
 		run.bookkeepingFailed(ctx, "starting the activity (the task runs without one)", err)
-		run.emit(Event{Kind: EventAccepted, RequestID: p.RequestID, Model: p.category.Model, Category: p.Category})
-		return nil, nil
+		return false, nil, nil
 	}
-	run.activityStarted = true
-	run.emit(Event{Kind: EventAccepted, ActivityID: p.activityID, RequestID: p.RequestID, Model: p.category.Model, Category: p.Category})
-	if resp.GetCreated() {
-		return nil, nil
+	return resp.GetCreated(), resp.GetActivity(), nil
+}
+
+// deadline is when the task will have ended, for Activity to abandon the
+// activity if no completion arrives (the orchestrator died): the caller's
+// deadline, or the longest the task can take — the wait for a busy pool
+// and every attempt with its selection and backoff.
+func (run *taskRun) deadline(ctx context.Context) time.Time {
+	cfg := run.r.cfg
+	longest := run.start.Add(max(cfg.MaxWait, 0) + time.Duration(cfg.MaxAttempts)*(cfg.AttemptTimeout+cfg.SelectTimeout+2*time.Second))
+	if dl, ok := ctx.Deadline(); ok && dl.Before(longest) {
+		return dl
 	}
-	return replay(resp.GetActivity(), p)
+	return longest
+}
+
+// superseded reports whether an ended activity has no outcome to replay:
+// it was abandoned, or its run ended before any model call.
+func superseded(act *activityv1.Activity) bool {
+	switch act.GetStatus() {
+	case activityv1.ActivityStatus_ACTIVITY_STATUS_ABANDONED:
+		return true
+	case activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED:
+		return act.GetMetadata().GetFields()["rerunnable"].GetBoolValue()
+	}
+	return false
 }
 
 // fieldViolation returns the InvalidArgument of another service as the
@@ -126,9 +204,7 @@ func (run *taskRun) trackProgress(ctx context.Context, next, maxAttempts int) {
 		return
 	}
 	prev := run.tried[len(run.tried)-1]
-	bctx, cancel := run.bookkeepingCtx(ctx)
-	defer cancel()
-	_, err := run.r.activity.TrackProgress(bctx, &activityv1.TrackProgressRequest{
+	run.enqueue(ctx, targetActivity, activityv1.ActivityService_TrackProgress_FullMethodName, fmt.Sprintf("tracking progress before attempt %d", next), &activityv1.TrackProgressRequest{
 		OrganizationId: run.p.OrganizationID,
 		ActivityId:     run.p.activityID,
 		Message:        fmt.Sprintf("attempt %d of %d after %s on account %s", next, maxAttempts, describe(prev.result), prev.accountName),
@@ -138,10 +214,7 @@ func (run *taskRun) trackProgress(ctx context.Context, next, maxAttempts int) {
 			"previous_outcome":    prev.result.Outcome.String(),
 			"previous_status":     prev.result.HTTPStatus,
 		}),
-	})
-	if err != nil {
-		run.bookkeepingFailed(ctx, fmt.Sprintf("tracking progress before attempt %d", next), err)
-	}
+	}, &activityv1.TrackProgressResponse{})
 }
 
 func (run *taskRun) trackComplete(ctx context.Context, resp *orchestratorv1.DelegateTaskResponse, runErr error) {
@@ -156,9 +229,7 @@ func (run *taskRun) trackComplete(ctx context.Context, resp *orchestratorv1.Dele
 		errMsg = runErr.Error()
 	}
 	md := resp.GetMetadata()
-	bctx, cancel := run.bookkeepingCtx(ctx)
-	defer cancel()
-	_, err := run.r.activity.TrackComplete(bctx, &activityv1.TrackCompleteRequest{
+	run.enqueue(ctx, targetActivity, activityv1.ActivityService_TrackComplete_FullMethodName, "completing the activity", &activityv1.TrackCompleteRequest{
 		OrganizationId: run.p.OrganizationID,
 		ActivityId:     run.p.activityID,
 		Status:         status,
@@ -174,11 +245,12 @@ func (run *taskRun) trackComplete(ctx context.Context, resp *orchestratorv1.Dele
 			"duration_ms":  md.GetDurationMs(),
 			"waited_ms":    run.waited.Milliseconds(),
 			"selections":   run.selections,
+			// A run that made no model call has no outcome of its own: a
+			// retry with the same request_id runs the task again.
+			"rerunnable": len(run.tried) == 0,
+			"run":        run.p.run,
 		}),
-	})
-	if err != nil {
-		run.bookkeepingFailed(ctx, "completing the activity", err)
-	}
+	}, &activityv1.TrackCompleteResponse{})
 }
 
 // maxStoredErrorBytes keeps an activity's error message within Activity's

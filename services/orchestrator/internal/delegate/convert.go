@@ -158,10 +158,18 @@ func structToResult(s *structpb.Struct) (*orchestratorv1.DelegateTaskResponse, e
 	return resp, nil
 }
 
+// sameTask rejects a request_id reused for a different task.
+func sameTask(act *activityv1.Activity, p *prepared) error {
+	if fp := act.GetMetadata().GetFields()["request_fingerprint"].GetStringValue(); fp != "" && fp != p.fingerprint {
+		return fmt.Errorf("%w (activity %s); use a new request_id for a new task", ErrRequestIDReused, act.GetId())
+	}
+	return nil
+}
+
 // replay answers a request whose request_id already has an activity.
 func replay(act *activityv1.Activity, p *prepared) (*orchestratorv1.DelegateTaskResponse, error) {
-	if fp := act.GetMetadata().GetFields()["request_fingerprint"].GetStringValue(); fp != "" && fp != p.fingerprint {
-		return nil, fmt.Errorf("%w (activity %s); use a new request_id for a new task", ErrRequestIDReused, act.GetId())
+	if err := sameTask(act, p); err != nil {
+		return nil, err
 	}
 	if act.GetStatus() == activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING {
 		return nil, fmt.Errorf("%w (activity %s); retry later to get its result", ErrInProgress, act.GetId())
@@ -180,7 +188,7 @@ func replay(act *activityv1.Activity, p *prepared) (*orchestratorv1.DelegateTask
 		resp.Error = act.GetErrorMessage()
 	}
 	resp.Metadata.ActivityId = act.GetId()
-	resp.Metadata.RequestId = p.RequestID
+	resp.Metadata.RequestId = p.clientRequestID
 	resp.Metadata.Replayed = true
 	return resp, nil
 }

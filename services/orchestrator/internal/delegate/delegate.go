@@ -18,11 +18,14 @@
 //     activity is started: if Activity cannot be reached the task fails with
 //     Unavailable before any model call, so a retry cannot run it twice.
 //     Without a request_id the task runs without an activity and says so.
-//   - Bookkeeping (RecordRequest, TrackProgress, TrackComplete) runs on a
-//     context detached from the caller's cancellation, with its own timeout,
-//     so a caller that gives up does not lose the records of work already
-//     done. A bookkeeping failure never fails the task; it is logged, traced
-//     and listed in the response's bookkeeping_errors.
+//   - Bookkeeping (RecordRequest, TrackProgress, TrackComplete) goes through
+//     an outbox (package outbox): stored (on disk with OutboxDir) before the
+//     answer, tried at once, and retried in the background, in order per
+//     task, until the target acknowledges it. It runs detached from the
+//     caller's cancellation, so a caller that gives up does not lose the
+//     records of work already done. A record that waits is listed in the
+//     response's bookkeeping_pending; one the target refused in
+//     bookkeeping_errors. Neither fails the task.
 //   - Legacy mode (the organization has no accounts in service) makes exactly
 //     one attempt with the fallback key: there is no other account to fail
 //     over to. The fallback key is also used when the AccountPool cannot be
@@ -36,6 +39,7 @@ package delegate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -49,6 +53,7 @@ import (
 	"github.com/switchyard-dev/switchyard/pkg/validate"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/categories"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/outbox"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/skills"
 )
 
@@ -76,9 +81,18 @@ type Config struct {
 	// that takes longer fails the task with ErrSelectionTimeout (it never
 	// falls back to FallbackKey: the pool is up, only slow).
 	SelectTimeout time.Duration
-	// BookkeepingTimeout bounds each call to AccountPool.RecordRequest and
-	// the Activity service; default 10s.
+	// BookkeepingTimeout bounds TrackStart and each delivery attempt of a
+	// bookkeeping record; default 10s.
 	BookkeepingTimeout time.Duration
+	// OutboxDir, when set, keeps bookkeeping records on disk (fsync) until
+	// delivered, so a restarted orchestrator delivers what a killed one
+	// left; empty keeps them in memory, delivered across outages of the
+	// other services but lost with the process.
+	OutboxDir string
+	// OutboxMaxRecords bounds the records waiting for delivery; a task
+	// that arrives when it is reached fails with Unavailable before it
+	// runs. Default 100,000.
+	OutboxMaxRecords int
 	// MaxPromptBytes bounds the prompt; default 512 KiB.
 	MaxPromptBytes int
 	// MaxWait bounds how long one task waits, in all, for an account to free
@@ -109,7 +123,9 @@ const (
 	legacyAccountName = "default"
 )
 
-// Runner runs tasks. It is safe for concurrent use.
+// Runner runs tasks. It is safe for concurrent use. Its outbox delivers
+// bookkeeping in the background while RunOutbox runs; Drain and Close end
+// it.
 type Runner struct {
 	cfg      Config
 	pool     accountpoolv1.AccountPoolServiceClient
@@ -117,10 +133,12 @@ type Runner struct {
 	exec     Executor
 	logger   *slog.Logger
 	tracer   trace.Tracer
+	outbox   *outbox.Outbox
 }
 
-// New returns a Runner over the two services' clients and an executor.
-func New(cfg Config, pool accountpoolv1.AccountPoolServiceClient, activity activityv1.ActivityServiceClient, exec Executor, logger *slog.Logger, tp trace.TracerProvider) *Runner {
+// New returns a Runner over the two services' clients and an executor. It
+// opens the outbox (and finds in it what an earlier process left).
+func New(cfg Config, pool accountpoolv1.AccountPoolServiceClient, activity activityv1.ActivityServiceClient, exec Executor, logger *slog.Logger, tp trace.TracerProvider) (*Runner, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 3
 	}
@@ -162,9 +180,29 @@ func New(cfg Config, pool accountpoolv1.AccountPoolServiceClient, activity activ
 	if cfg.Categories.IsZero() {
 		cfg.Categories = categories.Default()
 	}
-	return &Runner{cfg: cfg, pool: pool, activity: activity, exec: exec, logger: logger,
+	r := &Runner{cfg: cfg, pool: pool, activity: activity, exec: exec, logger: logger,
 		tracer: tp.Tracer("github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate")}
+	ob, err := outbox.Open(outbox.Config{
+		Dir: cfg.OutboxDir, MaxRecords: cfg.OutboxMaxRecords, Deliver: r.deliver, Retryable: retryable,
+		AttemptTimeout: cfg.BookkeepingTimeout, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.outbox = ob
+	return r, nil
 }
+
+// RunOutbox delivers pending bookkeeping until ctx ends.
+func (r *Runner) RunOutbox(ctx context.Context) { r.outbox.Run(ctx) }
+
+// Drain refuses new tasks and waits until the outbox has delivered every
+// record or ctx ends (RunOutbox must still run). It returns the records
+// left: kept on disk with OutboxDir, lost without.
+func (r *Runner) Drain(ctx context.Context) int { return r.outbox.Drain(ctx) }
+
+// Close releases the outbox.
+func (r *Runner) Close() error { return r.outbox.Close() }
 
 // Task is one DelegateTask request.
 type Task struct {
@@ -194,6 +232,10 @@ var (
 	// ErrSelectionTimeout: the AccountPool did not answer SelectAccount
 	// within SelectTimeout. Nothing ran.
 	ErrSelectionTimeout = errors.New("selecting an account timed out: the account pool is reachable but did not answer in time")
+	// ErrBookkeepingUnavailable: the outbox is full (AccountPool or
+	// Activity has been down for long) or the orchestrator is shutting
+	// down. Nothing ran.
+	ErrBookkeepingUnavailable = errors.New("the orchestrator cannot take tasks now")
 	// ErrActivityUnavailable: the task has a request_id and its activity,
 	// which guards against running it twice, could not be started. Nothing
 	// ran; retrying with the same request_id is safe.
@@ -231,6 +273,9 @@ func (r *Runner) Stream(ctx context.Context, t Task, observe Observer) (*orchest
 	if err != nil {
 		return nil, err
 	}
+	if err := r.outbox.Admit(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBookkeepingUnavailable, err)
+	}
 	run := &taskRun{r: r, p: p, start: time.Now(), observe: observe}
 	if replay, err := run.trackStart(ctx); replay != nil || err != nil {
 		return replay, err
@@ -239,6 +284,7 @@ func (r *Runner) Stream(ctx context.Context, t Task, observe Observer) (*orchest
 	resp := run.response()
 	run.trackComplete(ctx, resp, runErr)
 	resp.Metadata.BookkeepingErrors = run.bookkeepingErrors
+	resp.Metadata.BookkeepingPending = run.bookkeepingPending
 	if runErr != nil {
 		return nil, runErr
 	}

@@ -44,7 +44,17 @@ func newHarness(t *testing.T, cfg delegate.Config, accounts ...fakeAccount) *har
 	if cfg.Jitter == nil {
 		cfg.Jitter = func(time.Duration) time.Duration { return 0 }
 	}
-	h.runner = delegate.New(cfg, h.pool, h.activity, h.exec, slog.New(slog.NewTextHandler(io.Discard, nil)), noop.NewTracerProvider())
+	runner, err := delegate.New(cfg, h.pool, h.activity, h.exec, slog.New(slog.NewTextHandler(io.Discard, nil)), noop.NewTracerProvider())
+	require.NoError(t, err)
+	h.runner = runner
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { runner.RunOutbox(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		require.NoError(t, runner.Close())
+	})
 	return h
 }
 
@@ -279,8 +289,58 @@ func TestBookkeepingFailuresAreReportedNotFatal(t *testing.T) {
 	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus())
 	errs := strings.Join(resp.GetMetadata().GetBookkeepingErrors(), "\n")
 	require.Contains(t, errs, "starting the activity")
-	require.Contains(t, errs, "recording attempt 1")
+	require.Equal(t, []string{"recording attempt 1"}, resp.GetMetadata().GetBookkeepingPending(), "the usage record waits, it is not lost")
 	require.Empty(t, resp.GetMetadata().GetActivityId(), "no activity id is claimed when none was started")
+
+	// Once the pool answers again the outbox delivers the record.
+	h.pool.mu.Lock()
+	h.pool.recordErr = nil
+	h.pool.mu.Unlock()
+	require.Eventually(t, func() bool {
+		h.pool.mu.Lock()
+		defer h.pool.mu.Unlock()
+		return len(h.pool.records) == 1
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+func TestBookkeepingIsDeliveredInOrderAfterAnOutage(t *testing.T) {
+	h := newHarness(t, delegate.Config{}, threeAccounts...)
+	h.exec.scripts["key-a"] = []executor.Result{failed(executor.RateLimited, 429, "rate_limit_error")}
+	h.pool.recordErr = status.Error(codes.Unavailable, "pool down")
+	h.activity.mu.Lock()
+	h.activity.progressErr = status.Error(codes.Unavailable, "activity down")
+	h.activity.mu.Unlock()
+	tk := task()
+	tk.RequestID = "req-outage"
+	resp, err := h.runner.Run(context.Background(), tk)
+	require.NoError(t, err)
+	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus())
+	require.Equal(t, []string{"recording attempt 1", "tracking progress before attempt 2", "recording attempt 2", "completing the activity"},
+		resp.GetMetadata().GetBookkeepingPending())
+	require.Empty(t, resp.GetMetadata().GetBookkeepingErrors())
+	id := resp.GetMetadata().GetActivityId()
+	require.Equal(t, activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING, h.activity.get(id).GetStatus(),
+		"the completion waits behind the progress event")
+
+	h.pool.mu.Lock()
+	h.pool.recordErr = nil
+	h.pool.mu.Unlock()
+	h.activity.mu.Lock()
+	h.activity.progressErr = nil
+	h.activity.mu.Unlock()
+	require.Eventually(t, func() bool {
+		return h.activity.get(id).GetStatus() == activityv1.ActivityStatus_ACTIVITY_STATUS_COMPLETED
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Len(t, h.activity.progress[id], 1, "the progress event landed before the completion")
+	require.Eventually(t, func() bool {
+		h.pool.mu.Lock()
+		defer h.pool.mu.Unlock()
+		return len(h.pool.records) == 2
+	}, 10*time.Second, 10*time.Millisecond)
+	h.pool.mu.Lock()
+	defer h.pool.mu.Unlock()
+	require.EqualValues(t, 1, h.pool.records[0].GetAttempt(), "usage in attempt order")
+	require.EqualValues(t, 2, h.pool.records[1].GetAttempt())
 }
 
 func TestRetriedRequestIDReplaysWithoutCallingTheModel(t *testing.T) {

@@ -104,12 +104,13 @@ func (p *fakePool) RecordRequest(_ context.Context, req *accountpoolv1.RecordReq
 // idempotency and lifecycle rules.
 type fakeActivity struct {
 	activityv1.ActivityServiceClient
-	mu         sync.Mutex
-	startErr   error
-	starts     int
-	activities map[string]*activityv1.Activity
-	progress   map[string][]string
-	completes  int
+	mu          sync.Mutex
+	startErr    error
+	progressErr error // returned by TrackProgress and TrackComplete when set
+	starts      int
+	activities  map[string]*activityv1.Activity
+	progress    map[string][]string
+	completes   int
 }
 
 func newFakeActivity() *fakeActivity {
@@ -128,7 +129,7 @@ func (a *fakeActivity) TrackStart(_ context.Context, req *activityv1.TrackStartR
 	}
 	act := &activityv1.Activity{
 		Id: req.GetActivityId(), OrganizationId: req.GetOrganizationId(), Status: activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING,
-		InputData: req.GetInputData(), Metadata: req.GetMetadata(), Category: req.GetCategory(),
+		InputData: req.GetInputData(), Metadata: req.GetMetadata(), Category: req.GetCategory(), Deadline: req.GetDeadline(),
 	}
 	a.activities[act.Id] = act
 	return &activityv1.TrackStartResponse{Activity: proto.Clone(act).(*activityv1.Activity), Created: true}, nil
@@ -137,6 +138,9 @@ func (a *fakeActivity) TrackStart(_ context.Context, req *activityv1.TrackStartR
 func (a *fakeActivity) TrackProgress(_ context.Context, req *activityv1.TrackProgressRequest, _ ...grpc.CallOption) (*activityv1.TrackProgressResponse, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.progressErr != nil {
+		return nil, a.progressErr
+	}
 	a.progress[req.GetActivityId()] = append(a.progress[req.GetActivityId()], req.GetMessage())
 	return &activityv1.TrackProgressResponse{}, nil
 }
@@ -144,11 +148,14 @@ func (a *fakeActivity) TrackProgress(_ context.Context, req *activityv1.TrackPro
 func (a *fakeActivity) TrackComplete(_ context.Context, req *activityv1.TrackCompleteRequest, _ ...grpc.CallOption) (*activityv1.TrackCompleteResponse, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.progressErr != nil {
+		return nil, a.progressErr
+	}
 	act, ok := a.activities[req.GetActivityId()]
 	if !ok {
 		return nil, status.Error(codes.NotFound, "no such activity")
 	}
-	if act.Status != activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING {
+	if act.Status != activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING && act.Status != activityv1.ActivityStatus_ACTIVITY_STATUS_ABANDONED {
 		return nil, status.Error(codes.FailedPrecondition, "already ended")
 	}
 	a.completes++
@@ -160,6 +167,22 @@ func (a *fakeActivity) TrackComplete(_ context.Context, req *activityv1.TrackCom
 		act.Metadata.Fields[k] = v
 	}
 	return &activityv1.TrackCompleteResponse{Activity: proto.Clone(act).(*activityv1.Activity)}, nil
+}
+
+// reopen makes an ended activity RUNNING again, as if its completion had
+// never arrived.
+func (a *fakeActivity) reopen(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.activities[id].Status = activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING
+	a.activities[id].OutputData = nil
+}
+
+// abandon does what Activity's reaper does to a RUNNING activity.
+func (a *fakeActivity) abandon(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.activities[id].Status = activityv1.ActivityStatus_ACTIVITY_STATUS_ABANDONED
 }
 
 func (a *fakeActivity) get(id string) *activityv1.Activity {

@@ -43,9 +43,10 @@ type taskRun struct {
 	// must discard before the next attempt's text; 0 when none.
 	voidText int
 
-	mu                sync.Mutex // guards bookkeepingErrors: progress is written concurrently
-	bookkeepingErrors []string
-	progress          sync.WaitGroup // stream progress writes in flight
+	mu                 sync.Mutex // guards the bookkeeping lists: progress is written concurrently
+	bookkeepingErrors  []string
+	bookkeepingPending []string
+	progress           sync.WaitGroup // stream progress writes in flight
 }
 
 // attempts runs model calls until one succeeds, one fails in a way another

@@ -24,6 +24,11 @@ type prepared struct {
 	// idempotent: the caller gave the request_id, so a retry must find
 	// this run (without one, RequestID is generated).
 	idempotent bool
+	// run counts the runs of a request_id (1 for the first); see
+	// taskRun.trackStart.
+	run int
+	// clientRequestID is the request_id as the caller gave it.
+	clientRequestID string
 	// input is the activity's input_data; its JSON size is checked here so
 	// that Activity cannot reject it after the edge accepted the task.
 	input map[string]any
@@ -100,9 +105,29 @@ func (r *Runner) prepare(t Task) (*prepared, error) {
 		p.activityID = ActivityID(t.OrganizationID, t.RequestID)
 		p.idempotent = true
 	}
+	p.run, p.clientRequestID = 1, p.RequestID
 	sum := sha256.Sum256([]byte(strings.Join(append([]string{t.Category, t.Prompt, fmt.Sprint(t.MaxTokens)}, t.Skills...), "\x00")))
 	p.fingerprint = hex.EncodeToString(sum[:16])
 	return p, nil
+}
+
+// nextRun moves p to the next run of its request_id: a new activity id and
+// a request id the ledger keeps apart from the earlier runs'.
+func (p *prepared) nextRun() {
+	p.run++
+	p.activityID = runActivityID(p.OrganizationID, p.clientRequestID, p.run)
+	p.RequestID = runRequestID(p.clientRequestID, p.run)
+}
+
+// runRequestID is the request id of run n (n >= 2) in the usage ledger:
+// "<request_id>~run<n>", so each run's attempts are rows of their own.
+func runRequestID(requestID string, n int) string {
+	return fmt.Sprintf("%s~run%d", requestID, n)
+}
+
+// runActivityID is the activity id of run n (n >= 2) of a request id.
+func runActivityID(organizationID, requestID string, n int) string {
+	return uuid.NewSHA1(requestNamespace, fmt.Appendf(nil, "%s\x00%s\x00run%d", organizationID, requestID, n)).String()
 }
 
 // requestNamespace scopes the UUIDs derived from request ids.

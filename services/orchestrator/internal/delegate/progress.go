@@ -101,9 +101,7 @@ func (m *streamMeter) add(delta string) {
 func (m *streamMeter) write(chars int64, elapsed time.Duration) {
 	run, a := m.run, m.attempt
 	tokens := (chars + 3) / 4
-	bctx, cancel := run.bookkeepingCtx(m.ctx)
-	defer cancel()
-	_, err := run.r.activity.TrackProgress(bctx, &activityv1.TrackProgressRequest{
+	run.enqueue(m.ctx, targetActivity, activityv1.ActivityService_TrackProgress_FullMethodName, fmt.Sprintf("tracking stream progress of attempt %d", a.number), &activityv1.TrackProgressRequest{
 		OrganizationId: run.p.OrganizationID,
 		ActivityId:     run.p.activityID,
 		Message:        fmt.Sprintf("attempt %d on account %s: streaming, about %d output tokens so far after %s", a.number, a.accountName, tokens, elapsed.Round(time.Second)),
@@ -115,8 +113,5 @@ func (m *streamMeter) write(chars int64, elapsed time.Duration) {
 			"output_tokens_estimate": tokens,
 			"elapsed_ms":             elapsed.Milliseconds(),
 		}),
-	})
-	if err != nil {
-		run.bookkeepingFailed(m.ctx, fmt.Sprintf("tracking stream progress of attempt %d", a.number), err)
-	}
+	}, &activityv1.TrackProgressResponse{})
 }

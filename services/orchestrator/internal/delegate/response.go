@@ -19,7 +19,7 @@ func (run *taskRun) response() *orchestratorv1.DelegateTaskResponse {
 		DurationMs: time.Since(run.start).Milliseconds(),
 		ActivityId: p.activityID,
 		Attempts:   int32(len(run.tried)),
-		RequestId:  p.RequestID,
+		RequestId:  p.clientRequestID,
 		LegacyMode: run.legacy,
 	}
 	if !run.activityStarted {

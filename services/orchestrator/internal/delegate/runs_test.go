@@ -1,0 +1,84 @@
+package delegate_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
+	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate"
+)
+
+func TestAnAbandonedRunIsRunAgainAsANewRun(t *testing.T) {
+	tk := task()
+	tk.RequestID = "req-died"
+	h2 := newHarness(t, delegate.Config{}, threeAccounts...)
+	resp, err := h2.runner.Run(context.Background(), tk)
+	require.NoError(t, err)
+	// As if its orchestrator had died before completing it: the reaper
+	// abandons the activity.
+	h2.activity.reopen(resp.GetMetadata().GetActivityId())
+	h2.activity.abandon(resp.GetMetadata().GetActivityId())
+	again, err := h2.runner.Run(context.Background(), tk)
+	require.NoError(t, err)
+	require.False(t, again.GetMetadata().GetReplayed(), "an abandoned run has no outcome to replay")
+	require.Equal(t, "req-died", again.GetMetadata().GetRequestId(), "the caller's id")
+	require.NotEqual(t, resp.GetMetadata().GetActivityId(), again.GetMetadata().GetActivityId(), "a new activity for the new run")
+	require.Len(t, h2.exec.keysCalled(), 2)
+	require.Equal(t, "req-died", h2.pool.records[0].GetRequestId())
+	require.Equal(t, "req-died~run2", h2.pool.records[1].GetRequestId(), "the ledger tells the runs apart")
+
+	third, err := h2.runner.Run(context.Background(), tk)
+	require.NoError(t, err)
+	require.True(t, third.GetMetadata().GetReplayed(), "the second run's outcome is replayed")
+	require.Equal(t, again.GetMetadata().GetActivityId(), third.GetMetadata().GetActivityId())
+	require.Len(t, h2.exec.keysCalled(), 2)
+}
+
+func TestAnOutageBeforeAnyModelCallIsNotAFinalAnswer(t *testing.T) {
+	h := newHarness(t, delegate.Config{FallbackKey: secret.New("env-key"), FailWhenPoolUnavailable: true}, threeAccounts...)
+	h.pool.selectErr = status.Error(codes.Unavailable, "connection refused")
+	tk := task()
+	tk.RequestID = "req-outage"
+	_, err := h.runner.Run(context.Background(), tk)
+	require.ErrorIs(t, err, delegate.ErrPoolUnavailable)
+	require.Empty(t, h.exec.keysCalled())
+
+	h.pool.mu.Lock()
+	h.pool.selectErr = nil
+	h.pool.mu.Unlock()
+	resp, err := h.runner.Run(context.Background(), tk)
+	require.NoError(t, err)
+	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus(), "the retry runs the task")
+	require.False(t, resp.GetMetadata().GetReplayed())
+	require.Len(t, h.exec.keysCalled(), 1)
+
+	// A real attempt's outcome, even a failure, is final.
+	h.exec.scripts["key-a"] = nil
+	replayed, err := h.runner.Run(context.Background(), tk)
+	require.NoError(t, err)
+	require.True(t, replayed.GetMetadata().GetReplayed())
+}
+
+func TestTheActivityCarriesTheTasksDeadline(t *testing.T) {
+	h := newHarness(t, delegate.Config{MaxWait: 5 * time.Second, AttemptTimeout: time.Minute, SelectTimeout: time.Second}, threeAccounts...)
+	before := time.Now()
+	resp, err := h.runner.Run(context.Background(), task())
+	require.NoError(t, err)
+	dl := h.activity.get(resp.GetMetadata().GetActivityId()).GetDeadline().AsTime()
+	// 5s of waiting and three attempts of (1m + 1s + 2s of backoff).
+	require.WithinDuration(t, before.Add(5*time.Second+3*63*time.Second), dl, 2*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	want, _ := ctx.Deadline()
+	resp, err = h.runner.Run(ctx, task())
+	require.NoError(t, err)
+	require.WithinDuration(t, want, h.activity.get(resp.GetMetadata().GetActivityId()).GetDeadline().AsTime(), time.Millisecond,
+		"the caller's earlier deadline")
+}
