@@ -202,14 +202,13 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 		if cfg.DatabaseURL == "" {
 			return backend{}, errors.New("activity: store \"postgres\" needs a database URL: set SWITCHYARD_DATABASE_URL (or DATABASE_URL) to a connection string for the switchyard_app role")
 		}
-		pool, err := pgxutil.Connect(ctx, cfg.DatabaseURL, "switchyard-activity")
+		pool, err := pgxutil.Open(cfg.DatabaseURL, "switchyard-activity")
 		if err != nil {
 			return backend{}, fmt.Errorf("activity: %w", err)
 		}
-		pgxutil.LogConnection(ctx, cfg.Logger, pool, "activity")
-		gate := grpcserver.NewGate(func(ctx context.Context) error {
+		gate := grpcserver.NewGate(pgxutil.Ready(pool, cfg.Logger, "activity", func(ctx context.Context) error {
 			return migrations.Activity.CheckVersion(ctx, pgxutil.SchemaVersionQuery(pool))
-		})
+		}))
 		return backend{store: pgstore.New(pool), gate: gate, close: pool.Close}, nil
 	default:
 		return backend{}, fmt.Errorf("activity: unknown store %q; known stores: %q, %q", cfg.Store, StoreMemory, StorePostgres)

@@ -27,6 +27,7 @@ import (
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/fakeclock"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
+	"github.com/switchyard-dev/switchyard/pkg/tcpproxy"
 	"github.com/switchyard-dev/switchyard/services/activity"
 )
 
@@ -186,14 +187,9 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	require.ErrorContains(t, err, `unknown store "postgres-someday"`)
 	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, InsecureNoAuth: true, Store: activity.StorePostgres})
 	require.ErrorContains(t, err, "SWITCHYARD_DATABASE_URL")
-	for _, url := range []string{
-		"postgres://switchyard_app:hunter2@[bad",                             // not a URL
-		"postgres://switchyard_app:hunter2@127.0.0.1:1/db?connect_timeout=2", // nothing listens
-	} {
-		_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, InsecureNoAuth: true, DatabaseURL: url})
-		require.Error(t, err, url)
-		require.NotContains(t, err.Error(), "hunter2")
-	}
+	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, InsecureNoAuth: true, DatabaseURL: "postgres://switchyard_app:hunter2@[bad"})
+	require.ErrorContains(t, err, "not a valid PostgreSQL connection string")
+	require.NotContains(t, err.Error(), "hunter2")
 	_, err = activity.New(ctx, activity.Config{Addr: "256.0.0.1:-1", Logger: logger, InsecureNoAuth: true})
 	require.Error(t, err)
 }
@@ -616,4 +612,30 @@ func TestPostgresNotMigratedIsNotServing(t *testing.T) {
 	resp, err := h.client.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org})
 	require.NoError(t, err)
 	require.True(t, resp.GetCreated())
+}
+
+// TestPostgresUnreachableAtStart: a service whose database is down when it
+// starts stays up, NOT_SERVING, says why, and serves once the database
+// answers, without a restart.
+func TestPostgresUnreachableAtStart(t *testing.T) {
+	ctx := context.Background()
+	schema := pgtest.NewSchema(t, migrations.Activity)
+	proxy, err := tcpproxy.New(pgtest.HostPort(t, schema.AppURL))
+	require.NoError(t, err)
+	t.Cleanup(proxy.Close)
+	proxy.Down()
+
+	h := launch(t, activity.Config{DatabaseURL: pgtest.WithHostPort(t, schema.AppURL, proxy.Addr())})
+	org := "org-" + uuid.NewString()
+	require.Eventually(t, func() bool {
+		_, err = h.client.ListActivities(ctx, &activityv1.ListActivitiesRequest{OrganizationId: org})
+		return strings.Contains(status.Convert(err).Message(), "does not answer")
+	}, 20*time.Second, 10*time.Millisecond, "last error: %v", err)
+	requireCode(t, err, codes.Unavailable, "does not answer")
+	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, h.healthStatus())
+
+	require.NoError(t, proxy.Up())
+	h.waitServing(t)
+	_, err = h.client.ListActivities(ctx, &activityv1.ListActivitiesRequest{OrganizationId: org})
+	require.NoError(t, err)
 }
