@@ -57,11 +57,14 @@ const LegacyAccountName = "default"
 // writes the ledger row (account name LegacyAccountName), since no pool
 // account, lease, bucket or breaker was involved.
 //
-// The ledger insert comes first and is the idempotency gate: a duplicate
-// (request id, attempt) returns before anything else is touched, so a
-// retried RecordRequest can never settle twice or count a breaker failure
-// twice. Rate-limited attempts write no row; for them the lease itself
-// dedupes (a settled lease settles no more).
+// The ledger insert comes first; the row is keyed by the upstream call
+// (request id, attempt, upstream request id), so a retried RecordRequest
+// finds its row and a second real call under the same attempt gets one of
+// its own. The lease is the gate for everything else: it settles once, so
+// a retried RecordRequest settles capacity and counts a breaker outcome
+// exactly once — also when the first call wrote the row but stopped
+// before settling. Rate-limited attempts write no row; for them, too, the
+// lease dedupes.
 //
 // Errors: store.ErrNotFound when the account is not in the organization
 // (an account deleted while a lease was in flight is still found for two
@@ -87,17 +90,27 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 		a, deleted = g.account, true
 	}
 
-	res, done, err := p.insertUsage(ctx, r, a.ID, a.Name, now)
-	if err != nil || done {
+	res, rowExisted, err := p.insertUsage(ctx, r, a.ID, a.Name, now)
+	if err != nil {
 		return res, err
 	}
 
+	// A repeated RecordRequest (its first answer was lost, or the first
+	// write's outcome was unknown) finds its row already written, but the
+	// first call may have stopped before settling the lease: settle it now.
+	// SettleLease settles a lease once, so capacity and the breaker still
+	// see each call exactly once.
 	lease, status, err := p.state.SettleLease(ctx, r.OrgID, r.AccountID, r.LeaseID)
 	if err != nil {
 		return RecordResult{}, fmt.Errorf("settling lease %s: %w", r.LeaseID, err)
 	}
 	if status == LeaseSettled {
-		res.Duplicate = !writesRow(r.Outcome)
+		res.Duplicate = rowExisted || !writesRow(r.Outcome)
+		return res, nil
+	}
+	if rowExisted && status == LeaseUnknown {
+		// Nothing tells whether this call was already charged; the row
+		// says it was recorded, so it was.
 		return res, nil
 	}
 	if deleted && (a.QuotaGroup == "" || status == LeaseUnknown) {
@@ -257,9 +270,9 @@ func (p *Pool) markInvalid(ctx context.Context, orgID, id string, httpStatus int
 }
 
 // insertUsage writes the attempt's ledger row when its outcome has one.
-// done is true when the row was already there: the attempt was recorded
-// before and nothing else may change.
-func (p *Pool) insertUsage(ctx context.Context, r RecordRequest, accountID, accountName string, now time.Time) (res RecordResult, done bool, err error) {
+// existed is true when the row was already there (the same upstream call
+// was recorded before); res is then the stored row's.
+func (p *Pool) insertUsage(ctx context.Context, r RecordRequest, accountID, accountName string, now time.Time) (res RecordResult, existed bool, err error) {
 	res = RecordResult{CostUSD: p.pricing.Cost(r.Model, r.Tokens)}
 	if !writesRow(r.Outcome) {
 		return res, false, nil

@@ -36,8 +36,9 @@ var (
 	// UpdateAccount when a rename collides with another account's name.
 	ErrAlreadyExists = errors.New("already exists")
 	// ErrDuplicate is returned by InsertUsage when the organization already
-	// has a row for the same (request id, attempt); the existing row is
-	// returned with it and nothing is changed.
+	// has a row for the same upstream call (request id, attempt, upstream
+	// request id); the existing row is returned with it and nothing is
+	// changed.
 	ErrDuplicate = errors.New("duplicate usage record")
 	// ErrConflict is returned by ReplaceKey when the account's stored key
 	// ciphertext is no longer the one the caller read: another writer (a
@@ -281,9 +282,11 @@ type Store interface {
 	PutSettings(ctx context.Context, s Settings) error
 
 	// InsertUsage appends a ledger row and returns it as stored. When the
-	// organization already has a row with the same (RequestID, Attempt) it
-	// returns that existing row and ErrDuplicate, and changes nothing, even
-	// under concurrent inserts of the same pair.
+	// organization already has a row for the same upstream call
+	// (RequestID, Attempt, UpstreamRequestID) it returns that existing row
+	// and ErrDuplicate, and changes nothing, even under concurrent inserts
+	// of the same call. Rows that differ only in UpstreamRequestID are two
+	// real calls and are both kept.
 	InsertUsage(ctx context.Context, r UsageRecord) (UsageRecord, error)
 	// SumUsage returns one total per account with rows matching f, ordered
 	// by account name then account id; empty when nothing matches.

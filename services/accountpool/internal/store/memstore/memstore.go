@@ -28,9 +28,10 @@ type Store struct {
 	usageKey map[usageKey]int               // index into usage[org]
 }
 
+// usageKey identifies one upstream call (see store.Store.InsertUsage).
 type usageKey struct {
-	org, requestID string
-	attempt        int32
+	org, requestID, upstreamID string
+	attempt                    int32
 }
 
 var _ store.Store = (*Store)(nil)
@@ -198,7 +199,7 @@ func (s *Store) PutSettings(_ context.Context, st store.Settings) error {
 func (s *Store) InsertUsage(_ context.Context, r store.UsageRecord) (store.UsageRecord, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	k := usageKey{r.OrganizationID, r.RequestID, r.Attempt}
+	k := usageKey{r.OrganizationID, r.RequestID, r.UpstreamRequestID, r.Attempt}
 	if i, ok := s.usageKey[k]; ok {
 		return s.usage[r.OrganizationID][i], fmt.Errorf("inserting usage for request %q attempt %d: %w", r.RequestID, r.Attempt, store.ErrDuplicate)
 	}

@@ -65,12 +65,17 @@ type rowResult struct {
 	err error
 }
 
+// usageKey identifies one upstream call: its request id and attempt, and
+// the upstream's own request id (a retried RecordRequest repeats it; a
+// second real call under the same attempt has a new one).
 type usageKey struct {
-	org, requestID string
-	attempt        int32
+	org, requestID, upstreamID string
+	attempt                    int32
 }
 
-func keyOf(r store.UsageRecord) usageKey { return usageKey{r.OrganizationID, r.RequestID, r.Attempt} }
+func keyOf(r store.UsageRecord) usageKey {
+	return usageKey{r.OrganizationID, r.RequestID, r.UpstreamRequestID, r.Attempt}
+}
 
 func newLedger(db *pgxpool.Pool, maxBatch int, flushTimeout time.Duration) *ledger {
 	l := &ledger{
@@ -228,7 +233,7 @@ const insertUsageSQL = `INSERT INTO usage_records (id, organization_id, account_
 		AS u(id, account_id, account_name, request_id, attempt, outcome, model, category, session_id, user_id,
 			input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd, http_status,
 			error_type, upstream_request_id, duration_ms, create_time)
-	ON CONFLICT (organization_id, request_id, attempt) DO NOTHING
+	ON CONFLICT (organization_id, request_id, attempt, upstream_request_id) DO NOTHING
 	RETURNING id::text`
 
 // existingUsageSQL reads the rows holding the given keys. The LATERAL
@@ -236,10 +241,11 @@ const insertUsageSQL = `INSERT INTO usage_records (id, organization_id, account_
 // so each key is one probe of the unique index whatever the statistics
 // say; as a plain join, a table without fresh statistics was planned as a
 // hash join over every ledger row of the organization.
-const existingUsageSQL = `SELECT u.* FROM unnest($2::text[], $3::int4[]) AS k(request_id, attempt)
+const existingUsageSQL = `SELECT u.* FROM unnest($2::text[], $3::int4[], $4::text[]) AS k(request_id, attempt, upstream_request_id)
 	CROSS JOIN LATERAL (
 		SELECT ` + usageColumns + ` FROM usage_records
 		WHERE organization_id = $1 AND request_id = k.request_id AND attempt = k.attempt
+			AND upstream_request_id = k.upstream_request_id
 		LIMIT 1
 	) u`
 
@@ -249,14 +255,15 @@ const existingUsageSQL = `SELECT u.* FROM unnest($2::text[], $3::int4[]) AS k(re
 // row. An error means the transaction did not commit, or, wrapping
 // ErrUnavailable, that whether it did is unknown.
 func (l *ledger) write(ctx context.Context, rows []*pendingRow) ([]rowResult, error) {
-	// Rows go in (organization, request id, attempt) order, so two
+	// Rows go in (organization, request id, attempt, upstream id) order, so two
 	// processes writing overlapping keys lock them in the same order and
 	// cannot deadlock.
 	byOrg := groupByOrg(rows)
 	orgs := slices.Sorted(maps.Keys(byOrg))
 	for _, rs := range byOrg {
 		slices.SortFunc(rs, func(a, b store.UsageRecord) int {
-			return cmp.Or(cmp.Compare(a.RequestID, b.RequestID), cmp.Compare(a.Attempt, b.Attempt))
+			return cmp.Or(cmp.Compare(a.RequestID, b.RequestID), cmp.Compare(a.Attempt, b.Attempt),
+				cmp.Compare(a.UpstreamRequestID, b.UpstreamRequestID))
 		})
 	}
 	inserted := map[uuid.UUID]bool{}
@@ -276,7 +283,7 @@ func (l *ledger) write(ctx context.Context, rows []*pendingRow) ([]rowResult, er
 	}
 	if err := l.db.SendBatch(ctx, b).Close(); err != nil {
 		if ctx.Err() != nil {
-			return make([]rowResult, len(rows)), fmt.Errorf("writing %d usage rows: the database did not commit within %s: %w: %w", len(rows), l.flushTimeout, store.ErrUnavailable, err)
+			return make([]rowResult, len(rows)), fmt.Errorf("writing %d usage rows: the database did not answer within %s: %w: %w", len(rows), l.flushTimeout, store.ErrOutcomeUnknown, err)
 		}
 		return make([]rowResult, len(rows)), wrap(fmt.Sprintf("writing %d usage rows", len(rows)), err)
 	}
@@ -323,12 +330,12 @@ func (l *ledger) readExisting(ctx context.Context, rows []*pendingRow) (map[usag
 	existing := map[usageKey]store.UsageRecord{}
 	b := &pgx.Batch{}
 	for org, rs := range byOrg {
-		requestIDs, attempts := make([]string, len(rs)), make([]int32, len(rs))
+		requestIDs, attempts, upstreamIDs := make([]string, len(rs)), make([]int32, len(rs)), make([]string, len(rs))
 		for i, r := range rs {
-			requestIDs[i], attempts[i] = r.RequestID, r.Attempt
+			requestIDs[i], attempts[i], upstreamIDs[i] = r.RequestID, r.Attempt, r.UpstreamRequestID
 		}
 		pgxutil.QueueTenant(b, org)
-		b.Queue(existingUsageSQL, org, requestIDs, attempts).Query(func(res pgx.Rows) error {
+		b.Queue(existingUsageSQL, org, requestIDs, attempts, upstreamIDs).Query(func(res pgx.Rows) error {
 			for res.Next() {
 				r, err := scanUsage(res)
 				if err != nil {

@@ -464,10 +464,20 @@ func testUsageIdempotent(t *testing.T, s store.Store) {
 	_, err = s.InsertUsage(ctx, usage(org, acct, "req-1", 2, base))
 	require.NoError(t, err, "another attempt of the same request is a new row")
 
+	// The same (request id, attempt) with another upstream request id is a
+	// second real call (the request ran again): it is recorded, not dropped.
+	again := usage(org, acct, "req-1", 1, base.Add(2*time.Second))
+	again.UpstreamRequestID = "req_upstream_second_call"
+	got, err = s.InsertUsage(ctx, again)
+	require.NoError(t, err, "a second upstream call is a new row")
+	require.Equal(t, "req_upstream_second_call", got.UpstreamRequestID)
+	_, err = s.InsertUsage(ctx, again)
+	require.ErrorIs(t, err, store.ErrDuplicate, "and its retry is deduplicated")
+
 	rows, next, err := s.ListUsage(ctx, org, store.UsageFilter{}, 10, nil)
 	require.NoError(t, err)
 	require.Nil(t, next)
-	require.Len(t, rows, 2)
+	require.Len(t, rows, 3)
 	for _, r := range rows {
 		require.NotEqual(t, int64(999_999), r.InputTokens, "a duplicate insert changed a row")
 	}
