@@ -53,6 +53,8 @@ type stackOptions struct {
 	// baseURL, when set, is the orchestrator's upstream base URL as given
 	// (one the SDK cannot use, say), instead of the simulator's.
 	baseURL string
+	// drainTimeout is the orchestrator's DrainTimeout; default its own.
+	drainTimeout time.Duration
 }
 
 // stack is a running system: simulator, Activity, AccountPool and
@@ -65,6 +67,9 @@ type stack struct {
 	activity     activityv1.ActivityServiceClient
 	orchestrator orchestratorv1.OrchestratorServiceClient
 	flush        func(context.Context) error
+	// stopOrchestrator shuts the Orchestrator down (the others keep
+	// serving) and returns once its Serve has returned: it has drained.
+	stopOrchestrator func() error
 }
 
 func startStack(t testing.TB, opts stackOptions) *stack {
@@ -118,11 +123,12 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 		ServiceToken:     toks.orchestrator,
 		Logger:           logger,
 		Telemetry:        orchTel,
+		DrainTimeout:     opts.drainTimeout,
 	})
 	require.NoError(t, err)
 
 	var wg sync.WaitGroup
-	for _, serve := range []func(context.Context) error{act.Serve, pool.Serve, orch.Serve} {
+	for _, serve := range []func(context.Context) error{act.Serve, pool.Serve} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -131,7 +137,24 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 			}
 		}()
 	}
+	orchCtx, stopOrch := context.WithCancel(ctx)
+	orchDone := make(chan error, 1)
+	go func() { orchDone <- orch.Serve(orchCtx) }()
+	var orchErr error
+	var stopOnce sync.Once
+	stopOrchestrator := func() error {
+		stopOnce.Do(func() {
+			stopOrch()
+			orchErr = <-orchDone
+		})
+		return orchErr
+	}
 	t.Cleanup(func() {
+		// The Orchestrator drains first, while the services it records to
+		// still serve, as in production.
+		if err := stopOrchestrator(); err != nil {
+			t.Errorf("serving the orchestrator: %v", err)
+		}
 		cancel()
 		wg.Wait()
 	})
@@ -144,6 +167,8 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 		activity:     activityv1.NewActivityServiceClient(dial(t, act.Addr().String(), toks.admin)),
 		orchestrator: orchestratorv1.NewOrchestratorServiceClient(dial(t, orch.Addr().String(), toks.admin)),
 		flush:        forceFlush(orchTel, poolTel, actTel),
+
+		stopOrchestrator: stopOrchestrator,
 	}
 	// The services open their gates once their store is ready (on
 	// PostgreSQL: once the schema version checks out).
