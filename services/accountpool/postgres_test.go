@@ -69,6 +69,21 @@ func (r *running) serving(ctx context.Context) bool {
 	return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 }
 
+// notReadyReason waits for the gate's first check and returns why calls
+// are Unavailable.
+func (r *running) notReadyReason(t *testing.T) string {
+	t.Helper()
+	var msg string
+	require.Eventually(t, func() bool {
+		_, err := r.client.ListAccounts(t.Context(), &accountpoolv1.ListAccountsRequest{OrganizationId: newOrg()})
+		st := status.Convert(err)
+		msg = st.Message()
+		// Before its first check the gate answers "starting up".
+		return st.Code() == codes.Unavailable && !strings.Contains(msg, "starting up")
+	}, 10*time.Second, 10*time.Millisecond)
+	return msg
+}
+
 func (r *running) requireServing(t *testing.T) {
 	t.Helper()
 	require.Eventually(t, func() bool { return r.serving(t.Context()) }, 10*time.Second, 10*time.Millisecond)
@@ -197,15 +212,7 @@ func TestPostgresNotMigrated(t *testing.T) {
 	svc := serve(t, accountpool.Config{Keyring: keyring, Store: accountpool.StorePostgres, DatabaseURL: schema.AppURL})
 	ctx := t.Context()
 
-	var msg string
-	require.Eventually(t, func() bool {
-		_, err := svc.client.ListAccounts(ctx, &accountpoolv1.ListAccountsRequest{OrganizationId: newOrg()})
-		st := status.Convert(err)
-		msg = st.Message()
-		// Before its first check the gate answers "starting up".
-		return st.Code() == codes.Unavailable && !strings.Contains(msg, "starting up")
-	}, 10*time.Second, 10*time.Millisecond)
-	require.Contains(t, msg, "switchyard migrate up")
+	require.Contains(t, svc.notReadyReason(t), "switchyard migrate up")
 	resp, err := svc.health.Check(ctx, &healthpb.HealthCheckRequest{})
 	require.NoError(t, err)
 	require.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, resp.GetStatus())
@@ -234,14 +241,7 @@ func TestPostgresUnreachableAtStart(t *testing.T) {
 	svc := serve(t, accountpool.Config{Keyring: keyring, Store: accountpool.StorePostgres, DatabaseURL: pgtest.WithHostPort(t, schema.AppURL, proxy.Addr())})
 	ctx := t.Context()
 
-	var msg string
-	require.Eventually(t, func() bool {
-		_, err := svc.client.ListAccounts(ctx, &accountpoolv1.ListAccountsRequest{OrganizationId: newOrg()})
-		st := status.Convert(err)
-		msg = st.Message()
-		return st.Code() == codes.Unavailable && !strings.Contains(msg, "starting up")
-	}, 10*time.Second, 10*time.Millisecond)
-	require.Contains(t, msg, "does not answer")
+	require.Contains(t, svc.notReadyReason(t), "does not answer")
 	require.False(t, svc.serving(ctx))
 
 	require.NoError(t, proxy.Up())
