@@ -141,6 +141,7 @@ func (run *taskRun) startActivity(ctx context.Context) (bool, *activityv1.Activi
 			"request_id":          p.clientRequestID,
 			"request_fingerprint": p.fingerprint,
 			"run":                 p.run,
+			"start_token":         run.startToken,
 		}),
 		Deadline: timestamppb.New(run.deadline(ctx)),
 	})
@@ -154,7 +155,11 @@ func (run *taskRun) startActivity(ctx context.Context) (bool, *activityv1.Activi
 		run.bookkeepingFailed(ctx, "starting the activity (the task runs without one)", err)
 		return false, nil, nil
 	}
-	return resp.GetCreated(), resp.GetActivity(), nil
+	// A TrackStart that committed but whose answer was lost is retried
+	// (by gRPC on Unavailable) and then finds the activity it created
+	// itself: the start token says it is this run's, not an earlier one's.
+	mine := resp.GetActivity().GetMetadata().GetFields()["start_token"].GetStringValue() == run.startToken
+	return resp.GetCreated() || mine, resp.GetActivity(), nil
 }
 
 // deadline is when the task will have ended, for Activity to abandon the

@@ -44,6 +44,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/google/uuid"
 	"go.opentelemetry.io/otel/trace"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
@@ -276,7 +277,7 @@ func (r *Runner) Stream(ctx context.Context, t Task, observe Observer) (*orchest
 	if err := r.outbox.Admit(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBookkeepingUnavailable, err)
 	}
-	run := &taskRun{r: r, p: p, start: time.Now(), observe: observe}
+	run := &taskRun{r: r, p: p, start: time.Now(), observe: observe, startToken: uuid.NewString()}
 	if replay, err := run.trackStart(ctx); replay != nil || err != nil {
 		return replay, err
 	}

@@ -108,6 +108,9 @@ type fakeActivity struct {
 	startErr    error
 	progressErr error // returned by TrackProgress and TrackComplete when set
 	starts      int
+	// loseStartAnswers TrackStarts commit, lose their answer and are
+	// retried with the same request, as gRPC's retry policy does.
+	loseStartAnswers int
 	activities  map[string]*activityv1.Activity
 	progress    map[string][]string
 	completes   int
@@ -123,6 +126,15 @@ func (a *fakeActivity) TrackStart(_ context.Context, req *activityv1.TrackStartR
 	a.starts++
 	if a.startErr != nil {
 		return nil, a.startErr
+	}
+	if a.loseStartAnswers > 0 {
+		// The start commits but its answer is lost; gRPC's retry policy
+		// resends the same request, which finds the activity (below).
+		a.loseStartAnswers--
+		a.activities[req.GetActivityId()] = &activityv1.Activity{
+			Id: req.GetActivityId(), OrganizationId: req.GetOrganizationId(), Status: activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING,
+			InputData: req.GetInputData(), Metadata: req.GetMetadata(), Category: req.GetCategory(), Deadline: req.GetDeadline(),
+		}
 	}
 	if existing, ok := a.activities[req.GetActivityId()]; ok {
 		return &activityv1.TrackStartResponse{Activity: proto.Clone(existing).(*activityv1.Activity)}, nil

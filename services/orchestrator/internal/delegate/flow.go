@@ -28,6 +28,9 @@ type taskRun struct {
 	p       *prepared
 	start   time.Time
 	observe Observer
+	// startToken identifies this process's TrackStart of the task, so a
+	// retried TrackStart can tell its own activity from an earlier run's.
+	startToken string
 
 	activityStarted bool
 	legacy          bool

@@ -82,3 +82,24 @@ func TestTheActivityCarriesTheTasksDeadline(t *testing.T) {
 	require.WithinDuration(t, want, h.activity.get(resp.GetMetadata().GetActivityId()).GetDeadline().AsTime(), time.Millisecond,
 		"the caller's earlier deadline")
 }
+
+// A TrackStart that committed but whose answer was lost is retried and
+// finds the activity it created: the task runs, instead of taking its own
+// activity for another run's and answering Aborted.
+func TestALostTrackStartAnswerIsRecognisedOnItsRetry(t *testing.T) {
+	h := newHarness(t, delegate.Config{}, threeAccounts...)
+	h.activity.loseStartAnswers = 1
+	tk := task()
+	tk.RequestID = "req-lost-answer"
+	resp, err := h.runner.Run(context.Background(), tk)
+	require.NoError(t, err)
+	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus())
+	require.False(t, resp.GetMetadata().GetReplayed())
+	require.Len(t, h.exec.keysCalled(), 1)
+
+	// Another Run of the same request_id (a new start token) while it is
+	// RUNNING is another run's.
+	h.activity.reopen(resp.GetMetadata().GetActivityId())
+	_, err = h.runner.Run(context.Background(), tk)
+	require.ErrorIs(t, err, delegate.ErrInProgress)
+}
