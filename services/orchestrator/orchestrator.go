@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
@@ -198,6 +199,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		MaxAttempts:             cfg.MaxAttempts,
 		FallbackKey:             cfg.FallbackAPIKey,
 		FailWhenPoolUnavailable: cfg.FailWhenPoolUnavailable,
+		PoolConnected:           func() bool { return poolConn.GetState() == connectivity.Ready },
 		AttemptTimeout:          cfg.AttemptTimeout,
 		MaxPromptBytes:          cfg.MaxPromptBytes,
 		MaxWait:                 cfg.MaxWait,

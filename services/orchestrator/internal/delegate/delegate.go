@@ -75,6 +75,11 @@ type Config struct {
 	// FailWhenPoolUnavailable makes an unreachable AccountPool fail the task
 	// with Unavailable instead of running it on FallbackKey.
 	FailWhenPoolUnavailable bool
+	// PoolConnected reports whether the client has a connection to the
+	// AccountPool: an Unavailable from a connected pool is the pool's own
+	// answer, not its absence, and never falls back to FallbackKey.
+	// Default: never connected (every Unavailable is an absence).
+	PoolConnected func() bool
 	// AttemptTimeout bounds one model call; default 10m. The caller's
 	// deadline always applies as well.
 	AttemptTimeout time.Duration
@@ -174,6 +179,9 @@ func New(cfg Config, pool accountpoolv1.AccountPoolServiceClient, activity activ
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.PoolConnected == nil {
+		cfg.PoolConnected = func() bool { return false }
 	}
 	if cfg.Skills == nil {
 		cfg.Skills, _ = skills.Load("")

@@ -111,9 +111,9 @@ type fakeActivity struct {
 	// loseStartAnswers TrackStarts commit, lose their answer and are
 	// retried with the same request, as gRPC's retry policy does.
 	loseStartAnswers int
-	activities  map[string]*activityv1.Activity
-	progress    map[string][]string
-	completes   int
+	activities       map[string]*activityv1.Activity
+	progress         map[string][]string
+	completes        int
 }
 
 func newFakeActivity() *fakeActivity {

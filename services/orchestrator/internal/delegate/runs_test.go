@@ -103,3 +103,14 @@ func TestALostTrackStartAnswerIsRecognisedOnItsRetry(t *testing.T) {
 	_, err = h.runner.Run(context.Background(), tk)
 	require.ErrorIs(t, err, delegate.ErrInProgress)
 }
+
+// A pool that is connected but answers Unavailable (its database is down)
+// is not an absent pool: the task fails instead of running on the
+// operator's key.
+func TestAConnectedPoolsUnavailableIsNotAFallback(t *testing.T) {
+	h := newHarness(t, delegate.Config{FallbackKey: secret.New("env-key"), PoolConnected: func() bool { return true }}, threeAccounts...)
+	h.pool.selectErr = status.Error(codes.Unavailable, "not ready: PostgreSQL at 127.0.0.1:5432 does not answer")
+	_, err := h.runner.Run(context.Background(), task())
+	require.ErrorIs(t, err, delegate.ErrPoolUnavailable)
+	require.Empty(t, h.exec.keysCalled())
+}

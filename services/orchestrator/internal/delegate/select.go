@@ -122,7 +122,11 @@ func (run *taskRun) selectOnce(ctx context.Context) (selection, error) {
 		reason, retryAfter := exhaustedDetails(err)
 		return selection{kind: selectedNone, reason: reason, retryAfter: retryAfter}, nil
 	case codes.Unavailable:
-		if len(run.tried) == 0 && !run.r.cfg.FailWhenPoolUnavailable && !run.r.cfg.FallbackKey.IsZero() {
+		// The fallback key is for a pool that cannot be reached at all. A
+		// pool that is connected and answers Unavailable (its database is
+		// down, its schema not migrated) is up enough to say so, and its
+		// organizations' calls must not be billed to the operator.
+		if len(run.tried) == 0 && !run.r.cfg.FailWhenPoolUnavailable && !run.r.cfg.FallbackKey.IsZero() && !run.r.cfg.PoolConnected() {
 			run.bookkeepingFailed(ctx, "account pool unavailable, running on the fallback key", err)
 			return selection{kind: selectedLegacy}, nil
 		}
