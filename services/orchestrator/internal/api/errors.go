@@ -32,7 +32,8 @@ func toStatus(err error) error {
 		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, delegate.ErrRequestIDReused):
 		return status.Error(codes.InvalidArgument, err.Error())
-	case errors.Is(err, delegate.ErrPoolUnavailable), errors.Is(err, delegate.ErrActivityUnavailable):
+	case errors.Is(err, delegate.ErrPoolUnavailable), errors.Is(err, delegate.ErrActivityUnavailable),
+		errors.Is(err, delegate.ErrBookkeepingUnavailable):
 		return status.Error(codes.Unavailable, err.Error()+"; nothing ran, retry later")
 	case errors.Is(err, delegate.ErrSelectionTimeout):
 		return status.Error(codes.DeadlineExceeded, err.Error()+"; nothing ran, retry later")

@@ -28,6 +28,7 @@ func TestToStatus(t *testing.T) {
 		{"request id reused", delegate.ErrRequestIDReused, codes.InvalidArgument, "different task"},
 		{"pool unavailable", fmt.Errorf("%w: connection refused", delegate.ErrPoolUnavailable), codes.Unavailable, "unavailable"},
 		{"activity unavailable", fmt.Errorf("%w: connection refused", delegate.ErrActivityUnavailable), codes.Unavailable, "nothing ran"},
+		{"outbox full", fmt.Errorf("%w: the bookkeeping outbox is full", delegate.ErrBookkeepingUnavailable), codes.Unavailable, "outbox is full"},
 		{"selection timeout", fmt.Errorf("%w (10s)", delegate.ErrSelectionTimeout), codes.DeadlineExceeded, "timed out"},
 		{"pool invalid argument", &delegate.PoolError{Code: int(codes.InvalidArgument), Message: "session_id: bad"}, codes.InvalidArgument, "session_id"},
 		{"pool permission denied", &delegate.PoolError{Code: int(codes.PermissionDenied), Message: "PermissionDenied: no"}, codes.PermissionDenied, "refused"},

@@ -114,3 +114,17 @@ func TestAConnectedPoolsUnavailableIsNotAFallback(t *testing.T) {
 	require.ErrorIs(t, err, delegate.ErrPoolUnavailable)
 	require.Empty(t, h.exec.keysCalled())
 }
+
+// A full outbox refuses new tasks before they run, rather than running
+// them and losing their records.
+func TestAFullOutboxRefusesNewTasksBeforeTheyRun(t *testing.T) {
+	h := newHarness(t, delegate.Config{OutboxMaxRecords: 1}, threeAccounts...)
+	h.pool.recordErr = status.Error(codes.Unavailable, "pool down")
+	resp, err := h.runner.Run(context.Background(), task())
+	require.NoError(t, err)
+	require.Equal(t, []string{"recording attempt 1"}, resp.GetMetadata().GetBookkeepingPending())
+
+	_, err = h.runner.Run(context.Background(), task())
+	require.ErrorIs(t, err, delegate.ErrBookkeepingUnavailable)
+	require.Len(t, h.exec.keysCalled(), 1, "the refused task made no model call")
+}
