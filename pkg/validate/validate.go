@@ -13,6 +13,7 @@ package validate
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -137,13 +138,19 @@ func Text(field, v string, limit int) error {
 // strings (keys too) that are valid UTF-8 without NUL, and at most limit
 // bytes as JSON. The size is measured on encoding/json's output, which
 // escapes <, > and & as \u003c and so can be six times the raw text: a
-// prompt that fits a byte limit may not fit once encoded.
+// prompt that fits a byte limit may not fit once encoded. Objects whose
+// worst-case encoding fits the limit are not encoded at all, so the check
+// costs one walk of the object on the hot path.
 func JSONObject(field string, m map[string]any, limit int) error {
 	if len(m) == 0 {
 		return nil
 	}
-	if err := jsonStrings(field, m); err != nil {
+	bound, err := inspectJSON(field, m)
+	if err != nil {
 		return err
+	}
+	if bound <= limit {
+		return nil
 	}
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -155,32 +162,56 @@ func JSONObject(field string, m map[string]any, limit int) error {
 	return nil
 }
 
-func jsonStrings(field string, v any) error {
+// unboundedJSON is inspectJSON's bound for a value it cannot bound (a
+// type it does not know, a NaN): the object is then encoded and measured.
+const unboundedJSON = math.MaxInt / 2
+
+// inspectJSON rejects strings, keys included, that a store cannot keep and
+// returns an upper bound of v's encoded size: six bytes per string byte
+// (the longest escape), quotes, separators, 24 per number.
+func inspectJSON(field string, v any) (int, error) {
 	switch v := v.(type) {
 	case string:
 		if !utf8.ValidString(v) {
-			return Invalid(field, "contains a string that is not valid UTF-8")
+			return 0, Invalid(field, "contains a string that is not valid UTF-8")
 		}
 		if strings.IndexByte(v, 0) >= 0 {
-			return Invalid(field, "contains a NUL character (\\u0000), which cannot be stored; remove it")
+			return 0, Invalid(field, "contains a NUL character (\\u0000), which cannot be stored; remove it")
 		}
+		return 6*len(v) + 2, nil
 	case map[string]any:
+		total := 2
 		for k, e := range v {
-			if err := jsonStrings(field, k); err != nil {
-				return err
+			kb, err := inspectJSON(field, k)
+			if err != nil {
+				return 0, err
 			}
-			if err := jsonStrings(field, e); err != nil {
-				return err
+			eb, err := inspectJSON(field, e)
+			if err != nil {
+				return 0, err
 			}
+			total = min(unboundedJSON, total+kb+eb+2) // the colon and a comma
 		}
+		return total, nil
 	case []any:
+		total := 2
 		for _, e := range v {
-			if err := jsonStrings(field, e); err != nil {
-				return err
+			eb, err := inspectJSON(field, e)
+			if err != nil {
+				return 0, err
 			}
+			total = min(unboundedJSON, total+eb+1)
 		}
+		return total, nil
+	case float64:
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return unboundedJSON, nil // encoding fails: let json.Marshal say so
+		}
+		return 24, nil
+	case int, int32, int64, bool, nil:
+		return 24, nil
 	}
-	return nil
+	return unboundedJSON, nil
 }
 
 func printableASCII(s string) bool {

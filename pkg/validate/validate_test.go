@@ -2,6 +2,7 @@ package validate_test
 
 import (
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -48,6 +49,14 @@ func TestRules(t *testing.T) {
 		{"object nested NUL", func() error {
 			return validate.JSONObject("input_data", map[string]any{"a": []any{map[string]any{"b": "\x00"}}}, 100)
 		}, "NUL"},
+		// Over the worst-case bound but not over the limit once encoded.
+		{"object measured when the bound is exceeded", func() error {
+			return validate.JSONObject("input_data", map[string]any{"p": strings.Repeat("a", 60)}, 100)
+		}, ""},
+		{"object NaN", func() error { return validate.JSONObject("input_data", map[string]any{"n": math.NaN()}, 1<<20) }, "not representable"},
+		{"object unknown type", func() error {
+			return validate.JSONObject("input_data", map[string]any{"c": make(chan int)}, 1<<20)
+		}, "not representable"},
 		// 20 bytes of '<' are 120 bytes of JSON.
 		{"object escaping counts", func() error {
 			return validate.JSONObject("input_data", map[string]any{"p": strings.Repeat("<", 20)}, 100)

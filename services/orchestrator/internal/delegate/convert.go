@@ -102,6 +102,9 @@ func stringsToAny(ss []string) []any {
 // metadata.output_truncated set, rather than not at all.
 func storedResult(resp *orchestratorv1.DelegateTaskResponse) *structpb.Struct {
 	s := resultToStruct(resp)
+	if 6*len(resp.GetOutput())+storedResultSlack <= validate.MaxObjectJSON-1024 {
+		return s // fits however it is escaped: no need to measure
+	}
 	over := protoJSONSize(s) - (validate.MaxObjectJSON - 1024)
 	if over <= 0 {
 		return s
@@ -120,6 +123,11 @@ func storedResult(resp *orchestratorv1.DelegateTaskResponse) *structpb.Struct {
 		}
 	}
 }
+
+// storedResultSlack bounds the encoded size of a response apart from its
+// output: metadata, at most three attempt details and an error text whose
+// upstream parts are cut to 1 KiB each.
+const storedResultSlack = 64 << 10
 
 func protoJSONSize(s *structpb.Struct) int {
 	raw, err := json.Marshal(s.AsMap())
