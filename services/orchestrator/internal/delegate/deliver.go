@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -28,32 +29,31 @@ func (p *prepared) lane(target string) string { return p.activityID + "/" + targ
 // goroutine, so the organization the call acts for (which the client
 // forwards, see auth.ForwardOrganization) comes from the record itself.
 func (r *Runner) deliver(ctx context.Context, rec outbox.Record) ([]byte, error) {
-	var (
-		resp proto.Message
-		err  error
-	)
 	switch rec.Method {
 	case accountpoolv1.AccountPoolService_RecordRequest_FullMethodName:
-		req := &accountpoolv1.RecordRequestRequest{}
-		if err := proto.Unmarshal(rec.Body, req); err != nil {
-			return nil, permanent(err)
-		}
-		resp, err = r.pool.RecordRequest(auth.WithActingOrganization(ctx, req.GetOrganizationId()), req)
+		return send(ctx, rec, &accountpoolv1.RecordRequestRequest{}, r.pool.RecordRequest)
 	case activityv1.ActivityService_TrackProgress_FullMethodName:
-		req := &activityv1.TrackProgressRequest{}
-		if err := proto.Unmarshal(rec.Body, req); err != nil {
-			return nil, permanent(err)
-		}
-		resp, err = r.activity.TrackProgress(auth.WithActingOrganization(ctx, req.GetOrganizationId()), req)
+		return send(ctx, rec, &activityv1.TrackProgressRequest{}, r.activity.TrackProgress)
 	case activityv1.ActivityService_TrackComplete_FullMethodName:
-		req := &activityv1.TrackCompleteRequest{}
-		if err := proto.Unmarshal(rec.Body, req); err != nil {
-			return nil, permanent(err)
-		}
-		resp, err = r.activity.TrackComplete(auth.WithActingOrganization(ctx, req.GetOrganizationId()), req)
-	default:
-		return nil, permanent(fmt.Errorf("no delivery for method %s", rec.Method))
+		return send(ctx, rec, &activityv1.TrackCompleteRequest{}, r.activity.TrackComplete)
 	}
+	return nil, permanent(fmt.Errorf("no delivery for method %s", rec.Method))
+}
+
+// orgRequest is a request that names its organization.
+type orgRequest interface {
+	proto.Message
+	GetOrganizationId() string
+}
+
+// send decodes rec into req, calls it on behalf of its organization and
+// encodes the answer.
+func send[Req orgRequest, Resp proto.Message](ctx context.Context, rec outbox.Record, req Req,
+	call func(context.Context, Req, ...grpc.CallOption) (Resp, error)) ([]byte, error) {
+	if err := proto.Unmarshal(rec.Body, req); err != nil {
+		return nil, permanent(err)
+	}
+	resp, err := call(auth.WithActingOrganization(ctx, req.GetOrganizationId()), req)
 	if err != nil {
 		return nil, err
 	}
