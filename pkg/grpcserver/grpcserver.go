@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -75,14 +74,14 @@ type Server struct {
 // watch, grpcurl's reflection) and would otherwise hold GracefulStop until
 // the grace runs out, although no work is left.
 type cuttable struct {
-	once sync.Once
-	cut  chan struct{}
+	ctx    context.Context // done once the server shuts down
+	cutAll context.CancelFunc
 }
 
-func newCuttable() *cuttable { return &cuttable{cut: make(chan struct{})} }
-
-// cutAll ends every infrastructure stream, now and from now on.
-func (c *cuttable) cutAll() { c.once.Do(func() { close(c.cut) }) }
+func newCuttable() *cuttable {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &cuttable{ctx: ctx, cutAll: cancel}
+}
 
 func (c *cuttable) stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
@@ -91,13 +90,7 @@ func (c *cuttable) stream() grpc.StreamServerInterceptor {
 		}
 		ctx, cancel := context.WithCancel(ss.Context())
 		defer cancel()
-		go func() {
-			select {
-			case <-c.cut:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
+		defer context.AfterFunc(c.ctx, cancel)()
 		return handler(srv, &cutStream{ServerStream: ss, ctx: ctx})
 	}
 }
