@@ -3,6 +3,7 @@ package pgxutil
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -190,4 +191,48 @@ func inClass(code, classCode string) bool {
 func IsUniqueViolation(err error) bool {
 	pgErr, ok := errors.AsType[*pgconn.PgError](err)
 	return ok && pgErr.Code == pgerrcode.UniqueViolation
+}
+
+// StoreErrors are the sentinels a store tags its PostgreSQL errors with,
+// so its service maps them to gRPC codes without knowing about pgx.
+type StoreErrors struct {
+	// Unavailable marks a retryable error.
+	Unavailable error
+	// OutcomeUnknown marks a write that may or may not have been applied;
+	// it should wrap Unavailable.
+	OutcomeUnknown error
+}
+
+// Write wraps the error of a call that may have written: nil stays nil; the
+// caller's own cancellation or deadline stays that context error (also when
+// pgx reports it as a broken connection); a retryable error is tagged
+// Unavailable, an unknown outcome OutcomeUnknown; anything else is only
+// given its context.
+func (e StoreErrors) Write(ctx context.Context, doing string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		if errors.Is(err, ctxErr) {
+			return fmt.Errorf("%s: %w", doing, err)
+		}
+		return fmt.Errorf("%s: %w (%w)", doing, ctxErr, err)
+	}
+	switch Classify(err) {
+	case ClassRetryable:
+		return fmt.Errorf("%s: %w: %w", doing, e.Unavailable, err)
+	case ClassUnknownOutcome:
+		return fmt.Errorf("%s: %w: %w", doing, e.OutcomeUnknown, err)
+	default:
+		return fmt.Errorf("%s: %w", doing, err)
+	}
+}
+
+// Read is Write for a call that changes nothing: when its answer was lost
+// there is no write whose fate is unknown, only a read to retry.
+func (e StoreErrors) Read(ctx context.Context, doing string, err error) error {
+	if err != nil && ctx.Err() == nil && Classify(err) == ClassUnknownOutcome {
+		return fmt.Errorf("%s: %w: %w", doing, e.Unavailable, err)
+	}
+	return e.Write(ctx, doing, err)
 }

@@ -285,7 +285,7 @@ func (l *ledger) write(ctx context.Context, rows []*pendingRow) ([]rowResult, er
 		if ctx.Err() != nil {
 			return make([]rowResult, len(rows)), fmt.Errorf("writing %d usage rows: the database did not answer within %s: %w: %w", len(rows), l.flushTimeout, store.ErrOutcomeUnknown, err)
 		}
-		return make([]rowResult, len(rows)), wrap(fmt.Sprintf("writing %d usage rows", len(rows)), err)
+		return make([]rowResult, len(rows)), wrap(ctx, fmt.Sprintf("writing %d usage rows", len(rows)), err)
 	}
 	l.flushes.Add(1)
 	l.rows.Add(int64(len(rows)))
@@ -347,7 +347,7 @@ func (l *ledger) readExisting(ctx context.Context, rows []*pendingRow) (map[usag
 		})
 	}
 	if err := l.db.SendBatch(ctx, b).Close(); err != nil {
-		return nil, wrap(fmt.Sprintf("reading %d existing usage rows", len(rows)), err)
+		return nil, wrap(ctx, fmt.Sprintf("reading %d existing usage rows", len(rows)), err)
 	}
 	return existing, nil
 }

@@ -162,7 +162,7 @@ func (s *Store) CreateAccount(ctx context.Context, a store.Account) error {
 	if pgxutil.IsUniqueViolation(err) {
 		return fmt.Errorf("creating account %q: an account with this name or id exists: %w", a.Name, store.ErrAlreadyExists)
 	}
-	return wrap("creating account "+a.ID, err)
+	return wrap(ctx, "creating account "+a.ID, err)
 }
 
 // GetAccount implements store.Store.
@@ -181,7 +181,7 @@ func (s *Store) GetAccount(ctx context.Context, orgID, id string) (store.Account
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Account{}, fmt.Errorf("getting account %s: %w", id, store.ErrNotFound)
 	}
-	return a, wrapRead("getting account "+id, err)
+	return a, wrapRead(ctx, "getting account "+id, err)
 }
 
 // ListAccounts implements store.Store. Names compare in the "C" collation,
@@ -202,7 +202,7 @@ func (s *Store) ListAccounts(ctx context.Context, orgID string) ([]store.Account
 				return rows.Err()
 			})
 	})
-	return out, wrapRead("listing accounts", err)
+	return out, wrapRead(ctx, "listing accounts", err)
 }
 
 // UpdateAccount implements store.Store. One statement sets every field:
@@ -250,7 +250,7 @@ func (s *Store) UpdateAccount(ctx context.Context, orgID, id string, u store.Acc
 	case pgxutil.IsUniqueViolation(err):
 		return store.Account{}, fmt.Errorf("renaming account %s: an account with this name exists: %w", id, store.ErrAlreadyExists)
 	}
-	return a, wrap("updating account "+id, err)
+	return a, wrap(ctx, "updating account "+id, err)
 }
 
 // DeleteAccount implements store.Store.
@@ -267,7 +267,7 @@ func (s *Store) DeleteAccount(ctx context.Context, orgID, id string) error {
 			})
 	})
 	if err != nil {
-		return wrap("deleting account "+id, err)
+		return wrap(ctx, "deleting account "+id, err)
 	}
 	if deleted == 0 {
 		return fmt.Errorf("deleting account %s: %w", id, store.ErrNotFound)
@@ -303,7 +303,7 @@ func (s *Store) ReplaceKey(ctx context.Context, orgID, id string, old []byte, ke
 	})
 	switch {
 	case err != nil:
-		return wrap("replacing the key of account "+id, err)
+		return wrap(ctx, "replacing the key of account "+id, err)
 	case replaced > 0:
 		return nil
 	case exists:
@@ -320,10 +320,10 @@ func (s *Store) ReplaceKey(ctx context.Context, orgID, id string, old []byte, ke
 func (s *Store) ListOrganizations(ctx context.Context) ([]string, error) {
 	rows, err := s.db.Query(ctx, `SELECT id FROM organizations ORDER BY id COLLATE "C"`)
 	if err != nil {
-		return nil, wrapRead("listing organizations", err)
+		return nil, wrapRead(ctx, "listing organizations", err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	return ids, wrapRead("listing organizations", err)
+	return ids, wrapRead(ctx, "listing organizations", err)
 }
 
 // GetSettings implements store.Store.
@@ -344,7 +344,7 @@ func (s *Store) GetSettings(ctx context.Context, orgID string) (store.Settings, 
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.DefaultSettings(orgID), nil
 	}
-	return st, wrapRead("getting settings", err)
+	return st, wrapRead(ctx, "getting settings", err)
 }
 
 // PutSettings implements store.Store.
@@ -356,7 +356,7 @@ func (s *Store) PutSettings(ctx context.Context, st store.Settings) error {
 			SET selection_strategy = EXCLUDED.selection_strategy, update_time = EXCLUDED.update_time`,
 			st.OrganizationID, string(st.SelectionStrategy), store.Normalize(st.UpdateTime))
 	})
-	return wrap("saving settings", err)
+	return wrap(ctx, "saving settings", err)
 }
 
 // InsertUsage implements store.Store through the ledger's group commit: it
@@ -454,7 +454,7 @@ func (s *Store) SumUsage(ctx context.Context, orgID string, f store.UsageFilter)
 			return rows.Err()
 		})
 	})
-	return out, wrapRead("summing usage", err)
+	return out, wrapRead(ctx, "summing usage", err)
 }
 
 // ListUsage implements store.Store with keyset pagination on
@@ -490,7 +490,7 @@ func (s *Store) ListUsage(ctx context.Context, orgID string, f store.UsageFilter
 		})
 	})
 	if err != nil {
-		return nil, nil, wrapRead("listing usage", err)
+		return nil, nil, wrapRead(ctx, "listing usage", err)
 	}
 	if len(rows) <= limit {
 		return rows, nil, nil
@@ -507,29 +507,16 @@ func nonNil(b []byte) []byte {
 	return b
 }
 
-// wrap says what was being done, for a call that may have written, and
-// adds what pgxutil.Classify makes of err: store.ErrUnavailable when a
-// retry may succeed, store.ErrOutcomeUnknown when the write may have been
-// applied, so api answers Unavailable instead of Internal. A caller's own
-// cancellation or deadline is neither.
-func wrap(doing string, err error) error {
-	switch pgxutil.Classify(err) {
-	case pgxutil.ClassNone:
-		return nil
-	case pgxutil.ClassRetryable:
-		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
-	case pgxutil.ClassUnknownOutcome:
-		return fmt.Errorf("%s: %w: %w", doing, store.ErrOutcomeUnknown, err)
-	default:
-		return fmt.Errorf("%s: %w", doing, err)
-	}
+// storeErrors tags PostgreSQL errors with the store's sentinels.
+var storeErrors = pgxutil.StoreErrors{Unavailable: store.ErrUnavailable, OutcomeUnknown: store.ErrOutcomeUnknown}
+
+// wrap is the error of a call that may have written (see
+// pgxutil.StoreErrors.Write).
+func wrap(ctx context.Context, doing string, err error) error {
+	return storeErrors.Write(ctx, doing, err)
 }
 
-// wrapRead is wrap for a call that changes nothing: when its answer was
-// lost there is no write whose fate is unknown, only a read to retry.
-func wrapRead(doing string, err error) error {
-	if pgxutil.Classify(err) == pgxutil.ClassUnknownOutcome {
-		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
-	}
-	return wrap(doing, err)
+// wrapRead is the error of a call that changes nothing.
+func wrapRead(ctx context.Context, doing string, err error) error {
+	return storeErrors.Read(ctx, doing, err)
 }

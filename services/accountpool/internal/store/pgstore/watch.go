@@ -62,7 +62,7 @@ func (s *Store) WatchChanges(ctx context.Context, onChange func(orgID string)) e
 func (s *Store) listen(ctx context.Context, onChange func(orgID string)) (listened bool, err error) {
 	conn, err := pgx.ConnectConfig(ctx, s.db.Config().ConnConfig)
 	if err != nil {
-		return false, wrap("connecting the change feed", err)
+		return false, wrap(ctx, "connecting the change feed", err)
 	}
 	defer func() {
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -70,7 +70,7 @@ func (s *Store) listen(ctx context.Context, onChange func(orgID string)) (listen
 		_ = conn.Close(closeCtx)
 	}()
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
-		return false, wrap("listening on "+Channel, err)
+		return false, wrap(ctx, "listening on "+Channel, err)
 	}
 	s.logger.DebugContext(ctx, "accountpool change feed listening", "channel", Channel)
 	onChange(store.AllOrganizations)
@@ -92,10 +92,10 @@ func (s *Store) listen(ctx context.Context, onChange func(orgID string)) (listen
 			err := conn.Ping(pingCtx)
 			cancel()
 			if err != nil && ctx.Err() == nil {
-				return true, wrap("pinging the change feed", err)
+				return true, wrap(ctx, "pinging the change feed", err)
 			}
 		default:
-			return true, wrap("waiting for notifications", err)
+			return true, wrap(ctx, "waiting for notifications", err)
 		}
 	}
 }

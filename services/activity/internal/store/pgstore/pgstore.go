@@ -511,33 +511,16 @@ func decode(b []byte) (map[string]any, error) {
 	return m, nil
 }
 
-// wrap says what failed, for a call that may have written. A call whose
-// context ended reports that, since whatever pgx saw then is a
-// consequence. Otherwise pgxutil.Classify decides: a failure a retry may
-// fix wraps store.ErrUnavailable, and one after which the write may have
-// been applied wraps store.ErrOutcomeUnknown.
+// storeErrors tags PostgreSQL errors with the store's sentinels.
+var storeErrors = pgxutil.StoreErrors{Unavailable: store.ErrUnavailable, OutcomeUnknown: store.ErrOutcomeUnknown}
+
+// wrap is the error of a call that may have written (see
+// pgxutil.StoreErrors.Write).
 func wrap(ctx context.Context, doing string, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		if errors.Is(err, ctxErr) {
-			return fmt.Errorf("%s: %w", doing, err)
-		}
-		return fmt.Errorf("%s: %w (%w)", doing, ctxErr, err)
-	}
-	switch pgxutil.Classify(err) {
-	case pgxutil.ClassRetryable:
-		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
-	case pgxutil.ClassUnknownOutcome:
-		return fmt.Errorf("%s: %w: %w", doing, store.ErrOutcomeUnknown, err)
-	default:
-		return fmt.Errorf("%s: %w", doing, err)
-	}
+	return storeErrors.Write(ctx, doing, err)
 }
 
-// wrapRead is wrap for a call that changes nothing: when its answer was
-// lost there is no write whose fate is unknown, only a read to retry.
+// wrapRead is the error of a call that changes nothing.
 func wrapRead(ctx context.Context, doing string, err error) error {
-	if ctx.Err() == nil && pgxutil.Classify(err) == pgxutil.ClassUnknownOutcome {
-		return fmt.Errorf("%s: %w: %w", doing, store.ErrUnavailable, err)
-	}
-	return wrap(ctx, doing, err)
+	return storeErrors.Read(ctx, doing, err)
 }
