@@ -303,11 +303,7 @@ func TestFaultInjection(t *testing.T) {
 	pg.inject = time.Now()
 	proxy.Down()
 	sleepCtx(ctx, 10*time.Second)
-	restoreAndMeasure(pg, nil, func() {
-		if err := proxy.Up(); err != nil {
-			t.Fatalf("bringing the PostgreSQL proxy up: %v", err)
-		}
-	})
+	restoreAndMeasure(pg, nil, proxy.Up)
 	sleepCtx(ctx, faultSteady)
 	checkpoint(pg)
 

@@ -10,13 +10,15 @@ import (
 )
 
 // Proxy forwards connections from its address to a target. It is safe for
-// concurrent use.
+// concurrent use. Its listener stays open for its whole life, so its port
+// cannot be taken by another socket while it is down: a down proxy accepts
+// and resets connections at once.
 type Proxy struct {
 	target string
-	addr   string
+	lis    net.Listener
 
 	mu    sync.Mutex
-	lis   net.Listener // nil while down
+	down  bool
 	conns map[net.Conn]struct{}
 	wg    sync.WaitGroup
 }
@@ -27,72 +29,66 @@ func New(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{target: target, addr: lis.Addr().String(), conns: map[net.Conn]struct{}{}}
-	p.serve(lis)
+	p := &Proxy{target: target, lis: lis, conns: map[net.Conn]struct{}{}}
+	p.wg.Add(1)
+	go p.accept()
 	return p, nil
 }
 
-// Addr is the proxy's address ("127.0.0.1:port"); it stays the same across
-// Down and Up.
-func (p *Proxy) Addr() string { return p.addr }
+// Addr is the proxy's address ("127.0.0.1:port").
+func (p *Proxy) Addr() string { return p.lis.Addr().String() }
 
-// Down stops accepting connections (new ones are refused) and cuts every
-// open one, both ways.
+// Down refuses new connections (they are reset as soon as they are
+// accepted) and cuts every open one, both ways.
 func (p *Proxy) Down() {
 	p.mu.Lock()
-	lis := p.lis
-	p.lis = nil
+	p.down = true
 	conns := p.conns
 	p.conns = map[net.Conn]struct{}{}
 	p.mu.Unlock()
-	if lis != nil {
-		_ = lis.Close()
-	}
 	for c := range conns {
 		_ = c.Close()
 	}
 }
 
-// Up accepts connections again on the same address.
-func (p *Proxy) Up() error {
+// Up forwards new connections again.
+func (p *Proxy) Up() {
 	p.mu.Lock()
-	up := p.lis != nil
-	p.mu.Unlock()
-	if up {
-		return nil
-	}
-	lis, err := net.Listen("tcp", p.addr)
-	if err != nil {
-		return err
-	}
-	p.serve(lis)
-	return nil
+	defer p.mu.Unlock()
+	p.down = false
 }
 
 // Close takes the proxy down for good and waits for its goroutines.
 func (p *Proxy) Close() {
 	p.Down()
+	_ = p.lis.Close()
 	p.wg.Wait()
 }
 
-func (p *Proxy) serve(lis net.Listener) {
-	p.mu.Lock()
-	p.lis = lis
-	p.mu.Unlock()
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return // closed by Down
-			}
-			p.forward(c)
+func (p *Proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.lis.Accept()
+		if err != nil {
+			return // closed by Close
 		}
-	}()
+		p.mu.Lock()
+		down := p.down
+		p.mu.Unlock()
+		if down {
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0) // a reset, as a refused connection would be
+			}
+			_ = c.Close()
+			continue
+		}
+		p.wg.Add(1)
+		go p.forward(c)
+	}
 }
 
 func (p *Proxy) forward(client net.Conn) {
+	defer p.wg.Done()
 	server, err := net.Dial("tcp", p.target)
 	if err != nil {
 		_ = client.Close()
@@ -108,6 +104,7 @@ func (p *Proxy) forward(client net.Conn) {
 		_, _ = io.Copy(dst, src) // ends when either side closes or Down cuts it
 		_ = dst.Close()
 		_ = src.Close()
+		p.untrack(dst, src)
 	}
 	p.wg.Add(2)
 	go pipe(server, client)
@@ -119,11 +116,19 @@ func (p *Proxy) forward(client net.Conn) {
 func (p *Proxy) track(conns ...net.Conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.lis == nil {
+	if p.down {
 		return false
 	}
 	for _, c := range conns {
 		p.conns[c] = struct{}{}
 	}
 	return true
+}
+
+func (p *Proxy) untrack(conns ...net.Conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range conns {
+		delete(p.conns, c)
+	}
 }

@@ -56,10 +56,14 @@ func TestDownCutsAndRefusesUpRestores(t *testing.T) {
 	p.Down()
 	_, err = roundTrip(c, "cut")
 	require.Error(t, err, "an open connection is cut")
-	_, err = net.Dial("tcp", p.Addr())
+	refused, err := net.Dial("tcp", p.Addr())
+	if err == nil { // accepted by the kernel, then reset by the proxy
+		defer refused.Close()
+		_, err = roundTrip(refused, "refused")
+	}
 	require.Error(t, err, "a new one is refused")
 
-	require.NoError(t, p.Up())
+	p.Up()
 	c2, err := net.Dial("tcp", p.Addr())
 	require.NoError(t, err)
 	defer c2.Close()

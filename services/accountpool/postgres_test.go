@@ -244,7 +244,7 @@ func TestPostgresUnreachableAtStart(t *testing.T) {
 	require.Contains(t, svc.notReadyReason(t), "does not answer")
 	require.False(t, svc.serving(ctx))
 
-	require.NoError(t, proxy.Up())
+	proxy.Up()
 	require.Eventually(t, func() bool { return svc.serving(ctx) }, 20*time.Second, 20*time.Millisecond,
 		"the service gets ready once the database answers")
 	_, err = svc.client.ListAccounts(ctx, &accountpoolv1.ListAccountsRequest{OrganizationId: newOrg()})
