@@ -155,7 +155,7 @@ func TestAbandonFunctionIsLockedDown(t *testing.T) {
 	)
 	require.NoError(t, conn.QueryRow(ctx, `
 		SELECT p.prosecdef, p.proconfig,
-		       EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0),
+		       EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a WHERE a.grantee = 0),
 		       has_function_privilege($2, p.oid, 'EXECUTE')
 		FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 		WHERE n.nspname = $1 AND p.proname = 'abandon_expired'`, schema.Name, migrations.AppRole).Scan(&definer, &config, &public, &appMayDo))

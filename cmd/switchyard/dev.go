@@ -123,15 +123,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g, gctx := errgroup.WithContext(ctx)
 	depsCtx, stopDeps := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopDeps()
-	go func() {
-		select {
-		case <-gctx.Done():
-		case <-depsCtx.Done():
-		}
+	defer context.AfterFunc(gctx, func() {
 		if ctx.Err() == nil {
 			stopDeps() // a service failed: stop everything at once
 		}
-	}()
+	})()
 	g.Go(func() error {
 		return serveSim(depsCtx, simLis, anthropicsim.Config{Logger: logger.With("service", "sim")}, logger)
 	})

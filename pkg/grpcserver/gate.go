@@ -68,7 +68,8 @@ func isInfrastructure(method string) bool {
 // database that comes up a moment after the service is noticed at once
 // and one that stays down is not hammered.
 func (g *Gate) Run(ctx context.Context, srv *Server, logger *slog.Logger, interval time.Duration) {
-	wait := min(firstRetry, interval)
+	interval = max(interval, firstRetry)
+	wait := firstRetry
 	for {
 		err := g.check(ctx)
 		if err == nil {

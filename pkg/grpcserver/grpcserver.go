@@ -46,8 +46,8 @@ type Config struct {
 	MaxRecvMsgSize int
 	// ShutdownGrace is how long in-flight calls may finish after the
 	// context is cancelled before they are cut; default 10s. Health and
-	// reflection streams do not count: they are cut as soon as the last
-	// work call is done.
+	// reflection streams do not count: they are ended as soon as the
+	// shutdown begins.
 	ShutdownGrace time.Duration
 	// UnaryInterceptors run after logging and recovery, in order.
 	UnaryInterceptors []grpc.UnaryServerInterceptor

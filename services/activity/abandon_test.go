@@ -33,7 +33,7 @@ func TestReaperAbandonsOverdueActivities(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := cfg(t)
-			c.ReaperInterval = time.Millisecond
+			c.ReaperInterval = 10 * time.Millisecond
 			c.AbandonGrace = 5 * time.Second
 			testReaper(t, startServiceWith(t, c))
 		})
@@ -60,7 +60,7 @@ func testReaper(t *testing.T, h *harness) {
 		got, err = h.client.GetActivity(ctx, &activityv1.GetActivityRequest{OrganizationId: org, ActivityId: id})
 		require.NoError(t, err)
 		return got.GetActivity().GetStatus() == abandonedStatus
-	}, 20*time.Second, time.Millisecond)
+	}, 20*time.Second, 10*time.Millisecond)
 	a := got.GetActivity()
 	require.Equal(t, "abandoned: no completion by the deadline "+deadline.UTC().Format("2006-01-02T15:04:05.000000Z")+" plus grace 5s", a.GetErrorMessage())
 	require.True(t, h.clock.Now().Equal(a.GetCompleteTime().AsTime()))

@@ -73,7 +73,7 @@ const LegacyAccountName = "default"
 func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error) {
 	now := p.now()
 	if r.AccountID == "" {
-		res, _, err := p.insertUsage(ctx, r, "", LegacyAccountName, now)
+		res, err := p.insertUsage(ctx, r, "", LegacyAccountName, now)
 		return res, err
 	}
 	v, err := p.view(ctx, r.OrgID)
@@ -90,7 +90,7 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 		a, deleted = g.account, true
 	}
 
-	res, rowExisted, err := p.insertUsage(ctx, r, a.ID, a.Name, now)
+	res, err := p.insertUsage(ctx, r, a.ID, a.Name, now)
 	if err != nil {
 		return res, err
 	}
@@ -105,10 +105,10 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 		return RecordResult{}, fmt.Errorf("settling lease %s: %w", r.LeaseID, err)
 	}
 	if status == LeaseSettled {
-		res.Duplicate = rowExisted || !writesRow(r.Outcome)
+		res.Duplicate = res.Duplicate || !writesRow(r.Outcome)
 		return res, nil
 	}
-	if rowExisted && status == LeaseUnknown {
+	if res.Duplicate && status == LeaseUnknown {
 		// Nothing tells whether this call was already charged; the row
 		// says it was recorded, so it was.
 		return res, nil
@@ -270,12 +270,12 @@ func (p *Pool) markInvalid(ctx context.Context, orgID, id string, httpStatus int
 }
 
 // insertUsage writes the attempt's ledger row when its outcome has one.
-// existed is true when the row was already there (the same upstream call
-// was recorded before); res is then the stored row's.
-func (p *Pool) insertUsage(ctx context.Context, r RecordRequest, accountID, accountName string, now time.Time) (res RecordResult, existed bool, err error) {
+// res.Duplicate is true when the row was already there (the same upstream
+// call was recorded before); res is then the stored row's.
+func (p *Pool) insertUsage(ctx context.Context, r RecordRequest, accountID, accountName string, now time.Time) (res RecordResult, err error) {
 	res = RecordResult{CostUSD: p.pricing.Cost(r.Model, r.Tokens)}
 	if !writesRow(r.Outcome) {
-		return res, false, nil
+		return res, nil
 	}
 	row, err := p.store.InsertUsage(ctx, store.UsageRecord{
 		ID:                  newID(),
@@ -301,11 +301,11 @@ func (p *Pool) insertUsage(ctx context.Context, r RecordRequest, accountID, acco
 		CreateTime:          store.Normalize(now),
 	})
 	if errors.Is(err, store.ErrDuplicate) {
-		return RecordResult{CostUSD: row.CostUSD, UsageID: row.ID, Duplicate: true}, true, nil
+		return RecordResult{CostUSD: row.CostUSD, UsageID: row.ID, Duplicate: true}, nil
 	}
 	if err != nil {
-		return RecordResult{}, false, fmt.Errorf("writing usage row: %w", err)
+		return RecordResult{}, fmt.Errorf("writing usage row: %w", err)
 	}
 	res.UsageID = row.ID
-	return res, false, nil
+	return res, nil
 }
