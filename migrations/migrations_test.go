@@ -163,6 +163,10 @@ func TestAbandonFunctionIsLockedDown(t *testing.T) {
 	require.Contains(t, config, "search_path="+schema.Name+", pg_temp")
 	require.False(t, public, "PUBLIC may not execute it")
 	require.True(t, appMayDo)
+	for _, args := range []string{"now(), interval '-1 second', 10", "now(), interval '1 second', 0"} {
+		_, err := conn.Exec(ctx, "SELECT "+schema.Name+".abandon_expired("+args+")")
+		require.ErrorContains(t, err, "grace must not be negative and max_rows must be positive", args)
+	}
 }
 
 // Rolling activity back to version 1 keeps abandoned activities, as

@@ -45,11 +45,17 @@ CREATE FUNCTION abandon_expired(sweep_time timestamptz, grace interval, max_rows
 RETURNS integer
 LANGUAGE plpgsql
 VOLATILE
+STRICT
 SECURITY DEFINER
 AS $$
 DECLARE
   n integer;
 BEGIN
+  -- A privileged function checks its own arguments: a negative grace
+  -- would abandon activities before their deadline.
+  IF grace < interval '0' OR max_rows < 1 THEN
+    RAISE EXCEPTION 'abandon_expired: grace must not be negative and max_rows must be positive (got %, %)', grace, max_rows;
+  END IF;
   -- Transaction-local, and reset below: an error aborts the transaction,
   -- which undoes the setting too.
   PERFORM set_config('switchyard.abandon_sweep', 'on', true);
