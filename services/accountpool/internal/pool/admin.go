@@ -308,7 +308,7 @@ func (p *Pool) infos(ctx context.Context, v *orgView, accounts []*account) ([]Ac
 		out[i].Account.Labels = maps.Clone(a.Labels)
 		out[i].Capacity = make([]Capacity, len(fams))
 	}
-	err := p.state.Read(ctx, refs, func(k int, l Records) {
+	err := p.state.Read(ctx, Refs(refs), func(k int, l Records) {
 		i, j := k/len(fams), k%len(fams)
 		a, info := accounts[i], &out[i]
 		if j == 0 {

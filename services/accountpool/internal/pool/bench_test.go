@@ -81,7 +81,7 @@ func BenchmarkJudge(b *testing.B) {
 	l.Buckets.reserve(amt)
 	var v verdict
 	for b.Loop() {
-		f.pool.judge(&v, l.records(), &lim, &amt, now, now.UnixNano())
+		f.pool.judge(&v, l.Records(), &lim, &amt, now, now.UnixNano())
 	}
 	if !v.ok() {
 		b.Fatal("the account should be eligible")

@@ -22,7 +22,10 @@ type familyIndex struct {
 	accounts []*account
 	refs     []Ref
 	limits   []Limits
-	pos      []int
+	// set is refs prepared by the pool's State, on first use (refSet).
+	setOnce sync.Once
+	set     RefSet
+	pos     []int
 	// groups holds each quota group's limits: the lowest of its accounts'.
 	groups map[string]Limits
 }
@@ -45,22 +48,24 @@ func (v *orgView) family(f Family, tiers Tiers) *familyIndex {
 			}
 			fi.groups[a.quotaKey] = lim
 		}
-		hints := make([]refHint, 0, len(v.accounts))
 		for j, a := range v.accounts {
 			lim, ok := fi.metered(a, f, tiers)
 			if a.Status != store.StatusActive || !ok {
 				continue
 			}
-			hints = append(hints, refHint{})
-			r := ref(a, f)
-			r.hint = &hints[len(hints)-1]
 			fi.accounts = append(fi.accounts, a)
-			fi.refs = append(fi.refs, r)
+			fi.refs = append(fi.refs, ref(a, f))
 			fi.limits = append(fi.limits, lim)
 			fi.pos = append(fi.pos, j)
 		}
 	})
 	return fi
+}
+
+// refSet returns the index's refs as s prepared them.
+func (fi *familyIndex) refSet(s State) RefSet {
+	fi.setOnce.Do(func() { fi.set = s.Prepare(fi.refs) })
+	return fi.set
 }
 
 func (fi *familyIndex) metered(a *account, f Family, tiers Tiers) (Limits, bool) {

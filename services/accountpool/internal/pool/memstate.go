@@ -9,9 +9,9 @@ import (
 
 // MemState is the in-process State: maps behind one mutex per
 // organization, so selections of different organizations never wait for
-// each other, plus one mutex for the lease table. Its critical sections are
-// map operations and the pool's pure policy functions, so these locks are
-// not the bottleneck of a single AccountPool process.
+// each other, plus one mutex for the expiry queues. Its critical sections
+// are map operations and the pool's pure policy functions, so these locks
+// are not the bottleneck of a single AccountPool process.
 type MemState struct {
 	mu   sync.Mutex // guards orgs (the map, not the entries)
 	orgs map[string]*memOrg
@@ -19,20 +19,23 @@ type MemState struct {
 	// read it, nothing writes it.
 	zero Live
 
-	leaseMu sync.Mutex
-	leases  map[string]*memLease
+	freed Signals
+
+	queueMu sync.Mutex
 	// expiring holds the leases not yet past their ExpireTime, forgetting
 	// the ones past it, until they are forgotten; each by due time.
 	expiring, forgetting leaseQueue
 }
 
-// memOrg is one organization's live records. Records are pointers, stable
-// for as long as they exist, so refHints can point at them; gen counts the
-// records added and removed, which is what invalidates a hint.
+// memOrg is one organization's live records and leases. Records are
+// pointers, stable for as long as they exist, so a memRefSet can remember
+// where they are; gen counts the records added and removed, which is what
+// invalidates that memory.
 type memOrg struct {
 	mu       sync.Mutex
 	breakers map[string]*Breaker  // by account id
 	quotas   map[string]*memQuota // by quota key
+	leases   map[string]*memLease // by lease id
 	gen      uint64
 	cursor   uint64
 	// scratch is the Live that Update hands to fn. fn is opaque, so a local
@@ -61,12 +64,21 @@ func (q *memQuota) zero() bool {
 	return true
 }
 
-// refHint is where MemState found a ref's records (nil: none) when its
-// organization's records were at generation gen. Selection reads every
+// memRefSet is a RefSet prepared by a MemState. Selection reads every
 // account of an organization on every call; with valid hints that read
-// hashes nothing. Hints live on the refs a view keeps for selection, are
-// read and written only under their organization's lock, and go stale as
-// soon as a record of the organization is added or removed.
+// hashes nothing.
+type memRefSet struct {
+	state *MemState
+	refs  []Ref
+	// hints[i] is where refs[i]'s records were when its organization's
+	// records were at generation gen. They are read and written only under
+	// the organization's lock, and go stale as soon as a record of the
+	// organization is added or removed.
+	hints []refHint
+}
+
+func (rs *memRefSet) Refs() []Ref { return rs.refs }
+
 type refHint struct {
 	org     *memOrg
 	gen     uint64
@@ -74,14 +86,14 @@ type refHint struct {
 	quota   *memQuota
 }
 
-// lookup returns the records of r, through its hint when that is valid.
-// o.mu must be held.
-func (o *memOrg) lookup(r *Ref) (*Breaker, *memQuota) {
-	if h := r.hint; h != nil && h.org == o && h.gen == o.gen {
+// lookup returns the records of r, through h when it is valid and updating
+// it when it is not (h may be nil). o.mu must be held.
+func (o *memOrg) lookup(r *Ref, h *refHint) (*Breaker, *memQuota) {
+	if h != nil && h.org == o && h.gen == o.gen {
 		return h.breaker, h.quota
 	}
 	b, q := o.breakers[r.AccountID], o.quotas[r.QuotaKey]
-	if h := r.hint; h != nil {
+	if h != nil {
 		*h = refHint{org: o, gen: o.gen, breaker: b, quota: q}
 	}
 	return b, q
@@ -92,7 +104,10 @@ type memPin struct {
 	used             time.Time
 }
 
+// memLease is one lease and where it is in its life; status is guarded by
+// its organization's lock.
 type memLease struct {
+	org    *memOrg
 	lease  Lease
 	status LeaseStatus
 }
@@ -101,10 +116,7 @@ var _ State = (*MemState)(nil)
 
 // NewMemState returns an empty in-memory state.
 func NewMemState() *MemState {
-	return &MemState{
-		orgs:   map[string]*memOrg{},
-		leases: map[string]*memLease{},
-	}
+	return &MemState{orgs: map[string]*memOrg{}}
 }
 
 // org returns the organization's records, creating them when create is set;
@@ -114,23 +126,33 @@ func (s *MemState) org(orgID string, create bool) *memOrg {
 	defer s.mu.Unlock()
 	o := s.orgs[orgID]
 	if o == nil && create {
-		o = &memOrg{breakers: map[string]*Breaker{}, quotas: map[string]*memQuota{}, pins: map[string]*list.Element{}}
+		o = &memOrg{breakers: map[string]*Breaker{}, quotas: map[string]*memQuota{}, leases: map[string]*memLease{}, pins: map[string]*list.Element{}}
 		s.orgs[orgID] = o
 	}
 	return o
 }
 
+// Prepare implements State.
+func (s *MemState) Prepare(refs []Ref) RefSet {
+	return &memRefSet{state: s, refs: refs, hints: make([]refHint, len(refs))}
+}
+
 // Read implements State.
-func (s *MemState) Read(_ context.Context, refs []Ref, fn func(int, Records)) error {
+func (s *MemState) Read(_ context.Context, set RefSet, fn func(int, Records)) error {
+	refs := set.Refs()
 	if len(refs) == 0 {
 		return nil
+	}
+	var hints []refHint
+	if rs, ok := set.(*memRefSet); ok && rs.state == s {
+		hints = rs.hints
 	}
 	// An organization never written has only zero records: reading it
 	// creates nothing.
 	o := s.org(refs[0].OrgID, false)
 	if o == nil {
 		for i := range refs {
-			fn(i, s.zero.records())
+			fn(i, s.zero.Records())
 		}
 		return nil
 	}
@@ -138,8 +160,12 @@ func (s *MemState) Read(_ context.Context, refs []Ref, fn func(int, Records)) er
 	defer o.mu.Unlock()
 	for i := range refs {
 		r := &refs[i]
-		rec := s.zero.records()
-		b, q := o.lookup(r)
+		var h *refHint
+		if hints != nil {
+			h = &hints[i]
+		}
+		rec := s.zero.Records()
+		b, q := o.lookup(r, h)
 		if b != nil {
 			rec.Breaker = b
 		}
@@ -155,20 +181,43 @@ func (s *MemState) Read(_ context.Context, refs []Ref, fn func(int, Records)) er
 func (s *MemState) Update(_ context.Context, r Ref, fn func(*Live) error) error {
 	o := s.org(r.OrgID, true)
 	o.mu.Lock()
-	defer o.mu.Unlock()
-	fam := r.Family.index()
-	b, q := o.lookup(&r)
+	err := o.update(&r, fn)
+	o.mu.Unlock()
+	if err == nil {
+		s.freed.Notify(r.OrgID)
+	}
+	return err
+}
+
+// update runs fn on r's records and keeps its changes when it returns nil.
+// o.mu must be held.
+func (o *memOrg) update(r *Ref, fn func(*Live) error) error {
+	l, b, q := o.load(r)
+	if err := fn(l); err != nil {
+		return err
+	}
+	o.store(r, l, b, q)
+	return nil
+}
+
+// load copies r's records into o.scratch, returning it and where the
+// records are (nil when never written). o.mu must be held.
+func (o *memOrg) load(r *Ref) (*Live, *Breaker, *memQuota) {
+	b, q := o.lookup(r, nil)
 	l := &o.scratch
 	*l = Live{}
 	if b != nil {
 		l.Breaker = *b
 	}
 	if q != nil {
-		l.Cooldown, l.Buckets = q.cooldown, q.buckets[fam]
+		l.Cooldown, l.Buckets = q.cooldown, q.buckets[r.Family.index()]
 	}
-	if err := fn(l); err != nil {
-		return err
-	}
+	return l, b, q
+}
+
+// store writes l back as r's records, b and q being what load found; zero
+// records are dropped. o.mu must be held.
+func (o *memOrg) store(r *Ref, l *Live, b *Breaker, q *memQuota) {
 	switch {
 	case l.Breaker != (Breaker{}) && b != nil:
 		*b = l.Breaker
@@ -183,65 +232,116 @@ func (s *MemState) Update(_ context.Context, r Ref, fn func(*Live) error) error 
 	}
 	if q == nil {
 		if l.Cooldown == (Cooldown{}) && l.Buckets == (Buckets{}) {
-			return nil
+			return
 		}
 		q = &memQuota{}
 		o.quotas[r.QuotaKey] = q
 		o.gen++
 	}
-	q.cooldown, q.buckets[fam] = l.Cooldown, l.Buckets
+	q.cooldown, q.buckets[r.Family.index()] = l.Cooldown, l.Buckets
 	if l.Cooldown == (Cooldown{}) && l.Buckets == (Buckets{}) && q.zero() {
 		delete(o.quotas, r.QuotaKey)
 		o.gen++
 	}
-	return nil
 }
 
-// AddLease implements State.
-func (s *MemState) AddLease(_ context.Context, l Lease) error {
-	s.leaseMu.Lock()
-	defer s.leaseMu.Unlock()
-	e := &memLease{lease: l, status: LeaseOpen}
-	s.leases[l.ID] = e
+// Reserve implements State.
+func (s *MemState) Reserve(_ context.Context, l *Lease, fn func(*Live) error) error {
+	o := s.org(l.Ref.OrgID, true)
+	o.mu.Lock()
+	live, b, q := o.load(&l.Ref)
+	if err := fn(live); err != nil {
+		o.mu.Unlock()
+		return err
+	}
+	o.store(&l.Ref, live, b, q)
+	e := &memLease{org: o, lease: *l, status: LeaseOpen}
+	o.leases[l.ID] = e
+	o.mu.Unlock()
+	s.queueMu.Lock()
 	s.expiring.push(leaseDue{due: l.ExpireTime.UnixNano(), lease: e})
+	s.queueMu.Unlock()
 	return nil
 }
 
-// SettleLease implements State.
-func (s *MemState) SettleLease(_ context.Context, orgID, accountID, leaseID string) (Lease, LeaseStatus, error) {
-	s.leaseMu.Lock()
-	defer s.leaseMu.Unlock()
-	e, ok := s.leases[leaseID]
-	if !ok || e.lease.Ref.OrgID != orgID || e.lease.Ref.AccountID != accountID {
-		return Lease{}, LeaseUnknown, nil
+// Settle implements State.
+func (s *MemState) Settle(_ context.Context, orgID, accountID, leaseID string, fallback Ref, fn func(Lease, LeaseStatus, *Live) error) error {
+	o := s.org(orgID, true)
+	o.mu.Lock()
+	e, ok := o.leases[leaseID]
+	if !ok || e.lease.Ref.AccountID != accountID {
+		l, b, q := o.load(&fallback)
+		err := fn(Lease{}, LeaseUnknown, l)
+		if err == nil {
+			o.store(&fallback, l, b, q)
+		}
+		o.mu.Unlock()
+		if err == nil {
+			s.freed.Notify(orgID)
+		}
+		return err
 	}
 	was := e.status
-	e.status = LeaseSettled
-	return e.lease, was, nil
+	l, b, q := o.load(&e.lease.Ref)
+	err := fn(e.lease, was, l)
+	if err == nil {
+		o.store(&e.lease.Ref, l, b, q)
+		e.status = LeaseSettled
+	}
+	o.mu.Unlock()
+	if err == nil && was != LeaseSettled {
+		s.freed.Notify(orgID)
+	}
+	return err
 }
 
 // ExpireLeases implements State.
-func (s *MemState) ExpireLeases(_ context.Context, now time.Time) ([]Lease, error) {
-	s.leaseMu.Lock()
-	defer s.leaseMu.Unlock()
+func (s *MemState) ExpireLeases(_ context.Context, now time.Time, release func(Lease, *Live)) ([]Lease, error) {
 	ns := now.UnixNano()
-	var expired []Lease
+	var due, forget []*memLease
+	s.queueMu.Lock()
 	for d, ok := s.expiring.peek(); ok && d.due <= ns; d, ok = s.expiring.peek() {
 		s.expiring.pop()
-		e := d.lease
-		if e.status == LeaseOpen {
-			e.status = LeaseExpired
-			expired = append(expired, e.lease)
-		}
-		forget := e.lease.ExpireTime.Add(max(e.lease.ExpireTime.Sub(e.lease.IssueTime), time.Second))
-		s.forgetting.push(leaseDue{due: forget.UnixNano(), lease: e})
+		due = append(due, d.lease)
+		l := d.lease.lease
+		at := l.ExpireTime.Add(max(l.ExpireTime.Sub(l.IssueTime), time.Second))
+		s.forgetting.push(leaseDue{due: at.UnixNano(), lease: d.lease})
 	}
 	for d, ok := s.forgetting.peek(); ok && d.due <= ns; d, ok = s.forgetting.peek() {
 		s.forgetting.pop()
-		delete(s.leases, d.lease.lease.ID)
+		forget = append(forget, d.lease)
+	}
+	s.queueMu.Unlock()
+
+	var expired []Lease
+	for _, e := range due {
+		o := e.org
+		o.mu.Lock()
+		open := e.status == LeaseOpen
+		if open {
+			e.status = LeaseExpired
+			l, b, q := o.load(&e.lease.Ref)
+			release(e.lease, l)
+			o.store(&e.lease.Ref, l, b, q)
+			expired = append(expired, e.lease)
+		}
+		o.mu.Unlock()
+		if open {
+			s.freed.Notify(e.lease.Ref.OrgID)
+		}
+	}
+	for _, e := range forget {
+		e.org.mu.Lock()
+		if e.org.leases[e.lease.ID] == e {
+			delete(e.org.leases, e.lease.ID)
+		}
+		e.org.mu.Unlock()
 	}
 	return expired, nil
 }
+
+// Freed implements State.
+func (s *MemState) Freed(orgID string) <-chan struct{} { return s.freed.Wait(orgID) }
 
 // NextCursor implements State.
 func (s *MemState) NextCursor(_ context.Context, orgID string) (uint64, error) {

@@ -98,64 +98,33 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 	// A repeated RecordRequest (its first answer was lost, or the first
 	// write's outcome was unknown) finds its row already written, but the
 	// first call may have stopped before settling the lease: settle it now.
-	// SettleLease settles a lease once, so capacity and the breaker still
-	// see each call exactly once.
-	lease, status, err := p.state.SettleLease(ctx, r.OrgID, r.AccountID, r.LeaseID)
-	if err != nil {
-		return RecordResult{}, fmt.Errorf("settling lease %s: %w", r.LeaseID, err)
+	// Settle settles a lease once, so capacity and the breaker still see
+	// each call exactly once.
+	//
+	// Without a lease (expired and forgotten, or from before a restart)
+	// the model's family and the account's current quota key are the best
+	// guess at where the call was metered.
+	family := FamilyOf(r.Model)
+	st := &settlement{
+		p: p, view: v, account: a, family: family, deleted: deleted, duplicate: res.Duplicate,
+		// Cache reads do not count toward the input-tokens-per-minute
+		// limit; cache writes do.
+		used:    Amount{Requests: 1, Input: r.Tokens.Input + r.Tokens.CacheCreation, Output: r.Tokens.Output},
+		headers: r.Headers, outcome: r.Outcome,
+		// The ledger insert may have waited for its group commit: capacity
+		// is settled as of now, not as of the call's arrival here.
+		now: p.now(),
 	}
-	if status == LeaseSettled {
+	err = p.state.Settle(ctx, r.OrgID, r.AccountID, r.LeaseID, ref(a, family), st.settle)
+	if err != nil {
+		return RecordResult{}, fmt.Errorf("settling lease %s on account %s: %w", r.LeaseID, a.ID, err)
+	}
+	if st.was == LeaseSettled {
 		res.Duplicate = res.Duplicate || !writesRow(r.Outcome)
 		return res, nil
 	}
-	if res.Duplicate && status == LeaseUnknown {
-		// Nothing tells whether this call was already charged; the row
-		// says it was recorded, so it was.
+	if res.Duplicate && st.was == LeaseUnknown {
 		return res, nil
-	}
-	if deleted && (a.QuotaGroup == "" || status == LeaseUnknown) {
-		// Its own live records went with it; only a quota group's shared
-		// ones still need this call's usage.
-		return res, nil
-	}
-
-	// The lease's ref is where its reservation was taken; without one (an
-	// expired and forgotten lease, or one from before a restart) the
-	// model's family and the account's current quota key are the best
-	// guess.
-	rf := ref(a, FamilyOf(r.Model))
-	if status != LeaseUnknown {
-		rf = lease.Ref
-	}
-	lim, knownTier := v.meteredLimits(a, rf.Family, p.tiers)
-	if deleted {
-		lim, knownTier = lease.Limits, lease.Limits.valid()
-	}
-	// Cache reads do not count toward the input-tokens-per-minute limit;
-	// cache writes do.
-	actual := Amount{Requests: 1, Input: r.Tokens.Input + r.Tokens.CacheCreation, Output: r.Tokens.Output}
-	// The ledger insert may have waited for its group commit: capacity is
-	// settled as of now, not as of the call's arrival here.
-	now = p.now()
-	st := &settlement{
-		p: p, lim: lim, knownTier: knownTier, open: status == LeaseOpen, reserved: lease.Reserved, used: actual,
-		headers: r.Headers, outcome: r.Outcome, now: now,
-	}
-	if lease.Probe {
-		st.probe = lease.ID
-	}
-	st.age = p.leaseTimeout
-	if status != LeaseUnknown {
-		st.age = now.Sub(lease.IssueTime)
-	}
-	if deleted {
-		// Settle the group's capacity and cool-down, but leave the
-		// deleted account's breaker record dropped.
-		st.noBreaker = true
-	}
-	err = p.state.Update(ctx, rf, st.apply)
-	if err != nil {
-		return RecordResult{}, fmt.Errorf("settling capacity of account %s: %w", a.ID, err)
 	}
 	if deleted {
 		return res, nil
@@ -176,39 +145,69 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 }
 
 // settlement is what RecordRequest does to an account's live records, as
-// one value rather than a closure over the request: the request and the
-// lease would each escape to the heap.
+// one value rather than a closure over the request, which would escape to
+// the heap field by field.
 type settlement struct {
 	p         *Pool
-	lim       Limits
-	knownTier bool
-	open      bool // the lease was open: its reservation is still taken
-	reserved  Amount
+	view      *orgView
+	account   *account
+	family    Family // the model's, for a lease that is unknown
+	deleted   bool   // the account is deleted: only its group's records change
+	duplicate bool   // the ledger row was already there
 	used      Amount
 	headers   RateLimitHeaders
 	outcome   store.Outcome
-	probe     string // the lease's id when it was the breaker's probe
-	noBreaker bool   // the account is deleted: only its group's records change
-	// age bounds how old the headers are: the call's age, or the lease
-	// timeout when the lease is unknown.
-	age time.Duration
-	now time.Time
+	now       time.Time
+	// was is the lease's status before the settle, set by settle.
+	was LeaseStatus
 }
 
-func (s *settlement) apply(l *Live) error {
-	if s.knownTier {
-		if s.open {
-			l.Buckets.settle(s.lim, s.reserved, s.used, s.now)
+// settle is the State.Settle callback. It may run more than once (an
+// optimistic State retries on conflict), so it only computes from its
+// arguments and records what it saw in was.
+func (s *settlement) settle(lease Lease, was LeaseStatus, l *Live) error {
+	s.was = was
+	a := s.account
+	switch {
+	case was == LeaseSettled:
+		return nil
+	case s.duplicate && was == LeaseUnknown:
+		// Nothing tells whether this call was already charged; the row
+		// says it was recorded, so it was.
+		return nil
+	case s.deleted && (a.QuotaGroup == "" || was == LeaseUnknown):
+		// Its own live records went with it; only a quota group's shared
+		// ones still need this call's usage.
+		return nil
+	}
+	// The headers are at most as old as the call, or the lease timeout
+	// when the lease is unknown.
+	family, age := s.family, s.p.leaseTimeout
+	if was != LeaseUnknown {
+		family, age = lease.Ref.Family, s.now.Sub(lease.IssueTime)
+	}
+	lim, knownTier := s.view.meteredLimits(a, family, s.p.tiers)
+	if s.deleted {
+		lim, knownTier = lease.Limits, lease.Limits.valid()
+	}
+	if knownTier {
+		if was == LeaseOpen {
+			l.Buckets.settle(lim, lease.Reserved, s.used, s.now)
 		} else {
 			// The reservation is gone (released when the lease expired,
 			// or never known here); the upstream still metered the call.
-			l.Buckets.charge(s.lim, s.used, s.now)
+			l.Buckets.charge(lim, s.used, s.now)
 		}
-		l.Buckets.calibrate(s.lim, s.headers, s.age, s.now)
+		l.Buckets.calibrate(lim, s.headers, age, s.now)
 	}
 	coolDown(&l.Cooldown, s.outcome, s.headers, s.now)
-	if !s.noBreaker {
-		s.p.breaker.observe(&l.Breaker, s.probe, s.outcome, s.now)
+	if !s.deleted {
+		// A deleted account's breaker record stays dropped.
+		probe := ""
+		if lease.Probe {
+			probe = lease.ID
+		}
+		s.p.breaker.observe(&l.Breaker, probe, s.outcome, s.now)
 	}
 	return nil
 }

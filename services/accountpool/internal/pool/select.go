@@ -314,7 +314,7 @@ func (sc *scan) noteFree(t time.Time) {
 // eligible.
 func (sc *scan) pass(ctx context.Context) (int, error) {
 	sc.best, sc.pinnedIdx, sc.eligible, sc.totalWeight = -1, -1, sc.eligible[:0], 0
-	if err := sc.p.state.Read(ctx, sc.fi.refs, sc.visit); err != nil {
+	if err := sc.p.state.Read(ctx, sc.fi.refSet(sc.p.state), sc.visit); err != nil {
 		return -1, fmt.Errorf("reading live state: %w", err)
 	}
 	switch {
@@ -487,19 +487,30 @@ func (p *Pool) Select(ctx context.Context, r SelectRequest) (Selection, error) {
 		if i < 0 {
 			break
 		}
-		a, rf, lim := fi.accounts[i], fi.refs[i], fi.limits[i]
-		leaseID := newID()
+		a, lim := fi.accounts[i], fi.limits[i]
+		key, err := p.keys.Decrypt(a.KeyCiphertext, a.OrganizationID, a.ID)
+		if err != nil {
+			// A key that does not decrypt (a KEK version missing from the
+			// keyring) is an operator problem; the other accounts can still
+			// serve.
+			p.logger.ErrorContext(ctx, "account key cannot be decrypted; skipping the account",
+				"organization_id", r.OrgID, "account_id", a.ID, "key_version", a.KeyVersion, "error", err)
+			sc.lose(i, verdict{static: staticKey, headroom: sc.verdicts[i].headroom})
+			continue
+		}
 		expire := now.Add(p.leaseTimeout)
+		lease := Lease{ID: newID(), Ref: fi.refs[i], AccountName: a.Name, Tier: a.Tier, Limits: lim, Reserved: amt, IssueTime: now, ExpireTime: expire}
 		var vd verdict
-		err = p.state.Update(ctx, rf, func(l *Live) error {
+		err = p.state.Reserve(ctx, &lease, func(l *Live) error {
 			lim, amt := lim, amt // copies: their addresses must not escape
-			p.judge(&vd, l.records(), &lim, &amt, now, now.UnixNano())
+			p.judge(&vd, l.Records(), &lim, &amt, now, now.UnixNano())
 			if !vd.ok() {
 				return errNotAdmitted
 			}
 			l.Buckets.reserve(amt)
+			lease.Probe = vd.probe
 			if vd.probe {
-				l.Breaker.ProbeLease, l.Breaker.ProbeUntil = leaseID, expire
+				l.Breaker.ProbeLease, l.Breaker.ProbeUntil = lease.ID, expire
 			}
 			return nil
 		})
@@ -510,26 +521,6 @@ func (p *Pool) Select(ctx context.Context, r SelectRequest) (Selection, error) {
 		if err != nil {
 			return Selection{}, fmt.Errorf("reserving capacity on account %s: %w", a.ID, err)
 		}
-		// The lease keeps rf's hint: settling it finds the records without
-		// hashing too. The hint stays valid (or is found stale) whatever
-		// became of this view.
-		lease := Lease{ID: leaseID, Ref: rf, AccountName: a.Name, Tier: a.Tier, Limits: lim, Reserved: amt, Probe: vd.probe, IssueTime: now, ExpireTime: expire}
-		key, err := p.keys.Decrypt(a.KeyCiphertext, a.OrganizationID, a.ID)
-		if err != nil {
-			// A key that does not decrypt (a KEK version missing from the
-			// keyring) is an operator problem; the other accounts can still
-			// serve.
-			p.logger.ErrorContext(ctx, "account key cannot be decrypted; skipping the account",
-				"organization_id", r.OrgID, "account_id", a.ID, "key_version", a.KeyVersion, "error", err)
-			if rerr := p.release(ctx, lease, now); rerr != nil {
-				return Selection{}, rerr
-			}
-			sc.lose(i, verdict{static: staticKey, headroom: vd.headroom})
-			continue
-		}
-		if err := p.state.AddLease(ctx, lease); err != nil {
-			return Selection{}, fmt.Errorf("recording lease: %w", err)
-		}
 		if affinity && a.ID != sc.pinned {
 			// The lease stands either way: a pin that failed to save costs
 			// the next call of the session a cache hit, not its account.
@@ -539,7 +530,7 @@ func (p *Pool) Select(ctx context.Context, r SelectRequest) (Selection, error) {
 		}
 		sc.verdicts[i] = vd
 		sel := Selection{
-			LeaseID:     leaseID,
+			LeaseID:     lease.ID,
 			AccountID:   a.ID,
 			AccountName: a.Name,
 			Tier:        a.Tier,
@@ -567,21 +558,15 @@ func inService(a *account) bool {
 	return a.Status == store.StatusActive || a.Status == store.StatusInvalid
 }
 
-// release gives a lease's reservation back and frees its probe slot.
-func (p *Pool) release(ctx context.Context, l Lease, now time.Time) error {
-	err := p.state.Update(ctx, l.Ref, func(live *Live) error {
-		if l.Limits.valid() {
-			live.Buckets.settle(l.Limits, l.Reserved, Amount{}, now)
-		}
-		if live.Breaker.ProbeLease == l.ID {
-			live.Breaker.ProbeLease, live.Breaker.ProbeUntil = "", time.Time{}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("releasing lease %s: %w", l.ID, err)
+// releaseLease gives an expired lease's reservation back and frees its
+// probe slot; ExpireLeases runs it atomically with the expiry.
+func releaseLease(l Lease, live *Live, now time.Time) {
+	if l.Limits.valid() {
+		live.Buckets.settle(l.Limits, l.Reserved, Amount{}, now)
 	}
-	return nil
+	if live.Breaker.ProbeLease == l.ID {
+		live.Breaker.ProbeLease, live.Breaker.ProbeUntil = "", time.Time{}
+	}
 }
 
 // expireLeases releases every lease that outlived LeaseTimeout unsettled.
@@ -589,14 +574,9 @@ func (p *Pool) release(ctx context.Context, l Lease, now time.Time) error {
 // only consumers of capacity, so no background goroutine is needed.
 func (p *Pool) expireLeases(ctx context.Context) error {
 	now := p.now()
-	expired, err := p.state.ExpireLeases(ctx, now)
+	_, err := p.state.ExpireLeases(ctx, now, func(l Lease, live *Live) { releaseLease(l, live, now) })
 	if err != nil {
 		return fmt.Errorf("expiring leases: %w", err)
-	}
-	for _, l := range expired {
-		if err := p.release(ctx, l, now); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -680,7 +680,7 @@ type hookState struct {
 	afterRead func()
 }
 
-func (h *hookState) Read(ctx context.Context, refs []Ref, fn func(int, Records)) error {
+func (h *hookState) Read(ctx context.Context, refs RefSet, fn func(int, Records)) error {
 	err := h.State.Read(ctx, refs, fn)
 	if f := h.afterRead; f != nil {
 		h.afterRead = nil

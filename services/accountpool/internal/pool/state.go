@@ -11,49 +11,73 @@ import (
 //
 // State is deliberately a dumb, atomic container: every policy (refill
 // arithmetic, breaker transitions, what a header means) stays in the pool
-// and reaches the state as a function run inside Update. MemState, the
-// in-process implementation, runs it under a per-organization mutex; a
-// Redis implementation (for several AccountPool replicas) runs
-// Read as one round trip (a Lua script or a pipeline over the keys the refs
-// name), Update as an optimistic WATCH/MULTI transaction over the three
-// keys a Ref names, retrying fn on conflict, keeps leases in a sorted set by
-// expiry and session pins as keys with an idle expiry in a per-organization
-// sorted set trimmed to its cap. fn must therefore be deterministic in its
-// inputs and free of side effects.
+// and reaches the state as a function run inside Update, Reserve, Settle or
+// ExpireLeases. An implementation may run such a function more than once
+// (an optimistic transaction retries on conflict), so it must be
+// deterministic in its inputs and free of side effects, and must not call
+// the State. MemState runs it once, under a per-organization mutex;
+// RedisState (package redisstate) runs it in a compare-and-set
+// transaction shared by every AccountPool replica.
+//
+// A reservation and the lease that gives it back change together (Reserve,
+// Settle, ExpireLeases), so a process that dies between two calls never
+// leaves capacity reserved with no lease to release it.
 //
 // Records are keyed per organization: an account's breaker by (org,
 // account), cool-downs by (org, quota key) and buckets by (org, quota key,
 // family), so accounts that share a quota group share their capacity and
 // cool-down but keep their own breaker.
 type State interface {
-	// Read calls fn once per ref, in order, with that ref's live records as
-	// they were at one instant. The refs all name records of one
-	// organization (a selection's, or an account read's). Records never
-	// written are zero values. fn must treat the records as read-only, must
-	// not keep the pointers after returning, and must not call the State.
-	// The records may have changed by the time the caller acts on them:
-	// decisions that must hold are re-checked in Update. Read exists so
-	// that SelectAccount can look at every account of an organization
-	// without copying or allocating per account.
-	Read(ctx context.Context, refs []Ref, fn func(i int, r Records)) error
+	// Prepare returns refs, all of one organization, in the form Read
+	// takes. Selection reads the same refs (a view's selectable accounts)
+	// on every call, so it prepares them once per view: an implementation
+	// may compute there what it would otherwise compute on every Read
+	// (MemState, where the records are; RedisState, the key names). A
+	// RefSet stays valid for as long as the caller keeps it, and may be
+	// read by many goroutines at once.
+	Prepare(refs []Ref) RefSet
+	// Read calls fn once per ref of set, in order, with that ref's live
+	// records as they were at one instant. Records never written are zero
+	// values. fn must treat the records as read-only, must not keep the
+	// pointers after returning, and must not call the State. The records
+	// may have changed by the time the caller acts on them: decisions that
+	// must hold are re-checked in Reserve or Update.
+	Read(ctx context.Context, set RefSet, fn func(i int, r Records)) error
 	// Update runs fn atomically on the live records of ref and keeps its
 	// changes only when it returns nil; fn's error is returned unchanged.
 	// Records left at their zero value are dropped.
 	Update(ctx context.Context, ref Ref, fn func(*Live) error) error
-	// AddLease records an open lease.
-	AddLease(ctx context.Context, l Lease) error
-	// SettleLease marks the lease settled and returns it with the status it
-	// had before the call: LeaseOpen or LeaseExpired the first time,
-	// LeaseSettled after that. A lease that is unknown, forgotten, or
-	// belongs to another organization or account is LeaseUnknown and is
-	// left untouched.
-	SettleLease(ctx context.Context, orgID, accountID, leaseID string) (Lease, LeaseStatus, error)
+	// Reserve is Update on l.Ref that also records *l as an open lease, in
+	// the same atomic step, when fn returns nil. fn may change *l (to mark
+	// it as a breaker's probe, say); the lease recorded is *l as fn left
+	// it. A lease id is never reused.
+	Reserve(ctx context.Context, l *Lease, fn func(*Live) error) error
+	// Settle marks a lease settled and, in the same atomic step, runs fn on
+	// the live records it reserved from: fn gets the lease as recorded and
+	// the status it had before the call (LeaseOpen or LeaseExpired the
+	// first time, LeaseSettled after that). A lease that is unknown,
+	// forgotten, or belongs to another organization or account is
+	// LeaseUnknown, is left untouched, and fn runs on the records of
+	// fallback instead. When fn returns an error nothing changes and the
+	// error is returned unchanged.
+	Settle(ctx context.Context, orgID, accountID, leaseID string, fallback Ref, fn func(l Lease, was LeaseStatus, live *Live) error) error
 	// ExpireLeases marks every open lease whose ExpireTime is not after now
-	// expired and returns them, so their reservations can be released.
-	// Settled and expired leases are forgotten one lease lifetime after
-	// their ExpireTime, which bounds how long a second settle is
-	// recognised as one.
-	ExpireLeases(ctx context.Context, now time.Time) ([]Lease, error)
+	// expired, runs release on its records in the same atomic step, and
+	// returns the leases it expired. An implementation may look for due
+	// leases less often than it is called (RedisState, at most every few
+	// milliseconds per process), so a lease may expire somewhat after its
+	// ExpireTime. Settled and expired leases are forgotten one lease
+	// lifetime after their ExpireTime, which bounds how long a second
+	// settle is recognised as one.
+	ExpireLeases(ctx context.Context, now time.Time, release func(l Lease, live *Live)) ([]Lease, error)
+	// Freed returns a channel that is closed the next time capacity of the
+	// organization may have been given back anywhere the state is shared:
+	// a lease settled or expired, or records were changed by Update. A
+	// waiting selection takes the channel before it looks, so an event
+	// between its look and its wait still wakes it. Notifications may be
+	// spurious or, when the state's connection is down, late: waiters also
+	// wake at the time they computed.
+	Freed(orgID string) <-chan struct{}
 	// NextCursor returns the organization's round-robin cursor and advances
 	// it by one.
 	NextCursor(ctx context.Context, orgID string) (uint64, error)
@@ -70,6 +94,19 @@ type State interface {
 	UnpinSession(ctx context.Context, orgID, sessionID, accountID string) error
 }
 
+// RefSet is refs prepared for Read by the State that made them.
+type RefSet interface {
+	// Refs are the refs, in the order Read visits them.
+	Refs() []Ref
+}
+
+// Refs is a RefSet prepared by nobody: every State can read it (MemState
+// and RedisState read their own RefSets faster).
+type Refs []Ref
+
+// Refs implements RefSet.
+func (r Refs) Refs() []Ref { return r }
+
 // Ref names the live records of one account for one model family.
 type Ref struct {
 	OrgID     string
@@ -78,9 +115,6 @@ type Ref struct {
 	// "a:<account id>" otherwise: the key capacity and cool-downs live under.
 	QuotaKey string
 	Family   Family
-	// hint, on the refs a view keeps for selection, lets MemState find the
-	// records again without hashing the keys; see refHint.
-	hint *refHint
 }
 
 // Records points at one ref's live records during a State.Read callback.
@@ -91,7 +125,8 @@ type Records struct {
 	Buckets  *Buckets
 }
 
-func (l *Live) records() Records {
+// Records returns pointers to l's records.
+func (l *Live) Records() Records {
 	return Records{Breaker: &l.Breaker, Cooldown: &l.Cooldown, Buckets: &l.Buckets}
 }
 
