@@ -10,7 +10,8 @@ run:
 	$(GO) run ./cmd/switchyard dev
 
 ## test: every test, with the race detector. PostgreSQL suites run when
-## SWITCHYARD_TEST_DATABASE_URL is set; the fault test (e2e/fault_test.go:
+## SWITCHYARD_TEST_DATABASE_URL is set, Redis suites when SWITCHYARD_TEST_REDIS_URL
+## is; the fault test (e2e/fault_test.go:
 ## services as processes, killed under load, ~2 min) also needs
 ## SWITCHYARD_FAULT_TEST=1.
 test:

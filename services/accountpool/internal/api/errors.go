@@ -59,6 +59,9 @@ func ToStatus(err error) error {
 		return status.Error(codes.Unavailable, "the account store lost its connection after the write was sent, so it may or may not have been applied; "+
 			"retry with backoff: a retry never applies a write twice, but if the first attempt was applied, "+
 			"a retried RegisterAccount answers AlreadyExists and a retried DeleteAccount NotFound")
+	case errors.Is(err, pool.ErrStateUnavailable):
+		// The message is fixed: the cause names Redis's address.
+		return status.Error(codes.Unavailable, "the pool's live state (Redis) is unavailable; retry with backoff")
 	case errors.Is(err, store.ErrUnavailable):
 		return status.Error(codes.Unavailable, "the account store is unavailable; retry with backoff")
 	case errors.Is(err, context.Canceled):

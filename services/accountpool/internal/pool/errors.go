@@ -66,3 +66,7 @@ type FieldError = validate.FieldError
 // errNotAdmitted aborts a reservation whose account stopped being eligible
 // between the snapshot and the atomic update.
 var errNotAdmitted = errors.New("account no longer eligible")
+
+// ErrStateUnavailable wraps a State's failure to reach where it keeps the
+// live state (Redis down, say): the request may succeed on a retry.
+var ErrStateUnavailable = errors.New("the pool's live state is unavailable")

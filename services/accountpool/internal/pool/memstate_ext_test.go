@@ -10,3 +10,10 @@ import (
 func TestMemState(t *testing.T) {
 	statetest.Run(t, func(*testing.T) pool.State { return pool.NewMemState() })
 }
+
+func TestMemStateAsItsOwnReplica(t *testing.T) {
+	statetest.RunReplicas(t, func(*testing.T) (pool.State, pool.State) {
+		s := pool.NewMemState()
+		return s, s
+	})
+}

@@ -18,10 +18,10 @@ import (
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/pool"
 )
 
-// Run runs the suite. newState returns a State that holds nothing; states
-// returned for one test may share a backend as long as they share no
-// records (a key prefix per call, say). Every test uses organizations of
-// its own besides.
+// Run runs the suite. newState returns a State that holds nothing and
+// looks for due leases on every ExpireLeases call; states returned for one
+// test may share a backend as long as they share no records (a key prefix
+// per call, say). Every test uses organizations of its own besides.
 func Run(t *testing.T, newState func(t *testing.T) pool.State) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -389,23 +389,12 @@ func requireStatus(t *testing.T, s pool.State, org, account, leaseID string, wan
 
 var errPeek = errors.New("peek only")
 
-// expireUntil calls ExpireLeases at now until it finds nothing more: an
-// implementation may look for due leases less often than it is called.
+// expireUntil calls ExpireLeases at now.
 func expireUntil(t *testing.T, s pool.State, now time.Time, release func(pool.Lease, *pool.Live)) []pool.Lease {
 	t.Helper()
-	var all []pool.Lease
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got, err := s.ExpireLeases(context.Background(), now, release)
-		require.NoError(t, err)
-		all = append(all, got...)
-		if len(got) == 0 && (len(all) > 0 || time.Now().After(deadline)) {
-			return all
-		}
-		if len(got) == 0 {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	got, err := s.ExpireLeases(context.Background(), now, release)
+	require.NoError(t, err)
+	return got
 }
 
 func requireClosed(t *testing.T, c <-chan struct{}, msg string) {
@@ -447,4 +436,118 @@ func utc(t time.Time) time.Time {
 		return time.Time{}
 	}
 	return t.UTC()
+}
+
+// RunReplicas checks that two States of one deployment share their
+// records: newPair returns two States over the same backend (for an
+// in-process State, the same one twice).
+func RunReplicas(t *testing.T, newPair func(t *testing.T) (pool.State, pool.State)) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+
+	t.Run("WritesAreSeenByTheOther", func(t *testing.T) {
+		a, b := newPair(t)
+		ref := pool.Ref{OrgID: newOrg(), AccountID: "acct", QuotaKey: "a:acct", Family: pool.FamilySonnet}
+		// b reads first, so a replica that remembered what it read would
+		// see the old value.
+		requireLive(t, pool.Live{}, Snapshot(t, b, ref)[0])
+		require.NoError(t, a.Update(ctx, ref, func(l *pool.Live) error {
+			l.Cooldown = pool.Cooldown{Until: t0, Reason: pool.CooldownRateLimited}
+			l.Breaker.Open = true
+			return nil
+		}))
+		got := Snapshot(t, b, ref)[0]
+		require.True(t, got.Breaker.Open, "a breaker opened through one is open on the other")
+		require.Equal(t, pool.CooldownRateLimited, got.Cooldown.Reason, "and so is a cool-down")
+		require.NoError(t, b.Update(ctx, ref, func(l *pool.Live) error { l.Breaker.Failures = 4; return nil }))
+		require.True(t, Snapshot(t, a, ref)[0].Breaker.Open, "b's update started from a's write")
+	})
+
+	t.Run("ALeaseIssuedByOneSettlesThroughTheOther", func(t *testing.T) {
+		a, b := newPair(t)
+		org := newOrg()
+		ref := pool.Ref{OrgID: org, AccountID: "acct", QuotaKey: "a:acct", Family: pool.FamilySonnet}
+		l := pool.Lease{ID: newID(), Ref: ref, Reserved: pool.Amount{Requests: 1}, IssueTime: t0, ExpireTime: t0.Add(time.Minute)}
+		require.NoError(t, a.Reserve(ctx, &l, func(live *pool.Live) error { live.Buckets.Requests.Reserved++; return nil }))
+		woken := a.Freed(org)
+		require.NoError(t, b.Settle(ctx, org, "acct", l.ID, ref, func(got pool.Lease, was pool.LeaseStatus, live *pool.Live) error {
+			require.Equal(t, pool.LeaseOpen, was)
+			requireLease(t, l, got)
+			live.Buckets.Requests.Reserved--
+			return nil
+		}))
+		requireClosed(t, woken, "a settle through b wakes a's waiters")
+		require.Zero(t, Snapshot(t, a, ref)[0].Buckets.Requests.Reserved)
+		require.Equal(t, pool.LeaseSettled, settle(t, a, org, "acct", l.ID, ref), "settled once, whichever replica asks")
+	})
+
+	t.Run("ALeaseExpiresOnceWhicheverReplicaLooks", func(t *testing.T) {
+		a, b := newPair(t)
+		org := newOrg()
+		ref := pool.Ref{OrgID: org, AccountID: "acct", QuotaKey: "a:acct", Family: pool.FamilySonnet}
+		l := pool.Lease{ID: newID(), Ref: ref, Reserved: pool.Amount{Requests: 1}, IssueTime: t0, ExpireTime: t0.Add(time.Minute)}
+		require.NoError(t, a.Reserve(ctx, &l, func(live *pool.Live) error { live.Buckets.Requests.Reserved++; return nil }))
+		var released atomic.Int64
+		release := func(lease pool.Lease, live *pool.Live) {
+			released.Add(1)
+			live.Buckets.Requests.Reserved -= lease.Reserved.Requests
+		}
+		var wg sync.WaitGroup
+		for _, s := range []pool.State{a, b, a, b} {
+			wg.Go(func() {
+				if _, err := s.ExpireLeases(ctx, t0.Add(time.Minute), release); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		require.Zero(t, Snapshot(t, b, ref)[0].Buckets.Requests.Reserved)
+		require.LessOrEqual(t, released.Load(), int64(4), "release may run again on a conflict")
+		require.Equal(t, pool.LeaseExpired, settle(t, b, org, "acct", l.ID, ref), "expired exactly once")
+	})
+
+	t.Run("ReservationsOnBothNeverOverdraw", func(t *testing.T) {
+		a, b := newPair(t)
+		ref := pool.Ref{OrgID: newOrg(), AccountID: "acct", QuotaKey: "a:acct", Family: pool.FamilySonnet}
+		const capacity = 30
+		var admitted atomic.Int64
+		var wg sync.WaitGroup
+		full := errors.New("full")
+		for w := range 8 {
+			s := []pool.State{a, b}[w%2]
+			wg.Go(func() {
+				for range 10 {
+					l := pool.Lease{ID: newID(), Ref: ref, IssueTime: t0, ExpireTime: t0.Add(time.Minute)}
+					err := s.Reserve(ctx, &l, func(live *pool.Live) error {
+						if live.Buckets.Requests.Reserved >= capacity {
+							return full
+						}
+						live.Buckets.Requests.Reserved++
+						return nil
+					})
+					if err == nil {
+						admitted.Add(1)
+					} else if !errors.Is(err, full) {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		require.Equal(t, int64(capacity), admitted.Load())
+	})
+
+	t.Run("PinsAndCursorsAreShared", func(t *testing.T) {
+		a, b := newPair(t)
+		org := newOrg()
+		require.NoError(t, a.PinSession(ctx, org, "s", "acct", t0, time.Hour, 10))
+		got, err := b.SessionAccount(ctx, org, "s", t0, time.Hour)
+		require.NoError(t, err)
+		require.Equal(t, "acct", got, "a pin made on one is used by the other")
+		c0, err := a.NextCursor(ctx, org)
+		require.NoError(t, err)
+		c1, err := b.NextCursor(ctx, org)
+		require.NoError(t, err)
+		require.Equal(t, c0+1, c1)
+	})
 }
