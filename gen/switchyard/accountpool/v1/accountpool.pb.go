@@ -9,6 +9,7 @@ package accountpoolv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -1271,8 +1272,16 @@ type SelectAccountRequest struct {
 	AllowedAccountIds []string `protobuf:"bytes,7,rep,name=allowed_account_ids,json=allowedAccountIds,proto3" json:"allowed_account_ids,omitempty"`
 	SessionId         string   `protobuf:"bytes,8,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// Overrides the organization's strategy for this call.
-	Strategy      SelectionStrategy `protobuf:"varint,9,opt,name=strategy,proto3,enum=switchyard.accountpool.v1.SelectionStrategy" json:"strategy,omitempty"`
-	RequestId     string            `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Strategy  SelectionStrategy `protobuf:"varint,9,opt,name=strategy,proto3,enum=switchyard.accountpool.v1.SelectionStrategy" json:"strategy,omitempty"`
+	RequestId string            `protobuf:"bytes,10,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// How long the pool may wait for an account to free up when none can
+	// take the call now (0 to 10 minutes; unset answers at once). The pool
+	// waits where the state is: it is woken when a call settles or a lease
+	// expires on any replica, and when a cool-down ends or a bucket refills,
+	// and answers with a lease or, at the end of the wait (or before the
+	// call's deadline), RESOURCE_EXHAUSTED. It never waits for an open
+	// circuit breaker.
+	MaxWait       *durationpb.Duration `protobuf:"bytes,11,opt,name=max_wait,json=maxWait,proto3" json:"max_wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1375,6 +1384,13 @@ func (x *SelectAccountRequest) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *SelectAccountRequest) GetMaxWait() *durationpb.Duration {
+	if x != nil {
+		return x.MaxWait
+	}
+	return nil
 }
 
 // Lease is one selected account, its decrypted key and the capacity reserved
@@ -2711,7 +2727,7 @@ var File_switchyard_accountpool_v1_accountpool_proto protoreflect.FileDescriptor
 
 const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\n" +
-	"+switchyard/accountpool/v1/accountpool.proto\x12\x19switchyard.accountpool.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x05\n" +
+	"+switchyard/accountpool/v1/accountpool.proto\x12\x19switchyard.accountpool.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe8\x05\n" +
 	"\aAccount\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12'\n" +
 	"\x0forganization_id\x18\x02 \x01(\tR\x0eorganizationId\x12\x12\n" +
@@ -2803,7 +2819,7 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"account_id\x18\x02 \x01(\tR\taccountId\x12\x1c\n" +
 	"\aapi_key\x18\x03 \x01(\tB\x03\x80\x01\x01R\x06apiKey\"X\n" +
 	"\x18RotateAccountKeyResponse\x12<\n" +
-	"\aaccount\x18\x01 \x01(\v2\".switchyard.accountpool.v1.AccountR\aaccount\"\xc9\x03\n" +
+	"\aaccount\x18\x01 \x01(\v2\".switchyard.accountpool.v1.AccountR\aaccount\"\xff\x03\n" +
 	"\x14SelectAccountRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x124\n" +
@@ -2817,7 +2833,8 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\bstrategy\x18\t \x01(\x0e2,.switchyard.accountpool.v1.SelectionStrategyR\bstrategy\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\n" +
-	" \x01(\tR\trequestId\"\xd3\x01\n" +
+	" \x01(\tR\trequestId\x124\n" +
+	"\bmax_wait\x18\v \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xd3\x01\n" +
 	"\x05Lease\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x1d\n" +
 	"\n" +
@@ -3052,6 +3069,7 @@ var file_switchyard_accountpool_v1_accountpool_proto_goTypes = []any{
 	nil,                                        // 35: switchyard.accountpool.v1.Account.LabelsEntry
 	nil,                                        // 36: switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
 	(*timestamppb.Timestamp)(nil),              // 37: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),                // 38: google.protobuf.Duration
 }
 var file_switchyard_accountpool_v1_accountpool_proto_depIdxs = []int32{
 	0,  // 0: switchyard.accountpool.v1.Account.status:type_name -> switchyard.accountpool.v1.AccountStatus
@@ -3071,54 +3089,55 @@ var file_switchyard_accountpool_v1_accountpool_proto_depIdxs = []int32{
 	4,  // 14: switchyard.accountpool.v1.UpdateAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
 	4,  // 15: switchyard.accountpool.v1.RotateAccountKeyResponse.account:type_name -> switchyard.accountpool.v1.Account
 	2,  // 16: switchyard.accountpool.v1.SelectAccountRequest.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	37, // 17: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
-	20, // 18: switchyard.accountpool.v1.SelectAccountResponse.lease:type_name -> switchyard.accountpool.v1.Lease
-	2,  // 19: switchyard.accountpool.v1.SelectAccountResponse.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	22, // 20: switchyard.accountpool.v1.SelectAccountResponse.candidates:type_name -> switchyard.accountpool.v1.Candidate
-	37, // 21: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
-	37, // 22: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
-	37, // 23: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
-	3,  // 24: switchyard.accountpool.v1.RecordRequestRequest.outcome:type_name -> switchyard.accountpool.v1.Outcome
-	23, // 25: switchyard.accountpool.v1.RecordRequestRequest.rate_limit:type_name -> switchyard.accountpool.v1.RateLimitHeaders
-	2,  // 26: switchyard.accountpool.v1.OrganizationSettings.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	37, // 27: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
-	26, // 28: switchyard.accountpool.v1.GetOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	2,  // 29: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	26, // 30: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	37, // 31: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
-	37, // 32: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
-	3,  // 33: switchyard.accountpool.v1.UsageRecord.outcome:type_name -> switchyard.accountpool.v1.Outcome
-	37, // 34: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
-	32, // 35: switchyard.accountpool.v1.GetUsageResponse.total:type_name -> switchyard.accountpool.v1.UsageTotals
-	32, // 36: switchyard.accountpool.v1.GetUsageResponse.by_account:type_name -> switchyard.accountpool.v1.UsageTotals
-	33, // 37: switchyard.accountpool.v1.GetUsageResponse.records:type_name -> switchyard.accountpool.v1.UsageRecord
-	7,  // 38: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
-	9,  // 39: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
-	11, // 40: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
-	13, // 41: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
-	15, // 42: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
-	17, // 43: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:input_type -> switchyard.accountpool.v1.RotateAccountKeyRequest
-	19, // 44: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
-	24, // 45: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
-	27, // 46: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
-	29, // 47: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
-	31, // 48: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
-	8,  // 49: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
-	10, // 50: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
-	12, // 51: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
-	14, // 52: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
-	16, // 53: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
-	18, // 54: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:output_type -> switchyard.accountpool.v1.RotateAccountKeyResponse
-	21, // 55: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
-	25, // 56: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
-	28, // 57: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
-	30, // 58: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
-	34, // 59: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
-	49, // [49:60] is the sub-list for method output_type
-	38, // [38:49] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	38, // 17: switchyard.accountpool.v1.SelectAccountRequest.max_wait:type_name -> google.protobuf.Duration
+	37, // 18: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
+	20, // 19: switchyard.accountpool.v1.SelectAccountResponse.lease:type_name -> switchyard.accountpool.v1.Lease
+	2,  // 20: switchyard.accountpool.v1.SelectAccountResponse.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	22, // 21: switchyard.accountpool.v1.SelectAccountResponse.candidates:type_name -> switchyard.accountpool.v1.Candidate
+	37, // 22: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
+	37, // 23: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
+	37, // 24: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
+	3,  // 25: switchyard.accountpool.v1.RecordRequestRequest.outcome:type_name -> switchyard.accountpool.v1.Outcome
+	23, // 26: switchyard.accountpool.v1.RecordRequestRequest.rate_limit:type_name -> switchyard.accountpool.v1.RateLimitHeaders
+	2,  // 27: switchyard.accountpool.v1.OrganizationSettings.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	37, // 28: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
+	26, // 29: switchyard.accountpool.v1.GetOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	2,  // 30: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	26, // 31: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	37, // 32: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	37, // 33: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	3,  // 34: switchyard.accountpool.v1.UsageRecord.outcome:type_name -> switchyard.accountpool.v1.Outcome
+	37, // 35: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
+	32, // 36: switchyard.accountpool.v1.GetUsageResponse.total:type_name -> switchyard.accountpool.v1.UsageTotals
+	32, // 37: switchyard.accountpool.v1.GetUsageResponse.by_account:type_name -> switchyard.accountpool.v1.UsageTotals
+	33, // 38: switchyard.accountpool.v1.GetUsageResponse.records:type_name -> switchyard.accountpool.v1.UsageRecord
+	7,  // 39: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
+	9,  // 40: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
+	11, // 41: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
+	13, // 42: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
+	15, // 43: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
+	17, // 44: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:input_type -> switchyard.accountpool.v1.RotateAccountKeyRequest
+	19, // 45: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
+	24, // 46: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
+	27, // 47: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
+	29, // 48: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
+	31, // 49: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
+	8,  // 50: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
+	10, // 51: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
+	12, // 52: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
+	14, // 53: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
+	16, // 54: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
+	18, // 55: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:output_type -> switchyard.accountpool.v1.RotateAccountKeyResponse
+	21, // 56: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
+	25, // 57: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
+	28, // 58: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
+	30, // 59: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
+	34, // 60: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
+	50, // [50:61] is the sub-list for method output_type
+	39, // [39:50] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_accountpool_v1_accountpool_proto_init() }

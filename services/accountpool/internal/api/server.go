@@ -203,7 +203,12 @@ func (s *Server) SelectAccount(ctx context.Context, req *accountpoolv1.SelectAcc
 	if err != nil {
 		return nil, s.fail(ctx, "SelectAccount", err)
 	}
+	wait, err := selectWait(ctx, req.GetMaxWait())
+	if err != nil {
+		return nil, s.fail(ctx, "SelectAccount", err)
+	}
 	sel, err := s.pool.Select(ctx, pool.SelectRequest{
+		MaxWait:               wait,
 		OrgID:                 req.GetOrganizationId(),
 		Model:                 req.GetModel(),
 		EstimatedInputTokens:  req.GetEstimatedInputTokens(),

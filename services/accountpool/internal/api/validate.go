@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
@@ -121,6 +123,30 @@ func checkNonNegative(field string, n int64) error {
 		return invalid(field, "must not be negative, got %d", n)
 	}
 	return nil
+}
+
+// maxSelectWait bounds SelectAccountRequest.max_wait.
+const maxSelectWait = 10 * time.Minute
+
+// selectWait checks max_wait and returns how long the pool may wait: never
+// so long that the answer misses the call's deadline.
+func selectWait(ctx context.Context, d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, invalid("max_wait", "is not a valid duration: %v", err)
+	}
+	w := d.AsDuration()
+	if w < 0 || w > maxSelectWait {
+		return 0, invalid("max_wait", "must be between 0 and %s, got %s", maxSelectWait, w)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		// Leave the answer time to travel back.
+		left := time.Until(dl)
+		w = min(w, left-min(left/10, 100*time.Millisecond))
+	}
+	return max(w, 0), nil
 }
 
 func checkLabels(labels map[string]string) error {

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
@@ -72,4 +74,43 @@ func TestStrategyConversionRoundTrips(t *testing.T) {
 	_, err = strategyFromProto("strategy", 42)
 	require.ErrorContains(t, err, "strategy: unknown strategy 42")
 	require.Len(t, accountpoolv1.SelectionStrategy_name, len(store.Strategies())+1, "a new proto strategy needs a store one")
+}
+
+func TestSelectWait(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		wait    *durationpb.Duration
+		timeout time.Duration // 0: no deadline
+		want    time.Duration
+		problem string
+	}{
+		{name: "unset answers at once", want: 0},
+		{name: "as asked without a deadline", wait: durationpb.New(3 * time.Second), want: 3 * time.Second},
+		{name: "negative", wait: durationpb.New(-time.Second), problem: "between 0 and 10m0s"},
+		{name: "too long", wait: durationpb.New(11 * time.Minute), problem: "between 0 and 10m0s"},
+		{name: "invalid", wait: &durationpb.Duration{Seconds: 1, Nanos: -5}, problem: "not a valid duration"},
+		{name: "never past the deadline", wait: durationpb.New(time.Minute), timeout: 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tc.timeout > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.timeout)
+				defer cancel()
+			}
+			got, err := selectWait(ctx, tc.wait)
+			if tc.problem != "" {
+				require.ErrorContains(t, err, "max_wait")
+				require.ErrorContains(t, err, tc.problem)
+				return
+			}
+			require.NoError(t, err)
+			if tc.timeout > 0 {
+				require.Less(t, got, tc.timeout, "the answer has time to travel back")
+				require.Greater(t, got, tc.timeout-time.Second)
+				return
+			}
+			require.Equal(t, tc.want, got)
+		})
+	}
 }

@@ -99,17 +99,25 @@ func need(amount int64, lim float64) float64 {
 	return lim
 }
 
-// wait is how long until want is available, if the calls in flight held
-// their reservations that long and settled with exactly their estimate. It
-// is an estimate: a call that settles sooner, or uses less, frees its part
-// sooner; capacity held beyond the limit frees only when its call settles.
-func (b Bucket) wait(table int64, want float64, now time.Time) time.Duration {
+// wait is how long until want is available, and whether refilling alone
+// can ever make it so. Reservations do not refill: when what calls in
+// flight hold leaves less than want even in a full bucket (held), only
+// their settling frees it, at a time the bucket cannot know; wait is then
+// how long the bucket takes to fill, a lower bound. Otherwise wait is
+// exact if the calls in flight held their reservations that long and
+// settled with exactly their estimate; a call that settles sooner, or
+// uses less, frees its part sooner.
+func (b Bucket) wait(table int64, want float64, now time.Time) (wait time.Duration, held bool) {
 	have := b.available(table, now)
 	if have >= want {
-		return 0
+		return 0, false
 	}
-	rate := b.limit(table) / refillWindow.Seconds()
-	return time.Duration((want - have) / rate * float64(time.Second))
+	lim := b.limit(table)
+	rate := lim / refillWindow.Seconds()
+	if want > lim-float64(b.Reserved) {
+		return time.Duration(max(0, lim-b.level(table, now)) / rate * float64(time.Second)), true
+	}
+	return time.Duration((want - have) / rate * float64(time.Second)), false
 }
 
 // dimensionNames names the three buckets, in the fixed order of the arrays
@@ -139,9 +147,14 @@ type shortfall struct {
 	dim        int8 // index into dimensionNames
 	need, have int64
 	refill     time.Duration
+	// held: calls in flight hold what the amount needs (see Bucket.wait).
+	held bool
 }
 
 func (s shortfall) String() string {
+	if s.held {
+		return fmt.Sprintf("%s: need %d, have %d, held by calls in flight until they settle", dimensionNames()[s.dim], s.need, s.have)
+	}
 	return fmt.Sprintf("%s: need %d, have %d, refills in %s", dimensionNames()[s.dim], s.need, s.have, s.refill.Round(time.Millisecond))
 }
 
@@ -182,26 +195,26 @@ func (bs *Buckets) check(lim Limits, amt Amount, now time.Time) capacity {
 	c := capacity{}
 	c.headroom, c.fits = bs.fits(&lim, &amt, now.UnixNano())
 	if !c.fits {
-		c.wait, c.short = bs.shortfall(lim, amt, now)
+		c.wait, _, c.short = bs.shortfall(lim, amt, now)
 	}
 	return c
 }
 
-func (bs *Buckets) shortfall(lim Limits, amt Amount, now time.Time) (wait time.Duration, short shortfall) {
+func (bs *Buckets) shortfall(lim Limits, amt Amount, now time.Time) (wait time.Duration, held bool, short shortfall) {
 	buckets, tables, amounts := bs.all(), lim.all(), amt.all()
 	first := true
 	for i, b := range buckets {
 		l := b.limit(tables[i])
 		want := need(amounts[i], l)
 		if have := b.available(tables[i], now); have < want {
-			w := b.wait(tables[i], want, now)
-			wait = max(wait, w)
+			w, h := b.wait(tables[i], want, now)
+			wait, held = max(wait, w), held || h
 			if first {
-				short, first = shortfall{dim: int8(i), need: int64(want), have: int64(have), refill: w}, false
+				short, first = shortfall{dim: int8(i), need: int64(want), have: int64(have), refill: w, held: h}, false
 			}
 		}
 	}
-	return wait, short
+	return wait, held, short
 }
 
 // reserve holds amt for a new lease.

@@ -25,12 +25,18 @@ var ErrNoAccounts = errors.New("the organization has no accounts in service")
 // service but none can take the request now.
 type ExhaustedError struct {
 	// RetryAfter is how long until the first skipped account frees up (its
-	// cool-down ends, its breaker half-opens, or its buckets refill enough
-	// for the estimate). Zero when no account frees up by itself: every
-	// candidate is excluded, not allowed, disabled or invalid.
+	// cool-down ends, or its buckets refill enough for the estimate, or the
+	// calls in flight that hold its capacity settle, at the latest when
+	// their leases expire). Zero when no account frees up by itself: every
+	// candidate is excluded, not allowed, disabled, invalid, or behind an
+	// open breaker (a breaker exists to fail fast, so it is never waited
+	// for).
 	RetryAfter time.Duration
 	// Candidates explains every account of the organization.
 	Candidates []Candidate
+	// settleMayFree is set when an account worth waiting for lacks only
+	// capacity: a call settling may give it back before RetryAfter.
+	settleMayFree bool
 }
 
 // maxExplained bounds how many accounts the message names: it travels in a

@@ -29,6 +29,9 @@ type SelectRequest struct {
 	// SessionID keys the session-affinity strategy; the other strategies
 	// ignore it.
 	SessionID string
+	// MaxWait is how long Select may wait for an account to free up when
+	// none can take the request now; zero answers at once.
+	MaxWait time.Duration
 	// Explain asks for Selection.Candidates. Formatting why each account
 	// was skipped costs more than the selection itself, so callers that do
 	// not show it leave this off. An ExhaustedError always explains.
@@ -111,6 +114,15 @@ type verdict struct {
 
 func (v *verdict) ok() bool { return v.static == staticNone && v.blocks == 0 }
 
+// waitable reports whether a blocked account is worth waiting for: it
+// frees up by itself (a cool-down ends, capacity refills or is given back)
+// and its breaker is closed. A breaker exists to fail fast, so an account
+// behind an open breaker, or a half-open one whose probe is out, is never
+// waited for; the next selection after it half-opens probes it.
+func (v *verdict) waitable() bool {
+	return v.static == staticNone && v.blocks&(blockBreakerOpen|blockProbeInFlight) == 0
+}
+
 func (v *verdict) block(b block, until time.Time) {
 	v.blocks |= b
 	if until.After(v.freeAt) {
@@ -186,8 +198,12 @@ func (p *Pool) judge(v *verdict, r Records, lim *Limits, amt *Amount, now time.T
 	var fits bool
 	v.headroom, fits = r.Buckets.fits(lim, amt, nowNS)
 	if !fits {
-		var wait time.Duration
-		wait, v.short = r.Buckets.shortfall(*lim, *amt, now)
+		wait, held, short := r.Buckets.shortfall(*lim, *amt, now)
+		v.short = short
+		if held {
+			// Only settling calls free it; their leases bound when.
+			wait = max(wait, p.leaseTimeout)
+		}
 		v.block(blockCapacity, now.Add(wait))
 	}
 }
@@ -267,8 +283,11 @@ type scan struct {
 	// lost are accounts out of this selection after a scan chose them:
 	// they lost the reservation race, or their key did not decrypt.
 	lost map[int]verdict
-	// freeAt is the earliest time a blocked account frees up.
-	freeAt time.Time
+	// freeAt is the earliest time a blocked account worth waiting for
+	// frees up; capacityBlocked is set when one of them lacks only
+	// capacity, which a call settling may give back sooner.
+	freeAt          time.Time
+	capacityBlocked bool
 	visit  func(int, Records)
 
 	// Per-pass results.
@@ -288,7 +307,7 @@ func (p *Pool) newScan(fi *familyIndex, s store.Strategy, now time.Time, amt Amo
 	}
 	sc.p, sc.fi, sc.strategy, sc.now, sc.nowNS, sc.amt = p, fi, strategyOf(s), now, now.UnixNano(), amt
 	sc.excluded, sc.allowed = newIDSet(r.Excluded), newIDSet(r.Allowed)
-	sc.pinned, sc.cursor, sc.lost, sc.freeAt = "", 0, nil, time.Time{}
+	sc.pinned, sc.cursor, sc.lost, sc.freeAt, sc.capacityBlocked = "", 0, nil, time.Time{}, false
 	if cap(sc.verdicts) < len(fi.accounts) {
 		sc.verdicts = make([]verdict, len(fi.accounts))
 	}
@@ -303,8 +322,16 @@ func (sc *scan) free() {
 	p.scans.Put(sc)
 }
 
-func (sc *scan) noteFree(t time.Time) {
-	if !t.IsZero() && (sc.freeAt.IsZero() || t.Before(sc.freeAt)) {
+// noteBlocked takes a blocked account's verdict into the time the first
+// account frees up, if it is worth waiting for.
+func (sc *scan) noteBlocked(vd *verdict) {
+	if !vd.waitable() {
+		return
+	}
+	if vd.blocks&blockCapacity != 0 {
+		sc.capacityBlocked = true
+	}
+	if t := vd.freeAt; !t.IsZero() && (sc.freeAt.IsZero() || t.Before(sc.freeAt)) {
 		sc.freeAt = t
 	}
 }
@@ -351,13 +378,13 @@ func (sc *scan) judgeOne(i int, r Records) {
 	case sc.lost != nil:
 		if lost, ok := sc.lost[i]; ok {
 			*vd = lost
-			sc.noteFree(vd.freeAt)
+			sc.noteBlocked(vd)
 			return
 		}
 	}
 	sc.p.judge(vd, r, &sc.fi.limits[i], &sc.amt, sc.now, sc.nowNS)
 	if !vd.ok() {
-		sc.noteFree(vd.freeAt)
+		sc.noteBlocked(vd)
 		return
 	}
 	h := vd.headroom
@@ -392,7 +419,7 @@ func (sc *scan) lose(i int, vd verdict) {
 	}
 	sc.lost[i] = vd
 	sc.verdicts[i] = vd
-	sc.noteFree(vd.freeAt)
+	sc.noteBlocked(&vd)
 }
 
 // explain describes every account of the view, in view order: the
@@ -431,8 +458,58 @@ func (sc *scan) explain(v *orgView, chosen int) []Candidate {
 }
 
 // Select picks an account for one model call and reserves the estimate on
-// it. It reads only the in-memory view and the live state (the store only
-// on an organization's first use).
+// it (see selectNow). When no account can take the request now, it waits
+// up to r.MaxWait for one to free up: woken when capacity is given back
+// anywhere the state is shared (a call settles, a lease expires), and at
+// the time the first account frees up by itself (a cool-down ends, a
+// bucket refills). It stops waiting early when nothing could free up
+// within the wait: no account is worth waiting for (all behind open
+// breakers, excluded, disabled or invalid), or the first frees up after
+// the wait ends and no account lacks only capacity that a settling call
+// could give back. The answer is then the last ExhaustedError.
+func (p *Pool) Select(ctx context.Context, r SelectRequest) (Selection, error) {
+	if r.MaxWait <= 0 {
+		return p.selectNow(ctx, r)
+	}
+	end := time.Now().Add(r.MaxWait)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		// Taken before looking: capacity freed between the look and the
+		// wait still wakes it.
+		freed := p.state.Freed(r.OrgID)
+		sel, err := p.selectNow(ctx, r)
+		var ex *ExhaustedError
+		if !errors.As(err, &ex) {
+			return sel, err
+		}
+		left := time.Until(end)
+		if ex.RetryAfter <= 0 || left <= 0 || (ex.RetryAfter > left && !ex.settleMayFree) {
+			return sel, err
+		}
+		wait := min(ex.RetryAfter, left)
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-freed:
+			timer.Stop()
+		case <-timer.C:
+		case <-ctx.Done():
+			return Selection{}, ctx.Err()
+		}
+	}
+}
+
+// selectNow picks an account for one model call and reserves the estimate
+// on it, without waiting. It reads only the in-memory view and the live
+// state (the store only on an organization's first use).
 //
 // Every strategy chooses among the same eligible accounts: ACTIVE, with a
 // known tier, neither excluded nor outside Allowed, not cooling down, not
@@ -445,7 +522,7 @@ func (sc *scan) explain(v *orgView, chosen int) []Candidate {
 // Errors: ErrNoAccounts when the organization has no account ACTIVE or
 // INVALID; *ExhaustedError when none of them can take the request now;
 // *FieldError for an unknown strategy.
-func (p *Pool) Select(ctx context.Context, r SelectRequest) (Selection, error) {
+func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error) {
 	if r.Strategy != "" && !validStrategy(r.Strategy) {
 		return Selection{}, unknownStrategy("strategy", r.Strategy)
 	}
@@ -545,7 +622,7 @@ func (p *Pool) Select(ctx context.Context, r SelectRequest) (Selection, error) {
 		return sel, nil
 	}
 
-	e := &ExhaustedError{Candidates: sc.explain(v, -1)}
+	e := &ExhaustedError{Candidates: sc.explain(v, -1), settleMayFree: sc.capacityBlocked}
 	if !sc.freeAt.IsZero() {
 		e.RetryAfter = max(sc.freeAt.Sub(now), time.Millisecond)
 	}

@@ -157,7 +157,8 @@ func TestBreakerOpensAfterFiveCountedFailures(t *testing.T) {
 
 	ex := f.exhausted(allowed(id))
 	require.Contains(t, candidate(ex.Candidates, id).SkipReason, "breaker open until")
-	require.Equal(t, 5*time.Second, ex.RetryAfter)
+	require.Zero(t, ex.RetryAfter, "an open breaker is never waited for: the task fails at once")
+	require.Equal(t, f.clock.Now().Add(5*time.Second), candidate(ex.Candidates, id).FreeAt, "the explanation still says when it half-opens")
 	for range 5 {
 		sel := f.mustSelect()
 		require.Equal(t, b.Account.ID, sel.AccountID, "an open breaker keeps the account out of selection")
@@ -247,7 +248,7 @@ func TestProbeFailureReopensLonger(t *testing.T) {
 		info := f.account(id)
 		require.Equal(t, BreakerOpen, info.Breaker.State)
 		require.Equal(t, f.clock.Now().Add(next), info.Breaker.OpenUntil, "cool-down doubles, capped at 5m")
-		require.Equal(t, next, f.exhausted(allowed(id)).RetryAfter)
+		require.Equal(t, f.clock.Now().Add(next), candidate(f.exhausted(allowed(id)).Candidates, id).FreeAt)
 		wait = next
 	}
 }
@@ -413,13 +414,13 @@ func TestExhaustedCarriesEarliestFreeTime(t *testing.T) {
 	f.record(f.mustSelect(allowed(c.Account.ID), estimate(30_000, 0)), store.OutcomeSuccess, used(30_000, 0)) // drains c's input bucket
 
 	ex := f.exhausted(estimate(6_000, 0))
-	require.Equal(t, 5*time.Second, ex.RetryAfter, "b's breaker half-opens first")
+	require.Equal(t, 12*time.Second, ex.RetryAfter, "b's breaker half-opens first, but is not waited for: c refills 6,000 input tokens at 500/s")
 	require.Contains(t, candidate(ex.Candidates, a.Account.ID).SkipReason, "cooling down")
 	require.Contains(t, candidate(ex.Candidates, b.Account.ID).SkipReason, "breaker open")
 	require.Contains(t, candidate(ex.Candidates, c.Account.ID).SkipReason, "no headroom for the estimate: input tokens")
 
-	ex = f.exhausted(estimate(6_000, 0), excluded(b.Account.ID))
-	require.Equal(t, 12*time.Second, ex.RetryAfter, "c refills 6,000 input tokens at 500/s")
+	ex = f.exhausted(estimate(6_000, 0), excluded(c.Account.ID))
+	require.Equal(t, 30*time.Second, ex.RetryAfter, "without c, a's cool-down ends first")
 
 	f.clock.Advance(12 * time.Second)
 	require.Equal(t, c.Account.ID, f.mustSelect(estimate(6_000, 0), excluded(b.Account.ID)).AccountID)
@@ -430,10 +431,15 @@ func TestEstimateLargerThanBucketWaitsForFullBucket(t *testing.T) {
 	id := f.register("a", "tier1").Account.ID
 	sel := f.mustSelect(estimate(100_000, 0)) // more than the 30k ITPM
 	require.Equal(t, id, sel.AccountID)
-	// The bucket is 70,000 in debt and must refill to full (30,000) at 500/s.
+	// The call in flight holds 100,000: nothing fits until it settles, at
+	// the latest when its lease expires.
 	ex := f.exhausted(estimate(100_000, 0))
-	require.Equal(t, 200*time.Second, ex.RetryAfter)
-	require.Contains(t, candidate(ex.Candidates, id).SkipReason, "need 30000")
+	require.Equal(t, 2*time.Minute, ex.RetryAfter)
+	require.Contains(t, candidate(ex.Candidates, id).SkipReason, "need 30000, have -70000, held by calls in flight until they settle")
+	// Settled at its estimate, the bucket is 70,000 in debt and refills to
+	// full (30,000) at 500/s.
+	f.record(sel, store.OutcomeSuccess, used(100_000, 0))
+	require.Equal(t, 200*time.Second, f.exhausted(estimate(100_000, 0)).RetryAfter)
 }
 
 func TestConcurrentReservationsNeverOverdraw(t *testing.T) {

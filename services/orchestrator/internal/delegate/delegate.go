@@ -83,9 +83,10 @@ type Config struct {
 	// AttemptTimeout bounds one model call; default 10m. The caller's
 	// deadline always applies as well.
 	AttemptTimeout time.Duration
-	// SelectTimeout bounds one SelectAccount call; default 10s. A selection
-	// that takes longer fails the task with ErrSelectionTimeout (it never
-	// falls back to FallbackKey: the pool is up, only slow).
+	// SelectTimeout bounds one SelectAccount call beyond the wait it asks
+	// the pool for (see MaxWait); default 10s. A selection that takes
+	// longer fails the task with ErrSelectionTimeout (it never falls back
+	// to FallbackKey: the pool is up, only slow).
 	SelectTimeout time.Duration
 	// BookkeepingTimeout bounds TrackStart and each delivery attempt of a
 	// bookkeeping record; default 10s.
@@ -102,9 +103,9 @@ type Config struct {
 	// MaxPromptBytes bounds the prompt; default 512 KiB.
 	MaxPromptBytes int
 	// MaxWait bounds how long one task waits, in all, for an account to free
-	// up when the pool says every account is busy but one frees up soon;
-	// default 10s, negative disables waiting. The caller's deadline always
-	// applies as well.
+	// up when every account is busy; default 10s, negative disables
+	// waiting. The pool does the waiting (SelectAccountRequest.max_wait);
+	// the caller's deadline always applies as well.
 	MaxWait time.Duration
 	// ProgressInterval is the least time between two progress events of an
 	// attempt whose answer is streaming in; default 5s. The interval doubles

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
@@ -61,6 +62,19 @@ func (run *taskRun) selectAccount(ctx context.Context) (selection, error) {
 	}
 }
 
+// waitBudget is how long the task may still wait for an account: what is
+// left of MaxWait, and never past the caller's deadline.
+func (run *taskRun) waitBudget(ctx context.Context) time.Duration {
+	if run.r.cfg.MaxWait < 0 {
+		return 0
+	}
+	left := run.r.cfg.MaxWait - run.waited
+	if dl, ok := ctx.Deadline(); ok {
+		left = min(left, time.Until(dl))
+	}
+	return max(left, 0)
+}
+
 // mayWait reports whether the pool's answer "busy, free in retryAfter" is
 // worth waiting for: within the wait budget and before the caller's
 // deadline.
@@ -84,11 +98,25 @@ func (run *taskRun) mayWait(ctx context.Context, retryAfter time.Duration) bool 
 //     FailWhenPoolUnavailable or there is none;
 //   - DeadlineExceeded of our own SelectTimeout: ErrSelectionTimeout;
 //   - anything else: the pool refused, the task fails with that error.
+//
+// The pool is asked to wait for an account itself, for what is left of the
+// task's wait budget: it is woken when capacity is given back, so a busy
+// pool costs a waiting task one call per attempt rather than a poll loop.
+// A pool that answers at once anyway (an older one, or nothing to wait
+// for) leaves selectAccount to sleep on its RetryInfo.
 func (run *taskRun) selectOnce(ctx context.Context) (selection, error) {
 	p := run.p
-	sctx, cancel := context.WithTimeout(ctx, run.r.cfg.SelectTimeout)
+	budget := run.waitBudget(ctx)
+	sctx, cancel := context.WithTimeout(ctx, run.r.cfg.SelectTimeout+budget)
 	defer cancel()
+	var maxWait *durationpb.Duration
+	if budget > 0 {
+		maxWait = durationpb.New(budget)
+		start := time.Now()
+		defer func() { run.waited += time.Since(start) }()
+	}
 	resp, err := run.r.pool.SelectAccount(sctx, &accountpoolv1.SelectAccountRequest{
+		MaxWait:               maxWait,
 		OrganizationId:        p.OrganizationID,
 		Model:                 p.category.Model,
 		EstimatedInputTokens:  p.estimate.InputTokens,
