@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
@@ -26,6 +27,7 @@ import (
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/api"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/crypto"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/pool"
+	"github.com/switchyard-dev/switchyard/services/accountpool/internal/redisstate"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store/memstore"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store/pgstore"
@@ -95,7 +97,35 @@ type Config struct {
 	InsecureNoAuth bool
 	// TLS, when set, serves TLS only (pkg/tlsconfig builds mutual TLS).
 	TLS *tls.Config
+	// State selects where the pool's live state (capacity, cool-downs,
+	// breakers, leases, session pins) lives: StateMemory, in this process,
+	// or StateRedis, at RedisURL, shared by every replica. Empty means
+	// StateRedis when RedisURL is set, else StateMemory.
+	State string
+	// RedisURL is the Redis for StateRedis ("redis://host:6379/0"; rediss://
+	// for TLS).
+	RedisURL string
+	// RedisNamespace starts every key, so deployments can share a Redis;
+	// default "switchyard".
+	RedisNamespace string
+	// RedisFailure is what the pool does while Redis cannot be reached:
+	// FailClosed (default: SelectAccount answers Unavailable) or
+	// FailDegrade (each replica runs on state of its own with its share of
+	// every limit; see pool.DegradingState).
+	RedisFailure string
 }
+
+// The live states Config.State can name.
+const (
+	StateMemory = "memory"
+	StateRedis  = "redis"
+)
+
+// The Redis failure policies Config.RedisFailure can name.
+const (
+	FailClosed  = "closed"
+	FailDegrade = "degrade"
+)
 
 // GenerateKeyring returns a fresh random one-version keyring, for
 // `switchyard dev`, whose embedded store forgets every key at exit anyway.
@@ -108,6 +138,17 @@ type Service struct {
 	logger  *slog.Logger
 	pool    *pool.Pool
 	backend backend
+	state   liveState
+}
+
+// liveState is the pool's State and what running it takes.
+type liveState struct {
+	state pool.State
+	// run, when set, runs while the service serves (the degrade policy's
+	// reconnection).
+	run func(ctx context.Context)
+	// close releases the state after the last call.
+	close func()
 }
 
 // backend is an open store and what serving it takes.
@@ -151,23 +192,30 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("accountpool: pricing file: %w", err)
 	}
-	be, err := openStore(ctx, cfg)
+	ls, err := openState(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("accountpool: %w", err)
 	}
-	s, err := build(cfg, keys, tiers, pricing, be, unary, stream)
+	be, err := openStore(ctx, cfg)
+	if err != nil {
+		ls.close()
+		return nil, fmt.Errorf("accountpool: %w", err)
+	}
+	s, err := build(cfg, keys, tiers, pricing, be, ls, unary, stream)
 	if err != nil {
 		be.close()
+		ls.close()
 		return nil, fmt.Errorf("accountpool: %w", err)
 	}
 	return s, nil
 }
 
-func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pricing, be backend,
+func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pricing, be backend, ls liveState,
 	unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) (*Service, error) {
 	p, err := pool.New(pool.Config{
 		Store:        be.store,
 		Keys:         keys,
+		State:        ls.state,
 		Tiers:        tiers,
 		Pricing:      pricing,
 		LeaseTimeout: cfg.LeaseTimeout,
@@ -196,7 +244,62 @@ func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pric
 	if err != nil {
 		return nil, err
 	}
-	return &Service{server: srv, logger: cfg.Logger, pool: p, backend: be}, nil
+	return &Service{server: srv, logger: cfg.Logger, pool: p, backend: be, state: ls}, nil
+}
+
+// openState is the one place the live state is chosen.
+func openState(ctx context.Context, cfg Config) (liveState, error) {
+	kind := cfg.State
+	if kind == "" {
+		kind = StateMemory
+		if cfg.RedisURL != "" {
+			kind = StateRedis
+		}
+	}
+	switch kind {
+	case StateMemory:
+		if cfg.Store == StorePostgres || (cfg.Store == "" && cfg.DatabaseURL != "") {
+			cfg.Logger.WarnContext(ctx, "accountpool keeps its live state (capacity, cool-downs, breakers, leases) in this process: "+
+				"it must be the only AccountPool replica, or the replicas will hand out the same capacity twice; "+
+				"set SWITCHYARD_REDIS_URL to share the state between replicas")
+		}
+		return liveState{state: pool.NewMemState(), close: func() {}}, nil
+	case StateRedis:
+		if cfg.RedisURL == "" {
+			return liveState{}, errors.New("state \"redis\" needs a Redis URL: set SWITCHYARD_REDIS_URL (redis://host:6379/0)")
+		}
+		opts, err := redis.ParseURL(cfg.RedisURL)
+		if err != nil {
+			// The URL may hold a password: name the problem, not the URL.
+			return liveState{}, errors.New("SWITCHYARD_REDIS_URL is not a valid redis:// or rediss:// URL")
+		}
+		// No retries inside the client: a transaction whose answer was lost
+		// is settled by the pool's own compare-and-set, not by resending it
+		// blind; an error reaches the failure policy at once.
+		opts.MaxRetries = -1
+		client := redis.NewClient(opts)
+		rs, err := redisstate.New(redisstate.Config{Client: client, Namespace: cfg.RedisNamespace, Logger: cfg.Logger})
+		if err != nil {
+			_ = client.Close()
+			return liveState{}, err
+		}
+		closeAll := func() {
+			_ = rs.Close()
+			_ = client.Close()
+		}
+		switch cfg.RedisFailure {
+		case "", FailClosed:
+			return liveState{state: rs, close: closeAll}, nil
+		case FailDegrade:
+			ds := pool.NewDegradingState(rs, cfg.Logger)
+			return liveState{state: ds, run: ds.Run, close: closeAll}, nil
+		default:
+			closeAll()
+			return liveState{}, fmt.Errorf("unknown Redis failure policy %q; known policies: %q, %q", cfg.RedisFailure, FailClosed, FailDegrade)
+		}
+	default:
+		return liveState{}, fmt.Errorf("unknown state %q; known states: %q, %q", cfg.State, StateMemory, StateRedis)
+	}
 }
 
 // openStore is the one place the backend is chosen.
@@ -264,9 +367,13 @@ func (s *Service) Addr() net.Addr { return s.server.Addr() }
 // still queue usage rows), then the feed and the readiness check stop,
 // then the store writes what is queued and closes its connections.
 func (s *Service) Serve(ctx context.Context) error {
+	defer s.state.close()
 	defer s.backend.close()
 	runCtx, stop := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	if run := s.state.run; run != nil {
+		wg.Go(func() { run(runCtx) })
+	}
 	wg.Go(func() {
 		if err := s.pool.Watch(runCtx); err != nil {
 			s.logger.ErrorContext(runCtx, "accountpool stopped following store changes; views refresh only on this process's own writes", "error", err)

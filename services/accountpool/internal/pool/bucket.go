@@ -258,6 +258,22 @@ type RateLimitHeaders struct {
 	RetryAfter                       time.Duration
 }
 
+// scaled is h as one replica's share of it: the limits and remaining
+// counts times share, so a replica on state of its own calibrates its part
+// of the buckets, not the whole.
+func (h RateLimitHeaders) scaled(share float64) RateLimitHeaders {
+	f := func(v int64) int64 {
+		if v <= 0 {
+			return v
+		}
+		return max(1, int64(float64(v)*share))
+	}
+	h.RequestsLimit, h.RequestsRemaining = f(h.RequestsLimit), f(h.RequestsRemaining)
+	h.InputLimit, h.InputRemaining = f(h.InputLimit), f(h.InputRemaining)
+	h.OutputLimit, h.OutputRemaining = f(h.OutputLimit), f(h.OutputRemaining)
+	return h
+}
+
 // latestReset is the latest reset time reported, zero if none.
 func (h RateLimitHeaders) latestReset() time.Time {
 	var t time.Time

@@ -340,6 +340,9 @@ func (s *MemState) ExpireLeases(_ context.Context, now time.Time, release func(L
 	return expired, nil
 }
 
+// Share implements State: a MemState is the whole deployment's state.
+func (s *MemState) Share() float64 { return 1 }
+
 // Freed implements State.
 func (s *MemState) Freed(orgID string) <-chan struct{} { return s.freed.Wait(orgID) }
 

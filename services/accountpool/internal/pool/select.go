@@ -280,6 +280,10 @@ type scan struct {
 	cursor   uint64 // round-robin: the organization's turn counter
 	// verdicts[i] is the latest verdict on fi.accounts[i].
 	verdicts []verdict
+	// limits[i] is what fi.accounts[i] is metered by in this process:
+	// fi.limits, or this process's share of them (State.Share).
+	limits []Limits
+	scaled []Limits // backs limits when scaled
 	// lost are accounts out of this selection after a scan chose them:
 	// they lost the reservation race, or their key did not decrypt.
 	lost map[int]verdict
@@ -312,12 +316,20 @@ func (p *Pool) newScan(fi *familyIndex, s store.Strategy, now time.Time, amt Amo
 		sc.verdicts = make([]verdict, len(fi.accounts))
 	}
 	sc.verdicts = sc.verdicts[:len(fi.accounts)]
+	sc.limits = fi.limits
+	if share := p.state.Share(); share < 1 {
+		sc.scaled = sc.scaled[:0]
+		for _, l := range fi.limits {
+			sc.scaled = append(sc.scaled, l.scaled(share))
+		}
+		sc.limits = sc.scaled
+	}
 	return sc
 }
 
 func (sc *scan) free() {
 	p := sc.p
-	sc.p, sc.fi, sc.lost = nil, nil, nil
+	sc.p, sc.fi, sc.lost, sc.limits = nil, nil, nil, nil
 	sc.excluded, sc.allowed = idSet{}, idSet{}
 	p.scans.Put(sc)
 }
@@ -382,7 +394,7 @@ func (sc *scan) judgeOne(i int, r Records) {
 			return
 		}
 	}
-	sc.p.judge(vd, r, &sc.fi.limits[i], &sc.amt, sc.now, sc.nowNS)
+	sc.p.judge(vd, r, &sc.limits[i], &sc.amt, sc.now, sc.nowNS)
 	if !vd.ok() {
 		sc.noteBlocked(vd)
 		return
@@ -564,7 +576,7 @@ func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error
 		if i < 0 {
 			break
 		}
-		a, lim := fi.accounts[i], fi.limits[i]
+		a, lim := fi.accounts[i], sc.limits[i]
 		key, err := p.keys.Decrypt(a.KeyCiphertext, a.OrganizationID, a.ID)
 		if err != nil {
 			// A key that does not decrypt (a KEK version missing from the

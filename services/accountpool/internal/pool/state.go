@@ -70,6 +70,11 @@ type State interface {
 	// lifetime after their ExpireTime, which bounds how long a second
 	// settle is recognised as one.
 	ExpireLeases(ctx context.Context, now time.Time, release func(l Lease, live *Live)) ([]Lease, error)
+	// Share is the fraction, in (0, 1], of every account's limits this
+	// process may hand out: 1 when the state is the whole deployment's
+	// (one process, or replicas sharing it), less while a replica runs on
+	// state of its own (DegradingState) and must keep to its part.
+	Share() float64
 	// Freed returns a channel that is closed the next time capacity of the
 	// organization may have been given back anywhere the state is shared:
 	// a lease settled or expired, or records were changed by Update. A

@@ -15,6 +15,15 @@ type Limits struct {
 	OutputTPM int64 `json:"output_tpm"`
 }
 
+// scaled is l times share (0 < share <= 1), each limit at least 1.
+func (l Limits) scaled(share float64) Limits {
+	if share >= 1 {
+		return l
+	}
+	f := func(v int64) int64 { return max(1, int64(float64(v)*share)) }
+	return Limits{RPM: f(l.RPM), InputTPM: f(l.InputTPM), OutputTPM: f(l.OutputTPM)}
+}
+
 func (l Limits) valid() bool { return l.RPM > 0 && l.InputTPM > 0 && l.OutputTPM > 0 }
 
 // Tiers is the tier limits table. The zero value is empty; use DefaultTiers

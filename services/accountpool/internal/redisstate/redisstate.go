@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/pool"
@@ -83,6 +84,13 @@ type State struct {
 
 	sub  *redis.PubSub
 	done chan struct{}
+
+	// id names this process among the replicas; replicas is how many
+	// were alive at the last heartbeat (see heartbeat).
+	id       string
+	replicas atomic.Int64
+	stop     chan struct{}
+	beating  chan struct{}
 }
 
 var _ pool.State = (*State)(nil)
@@ -121,17 +129,81 @@ func New(cfg Config) (*State, error) {
 		recordTTL:   cfg.RecordTTL,
 		logger:      cfg.Logger,
 		done:        make(chan struct{}),
+		id:          uuid.NewString(),
+		stop:        make(chan struct{}),
+		beating:     make(chan struct{}),
 	}
 	s.sub = s.client.PSubscribe(context.Background(), s.ns+":freed:*")
 	go s.listen()
+	go s.heartbeat()
 	return s, nil
 }
 
-// Close stops the subscription. It does not close the client.
+// Close stops the subscription and the heartbeat. It does not close the
+// client.
 func (s *State) Close() error {
+	close(s.stop)
+	<-s.beating
 	err := s.sub.Close()
 	<-s.done
 	return err
+}
+
+// Heartbeats: every replica writes its id with the time into one sorted
+// set each heartbeatInterval; a replica not heard from for replicaTimeout
+// is gone.
+const (
+	heartbeatInterval = time.Second
+	replicaTimeout    = 5 * time.Second
+)
+
+// heartbeat keeps this process in the deployment's replica set and
+// Replicas up to date.
+func (s *State) heartbeat() {
+	defer close(s.beating)
+	t := time.NewTicker(heartbeatInterval)
+	defer t.Stop()
+	for {
+		s.beat()
+		select {
+		case <-s.stop:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			s.client.ZRem(ctx, s.ns+":replicas", s.id)
+			cancel()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *State) beat() {
+	ctx, cancel := context.WithTimeout(context.Background(), heartbeatInterval)
+	defer cancel()
+	now := time.Now()
+	k := s.ns + ":replicas"
+	var card *redis.IntCmd
+	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, k, redis.Z{Score: float64(now.UnixMilli()), Member: s.id})
+		p.ZRemRangeByScore(ctx, k, "-inf", strconv.FormatInt(now.Add(-replicaTimeout).UnixMilli(), 10))
+		card = p.ZCard(ctx, k)
+		p.PExpire(ctx, k, 10*replicaTimeout)
+		return nil
+	})
+	if err == nil {
+		s.replicas.Store(max(1, card.Val()))
+	}
+}
+
+// Replicas is how many AccountPool replicas shared this state at the last
+// heartbeat that reached Redis; 0 before the first.
+func (s *State) Replicas() int { return int(s.replicas.Load()) }
+
+// Ping checks that Redis answers.
+func (s *State) Ping(ctx context.Context) error {
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return unavailable(ctx, err)
+	}
+	return nil
 }
 
 // listen turns freed-capacity messages from every replica into local
@@ -437,6 +509,10 @@ func (s *State) orgOfLeaseKey(lk string) (string, bool) {
 // micros is t in Unix microseconds: sorted-set scores are doubles, exact
 // to the microsecond for the next few centuries.
 func micros(t time.Time) int64 { return t.UnixMicro() }
+
+// Share implements pool.State: the state in Redis is the whole
+// deployment's.
+func (s *State) Share() float64 { return 1 }
 
 // Freed implements pool.State.
 func (s *State) Freed(orgID string) <-chan struct{} { return s.freed.Wait(orgID) }
