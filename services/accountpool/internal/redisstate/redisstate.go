@@ -343,7 +343,9 @@ func (s *State) Reserve(ctx context.Context, lease *pool.Lease, fn func(*pool.Li
 	lk := s.leaseKey(lease.Ref.OrgID, lease.ID)
 	keys := []string{rk[0], rk[1], rk[2], lk}
 	var l pool.Live
-	err := s.transact(ctx, lease.Ref.OrgID, keys, func(cur []string, t *txn) error {
+	// Lease ids are random: the key is new, unless something is very wrong,
+	// which the set then finds.
+	err := s.transactFrom(ctx, lease.Ref.OrgID, keys, 3, "", func(cur []string, t *txn) error {
 		if cur[3] != "" {
 			return fmt.Errorf("redisstate: lease id %s is already in use", lease.ID)
 		}
@@ -357,11 +359,6 @@ func (s *State) Reserve(ctx context.Context, lease *pool.Lease, fn func(*pool.Li
 		t.zadd(s.openLeases(), lease.ExpireTime, lk)
 		return nil
 	})
-	if err == nil {
-		// The settle reads the lease itself: it may come to another
-		// replica.
-		s.cache.drop(lk)
-	}
 	return err
 }
 
@@ -381,9 +378,14 @@ func (s *State) Settle(ctx context.Context, orgID, accountID, leaseID string, fa
 // (when that is set), is left alone and fn runs on fallback's records, or
 // not at all when fallback is nil.
 func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallback *pool.Ref, fn func(pool.Lease, pool.LeaseStatus, *pool.Live) (pool.LeaseStatus, bool, error)) error {
-	leaseVal, err := s.client.Get(ctx, lk).Result()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return unavailable(ctx, err)
+	// A lease this process issued is in the cache; one issued by another
+	// replica costs a read.
+	leaseVal, ok := s.cache.value(lk)
+	if !ok {
+		var err error
+		if leaseVal, err = s.client.Get(ctx, lk).Result(); err != nil && !errors.Is(err, redis.Nil) {
+			return unavailable(ctx, err)
+		}
 	}
 	for range maxConflicts {
 		lease, was, err := decodeLease(leaseVal)
@@ -405,7 +407,7 @@ func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallba
 		keys := []string{lk, rk[0], rk[1], rk[2]}
 		var live pool.Live
 		latest := leaseVal
-		err = s.transactFrom(ctx, orgID, keys, leaseVal, func(cur []string, t *txn) error {
+		err = s.transactFrom(ctx, orgID, keys, 0, leaseVal, func(cur []string, t *txn) error {
 			if cur[0] != leaseVal {
 				latest = cur[0]
 				return errLeaseChanged
@@ -432,6 +434,10 @@ func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallba
 		if errors.Is(err, errLeaseChanged) {
 			leaseVal = latest
 			continue
+		}
+		if err == nil && was != pool.LeaseUnknown {
+			// Settled or expired: nobody here needs the lease again.
+			s.cache.drop(lk)
 		}
 		return err
 	}
@@ -560,9 +566,11 @@ func (s *State) UnpinSession(ctx context.Context, orgID, sessionID, accountID st
 }
 
 // valueCache holds the value this process last read from or wrote to each
-// record key. It only saves the read before a compare-and-set: a stale
-// value makes the set fail and return the current one. It is bounded by
-// forgetting everything when it grows past maxCached keys.
+// record key, and the leases it issued until they settle here. It only
+// saves the read before a compare-and-set: a stale value makes the set
+// fail and return the current one. Leases settled by another replica stay
+// until the cache forgets everything, which it does when it grows past
+// maxCached keys.
 type valueCache struct {
 	mu sync.Mutex
 	m  map[string]string
@@ -570,10 +578,11 @@ type valueCache struct {
 
 const maxCached = 1 << 17
 
-func (c *valueCache) get(k string) string {
+func (c *valueCache) value(k string) (string, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m[k]
+	v, ok := c.m[k]
+	return v, ok
 }
 
 func (c *valueCache) lookup(keys []string, into []string) (missing []int) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -64,14 +65,12 @@ func (s *State) transact(ctx context.Context, orgID string, keys []string, fn fu
 	return s.run(ctx, orgID, keys, cur, fn)
 }
 
-// transactFrom is transact with keys[0]'s value already read.
-func (s *State) transactFrom(ctx context.Context, orgID string, keys []string, first string, fn func(cur []string, t *txn) error) error {
+// transactFrom is transact with the value of keys[known] already known.
+func (s *State) transactFrom(ctx context.Context, orgID string, keys []string, known int, val string, fn func(cur []string, t *txn) error) error {
 	cur := make([]string, len(keys))
-	missing := s.cache.lookup(keys[1:], cur[1:])
-	for i := range missing {
-		missing[i]++
-	}
-	cur[0] = first
+	missing := s.cache.lookup(keys, cur)
+	missing = slices.DeleteFunc(missing, func(i int) bool { return i == known })
+	cur[known] = val
 	if len(missing) > 0 {
 		if err := s.fetch(ctx, keys, missing, cur); err != nil {
 			return err
