@@ -78,7 +78,6 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		logger.Warn("generated an ephemeral key-encryption keyring: stored API keys cannot be decrypted after a restart; set " + envKeyring + " or " + envKeyringFile + " to keep them")
 	}
-	of.poolAddr, of.activityAddr = af.addr, activityAddr
 	sec, devTokens, err := devSecurity(&of.securityFlags)
 	if err != nil {
 		return err
@@ -111,6 +110,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// The Orchestrator calls the services at their listen addresses, or
+	// where they listen when the port was left to the system (":0").
+	of.poolAddr, of.activityAddr = dialAddr(af.addr, pool.Addr()), dialAddr(activityAddr, act.Addr())
 	orch, err := orchestrator.New(ctx, of.config(logger, orchTel, fallback, sec))
 	if err != nil {
 		return err
@@ -212,4 +214,14 @@ func devSecurity(f *securityFlags) (security, devTokens, error) {
 	}
 	sec.tokens, err = auth.ParseTokens(table.String())
 	return sec, toks, err
+}
+
+// dialAddr is the address to call a service listening on listen at: listen
+// itself (its host name is what a TLS certificate names), unless its port
+// was left to the system, when only the bound address says where it is.
+func dialAddr(listen string, bound net.Addr) string {
+	if _, port, err := net.SplitHostPort(listen); err == nil && port == "0" {
+		return bound.String()
+	}
+	return listen
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
+	"github.com/switchyard-dev/switchyard/pkg/grpcclient"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/accountpool"
@@ -83,7 +85,9 @@ func (f *activityReaperFlags) register(fs *flag.FlagSet) {
 }
 
 type accountPoolFlags struct {
-	addr, keyring, keyringFile, tiers, pricing string
+	addr, keyring, keyringFile, tiers, pricing    string
+	state, redisURL, redisNamespace, redisFailure string
+	leaseTimeout                                  time.Duration
 	storeFlags
 }
 
@@ -98,6 +102,13 @@ func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&f.keyringFile, "keyring-file", env(envKeyringFile, ""), "file holding the key-encryption keyring ("+envKeyringFile+")")
 	fs.StringVar(&f.tiers, "tiers-file", env(envTiersFile, ""), "JSON file overriding the tier limits table ("+envTiersFile+")")
 	fs.StringVar(&f.pricing, "pricing-file", env(envPricingFile, ""), "JSON file overriding the model pricing table ("+envPricingFile+")")
+	fs.DurationVar(&f.leaseTimeout, "lease-timeout", envDuration(envLeaseTimeout, 2*time.Minute), "how long a selection's reservation holds when its usage is never recorded; a lease outliving it is released ("+envLeaseTimeout+")")
+	fs.StringVar(&f.state, "state", env(envState, ""), "where the pool's live state lives: memory (this process only) or redis (shared by replicas); default redis when a Redis URL is set ("+envState+")")
+	// The URL may hold a password: its flag does not default to the
+	// variable, so -h never prints it (config reads the variable).
+	fs.StringVar(&f.redisURL, "redis-url", "", "Redis for -state redis, redis://host:6379/0; a password belongs in "+envRedisURL+", not the flag (default "+envRedisURL+")")
+	fs.StringVar(&f.redisNamespace, "redis-namespace", env(envRedisNamespace, ""), "prefix of every Redis key, to share a Redis between deployments; default switchyard ("+envRedisNamespace+")")
+	fs.StringVar(&f.redisFailure, "redis-failure", env(envRedisFailure, accountpool.FailClosed), "while Redis is unreachable: closed (SelectAccount answers Unavailable) or degrade (each replica runs alone on its share of every limit) ("+envRedisFailure+")")
 	// The inline keyring is read from the environment only: a flag would
 	// show it in the process list.
 	f.keyring = env(envKeyring, "")
@@ -113,6 +124,12 @@ func (f *accountPoolFlags) config(logger *slog.Logger, tel telemetry.Providers, 
 		PricingFile: f.pricing,
 		Logger:      logger.With("service", "accountpool"),
 		Telemetry:   tel,
+
+		LeaseTimeout:   f.leaseTimeout,
+		State:          f.state,
+		RedisURL:       cmp.Or(f.redisURL, env(envRedisURL, "")),
+		RedisNamespace: f.redisNamespace,
+		RedisFailure:   f.redisFailure,
 	}
 }
 
@@ -121,11 +138,14 @@ func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error
 	var of orchestratorFlags
 	var lf logFlags
 	of.register(fs, "", orchestrator.DefaultAnthropicBaseURL)
-	fs.StringVar(&of.poolAddr, "accountpool-addr", env(envAccountPoolAddr, defaultAccountPool), "AccountPool gRPC target ("+envAccountPoolAddr+")")
-	fs.StringVar(&of.activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "Activity gRPC target ("+envActivityAddr+")")
+	fs.StringVar(&of.poolAddr, "accountpool-addr", env(envAccountPoolAddr, defaultAccountPool), "AccountPool gRPC target: host:port, a comma-separated list of replicas' host:port, or dns:///host:port ("+envAccountPoolAddr+")")
+	fs.StringVar(&of.activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "Activity gRPC target: host:port, a comma-separated list of replicas' host:port, or dns:///host:port ("+envActivityAddr+")")
 	of.securityFlags.register(fs)
 	lf.register(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := checkTargets(of.poolAddr, of.activityAddr); err != nil {
 		return err
 	}
 	logger, err := lf.logger(stderr)
@@ -143,6 +163,20 @@ func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error
 	return withTelemetry(ctx, "switchyard-orchestrator", func(tel telemetry.Providers) error {
 		return orchestrator.Run(ctx, of.config(logger, tel, secret.New(env(envAnthropicAPIKey, "")), sec))
 	})
+}
+
+// checkTargets checks the Orchestrator's targets of AccountPool and
+// Activity before anything starts, naming the setting that is wrong.
+func checkTargets(poolAddr, activityAddr string) error {
+	for _, t := range []struct{ flag, env, v string }{
+		{"-accountpool-addr", envAccountPoolAddr, poolAddr},
+		{"-activity-addr", envActivityAddr, activityAddr},
+	} {
+		if err := grpcclient.CheckTarget(t.v); err != nil {
+			return fmt.Errorf("%s (%s): %w", t.flag, t.env, err)
+		}
+	}
+	return nil
 }
 
 func runAccountPool(ctx context.Context, args []string, stderr io.Writer) error {

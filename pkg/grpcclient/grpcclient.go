@@ -1,6 +1,23 @@
 // Package grpcclient dials the connections services use to call each other,
 // with the OpenTelemetry stats handler and the W3C propagator set
 // explicitly, so one trace spans every hop.
+//
+// A connection may reach several replicas of a service: its target is one
+// host:port, a comma-separated list of them, or a dns:/// name (see
+// CheckTarget), and every connection balances its calls over the replicas
+// it reaches with gRPC's round_robin policy. round_robin keeps a
+// subchannel to every replica and picks only among the ready ones, so a
+// replica that is down gets no new calls once its connection has failed.
+//
+// A call that fails on a replica that went away is retried on another one
+// in two cases only. gRPC retries transparently, for every method, a call
+// that never reached a server (the connection was already closing, or the
+// server refused the stream unprocessed). And a method named in
+// Config.RetryUnavailable is retried on UNAVAILABLE, also when the server
+// had it (the connection broke mid-call, or the replica answered
+// UNAVAILABLE); each retry is a new round_robin pick, so it goes to the
+// next ready replica. Anything else fails with the first attempt's error:
+// name only idempotent methods.
 package grpcclient
 
 import (
@@ -22,7 +39,10 @@ import (
 
 // Config configures a client connection.
 type Config struct {
-	// Target is a gRPC target such as "127.0.0.1:50052" or "dns:///accountpool:50052".
+	// Target is the server or servers to call: "127.0.0.1:50052", a
+	// comma-separated list "10.0.0.1:50052,10.0.0.2:50052", or
+	// "dns:///accountpool:50052" (see CheckTarget). Calls are balanced over
+	// every server it reaches (round_robin).
 	Target    string
 	Telemetry telemetry.Providers
 	// UnaryInterceptors run in order on every call.
@@ -33,8 +53,10 @@ type Config struct {
 	// Credentials, when set, are sent with every call (a bearer token).
 	Credentials credentials.PerRPCCredentials
 	// RetryUnavailable lists full method names ("/pkg.Service/Method") that
-	// gRPC retries on UNAVAILABLE (up to 4 attempts, 100ms to 1s backoff).
-	// Name only idempotent methods: a retried call may have taken effect.
+	// gRPC retries on UNAVAILABLE (up to 4 attempts, 100ms to 1s backoff),
+	// each attempt on the next ready server of Target. Name only idempotent
+	// methods: a retried call may have taken effect (the first server may
+	// have committed it and died before answering).
 	RetryUnavailable []string
 }
 
@@ -55,8 +77,17 @@ func reconnectParams() grpc.ConnectParams {
 	}
 }
 
-// Dial creates a lazily connecting client connection.
+// Dial creates a lazily connecting client connection. It fails at once
+// when cfg.Target is not a target CheckTarget accepts.
 func Dial(cfg Config) (*grpc.ClientConn, error) {
+	tgt, err := parseTarget(cfg.Target)
+	if err != nil {
+		return nil, fmt.Errorf("grpcclient: target: %w", err)
+	}
+	sc, err := serviceConfig(cfg.RetryUnavailable)
+	if err != nil {
+		return nil, err
+	}
 	var otelOpts []otelgrpc.Option
 	if cfg.Telemetry.Tracer != nil {
 		otelOpts = append(otelOpts,
@@ -74,27 +105,27 @@ func Dial(cfg Config) (*grpc.ClientConn, error) {
 		grpc.WithChainUnaryInterceptor(cfg.UnaryInterceptors...),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(reconnectParams()),
+		// The service config is this package's alone: one a DNS TXT
+		// record carried could change the balancing or the retries.
+		grpc.WithDefaultServiceConfig(sc),
+		grpc.WithDisableServiceConfig(),
 	}
 	if cfg.Credentials != nil {
 		opts = append(opts, grpc.WithPerRPCCredentials(cfg.Credentials))
 	}
-	if len(cfg.RetryUnavailable) > 0 {
-		sc, err := retryServiceConfig(cfg.RetryUnavailable)
-		if err != nil {
-			return nil, err
-		}
-		opts = append(opts, grpc.WithDefaultServiceConfig(sc))
+	if tgt.list != nil {
+		opts = append(opts, grpc.WithResolvers(newListResolver(tgt.list)))
 	}
-	conn, err := grpc.NewClient(cfg.Target, opts...)
+	conn, err := grpc.NewClient(tgt.dial, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("creating gRPC client for %s: %w", cfg.Target, err)
 	}
 	return conn, nil
 }
 
-// retryServiceConfig is a gRPC service config that retries the methods on
-// UNAVAILABLE.
-func retryServiceConfig(methods []string) (string, error) {
+// serviceConfig is the gRPC service config of every connection: the
+// round_robin balancer, and a retry policy on UNAVAILABLE for the methods.
+func serviceConfig(methods []string) (string, error) {
 	type name struct {
 		Service string `json:"service"`
 		Method  string `json:"method"`
@@ -107,16 +138,19 @@ func retryServiceConfig(methods []string) (string, error) {
 		}
 		names = append(names, name{Service: svc, Method: method})
 	}
-	sc := map[string]any{"methodConfig": []any{map[string]any{
-		"name": names,
-		"retryPolicy": map[string]any{
-			"maxAttempts":          4,
-			"initialBackoff":       "0.1s",
-			"maxBackoff":           "1s",
-			"backoffMultiplier":    2,
-			"retryableStatusCodes": []string{"UNAVAILABLE"},
-		},
-	}}}
+	sc := map[string]any{"loadBalancingConfig": []any{map[string]any{"round_robin": map[string]any{}}}}
+	if len(names) > 0 {
+		sc["methodConfig"] = []any{map[string]any{
+			"name": names,
+			"retryPolicy": map[string]any{
+				"maxAttempts":          4,
+				"initialBackoff":       "0.1s",
+				"maxBackoff":           "1s",
+				"backoffMultiplier":    2,
+				"retryableStatusCodes": []string{"UNAVAILABLE"},
+			},
+		}}
+	}
 	b, err := json.Marshal(sc)
 	return string(b), err
 }

@@ -50,6 +50,9 @@ type Config struct {
 	Addr string
 	// AccountPoolAddr and ActivityAddr are the gRPC targets of the other
 	// two services; defaults DefaultAccountPoolAddr and DefaultActivityAddr.
+	// Each is one host:port, a comma-separated list of the replicas'
+	// host:port, or dns:///host:port (see grpcclient.CheckTarget); calls
+	// are balanced over the replicas (round_robin).
 	AccountPoolAddr string
 	ActivityAddr    string
 	// AnthropicBaseURL is the Messages API (or simulator) base URL; default
@@ -168,10 +171,32 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		"anthropic_base_url", cfg.AnthropicBaseURL, "categories", cats.Names(), "skills", lib.Names(),
 		"fallback_key_configured", !cfg.FallbackAPIKey.IsZero(), "fail_when_pool_unavailable", cfg.FailWhenPoolUnavailable)
 
-	// TrackStart (idempotent by activity id) is retried on UNAVAILABLE, so
-	// a blip does not fail a task. The other bookkeeping calls go through
-	// the outbox, which retries them itself; SelectAccount (it reserves
-	// capacity) is not retried.
+	// What is retried when a replica of AccountPool or Activity is down or
+	// goes away mid-call. Each connection balances over every replica of
+	// its target (round_robin), and a retried attempt is a new pick: the
+	// next ready replica.
+	//
+	//   - TrackStart is retried by gRPC on UNAVAILABLE, so a blip or a dying
+	//     Activity replica does not fail a task. It is idempotent: the
+	//     activity id is derived from the request (or fixed for the task
+	//     before the call), the store inserts it with ON CONFLICT DO NOTHING
+	//     and returns the existing row, and the start token in its metadata
+	//     lets the retry recognise the activity its own first attempt
+	//     created (committed by a replica that died before answering) as
+	//     opposed to an earlier run's (startActivity).
+	//   - SelectAccount is not: it reserves capacity and creates a lease, so
+	//     a second attempt after one the pool may have committed would
+	//     reserve twice. gRPC's transparent retry still covers a call that
+	//     never reached a replica (its connection was already closing); any
+	//     other UNAVAILABLE fails the selection as it does with one replica.
+	//   - RecordRequest, TrackProgress and TrackComplete go through the
+	//     outbox, which retries them itself until one replica acknowledges;
+	//     they are not retried by gRPC as well, so that while a service is
+	//     wholly down the task's answer does not wait out gRPC's backoff
+	//     before the record is queued. (RecordRequest is deduplicated by
+	//     (organization, request_id, attempt, upstream request id) and a
+	//     repeated TrackComplete is idempotent; a repeated TrackProgress
+	//     stores its event twice.)
 	retried := []string{
 		activityv1.ActivityService_TrackStart_FullMethodName,
 	}
@@ -185,12 +210,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	poolConn, err := grpcclient.Dial(clientCfg(cfg.AccountPoolAddr))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("orchestrator: AccountPoolAddr: %w", err)
 	}
 	activityConn, err := grpcclient.Dial(clientCfg(cfg.ActivityAddr))
 	if err != nil {
 		_ = poolConn.Close()
-		return nil, err
+		return nil, fmt.Errorf("orchestrator: ActivityAddr: %w", err)
 	}
 	exec := executor.New(executor.Config{BaseURL: cfg.AnthropicBaseURL, HTTPClient: cfg.HTTPClient, Tracer: cfg.Telemetry.Tracer})
 	runner, err := delegate.New(delegate.Config{
@@ -199,7 +224,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		MaxAttempts:             cfg.MaxAttempts,
 		FallbackKey:             cfg.FallbackAPIKey,
 		FailWhenPoolUnavailable: cfg.FailWhenPoolUnavailable,
-		PoolConnected:           func() bool { return poolConn.GetState() == connectivity.Ready },
+		PoolConnected:           func() bool { return poolConn.GetState() == connectivity.Ready }, // any replica (round_robin)
 		AttemptTimeout:          cfg.AttemptTimeout,
 		MaxPromptBytes:          cfg.MaxPromptBytes,
 		MaxWait:                 cfg.MaxWait,

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// The Redis URL may carry a password: neither -h nor an error repeats it.
+func TestRedisFlagsKeepTheURLSecret(t *testing.T) {
+	t.Setenv(envKeyring, "1:"+"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	t.Setenv("SWITCHYARD_INSECURE_NO_AUTH", "true")
+	t.Setenv(envRedisURL, "redis://:hunter2@127.0.0.1:1/0")
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"accountpool", "-h"}, &out, &errOut)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	require.Contains(t, errOut.String(), envRedisURL)
+	require.NotContains(t, errOut.String(), "hunter2")
+
+	t.Setenv(envRedisURL, "redis://:hunter2@[::1")
+	err = run(context.Background(), []string{"accountpool", "-addr", "127.0.0.1:0"}, &out, &errOut)
+	require.ErrorContains(t, err, envRedisURL+" is not a valid")
+	require.NotContains(t, err.Error()+errOut.String()+out.String(), "hunter2")
+
+	t.Setenv(envRedisURL, "")
+	err = run(context.Background(), []string{"accountpool", "-addr", "127.0.0.1:0", "-state", "redis"}, &out, &errOut)
+	require.ErrorContains(t, err, "needs a Redis URL")
+	err = run(context.Background(), []string{"accountpool", "-addr", "127.0.0.1:0", "-state", "disk"}, &out, &errOut)
+	require.ErrorContains(t, err, `unknown state "disk"`)
+	t.Setenv(envRedisURL, "redis://127.0.0.1:1/0")
+	err = run(context.Background(), []string{"accountpool", "-addr", "127.0.0.1:0", "-redis-failure", "pray"}, &out, &errOut)
+	require.ErrorContains(t, err, `unknown Redis failure policy "pray"`)
+}
