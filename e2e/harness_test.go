@@ -55,6 +55,8 @@ type stackOptions struct {
 	baseURL string
 	// drainTimeout is the orchestrator's DrainTimeout; default its own.
 	drainTimeout time.Duration
+	// tiersFile is AccountPool's tier limits overlay; default none.
+	tiersFile string
 }
 
 // stack is a running system: simulator, Activity, AccountPool and
@@ -102,7 +104,8 @@ func startStack(t testing.TB, opts stackOptions) *stack {
 		keyring, err = accountpool.GenerateKeyring()
 		require.NoError(t, err)
 	}
-	pool, err := accountpool.New(ctx, accountpool.Config{Addr: "127.0.0.1:0", Keyring: keyring, Logger: logger, Telemetry: poolTel, DatabaseURL: opts.databaseURL, Tokens: toks.table})
+	pool, err := accountpool.New(ctx, accountpool.Config{Addr: "127.0.0.1:0", Keyring: keyring, Logger: logger.With("service", "accountpool"), Telemetry: poolTel,
+		DatabaseURL: opts.databaseURL, Tokens: toks.table, TiersFile: opts.tiersFile})
 	require.NoError(t, err)
 	poolAddr := pool.Addr().String()
 	if opts.poolAddr != "" {
