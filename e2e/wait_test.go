@@ -1,12 +1,10 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,25 +13,11 @@ import (
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
 )
 
-// lockedBuffer collects the services' logs for a test to read.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// count is how many log lines contain every one of subs.
-func (l *lockedBuffer) count(subs ...string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// countLines is how many lines of the logs contain every one of subs.
+func countLines(logs *syncBuffer, subs ...string) int {
 	n := 0
 lines:
-	for _, line := range strings.Split(l.b.String(), "\n") {
+	for _, line := range strings.Split(logs.String(), "\n") {
 		for _, s := range subs {
 			if !strings.Contains(line, s) {
 				continue lines
@@ -53,7 +37,7 @@ func TestAWaitingTaskIsWokenWhenCapacityFrees(t *testing.T) {
 	eachStore(t, func(t *testing.T, base stackOptions) {
 		tiers := filepath.Join(t.TempDir(), "tiers.json")
 		require.NoError(t, os.WriteFile(tiers, []byte(`{"tiny": {"default": {"rpm": 1000, "input_tpm": 1000000, "output_tpm": 1500}}}`), 0o600))
-		logs := &lockedBuffer{}
+		logs := &syncBuffer{}
 		s := startStack(t, base.with(func(o *stackOptions) { o.tiersFile, o.logs = tiers, logs }))
 		const key = "sk-ant-sim-slow-waiting"
 		s.register(t, "waiter", "only", key, "tiny")
@@ -83,7 +67,7 @@ func TestAWaitingTaskIsWokenWhenCapacityFrees(t *testing.T) {
 		}
 		require.EqualValues(t, 2, s.sim.Stats(key).Requests)
 		require.True(t, b.at.After(a.at.Add(time.Second)), "the second ran only after the first gave its capacity back")
-		require.Equal(t, 2, logs.count("finished call", "service=accountpool", "SelectAccount"), "one SelectAccount call per task: the waiting one did not poll")
+		require.Equal(t, 2, countLines(logs, "finished call", "service=accountpool", "SelectAccount"), "one SelectAccount call per task: the waiting one did not poll")
 		t.Logf("the second task finished %s after the first (the upstream takes 2s)", b.at.Sub(a.at).Round(time.Millisecond))
 	})
 }
