@@ -194,6 +194,9 @@ func (s *State) beat() {
 	}
 }
 
+// Namespace is the prefix of every key of this state.
+func (s *State) Namespace() string { return s.ns }
+
 // Replicas is how many AccountPool replicas shared this state at the last
 // heartbeat that reached Redis; 0 before the first.
 func (s *State) Replicas() int { return int(s.replicas.Load()) }
@@ -364,12 +367,13 @@ func (s *State) Reserve(ctx context.Context, lease *pool.Lease, fn func(*pool.Li
 
 // Settle implements pool.State.
 func (s *State) Settle(ctx context.Context, orgID, accountID, leaseID string, fallback pool.Ref, fn func(pool.Lease, pool.LeaseStatus, *pool.Live) error) error {
-	return s.onLease(ctx, orgID, s.leaseKey(orgID, leaseID), accountID, &fallback, func(l pool.Lease, was pool.LeaseStatus, live *pool.Live) (pool.LeaseStatus, bool, error) {
+	_, err := s.onLease(ctx, orgID, s.leaseKey(orgID, leaseID), accountID, &fallback, func(l pool.Lease, was pool.LeaseStatus, live *pool.Live) (pool.LeaseStatus, bool, error) {
 		if err := fn(l, was, live); err != nil {
 			return 0, false, err
 		}
 		return pool.LeaseSettled, was != pool.LeaseSettled, nil
 	})
+	return err
 }
 
 // onLease runs fn on a lease and the records it reserved from, in one
@@ -377,14 +381,17 @@ func (s *State) Settle(ctx context.Context, orgID, accountID, leaseID string, fa
 // waiters). A lease that is unknown, or of another account than accountID
 // (when that is set), is left alone and fn runs on fallback's records, or
 // not at all when fallback is nil.
-func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallback *pool.Ref, fn func(pool.Lease, pool.LeaseStatus, *pool.Live) (pool.LeaseStatus, bool, error)) error {
+//
+// ran reports whether fn's last run is what was committed: false when the
+// lease turned out unknown and there was no fallback.
+func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallback *pool.Ref, fn func(pool.Lease, pool.LeaseStatus, *pool.Live) (pool.LeaseStatus, bool, error)) (ran bool, err error) {
 	// A lease this process issued is in the cache; one issued by another
 	// replica costs a read.
 	leaseVal, ok := s.cache.value(lk)
 	if !ok {
 		var err error
 		if leaseVal, err = s.client.Get(ctx, lk).Result(); err != nil && !errors.Is(err, redis.Nil) {
-			return unavailable(ctx, err)
+			return false, unavailable(ctx, err)
 		}
 	}
 	for range maxConflicts {
@@ -401,7 +408,7 @@ func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallba
 			ref = &lease.Ref
 		}
 		if ref == nil {
-			return nil
+			return false, nil
 		}
 		rk := s.recordKeys(*ref)
 		keys := []string{lk, rk[0], rk[1], rk[2]}
@@ -435,13 +442,16 @@ func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallba
 			leaseVal = latest
 			continue
 		}
-		if err == nil && was != pool.LeaseUnknown {
+		if err != nil {
+			return false, err
+		}
+		if was != pool.LeaseUnknown {
 			// Settled or expired: nobody here needs the lease again.
 			s.cache.drop(lk)
 		}
-		return err
+		return true, nil
 	}
-	return fmt.Errorf("%w: redis: lease %s kept changing", pool.ErrStateUnavailable, lk)
+	return false, fmt.Errorf("%w: redis: lease %s kept changing", pool.ErrStateUnavailable, lk)
 }
 
 var errLeaseChanged = errors.New("lease changed")
@@ -474,16 +484,30 @@ func (s *State) ExpireLeases(ctx context.Context, now time.Time, release func(po
 			s.client.ZRem(ctx, s.openLeases(), lk)
 			continue
 		}
-		err := s.onLease(ctx, org, lk, "", nil, func(l pool.Lease, was pool.LeaseStatus, live *pool.Live) (pool.LeaseStatus, bool, error) {
+		// The transaction may run the function more than once: only what
+		// its committed run decided counts.
+		var got *pool.Lease
+		ran, err := s.onLease(ctx, org, lk, "", nil, func(l pool.Lease, was pool.LeaseStatus, live *pool.Live) (pool.LeaseStatus, bool, error) {
+			got = nil
 			if was != pool.LeaseOpen || l.ExpireTime.After(now) {
 				return was, false, nil
 			}
 			release(l, live)
-			expired = append(expired[:len(expired):len(expired)], l)
+			got = &l
 			return pool.LeaseExpired, true, nil
 		})
 		if err != nil {
 			return expired, err
+		}
+		switch {
+		case !ran:
+			// Its key is gone (the idle expiry, or a Redis that lost it):
+			// nothing is left to release.
+			if err := s.client.ZRem(ctx, s.openLeases(), lk).Err(); err != nil {
+				return expired, unavailable(ctx, err)
+			}
+		case got != nil:
+			expired = append(expired, *got)
 		}
 	}
 	if err := forgetScript.Run(ctx, s.client, []string{s.doneLeases()}, score, 1000).Err(); err != nil {
