@@ -48,6 +48,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	useRedisLog(logger)
 
 	simLis, err := net.Listen("tcp", simAddr)
 	if err != nil {

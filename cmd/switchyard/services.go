@@ -195,6 +195,7 @@ func runAccountPool(ctx context.Context, args []string, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	useRedisLog(logger)
 	store, dbURL, err := af.resolve()
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@
 package accountpool
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -287,6 +288,8 @@ func openState(ctx context.Context, cfg Config) (liveState, error) {
 			_ = rs.Close()
 			_ = client.Close()
 		}
+		cfg.Logger.InfoContext(ctx, "accountpool keeps its live state in Redis, shared with every replica of the namespace",
+			"redis_addr", opts.Addr, "redis_db", opts.DB, "namespace", rs.Namespace(), "redis_failure", cmp.Or(cfg.RedisFailure, FailClosed))
 		switch cfg.RedisFailure {
 		case "", FailClosed:
 			return liveState{state: rs, close: closeAll}, nil
