@@ -292,7 +292,7 @@ type scan struct {
 	// capacity, which a call settling may give back sooner.
 	freeAt          time.Time
 	capacityBlocked bool
-	visit  func(int, Records)
+	visit           func(int, Records)
 
 	// Per-pass results.
 	best         int // the most headroom (priority: the lowest number first)

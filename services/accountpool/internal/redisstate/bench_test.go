@@ -116,4 +116,3 @@ func BenchmarkSelectAndRecord(b *testing.B) {
 		}
 	}
 }
-

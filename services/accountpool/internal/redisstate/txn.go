@@ -248,5 +248,3 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 1
 `)
-
-

@@ -50,7 +50,7 @@ func Run(t *testing.T, newState func(t *testing.T) pool.State) {
 	t.Run("EveryFieldRoundTrips", func(t *testing.T) {
 		s, ref := newState(t), refIn(newOrg())
 		want := pool.Live{
-			Breaker: pool.Breaker{Open: true, Failures: 7, Opens: 2, OpenUntil: t0.Add(time.Second), ProbeLease: "lease-x", ProbeUntil: t0.Add(2 * time.Second)},
+			Breaker:  pool.Breaker{Open: true, Failures: 7, Opens: 2, OpenUntil: t0.Add(time.Second), ProbeLease: "lease-x", ProbeUntil: t0.Add(2 * time.Second)},
 			Cooldown: pool.Cooldown{Until: t0.Add(3 * time.Second), Reason: pool.CooldownSpendLimited},
 			Buckets: pool.Buckets{
 				Requests: pool.Bucket{Level: 12.5, At: t0.Add(time.Nanosecond), Limit: 50, Reserved: 3},
