@@ -20,4 +20,6 @@ func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.logger.WarnContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)))
 }
 
-func useRedisLog(logger *slog.Logger) { redis.SetLogger(redisLog{logger.With("component", "go-redis")}) }
+func useRedisLog(logger *slog.Logger) {
+	redis.SetLogger(redisLog{logger.With("component", "go-redis")})
+}
