@@ -377,6 +377,7 @@ func (s *Service) Serve(ctx context.Context) error {
 	if run := s.state.run; run != nil {
 		wg.Go(func() { run(runCtx) })
 	}
+	wg.Go(func() { s.pool.RunExpiry(runCtx, time.Second) })
 	wg.Go(func() {
 		if err := s.pool.Watch(runCtx); err != nil {
 			s.logger.ErrorContext(runCtx, "accountpool stopped following store changes; views refresh only on this process's own writes", "error", err)

@@ -99,3 +99,56 @@ func TestDegradeFailsClosedWithoutAKnownShare(t *testing.T) {
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// flakySettle also fails Settle while down.
+type flakySettle struct{ *flakyShared }
+
+func (f *flakySettle) Settle(ctx context.Context, orgID, accountID, leaseID string, fallback Ref, fn func(Lease, LeaseStatus, *Live) error) error {
+	if err := f.err(); err != nil {
+		return err
+	}
+	return f.flakyShared.Settle(ctx, orgID, accountID, leaseID, fallback, fn)
+}
+
+// The share is the one of the state that runs the call: a settle that
+// starts on the shared state and falls back to the local one calibrates
+// the local buckets with the replica's share of the upstream's limit, not
+// the whole of it.
+func TestAFallenBackSettleCalibratesTheShare(t *testing.T) {
+	shared := &flakySettle{&flakyShared{MemState: NewMemState(), replicas: 3}}
+	ds := NewDegradingState(shared, quiet())
+	f := newFixture(t, func(c *Config) { c.State = ds })
+	f.register("a", "tier1") // 50 requests a minute
+	sel := f.mustSelect()
+	shared.down.Store(true)
+	f.record(sel, store.OutcomeSuccess, func(r *RecordRequest) {
+		r.Headers.RequestsLimit, r.Headers.RequestsRemaining, r.Headers.RequestsReset = 50, 49, f.clock.Now().Add(1200*time.Millisecond)
+	})
+	require.True(t, ds.Degraded())
+	admitted := 0
+	for ; admitted < 100; admitted++ {
+		if _, err := f.pool.Select(f.ctx, f.selectReq()); err != nil {
+			break
+		}
+	}
+	require.LessOrEqual(t, admitted, 16, "a third of 50 requests a minute, whatever the upstream's headers said")
+}
+
+// A cool-down that outlasts the wait is not waited for, even when the 429
+// that started it also emptied the bucket: no settle can lift a cool-down.
+func TestSelectDoesNotWaitOnACooldownThatAlsoLacksCapacity(t *testing.T) {
+	f := newFixture(t)
+	f.register("a", "tier1")
+	f.record(f.mustSelect(), store.OutcomeRateLimited, func(r *RecordRequest) {
+		r.Headers.RetryAfter = 30 * time.Second
+		r.Headers.RequestsLimit, r.Headers.RequestsRemaining, r.Headers.RequestsReset = 50, 0, f.clock.Now().Add(time.Minute)
+	})
+	// Were it to wait, the context would end it first.
+	ctx, cancel := context.WithTimeout(f.ctx, 5*time.Second)
+	defer cancel()
+	_, err := f.pool.Select(ctx, f.selectReq(maxWait(10*time.Second)))
+	var ex *ExhaustedError
+	require.ErrorAs(t, err, &ex, "answered at once, not at the context's end")
+	require.Contains(t, ex.Candidates[0].SkipReason, "cooling down")
+	require.Contains(t, ex.Candidates[0].SkipReason, "no headroom")
+}

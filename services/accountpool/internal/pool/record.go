@@ -110,7 +110,7 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 		// Cache reads do not count toward the input-tokens-per-minute
 		// limit; cache writes do.
 		used:    Amount{Requests: 1, Input: r.Tokens.Input + r.Tokens.CacheCreation, Output: r.Tokens.Output},
-		headers: r.Headers, outcome: r.Outcome, share: p.state.Share(),
+		headers: r.Headers, outcome: r.Outcome,
 		// The ledger insert may have waited for its group commit: capacity
 		// is settled as of now, not as of the call's arrival here.
 		now: p.now(),
@@ -158,7 +158,6 @@ type settlement struct {
 	headers   RateLimitHeaders
 	outcome   store.Outcome
 	now       time.Time
-	share     float64 // State.Share when the call was recorded
 	// was is the lease's status before the settle, set by settle.
 	was LeaseStatus
 }
@@ -188,10 +187,12 @@ func (s *settlement) settle(lease Lease, was LeaseStatus, l *Live) error {
 		family, age = lease.Ref.Family, s.now.Sub(lease.IssueTime)
 	}
 	lim, knownTier := s.view.meteredLimits(a, family, s.p.tiers)
-	lim = lim.scaled(s.share)
+	// The share of the state that runs this (see scan.useShare).
+	share := s.p.state.Share()
+	lim = lim.scaled(share)
 	headers := s.headers
-	if s.share < 1 {
-		headers = headers.scaled(s.share)
+	if share < 1 {
+		headers = headers.scaled(share)
 	}
 	if s.deleted {
 		lim, knownTier = lease.Limits, lease.Limits.valid()

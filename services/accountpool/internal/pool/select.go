@@ -283,7 +283,8 @@ type scan struct {
 	// limits[i] is what fi.accounts[i] is metered by in this process:
 	// fi.limits, or this process's share of them (State.Share).
 	limits []Limits
-	scaled []Limits // backs limits when scaled
+	scaled      []Limits // backs limits when scaled
+	scaledShare float64  // the share scaled holds, 0 for none
 	// lost are accounts out of this selection after a scan chose them:
 	// they lost the reservation race, or their key did not decrypt.
 	lost map[int]verdict
@@ -316,15 +317,29 @@ func (p *Pool) newScan(fi *familyIndex, s store.Strategy, now time.Time, amt Amo
 		sc.verdicts = make([]verdict, len(fi.accounts))
 	}
 	sc.verdicts = sc.verdicts[:len(fi.accounts)]
-	sc.limits = fi.limits
-	if share := p.state.Share(); share < 1 {
-		sc.scaled = sc.scaled[:0]
-		for _, l := range fi.limits {
-			sc.scaled = append(sc.scaled, l.scaled(share))
-		}
-		sc.limits = sc.scaled
-	}
+	sc.scaledShare = 0 // scaled is another selection's
+	sc.useShare(p.state.Share())
 	return sc
+}
+
+// useShare meters the scan by share of every limit. A State that can
+// switch where it keeps its records (DegradingState) may switch between two
+// calls, so the share is read again inside each callback, when the state
+// that runs it is the one whose share it reports.
+func (sc *scan) useShare(share float64) {
+	if share >= 1 {
+		sc.limits = sc.fi.limits
+		return
+	}
+	if sc.scaledShare == share {
+		sc.limits = sc.scaled
+		return
+	}
+	sc.scaled = sc.scaled[:0]
+	for _, l := range sc.fi.limits {
+		sc.scaled = append(sc.scaled, l.scaled(share))
+	}
+	sc.limits, sc.scaledShare = sc.scaled, share
 }
 
 func (sc *scan) free() {
@@ -340,7 +355,7 @@ func (sc *scan) noteBlocked(vd *verdict) {
 	if !vd.waitable() {
 		return
 	}
-	if vd.blocks&blockCapacity != 0 {
+	if vd.blocks == blockCapacity {
 		sc.capacityBlocked = true
 	}
 	if t := vd.freeAt; !t.IsZero() && (sc.freeAt.IsZero() || t.Before(sc.freeAt)) {
@@ -379,6 +394,10 @@ func (sc *scan) pass(ctx context.Context) (int, error) {
 // judgeOne is the Read callback: it judges account i and keeps it if it
 // beats the best so far.
 func (sc *scan) judgeOne(i int, r Records) {
+	if i == 0 {
+		// Read visits the refs in order: this is the start of a pass.
+		sc.useShare(sc.p.state.Share())
+	}
 	a, vd := sc.fi.accounts[i], &sc.verdicts[i]
 	switch {
 	case !sc.excluded.empty() && sc.excluded.has(a.ID):
@@ -576,7 +595,7 @@ func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error
 		if i < 0 {
 			break
 		}
-		a, lim := fi.accounts[i], sc.limits[i]
+		a := fi.accounts[i]
 		key, err := p.keys.Decrypt(a.KeyCiphertext, a.OrganizationID, a.ID)
 		if err != nil {
 			// A key that does not decrypt (a KEK version missing from the
@@ -588,10 +607,12 @@ func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error
 			continue
 		}
 		expire := now.Add(p.leaseTimeout)
-		lease := Lease{ID: newID(), Ref: fi.refs[i], AccountName: a.Name, Tier: a.Tier, Limits: lim, Reserved: amt, IssueTime: now, ExpireTime: expire}
+		lease := Lease{ID: newID(), Ref: fi.refs[i], AccountName: a.Name, Tier: a.Tier, Reserved: amt, IssueTime: now, ExpireTime: expire}
 		var vd verdict
 		err = p.state.Reserve(ctx, &lease, func(l *Live) error {
-			lim, amt := lim, amt // copies: their addresses must not escape
+			// Metered by the share of the state that runs this.
+			lim, amt := fi.limits[i].scaled(p.state.Share()), amt // copies: their addresses must not escape
+			lease.Limits = lim
 			p.judge(&vd, l.Records(), &lim, &amt, now, now.UnixNano())
 			if !vd.ok() {
 				return errNotAdmitted
@@ -658,9 +679,35 @@ func releaseLease(l Lease, live *Live, now time.Time) {
 	}
 }
 
+// RunExpiry expires leases every interval until ctx ends. Selections and
+// account reads expire leases anyway before they look; this wakes the
+// selections waiting for the capacity an abandoned lease holds, which
+// nothing else would (its call will never settle).
+func (p *Pool) RunExpiry(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := p.expireLeases(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			p.logger.WarnContext(ctx, "expiring leases failed; retrying every interval", "interval", every, "error", err)
+			failing = true
+		case err == nil && failing:
+			p.logger.InfoContext(ctx, "expiring leases works again")
+			failing = false
+		}
+	}
+}
+
 // expireLeases releases every lease that outlived LeaseTimeout unsettled.
 // It runs at the start of every selection and account read, which are the
-// only consumers of capacity, so no background goroutine is needed.
+// only consumers of capacity, and every second in RunExpiry.
 func (p *Pool) expireLeases(ctx context.Context) error {
 	now := p.now()
 	_, err := p.state.ExpireLeases(ctx, now, func(l Lease, live *Live) { releaseLease(l, live, now) })

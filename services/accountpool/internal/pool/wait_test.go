@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -128,4 +129,30 @@ func TestSelectStopsWaitingWhenTheCallerLeaves(t *testing.T) {
 	}()
 	cancel()
 	require.ErrorIs(t, <-done, context.Canceled)
+}
+
+// A call that never settles holds its capacity until its lease expires;
+// RunExpiry expires it and so wakes the selection waiting for it.
+func TestRunExpiryWakesAWaiterWhenAnAbandonedLeaseExpires(t *testing.T) {
+	cs := &countingState{State: NewMemState(), reads: make(chan struct{}, 100)}
+	f := newFixture(t, func(c *Config) { c.State = cs })
+	id := f.register("a", "tier1").Account.ID
+	f.mustSelect(estimate(30_000, 0)) // its caller dies: never recorded
+	for len(cs.reads) > 0 {
+		<-cs.reads
+	}
+	ctx, cancel := context.WithTimeout(f.ctx, 20*time.Second)
+	defer cancel()
+	go f.pool.RunExpiry(ctx, 5*time.Millisecond)
+	got := make(chan error, 1)
+	go func() {
+		sel, err := f.pool.Select(ctx, f.selectReq(estimate(30_000, 0), maxWait(time.Hour)))
+		if err == nil && sel.AccountID != id {
+			err = fmt.Errorf("selected %s", sel.AccountID)
+		}
+		got <- err
+	}()
+	<-cs.reads // the waiter looked and found the capacity held
+	f.clock.Advance(2 * time.Minute)
+	require.NoError(t, <-got, "woken by the expiry, long before the lease timeout it computed in real time")
 }
