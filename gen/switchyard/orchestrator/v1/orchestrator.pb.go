@@ -28,7 +28,10 @@ const (
 	TaskStatus_TASK_STATUS_UNSPECIFIED TaskStatus = 0
 	TaskStatus_TASK_STATUS_SUCCESS     TaskStatus = 1
 	TaskStatus_TASK_STATUS_FAILED      TaskStatus = 2
-	// Every attempt was rate limited.
+	// Every attempt was rate limited, or no account could take the task at
+	// all (each account's reason is in error; retry_after_ms says when one
+	// is expected to free up, and is 0 when none frees up by itself, such as
+	// behind open circuit breakers).
 	TaskStatus_TASK_STATUS_RATE_LIMITED TaskStatus = 3
 )
 

@@ -59,6 +59,8 @@ func ToStatus(err error) error {
 		return status.Error(codes.Unavailable, "the account store lost its connection after the write was sent, so it may or may not have been applied; "+
 			"retry with backoff: a retry never applies a write twice, but if the first attempt was applied, "+
 			"a retried RegisterAccount answers AlreadyExists and a retried DeleteAccount NotFound")
+	case errors.Is(err, pool.ErrStateContended):
+		return status.Error(codes.Unavailable, "the pool's live state is too contended right now; retry with backoff")
 	case errors.Is(err, pool.ErrStateUnavailable):
 		// The message is fixed: the cause names Redis's address.
 		return status.Error(codes.Unavailable, "the pool's live state (Redis) is unavailable; retry with backoff")

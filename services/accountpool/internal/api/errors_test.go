@@ -50,6 +50,7 @@ func TestToStatus(t *testing.T) {
 		{name: "already exists", err: fmt.Errorf("creating account \"a\": %w", store.ErrAlreadyExists), code: codes.AlreadyExists},
 		{name: "duplicate", err: store.ErrDuplicate, code: codes.AlreadyExists},
 		{name: "unavailable", err: fmt.Errorf("dial: %w", store.ErrUnavailable), code: codes.Unavailable, contains: []string{"retry"}},
+		{name: "live state contended", err: fmt.Errorf("%w: redis: 64 conflicting writers", pool.ErrStateContended), code: codes.Unavailable, contains: []string{"contended", "retry"}},
 		{name: "live state unavailable", err: fmt.Errorf("%w: redis: dial tcp 10.0.0.7:6379: connection refused", pool.ErrStateUnavailable), code: codes.Unavailable, contains: []string{"live state", "retry"}, absent: []string{"10.0.0.7"}},
 		{name: "outcome unknown", err: fmt.Errorf("creating account a: %w: read tcp: connection reset by peer", store.ErrOutcomeUnknown),
 			code: codes.Unavailable, contains: []string{"may or may not have been applied", "retry", "AlreadyExists"}},

@@ -24,12 +24,18 @@ type SharedState interface {
 // the shared state cannot be reached, this replica runs on a MemState of
 // its own with its share of every account's limits, one over the number of
 // replicas alive when the shared state was last reached, so that all of
-// them together never hand out more than the whole. Once a ping reaches
-// the shared state again it is used again; what the local state learned
-// meanwhile (its reservations, cool-downs, breakers) is dropped, and leases
-// issued on either side that settle on the other are charged as unknown
-// leases are. A replica that never reached the shared state does not know
-// its share and fails closed (ErrStateUnavailable) until it does.
+// them together never hand out more than the whole, as long as every one of
+// them has lost the shared state (one that alone lost it adds its share to
+// the others' whole). Once pings reach the shared state again
+// (pingsToRecover in a row) it is used again; what the local state learned
+// meanwhile (its reservations, cool-downs, breakers) is set aside, and
+// taken up again should the shared state fail within reuseLocalFor, so that
+// a flapping Redis does not hand out a fresh share with every outage.
+// Leases issued on either side that settle on the other are charged as
+// unknown leases are. Only ErrStateUnavailable degrades (ErrStateContended
+// means the state is there, only busy). A replica that never reached the
+// shared state does not know its share and fails closed
+// (ErrStateUnavailable) until it does.
 //
 // The other policy, "closed", is the shared state itself: its errors reach
 // callers as ErrStateUnavailable, which SelectAccount answers with
@@ -43,7 +49,20 @@ type DegradingState struct {
 	local    *MemState // while degraded, else nil
 	share    float64
 	degraded atomic.Bool
+	// last is the local state of the previous outage and when it ended: a
+	// Redis that flaps must not hand each outage a fresh, full share.
+	last      *MemState
+	lastShare float64
+	lastEnd   time.Time
 }
+
+// Hysteresis of the degrade policy: how many pings in a row must succeed
+// before the shared state is used again, and for how long after an outage
+// its local state is taken up again by the next one.
+const (
+	pingsToRecover = 3
+	reuseLocalFor  = time.Minute
+)
 
 var _ State = (*DegradingState)(nil)
 
@@ -57,10 +76,12 @@ func NewDegradingState(shared SharedState, logger *slog.Logger) *DegradingState 
 }
 
 // Run pings the shared state while degraded, every half second, and goes
-// back to it when a ping succeeds; it returns when ctx ends.
+// back to it after pingsToRecover pings in a row succeed; it returns when
+// ctx ends.
 func (d *DegradingState) Run(ctx context.Context) {
 	t := time.NewTicker(d.every)
 	defer t.Stop()
+	good := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -68,18 +89,26 @@ func (d *DegradingState) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		if !d.degraded.Load() {
+			good = 0
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, d.every)
 		err := d.shared.Ping(pctx)
 		cancel()
-		if err == nil {
-			d.mu.Lock()
-			d.local = nil
-			d.degraded.Store(false)
-			d.mu.Unlock()
-			d.logger.WarnContext(ctx, "the pool's shared live state is reachable again; using it")
+		if err != nil {
+			good = 0
+			continue
 		}
+		if good++; good < pingsToRecover {
+			continue
+		}
+		good = 0
+		d.mu.Lock()
+		d.last, d.lastShare, d.lastEnd = d.local, d.share, time.Now()
+		d.local = nil
+		d.degraded.Store(false)
+		d.mu.Unlock()
+		d.logger.WarnContext(ctx, "the pool's shared live state is reachable again; using it")
 	}
 }
 
@@ -107,6 +136,11 @@ func (d *DegradingState) fellBack(ctx context.Context, err error) (*MemState, bo
 	defer d.mu.Unlock()
 	if d.local == nil {
 		d.local, d.share = NewMemState(), 1/float64(n)
+		if d.last != nil && time.Since(d.lastEnd) < reuseLocalFor && d.lastShare == d.share {
+			// The previous outage's reservations and usage still count.
+			d.local = d.last
+		}
+		d.last = nil
 		d.degraded.Store(true)
 		d.logger.ErrorContext(ctx, "the pool's shared live state is unreachable; this replica runs on state of its own with its share of every limit until it is back",
 			"replicas", n, "share", d.share, "error", err)

@@ -87,6 +87,11 @@ func TestDegradedReplicaKeepsToItsShare(t *testing.T) {
 	sel := f.mustSelect()
 	f.record(sel, store.OutcomeSuccess)
 	require.Equal(t, int64(48), capacityOf(f.account(sel.AccountID), FamilySonnet).RequestsRemaining, "the shared state's count resumed: two of its 50 used")
+
+	shared.down.Store(true)
+	_, err := f.pool.Select(f.ctx, f.selectReq())
+	var ex *ExhaustedError
+	require.ErrorAs(t, err, &ex, "an outage soon after the last takes up its local state: no fresh share")
 }
 
 func TestDegradeFailsClosedWithoutAKnownShare(t *testing.T) {

@@ -76,3 +76,8 @@ var errNotAdmitted = errors.New("account no longer eligible")
 // ErrStateUnavailable wraps a State's failure to reach where it keeps the
 // live state (Redis down, say): the request may succeed on a retry.
 var ErrStateUnavailable = errors.New("the pool's live state is unavailable")
+
+// ErrStateContended wraps a State's failure to apply a change because other
+// writers kept changing the same records first: the state is reachable, the
+// request may succeed on a retry.
+var ErrStateContended = errors.New("the pool's live state is too contended")

@@ -163,6 +163,9 @@ func decodeBuckets(s string, bs *pool.Buckets) error {
 	d.version()
 	for _, b := range [3]*pool.Bucket{&bs.Requests, &bs.Input, &bs.Output} {
 		b.Level, b.At, b.Limit, b.Reserved = d.f64(), d.time(), d.i64(), d.i64()
+		if math.IsNaN(b.Level) || math.IsInf(b.Level, 0) {
+			d.err = fmt.Errorf("%w (bucket level %v)", errCorrupt, b.Level)
+		}
 	}
 	return d.done()
 }
@@ -203,6 +206,9 @@ func decodeLease(s string) (pool.Lease, pool.LeaseStatus, error) {
 	d.version()
 	var l pool.Lease
 	status := pool.LeaseStatus(d.u8())
+	if status != pool.LeaseOpen && status != pool.LeaseExpired && status != pool.LeaseSettled && d.err == nil {
+		d.err = fmt.Errorf("%w (lease status %d)", errCorrupt, status)
+	}
 	l.ID = d.str()
 	l.Ref = pool.Ref{OrgID: d.str(), AccountID: d.str(), QuotaKey: d.str(), Family: pool.Family(d.str())}
 	l.AccountName, l.Tier = d.str(), d.str()

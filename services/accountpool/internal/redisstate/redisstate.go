@@ -46,7 +46,11 @@ import (
 
 // Config configures a State.
 type Config struct {
-	// Client is the Redis connection; required.
+	// Client is the Redis connection; required. It should not retry
+	// commands itself (redis.Options.MaxRetries -1): a transaction whose
+	// answer was lost is resolved by the next compare-and-set, and a
+	// blind resend of an applied reservation would answer "lease id in
+	// use" while its capacity stays held until the lease expires.
 	Client redis.UniversalClient
 	// Namespace separates deployments that share one Redis; every key
 	// starts with it. Default "switchyard".
@@ -319,6 +323,27 @@ func (s *State) decodeLive(vals, keys []string, l *pool.Live) {
 	}
 }
 
+// decodeRecords decodes a ref's three values for a transaction, which must
+// not write over a value it cannot read: one from a newer version (during a
+// rolling upgrade), or damaged.
+func decodeRecords(vals, keys []string, l *pool.Live) error {
+	errs := [3]error{decodeBreaker(vals[0], &l.Breaker), decodeCooldown(vals[1], &l.Cooldown), decodeBuckets(vals[2], &l.Buckets)}
+	for i, err := range errs {
+		if err != nil {
+			return unreadable(keys[i], err)
+		}
+	}
+	return nil
+}
+
+// errUnreadable marks a transaction that met a value it cannot read.
+var errUnreadable = errors.New("unreadable value")
+
+func unreadable(key string, err error) error {
+	return fmt.Errorf("redisstate: %s holds a value this version cannot read (written by a newer version, or damaged); "+
+		"if no newer version runs, delete the key to reset it: %w: %w", key, errUnreadable, err)
+}
+
 func encodeLive(l *pool.Live) [3]string {
 	return [3]string{encodeBreaker(l.Breaker), encodeCooldown(l.Cooldown), encodeBuckets(l.Buckets)}
 }
@@ -328,7 +353,9 @@ func (s *State) Update(ctx context.Context, r pool.Ref, fn func(*pool.Live) erro
 	keys := s.recordKeys(r)
 	var l pool.Live
 	return s.transact(ctx, r.OrgID, keys[:], func(cur []string, t *txn) error {
-		s.decodeLive(cur, keys[:], &l)
+		if err := decodeRecords(cur, keys[:], &l); err != nil {
+			return err
+		}
 		if err := fn(&l); err != nil {
 			return err
 		}
@@ -352,7 +379,9 @@ func (s *State) Reserve(ctx context.Context, lease *pool.Lease, fn func(*pool.Li
 		if cur[3] != "" {
 			return fmt.Errorf("redisstate: lease id %s is already in use", lease.ID)
 		}
-		s.decodeLive(cur[:3], keys[:3], &l)
+		if err := decodeRecords(cur[:3], keys[:3], &l); err != nil {
+			return err
+		}
 		if err := fn(&l); err != nil {
 			return err
 		}
@@ -397,8 +426,7 @@ func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallba
 	for range maxConflicts {
 		lease, was, err := decodeLease(leaseVal)
 		if err != nil {
-			s.logger.Warn("a lease in Redis does not decode; treating it as unknown", "key", lk, "error", err)
-			lease, was = pool.Lease{}, pool.LeaseUnknown
+			return false, unreadable(lk, err)
 		}
 		if was != pool.LeaseUnknown && accountID != "" && lease.Ref.AccountID != accountID {
 			lease, was = pool.Lease{}, pool.LeaseUnknown
@@ -419,7 +447,9 @@ func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallba
 				latest = cur[0]
 				return errLeaseChanged
 			}
-			s.decodeLive(cur[1:], keys[1:], &live)
+			if err := decodeRecords(cur[1:], keys[1:], &live); err != nil {
+				return err
+			}
 			next, notify, err := fn(lease, was, &live)
 			if err != nil {
 				return err
@@ -451,7 +481,7 @@ func (s *State) onLease(ctx context.Context, orgID, lk, accountID string, fallba
 		}
 		return true, nil
 	}
-	return false, fmt.Errorf("%w: redis: lease %s kept changing", pool.ErrStateUnavailable, lk)
+	return false, fmt.Errorf("%w: redis: lease %s kept changing", pool.ErrStateContended, lk)
 }
 
 var errLeaseChanged = errors.New("lease changed")
@@ -485,10 +515,12 @@ func (s *State) ExpireLeases(ctx context.Context, now time.Time, release func(po
 			continue
 		}
 		// The transaction may run the function more than once: only what
-		// its committed run decided counts.
+		// its committed run saw counts.
 		var got *pool.Lease
+		var seen pool.Lease
+		var seenStatus pool.LeaseStatus
 		ran, err := s.onLease(ctx, org, lk, "", nil, func(l pool.Lease, was pool.LeaseStatus, live *pool.Live) (pool.LeaseStatus, bool, error) {
-			got = nil
+			got, seen, seenStatus = nil, l, was
 			if was != pool.LeaseOpen || l.ExpireTime.After(now) {
 				return was, false, nil
 			}
@@ -496,18 +528,39 @@ func (s *State) ExpireLeases(ctx context.Context, now time.Time, release func(po
 			got = &l
 			return pool.LeaseExpired, true, nil
 		})
+		if errors.Is(err, errUnreadable) {
+			// Perhaps a newer version's: leave it, but behind the others,
+			// so that it cannot hold up the expiry of every lease.
+			s.logger.WarnContext(ctx, "an open lease in Redis cannot be read; looking at it again in a minute", "key", lk, "error", err)
+			if err := s.client.ZAdd(ctx, s.openLeases(), redis.Z{Score: float64(micros(now.Add(time.Minute))), Member: lk}).Err(); err != nil {
+				return expired, unavailable(ctx, err)
+			}
+			continue
+		}
 		if err != nil {
 			return expired, err
 		}
+		var fix error
 		switch {
 		case !ran:
-			// Its key is gone (the idle expiry, or a Redis that lost it):
-			// nothing is left to release.
-			if err := s.client.ZRem(ctx, s.openLeases(), lk).Err(); err != nil {
-				return expired, unavailable(ctx, err)
-			}
+			// Its key is gone (the idle expiry, or a Redis that lost or
+			// evicted it): nothing is left to find its reservation by.
+			fix = s.client.ZRem(ctx, s.openLeases(), lk).Err()
 		case got != nil:
 			expired = append(expired, *got)
+		case seenStatus != pool.LeaseOpen:
+			// Settled or expired, yet still listed as open: forget it.
+			_, fix = s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.ZRem(ctx, s.openLeases(), lk)
+				p.ZAdd(ctx, s.doneLeases(), redis.Z{Score: float64(micros(forgetTime(seen))), Member: lk})
+				return nil
+			})
+		default:
+			// Listed earlier than it expires: list it when it does.
+			fix = s.client.ZAdd(ctx, s.openLeases(), redis.Z{Score: float64(micros(seen.ExpireTime)), Member: lk}).Err()
+		}
+		if fix != nil {
+			return expired, unavailable(ctx, fix)
 		}
 	}
 	if err := forgetScript.Run(ctx, s.client, []string{s.doneLeases()}, score, 1000).Err(); err != nil {

@@ -143,7 +143,7 @@ func (s *State) run(ctx context.Context, orgID string, keys, cur []string, fn fu
 		}
 		s.cache.putAll(keys, cur)
 	}
-	return fmt.Errorf("%w: redis: %d conflicting writers in a row on %s", pool.ErrStateUnavailable, maxConflicts, keys[0])
+	return fmt.Errorf("%w: redis: %d conflicting writers in a row on %s", pool.ErrStateContended, maxConflicts, keys[0])
 }
 
 // stripe picks the writers' lock of an organization.
