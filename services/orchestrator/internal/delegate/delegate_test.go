@@ -452,3 +452,27 @@ func TestUnknownCategoryListsTheKnownOnes(t *testing.T) {
 	require.ErrorContains(t, err, "quick")
 	require.ErrorContains(t, err, "ultrabrain")
 }
+
+// The pool is asked to wait for what is left of the budget, at most half of
+// the time left before the caller's deadline (an account granted at the
+// deadline could not run the call), and not at all when waiting is off.
+func TestAsksThePoolToWaitWithinTheBudget(t *testing.T) {
+	h := newHarness(t, delegate.Config{MaxWait: 5 * time.Second}, threeAccounts...)
+	_, err := h.runner.Run(context.Background(), task())
+	require.NoError(t, err)
+	require.Equal(t, 5*time.Second, h.pool.selects[0].GetMaxWait().AsDuration())
+
+	h = newHarness(t, delegate.Config{MaxWait: 5 * time.Second}, threeAccounts...)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	_, err = h.runner.Run(ctx, task())
+	require.NoError(t, err)
+	w := h.pool.selects[0].GetMaxWait().AsDuration()
+	require.LessOrEqual(t, w, 2*time.Second, "half of what the deadline leaves")
+	require.Greater(t, w, time.Second)
+
+	h = newHarness(t, delegate.Config{MaxWait: -1}, threeAccounts...)
+	_, err = h.runner.Run(context.Background(), task())
+	require.NoError(t, err)
+	require.Nil(t, h.pool.selects[0].GetMaxWait(), "waiting disabled: the pool answers at once")
+}

@@ -63,14 +63,16 @@ func (run *taskRun) selectAccount(ctx context.Context) (selection, error) {
 }
 
 // waitBudget is how long the task may still wait for an account: what is
-// left of MaxWait, and never past the caller's deadline.
+// left of MaxWait, and at most half of what is left before the caller's
+// deadline, since an account granted at the deadline could not run the
+// call (the upstream would be paid for an answer nobody receives).
 func (run *taskRun) waitBudget(ctx context.Context) time.Duration {
 	if run.r.cfg.MaxWait < 0 {
 		return 0
 	}
 	left := run.r.cfg.MaxWait - run.waited
 	if dl, ok := ctx.Deadline(); ok {
-		left = min(left, time.Until(dl))
+		left = min(left, time.Until(dl)/2)
 	}
 	return max(left, 0)
 }
