@@ -186,7 +186,7 @@ func TestOneTraceAcrossEveryHop(t *testing.T) {
 			"switchyard-activity switchyard.activity.v1.ActivityService/TrackStart",
 			"switchyard-activity switchyard.activity.v1.ActivityService/TrackComplete",
 			"switchyard-orchestrator delegate.attempt",
-			"switchyard-orchestrator anthropic.messages.create",
+			"switchyard-orchestrator chat claude-haiku-4-5",
 		}
 		var seen map[string]bool
 		require.Eventually(t, func() bool {

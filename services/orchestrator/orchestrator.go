@@ -217,7 +217,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		_ = poolConn.Close()
 		return nil, fmt.Errorf("orchestrator: ActivityAddr: %w", err)
 	}
-	exec := executor.New(executor.Config{BaseURL: cfg.AnthropicBaseURL, HTTPClient: cfg.HTTPClient, Tracer: cfg.Telemetry.Tracer})
+	exec := executor.New(executor.Config{BaseURL: cfg.AnthropicBaseURL, HTTPClient: cfg.HTTPClient, Tracer: cfg.Telemetry.Tracer, Meter: cfg.Telemetry.Meter})
 	runner, err := delegate.New(delegate.Config{
 		Categories:              cats,
 		Skills:                  lib,
@@ -225,6 +225,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		FallbackKey:             cfg.FallbackAPIKey,
 		FailWhenPoolUnavailable: cfg.FailWhenPoolUnavailable,
 		PoolConnected:           func() bool { return poolConn.GetState() == connectivity.Ready }, // any replica (round_robin)
+		Meter:                   cfg.Telemetry.Meter,
 		AttemptTimeout:          cfg.AttemptTimeout,
 		MaxPromptBytes:          cfg.MaxPromptBytes,
 		MaxWait:                 cfg.MaxWait,

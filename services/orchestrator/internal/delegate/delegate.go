@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
@@ -119,6 +120,9 @@ type Config struct {
 	// Now is the clock for progress events; tests replace it. Default
 	// time.Now.
 	Now func() time.Time
+	// Meter receives the task and outbox metrics (telemetry.go); nil for
+	// none.
+	Meter metric.MeterProvider
 }
 
 // Limits and names of the flow.
@@ -141,6 +145,7 @@ type Runner struct {
 	logger   *slog.Logger
 	tracer   trace.Tracer
 	outbox   *outbox.Outbox
+	metrics  taskMetrics
 }
 
 // New returns a Runner over the two services' clients and an executor. It
@@ -200,6 +205,7 @@ func New(cfg Config, pool accountpoolv1.AccountPoolServiceClient, activity activ
 		return nil, err
 	}
 	r.outbox = ob
+	r.metrics = newTaskMetrics(cfg.Meter, ob)
 	return r, nil
 }
 
@@ -288,6 +294,7 @@ func (r *Runner) Stream(ctx context.Context, t Task, observe Observer) (*orchest
 	}
 	run := &taskRun{r: r, p: p, start: time.Now(), observe: observe, startToken: uuid.NewString()}
 	if replay, err := run.trackStart(ctx); replay != nil || err != nil {
+		run.report(ctx, replay, err)
 		return replay, err
 	}
 	runErr := run.attempts(ctx)
@@ -295,6 +302,7 @@ func (r *Runner) Stream(ctx context.Context, t Task, observe Observer) (*orchest
 	run.trackComplete(ctx, resp, runErr)
 	resp.Metadata.BookkeepingErrors = run.bookkeepingErrors
 	resp.Metadata.BookkeepingPending = run.bookkeepingPending
+	run.report(ctx, resp, runErr)
 	if runErr != nil {
 		return nil, runErr
 	}

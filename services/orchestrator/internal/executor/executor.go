@@ -13,6 +13,7 @@ import (
 
 	"github.com/anthropics/anthropic-sdk-go/v2"
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -23,13 +24,16 @@ type Config struct {
 	BaseURL string
 	// HTTPClient defaults to a client with sane connection pooling.
 	HTTPClient *http.Client
-	// Tracer receives the SDK's client span for every call.
+	// Tracer receives a client span for every call, and Meter the GenAI
+	// client metrics (see instrumentation); nil for none.
 	Tracer trace.TracerProvider
+	Meter  metric.MeterProvider
 }
 
 // Client calls the Messages API.
 type Client struct {
 	sdk anthropic.Client
+	in  instrumentation
 }
 
 // New returns a client. The SDK's environment defaults (ANTHROPIC_API_KEY,
@@ -48,12 +52,8 @@ func New(cfg Config) *Client {
 		option.WithBaseURL(cfg.BaseURL),
 		option.WithHTTPClient(hc),
 		option.WithMaxRetries(0),
-		option.WithOpenTelemetryTracesContentMode(option.OpenTelemetryContentModeMetadataOnly),
 	}
-	if cfg.Tracer != nil {
-		opts = append(opts, option.WithTracerProvider(cfg.Tracer))
-	}
-	return &Client{sdk: anthropic.NewClient(opts...)}
+	return &Client{sdk: anthropic.NewClient(opts...), in: newInstrumentation(cfg.Tracer, cfg.Meter, cfg.BaseURL)}
 }
 
 // Call makes one streamed Messages API call, accumulates the stream with
@@ -62,6 +62,13 @@ func New(cfg Config) *Client {
 // calls that may take longer than ten minutes). It does not return an
 // error: every failure is an Outcome with details.
 func (c *Client) Call(ctx context.Context, req Request) Result {
+	ctx, span := c.in.start(ctx, req)
+	res := c.call(ctx, req)
+	c.in.end(ctx, span, req, res)
+	return res
+}
+
+func (c *Client) call(ctx context.Context, req Request) Result {
 	start := time.Now()
 	params := anthropic.MessageNewParams{
 		Model:     anthropic.Model(req.Model),

@@ -25,6 +25,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -97,12 +99,15 @@ type Outbox struct {
 	cfg   Config
 	store store
 
-	mu       sync.Mutex
-	seq      uint64
-	lanes    map[string]*lane
-	targets  map[string]*target
-	depth    int
-	dropped  int
+	mu      sync.Mutex
+	seq     uint64
+	lanes   map[string]*lane
+	targets map[string]*target
+	depth   int
+	dropped int
+	// failures counts deliveries that failed, per target (retried or
+	// dropped).
+	failures map[string]uint64
 	draining bool
 	wake     chan struct{}
 	idle     chan struct{} // closed and replaced whenever depth reaches 0
@@ -301,6 +306,12 @@ func (o *Outbox) deliver(ctx context.Context, l *lane) Result {
 
 	o.mu.Lock()
 	t := o.target(l.target)
+	if err != nil {
+		if o.failures == nil {
+			o.failures = map[string]uint64{}
+		}
+		o.failures[l.target]++
+	}
 	if res.Pending() {
 		t.backoff = min(maxBackoff, max(minBackoff, 2*t.backoff))
 		t.downUntil = o.cfg.Now().Add(t.backoff)
@@ -325,6 +336,50 @@ func (o *Outbox) deliver(ctx context.Context, l *lane) Result {
 	o.mu.Unlock()
 	o.signal()
 	return res
+}
+
+// TargetStats is what waits for one target.
+type TargetStats struct {
+	Target string
+	// Records waiting, and the enqueue time of the oldest (zero when none).
+	Records int
+	Oldest  time.Time
+	// Failures counts the deliveries to it that failed since the process
+	// started.
+	Failures uint64
+}
+
+// TargetStats reports, per target, what waits and how many deliveries
+// failed, in target order. It walks every lane: for metrics scrapes, not
+// the hot path.
+func (o *Outbox) TargetStats() []TargetStats {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	by := map[string]*TargetStats{}
+	get := func(t string) *TargetStats {
+		st, ok := by[t]
+		if !ok {
+			st = &TargetStats{Target: t, Failures: o.failures[t]}
+			by[t] = st
+		}
+		return st
+	}
+	for t := range o.failures {
+		get(t)
+	}
+	for _, l := range o.lanes {
+		st := get(l.target)
+		st.Records += len(l.records)
+		if len(l.records) > 0 && (st.Oldest.IsZero() || l.records[0].Enqueued.Before(st.Oldest)) {
+			st.Oldest = l.records[0].Enqueued
+		}
+	}
+	out := make([]TargetStats, 0, len(by))
+	for _, st := range by {
+		out = append(out, *st)
+	}
+	slices.SortFunc(out, func(a, b TargetStats) int { return strings.Compare(a.Target, b.Target) })
+	return out
 }
 
 func (o *Outbox) signal() {
