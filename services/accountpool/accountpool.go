@@ -222,6 +222,7 @@ func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pric
 		LeaseTimeout: cfg.LeaseTimeout,
 		Now:          cfg.Now,
 		Logger:       cfg.Logger,
+		Meter:        cfg.Telemetry.Meter,
 	})
 	if err != nil {
 		return nil, err
@@ -326,7 +327,7 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 		if err != nil {
 			return backend{}, err
 		}
-		st := pgstore.New(db, pgstore.Config{Logger: cfg.Logger})
+		st := pgstore.New(db, pgstore.Config{Logger: cfg.Logger, Meter: cfg.Telemetry.Meter})
 		gate := grpcserver.NewGate(pgxutil.Ready(db, cfg.Logger, "accountpool", func(ctx context.Context) error {
 			return migrations.AccountPool.CheckVersion(ctx, pgxutil.SchemaVersionQuery(db))
 		}))

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
@@ -68,6 +69,8 @@ type Config struct {
 	MaxSessionPins int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Meter receives the pool's metrics (metrics.go); nil for none.
+	Meter metric.MeterProvider
 }
 
 // Breaker policy constants (docs/capacity.md).
@@ -109,6 +112,8 @@ type Pool struct {
 
 	// scans recycles the per-selection scratch (see scan).
 	scans sync.Pool
+
+	metrics poolMetrics
 }
 
 // New returns a Pool.
@@ -146,7 +151,7 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Pool{
+	p := &Pool{
 		store:        cfg.Store,
 		keys:         cfg.Keys,
 		state:        cfg.State,
@@ -160,7 +165,9 @@ func New(cfg Config) (*Pool, error) {
 		maxPins:      cfg.MaxSessionPins,
 		logger:       cfg.Logger,
 		orgs:         map[string]*orgEntry{},
-	}, nil
+	}
+	p.metrics = p.newMetrics(cfg.Meter)
+	return p, nil
 }
 
 // equalJitter is uniform in [bound/2, bound]. Since each opening doubles

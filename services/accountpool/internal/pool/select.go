@@ -631,6 +631,7 @@ func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error
 		if err != nil {
 			return Selection{}, fmt.Errorf("reserving capacity on account %s: %w", a.ID, err)
 		}
+		p.countLeases(ctx, 1)
 		if affinity && a.ID != sc.pinned {
 			// The lease stands either way: a pin that failed to save costs
 			// the next call of the session a cache hit, not its account.
@@ -710,7 +711,8 @@ func (p *Pool) RunExpiry(ctx context.Context, every time.Duration) {
 // only consumers of capacity, and every second in RunExpiry.
 func (p *Pool) expireLeases(ctx context.Context) error {
 	now := p.now()
-	_, err := p.state.ExpireLeases(ctx, now, func(l Lease, live *Live) { releaseLease(l, live, now) })
+	expired, err := p.state.ExpireLeases(ctx, now, func(l Lease, live *Live) { releaseLease(l, live, now) })
+	p.countLeases(ctx, -int64(len(expired)))
 	if err != nil {
 		return fmt.Errorf("expiring leases: %w", err)
 	}

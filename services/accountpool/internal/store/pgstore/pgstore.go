@@ -38,6 +38,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
@@ -58,6 +59,8 @@ type Config struct {
 	WatchPing time.Duration
 	// Logger; default slog.Default().
 	Logger *slog.Logger
+	// Meter receives the ledger's flush metrics; nil for none.
+	Meter metric.MeterProvider
 }
 
 // Store is a store.Store on PostgreSQL. Create it with New and Close it
@@ -95,7 +98,7 @@ func New(db *pgxpool.Pool, cfg Config) *Store {
 		db:        db,
 		logger:    cfg.Logger,
 		watchPing: cfg.WatchPing,
-		ledger:    newLedger(db, cfg.MaxBatch, cfg.FlushTimeout),
+		ledger:    newLedger(db, cfg.MaxBatch, cfg.FlushTimeout, cfg.Meter),
 	}
 }
 
