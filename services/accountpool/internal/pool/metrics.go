@@ -101,4 +101,3 @@ func (p *Pool) countLeases(ctx context.Context, n int64) {
 		p.metrics.leases.Add(ctx, n)
 	}
 }
-

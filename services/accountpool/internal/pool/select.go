@@ -282,7 +282,7 @@ type scan struct {
 	verdicts []verdict
 	// limits[i] is what fi.accounts[i] is metered by in this process:
 	// fi.limits, or this process's share of them (State.Share).
-	limits []Limits
+	limits      []Limits
 	scaled      []Limits // backs limits when scaled
 	scaledShare float64  // the share scaled holds, 0 for none
 	// lost are accounts out of this selection after a scan chose them:
