@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -23,7 +22,7 @@ import (
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
-	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
+	"github.com/switchyard-dev/switchyard/pkg/servicekit"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/api"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/crypto"
@@ -37,13 +36,10 @@ import (
 // DefaultAddr is where the service listens unless told otherwise.
 const DefaultAddr = "127.0.0.1:50052"
 
-// The stores Config.Store can name.
+// The stores Config.Store can name (chosen by servicekit.ChooseStore).
 const (
-	// StoreMemory is the embedded in-memory store: nothing to install,
-	// nothing kept across restarts. For development.
-	StoreMemory = "memory"
-	// StorePostgres is PostgreSQL, at Config.DatabaseURL. For production.
-	StorePostgres = "postgres"
+	StoreMemory   = servicekit.StoreMemory
+	StorePostgres = servicekit.StorePostgres
 )
 
 // readinessInterval is how often a service on PostgreSQL rechecks the
@@ -238,11 +234,7 @@ func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pric
 		UnaryInterceptors:  unary,
 		StreamInterceptors: stream,
 	}
-	if be.gate != nil {
-		scfg.UnaryInterceptors = append(scfg.UnaryInterceptors, be.gate.UnaryInterceptor())
-		scfg.StreamInterceptors = append(scfg.StreamInterceptors, be.gate.StreamInterceptor())
-	}
-	srv, err := grpcserver.New(scfg, func(r grpc.ServiceRegistrar) { accountpoolv1.RegisterAccountPoolServiceServer(r, handlers) })
+	srv, err := grpcserver.New(servicekit.Gated(scfg, be.gate), func(r grpc.ServiceRegistrar) { accountpoolv1.RegisterAccountPoolServiceServer(r, handlers) })
 	if err != nil {
 		return nil, err
 	}
@@ -306,38 +298,25 @@ func openState(ctx context.Context, cfg Config) (liveState, error) {
 	}
 }
 
-// openStore is the one place the backend is chosen.
+// openStore opens the store servicekit.ChooseStore names.
 func openStore(ctx context.Context, cfg Config) (backend, error) {
-	kind := cfg.Store
-	if kind == "" {
-		kind = StoreMemory
-		if cfg.DatabaseURL != "" {
-			kind = StorePostgres
-		}
+	kind, err := servicekit.ChooseStore(cfg.Store, cfg.DatabaseURL)
+	if err != nil {
+		return backend{}, err
 	}
-	switch kind {
-	case StoreMemory:
+	if kind == StoreMemory {
 		cfg.Logger.WarnContext(ctx, "accountpool uses the embedded in-memory store: accounts, keys, settings and usage are lost when the process exits; configure PostgreSQL for anything but development")
 		return backend{store: memstore.New(), close: func() {}}, nil
-	case StorePostgres:
-		if cfg.DatabaseURL == "" {
-			return backend{}, errors.New("store \"postgres\" needs a database URL: set SWITCHYARD_DATABASE_URL (or DATABASE_URL) to a connection string for the switchyard_app role")
-		}
-		db, err := pgxutil.Open(cfg.DatabaseURL, "switchyard-accountpool")
-		if err != nil {
-			return backend{}, err
-		}
-		st := pgstore.New(db, pgstore.Config{Logger: cfg.Logger, Meter: cfg.Telemetry.Meter})
-		gate := grpcserver.NewGate(pgxutil.Ready(db, cfg.Logger, "accountpool", func(ctx context.Context) error {
-			return migrations.AccountPool.CheckVersion(ctx, pgxutil.SchemaVersionQuery(db))
-		}))
-		return backend{store: st, gate: gate, close: func() {
-			st.Close()
-			db.Close()
-		}}, nil
-	default:
-		return backend{}, fmt.Errorf("unknown store %q; known stores: %q, %q", cfg.Store, StoreMemory, StorePostgres)
 	}
+	pg, err := servicekit.OpenPostgres(cfg.DatabaseURL, "accountpool", migrations.AccountPool, cfg.Logger)
+	if err != nil {
+		return backend{}, err
+	}
+	st := pgstore.New(pg.Pool, pgstore.Config{Logger: cfg.Logger, Meter: cfg.Telemetry.Meter})
+	return backend{store: st, gate: pg.Gate, close: func() {
+		st.Close()
+		pg.Pool.Close()
+	}}, nil
 }
 
 func loadTable[T any](path string, base T, parse func([]byte, T) (T, error)) (T, error) {
@@ -371,34 +350,24 @@ func (s *Service) Addr() net.Addr { return s.server.Addr() }
 // still queue usage rows), then the feed and the readiness check stop,
 // then the store writes what is queued and closes its connections.
 func (s *Service) Serve(ctx context.Context) error {
-	defer s.state.close()
-	defer s.backend.close()
-	runCtx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	if run := s.state.run; run != nil {
-		wg.Go(func() { run(runCtx) })
-	}
-	wg.Go(func() { s.pool.RunExpiry(runCtx, time.Second) })
-	wg.Go(func() {
-		if err := s.pool.Watch(runCtx); err != nil {
-			s.logger.ErrorContext(runCtx, "accountpool stopped following store changes; views refresh only on this process's own writes", "error", err)
-		}
-	})
-	if gate := s.backend.gate; gate != nil {
-		wg.Go(func() {
-			gate.Run(runCtx, s.server, s.logger, readinessInterval)
-			if gate.Err() == nil {
-				s.logger.InfoContext(runCtx, "accountpool: the database schema is current; serving")
+	background := []func(context.Context){
+		func(ctx context.Context) {
+			if err := s.pool.Watch(ctx); err != nil {
+				s.logger.ErrorContext(ctx, "accountpool stopped following store changes; views refresh only on this process's own writes", "error", err)
 			}
-		})
-	} else {
-		s.server.SetServing(true)
+		},
+		func(ctx context.Context) { s.pool.RunExpiry(ctx, time.Second) },
 	}
-	err := s.server.Serve(ctx)
-	// The feed and the check use the store: let them end before it closes.
-	stop()
-	wg.Wait()
-	return err
+	if run := s.state.run; run != nil {
+		background = append(background, run)
+	}
+	return servicekit.Serve(ctx, s.server, servicekit.Lifecycle{
+		Name: "accountpool", Gate: s.backend.gate, ReadinessInterval: readinessInterval,
+		Background: background,
+		// The live state outlives the store: both close after the last call.
+		Close:  func() { s.backend.close(); s.state.close() },
+		Logger: s.logger,
+	})
 }
 
 // Run builds the service and serves until ctx is cancelled.

@@ -33,7 +33,7 @@ import (
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
-	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
+	"github.com/switchyard-dev/switchyard/pkg/servicekit"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/api"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/reaper"
@@ -47,13 +47,10 @@ import (
 // otherwise; AccountPool and the Orchestrator use the neighbouring ports.
 const DefaultAddr = "127.0.0.1:50053"
 
-// The stores Config.Store can name.
+// The stores Config.Store can name (chosen by servicekit.ChooseStore).
 const (
-	// StoreMemory is the embedded in-memory store: nothing to install,
-	// nothing kept across restarts. For development.
-	StoreMemory = "memory"
-	// StorePostgres is PostgreSQL, at Config.DatabaseURL. For production.
-	StorePostgres = "postgres"
+	StoreMemory   = servicekit.StoreMemory
+	StorePostgres = servicekit.StorePostgres
 )
 
 // Reaper defaults: an activity is abandoned within about 40 seconds of its
@@ -171,11 +168,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		UnaryInterceptors:  unary,
 		StreamInterceptors: stream,
 	}
-	if be.gate != nil {
-		scfg.UnaryInterceptors = append(scfg.UnaryInterceptors, be.gate.UnaryInterceptor())
-		scfg.StreamInterceptors = append(scfg.StreamInterceptors, be.gate.StreamInterceptor())
-	}
-	srv, err := grpcserver.New(scfg, func(r grpc.ServiceRegistrar) {
+	srv, err := grpcserver.New(servicekit.Gated(scfg, be.gate), func(r grpc.ServiceRegistrar) {
 		activityv1.RegisterActivityServiceServer(r, handlers)
 	})
 	if err != nil {
@@ -185,34 +178,21 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	return &Service{srv: srv, logger: cfg.Logger, backend: be, reaper: reaper.New(tr, cfg.AbandonGrace, cfg.ReaperInterval, cfg.Logger)}, nil
 }
 
-// openStore is the one place a backend is chosen.
+// openStore opens the store servicekit.ChooseStore names.
 func openStore(ctx context.Context, cfg Config) (backend, error) {
-	kind := cfg.Store
-	if kind == "" {
-		kind = StoreMemory
-		if cfg.DatabaseURL != "" {
-			kind = StorePostgres
-		}
+	kind, err := servicekit.ChooseStore(cfg.Store, cfg.DatabaseURL)
+	if err != nil {
+		return backend{}, fmt.Errorf("activity: %w", err)
 	}
-	switch kind {
-	case StoreMemory:
+	if kind == servicekit.StoreMemory {
 		cfg.Logger.WarnContext(ctx, "activity: using the embedded in-memory store; it keeps nothing across restarts and is meant for development only")
 		return backend{store: memstore.New(), close: func() {}}, nil
-	case StorePostgres:
-		if cfg.DatabaseURL == "" {
-			return backend{}, errors.New("activity: store \"postgres\" needs a database URL: set SWITCHYARD_DATABASE_URL (or DATABASE_URL) to a connection string for the switchyard_app role")
-		}
-		pool, err := pgxutil.Open(cfg.DatabaseURL, "switchyard-activity")
-		if err != nil {
-			return backend{}, fmt.Errorf("activity: %w", err)
-		}
-		gate := grpcserver.NewGate(pgxutil.Ready(pool, cfg.Logger, "activity", func(ctx context.Context) error {
-			return migrations.Activity.CheckVersion(ctx, pgxutil.SchemaVersionQuery(pool))
-		}))
-		return backend{store: pgstore.New(pool), gate: gate, close: pool.Close}, nil
-	default:
-		return backend{}, fmt.Errorf("activity: unknown store %q; known stores: %q, %q", cfg.Store, StoreMemory, StorePostgres)
 	}
+	pg, err := servicekit.OpenPostgres(cfg.DatabaseURL, "activity", migrations.Activity, cfg.Logger)
+	if err != nil {
+		return backend{}, fmt.Errorf("activity: %w", err)
+	}
+	return backend{store: pgstore.New(pg.Pool), gate: pg.Gate, close: pg.Pool.Close}, nil
 }
 
 // Addr is the address the service listens on.
@@ -228,30 +208,11 @@ func (s *Service) Addr() net.Addr { return s.srv.Addr() }
 // reaper starts once the service serves, and stops before the store is
 // released.
 func (s *Service) Serve(ctx context.Context) error {
-	defer s.backend.close()
-	gate := s.backend.gate
-	if gate == nil {
-		s.srv.SetServing(true)
-	}
-	bgCtx, stopBackground := context.WithCancel(ctx)
-	bgDone := make(chan struct{})
-	go func() {
-		defer close(bgDone)
-		if gate != nil {
-			gate.Run(bgCtx, s.srv, s.logger, readinessInterval)
-			if gate.Err() != nil {
-				return
-			}
-			s.logger.InfoContext(ctx, "activity: the database schema is current; serving")
-		}
-		s.reaper.Run(bgCtx)
-	}()
-	err := s.srv.Serve(ctx)
-	// The check and the reaper may be using the pool: let them finish
-	// before closing it.
-	stopBackground()
-	<-bgDone
-	return err
+	return servicekit.Serve(ctx, s.srv, servicekit.Lifecycle{
+		Name: "activity", Gate: s.backend.gate, ReadinessInterval: readinessInterval,
+		AfterReady: []func(context.Context){s.reaper.Run},
+		Close:      s.backend.close, Logger: s.logger,
+	})
 }
 
 // Run builds the service and serves until ctx is done.
