@@ -25,7 +25,7 @@ func spanNamed(t *testing.T, s *stack, exp *tracetest.InMemoryExporter, name str
 				continue
 			}
 			for _, a := range sp.Attributes {
-				if a.Key == key && a.Value.Emit() == value {
+				if a.Key == key && a.Value.String() == value {
 					got = sp
 					return true
 				}

@@ -43,7 +43,7 @@ func ToStatus(err error) error {
 		})
 	case errors.Is(err, pool.ErrNoAccounts):
 		return withDetails(codes.NotFound,
-			"the organization has no accounts in service (none active or invalid); run in legacy mode with the organization's default key",
+			"the organization has no accounts in service (none active or invalid); the orchestrator runs such an organization in legacy mode on its environment key (ANTHROPIC_API_KEY)",
 			&errdetails.ErrorInfo{Reason: ReasonNoAccounts, Domain: errorDomain})
 	case errors.As(err, &exhausted):
 		details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: ReasonExhausted, Domain: errorDomain}}

@@ -26,9 +26,9 @@ const (
 type breakerPolicy struct {
 	threshold int32
 	base, max time.Duration
-	// jitter maps the exponential bound to the actual cool-down; full
-	// jitter (uniform in [0, bound]) spreads the probes of many accounts
-	// that failed together.
+	// jitter maps the exponential bound to the actual cool-down (by
+	// default equalJitter, uniform in [bound/2, bound]); it spreads the
+	// probes of many accounts that failed together.
 	jitter func(bound time.Duration) time.Duration
 }
 

@@ -132,16 +132,6 @@ func (l Limits) all() [3]int64 { return [3]int64{l.RPM, l.InputTPM, l.OutputTPM}
 
 func (a Amount) all() [3]int64 { return [3]int64{a.Requests, a.Input, a.Output} }
 
-// capacity is what the three buckets say about one amount at one instant.
-// It holds no strings: Select judges every account of an organization on
-// every call, and only an explanation, when one is asked for, formats them.
-type capacity struct {
-	fits     bool
-	headroom float64       // smallest fraction left after taking the amount, 0..1
-	wait     time.Duration // until every bucket holds what the amount needs
-	short    shortfall     // the first bucket that is short, when !fits
-}
-
 // shortfall describes the first bucket short of an amount.
 type shortfall struct {
 	dim        int8 // index into dimensionNames
@@ -187,17 +177,6 @@ func (bs *Buckets) fits(lim *Limits, amt *Amount, now int64) (headroom float64, 
 		headroom = ho
 	}
 	return headroom, okR && okI && okO
-}
-
-// check is fits with the explanation of a shortfall: how long until every
-// bucket holds what amt needs, and the first bucket that is short.
-func (bs *Buckets) check(lim Limits, amt Amount, now time.Time) capacity {
-	c := capacity{}
-	c.headroom, c.fits = bs.fits(&lim, &amt, now.UnixNano())
-	if !c.fits {
-		c.wait, _, c.short = bs.shortfall(lim, amt, now)
-	}
-	return c
 }
 
 func (bs *Buckets) shortfall(lim Limits, amt Amount, now time.Time) (wait time.Duration, held bool, short shortfall) {
