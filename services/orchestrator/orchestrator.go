@@ -67,7 +67,9 @@ type Config struct {
 	FailWhenPoolUnavailable bool
 	// CategoriesFile optionally extends or overrides the category table.
 	CategoriesFile string
-	// SkillsDir holds the skills that load_skills can name; default "skills".
+	// SkillsDir holds skills that extend or override the built-in ones
+	// (the repository's skills/, embedded in the binary); default "skills",
+	// which may be missing, while any other directory must exist.
 	SkillsDir string
 	// MaxAttempts per task; default 3.
 	MaxAttempts int
@@ -168,7 +170,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		return nil, err
 	}
 	cfg.Logger.Info("orchestrator configured",
-		"anthropic_base_url", cfg.AnthropicBaseURL, "categories", cats.Names(), "skills", lib.Names(),
+		"anthropic_base_url", cfg.AnthropicBaseURL, "categories", cats.Names(), "skills", lib.Names(), "skills_from_dir", lib.FromDir(),
 		"fallback_key_configured", !cfg.FallbackAPIKey.IsZero(), "fail_when_pool_unavailable", cfg.FailWhenPoolUnavailable)
 
 	// What is retried when a replica of AccountPool or Activity is down or

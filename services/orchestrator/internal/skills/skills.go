@@ -1,10 +1,22 @@
 // Package skills loads the skill documents that DelegateTask can add to a
 // task's system prompt.
 //
-// A skills directory holds one skill per entry, in either layout:
+// The library has two layers. The built-in skills are the repository's
+// skills/ directory, embedded in the binary (package
+// github.com/switchyard-dev/switchyard/skills). The skills directory
+// (the orchestrator's SkillsDir, SWITCHYARD_SKILLS_DIR, -skills-dir) extends
+// them, and a skill in it replaces the built-in skill of the same name.
+//
+// Either layer holds one skill per entry, in either layout:
 //
 //	<dir>/<name>/SKILL.md   (the Agent Skills layout; YAML front matter allowed)
 //	<dir>/<name>.md
+//
+// The default directory, DefaultDir ("skills", relative to the working
+// directory), may be missing: then only the built-in skills are loaded, as
+// when the binary runs outside the repository. A directory named otherwise
+// must exist, so that a mistyped path or a missing volume fails the start
+// instead of silently serving the built-in skills alone.
 //
 // The library is read once at start-up so the hot path does no file I/O;
 // restart the orchestrator to pick up changed skills.
@@ -13,18 +25,24 @@ package skills
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/switchyard-dev/switchyard/pkg/validate"
+	builtin "github.com/switchyard-dev/switchyard/skills"
 )
 
 // MaxSkillBytes bounds one skill document.
 const MaxSkillBytes = 256 << 10
+
+// DefaultDir is the skills directory used when none is configured; unlike
+// any other, it may be missing.
+const DefaultDir = "skills"
 
 // ErrUnknown is returned for a skill name that is not in the library.
 var ErrUnknown = errors.New("unknown skill")
@@ -34,59 +52,106 @@ var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 // Library is an immutable set of loaded skills.
 type Library struct {
 	byName map[string]string
+	// fromDir lists the skills the directory supplied, overriding ones
+	// included.
+	fromDir []string
 }
 
-// Load reads every skill in dir. A missing directory yields an empty
-// library (every requested skill is then unknown); an unreadable or
-// oversized skill is an error.
+// Load returns the built-in skills extended or overridden by the skills in
+// dir ("" for none). A missing dir is an error unless dir is DefaultDir; an
+// unreadable or oversized skill is an error.
 func Load(dir string) (*Library, error) {
+	return LoadFrom(builtin.FS(), dir)
+}
+
+// LoadFrom is Load with the given built-in skills (nil for none).
+func LoadFrom(builtins fs.FS, dir string) (*Library, error) {
 	lib := &Library{byName: map[string]string{}}
+	if builtins != nil {
+		if _, err := lib.add(builtins, "built-in skill "); err != nil {
+			return nil, err
+		}
+	}
 	if dir == "" {
 		return lib, nil
 	}
-	entries, err := os.ReadDir(dir)
-	if errors.Is(err, fs.ErrNotExist) {
+	info, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && dir == DefaultDir:
 		return lib, nil
-	}
-	if err != nil {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("skills directory %s does not exist (a skills directory other than the default %q must exist; the built-in skills need none)", dir, DefaultDir)
+	case err != nil:
 		return nil, fmt.Errorf("reading skills directory: %w", err)
+	case !info.IsDir():
+		return nil, fmt.Errorf("skills directory %s is not a directory", dir)
 	}
+	names, err := lib.add(os.DirFS(dir), dir+string(os.PathSeparator))
+	if err != nil {
+		return nil, err
+	}
+	lib.fromDir = names
+	return lib, nil
+}
+
+// add loads every skill at the root of fsys, replacing loaded ones of the
+// same name, and returns the names it loaded. prefix names fsys in errors.
+func (l *Library) add(fsys fs.FS, prefix string) ([]string, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("reading skills directory %s: %w", strings.TrimSuffix(prefix, string(os.PathSeparator)), err)
+	}
+	var loaded []string
 	for _, e := range entries {
-		name, path := "", ""
+		name, file := "", ""
+		isDir := e.IsDir()
+		if e.Type()&fs.ModeSymlink != 0 {
+			// A symlinked skill (a Kubernetes ConfigMap volume is all
+			// symlinks) counts as what it points at.
+			info, err := fs.Stat(fsys, e.Name())
+			if err != nil {
+				continue
+			}
+			isDir = info.IsDir()
+		}
 		switch {
-		case e.IsDir():
-			name, path = e.Name(), filepath.Join(dir, e.Name(), "SKILL.md")
-			if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		case isDir:
+			name, file = e.Name(), path.Join(e.Name(), "SKILL.md")
+			if _, err := fs.Stat(fsys, file); errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 		case strings.HasSuffix(e.Name(), ".md"):
-			name, path = strings.TrimSuffix(e.Name(), ".md"), filepath.Join(dir, e.Name())
+			name, file = strings.TrimSuffix(e.Name(), ".md"), e.Name()
 		default:
 			continue
 		}
 		if !namePattern.MatchString(name) {
 			continue
 		}
-		body, err := readBounded(path)
+		body, err := readBounded(fsys, file, prefix)
 		if err != nil {
 			return nil, err
 		}
-		lib.byName[name] = body
+		l.byName[name] = body
+		if !slices.Contains(loaded, name) {
+			loaded = append(loaded, name)
+		}
 	}
-	return lib, nil
+	return loaded, nil
 }
 
-func readBounded(path string) (string, error) {
-	info, err := os.Stat(path)
+func readBounded(fsys fs.FS, file, prefix string) (string, error) {
+	f, err := fsys.Open(file)
 	if err != nil {
 		return "", fmt.Errorf("reading skill: %w", err)
 	}
-	if info.Size() > MaxSkillBytes {
-		return "", fmt.Errorf("skill %s is %d bytes; the limit is %d", path, info.Size(), MaxSkillBytes)
-	}
-	b, err := os.ReadFile(path)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSkillBytes+1))
 	if err != nil {
-		return "", fmt.Errorf("reading skill: %w", err)
+		return "", fmt.Errorf("reading skill %s%s: %w", prefix, file, err)
+	}
+	if len(b) > MaxSkillBytes {
+		return "", fmt.Errorf("skill %s%s is larger than the limit of %d bytes", prefix, file, MaxSkillBytes)
 	}
 	return strings.TrimSpace(string(b)), nil
 }
@@ -97,6 +162,14 @@ func (l *Library) Names() []string {
 	for n := range l.byName {
 		names = append(names, n)
 	}
+	slices.Sort(names)
+	return names
+}
+
+// FromDir returns the names of the skills the skills directory supplied
+// (including those that replaced a built-in skill), sorted.
+func (l *Library) FromDir() []string {
+	names := slices.Clone(l.fromDir)
 	slices.Sort(names)
 	return names
 }
