@@ -96,7 +96,9 @@ func TestReplicasShareOnlyPostgreSQL(t *testing.T) {
 	simAddr, poolAddr := freeAddr(t), freeAddr(t)
 	actAddrs := []string{freeAddr(t), freeAddr(t)}
 	orchAddrs := []string{freeAddr(t), freeAddr(t)}
-	common := []string{"SWITCHYARD_LOG_LEVEL=info", "SWITCHYARD_LOG_FORMAT=text", "SWITCHYARD_TOKENS=" + toks.table}
+	// Debug: the test counts calls in the access log, whose lines for
+	// calls that succeed are at debug.
+	common := []string{"SWITCHYARD_LOG_LEVEL=debug", "SWITCHYARD_LOG_FORMAT=text", "SWITCHYARD_TOKENS=" + toks.table}
 	withCommon := func(env ...string) []string { return append(append([]string{}, common...), env...) }
 	sim := newProc(t, dir, bin, "sim", simAddr, []string{"sim"}, []string{"SWITCHYARD_SIM_ADDR=" + simAddr})
 	pool := newProc(t, dir, bin, "accountpool", poolAddr, []string{"accountpool"}, withCommon(

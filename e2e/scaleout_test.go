@@ -137,7 +137,9 @@ func TestScaleOutAccountPools(t *testing.T) {
 		poolAddrs = append(poolAddrs, freeAddr(t))
 	}
 	orchAddrs := []string{freeAddr(t), freeAddr(t)}
-	common := []string{"SWITCHYARD_LOG_LEVEL=info", "SWITCHYARD_LOG_FORMAT=text", "SWITCHYARD_TOKENS=" + toks.table}
+	// Debug: the test counts calls in the access log, whose lines for
+	// calls that succeed are at debug.
+	common := []string{"SWITCHYARD_LOG_LEVEL=debug", "SWITCHYARD_LOG_FORMAT=text", "SWITCHYARD_TOKENS=" + toks.table}
 	withCommon := func(env ...string) []string { return append(append([]string{}, common...), env...) }
 	sim := newProc(t, dir, bin, "sim", simAddr, []string{"sim"}, []string{"SWITCHYARD_SIM_ADDR=" + simAddr})
 	var pools []*proc

@@ -126,4 +126,3 @@ func TestTheTaskIsOnItsSpan(t *testing.T) {
 	require.Contains(t, failed.Status.Description, "rate_limited")
 	require.Equal(t, "rate_limited", attrs(failed)["switchyard.task.status"].AsString())
 }
-

@@ -2,10 +2,12 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/pkg/tlsconfig"
 )
 
@@ -58,6 +61,7 @@ const (
 	defaultAttemptTimout = 10 * time.Minute
 )
 
+// env is the variable name's value, or def when it is unset or empty.
 func env(name, def string) string {
 	if v, ok := os.LookupEnv(name); ok && v != "" {
 		return v
@@ -65,28 +69,190 @@ func env(name, def string) string {
 	return def
 }
 
-func envBool(name string, def bool) bool {
-	v, err := strconv.ParseBool(env(name, strconv.FormatBool(def)))
-	if err != nil {
-		return def
+// envVar registers the flag name, whose default is def or, when it is set,
+// the variable envName, and whose usage ends naming the variable. parse
+// refuses what the setting does not accept, from the flag (Parse fails,
+// naming the flag) or from the variable (parseFlags fails, naming it): a
+// bad value never falls back to the default.
+func envVar[T any](fs *flag.FlagSet, p *T, name, envName string, def T, parse func(string) (T, error), usage string) {
+	*p = def
+	v := &envValue[T]{p: p, parse: parse}
+	if s := env(envName, ""); s != "" {
+		if err := v.Set(s); err != nil {
+			v.envErr = fmt.Errorf("%s: %q is %w", envName, s, err)
+		}
 	}
-	return v
+	fs.Var(v, name, usage+" ("+envName+")")
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	v, err := time.ParseDuration(env(name, def.String()))
-	if err != nil {
-		return def
-	}
-	return v
+// envValue is the flag.Value of envVar. It keeps the variable's refusal,
+// if any, for parseFlags: the flag set is the only state a command's
+// configuration has.
+type envValue[T any] struct {
+	p      *T
+	parse  func(string) (T, error)
+	envErr error
 }
 
-func envInt(name string, def int) int {
-	v, err := strconv.Atoi(env(name, strconv.Itoa(def)))
+func (v *envValue[T]) Set(s string) error {
+	x, err := v.parse(s)
 	if err != nil {
-		return def
+		return err
 	}
-	return v
+	*v.p = x
+	return nil
+}
+
+// String formats the value for -h; the flag package calls it on a zero
+// envValue too.
+func (v *envValue[T]) String() string {
+	var x T
+	if v != nil && v.p != nil {
+		x = *v.p
+	}
+	return fmt.Sprint(x)
+}
+
+// IsBoolFlag lets a boolean be given without a value (-insecure-no-auth).
+func (v *envValue[T]) IsBoolFlag() bool {
+	_, ok := any(v.p).(*bool)
+	return ok
+}
+
+func (v *envValue[T]) envError() error { return v.envErr }
+
+// parseFlags parses args, then refuses, all at once, every variable that
+// envVar could not parse, except those whose flag is given: a flag
+// overrides its variable.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if v, ok := f.Value.(interface{ envError() error }); ok && !given[f.Name] {
+			errs = append(errs, v.envError())
+		}
+	})
+	return errors.Join(errs...)
+}
+
+const durationForm = "use a Go duration such as 10s or 1m30s"
+
+// parseBool accepts what strconv.ParseBool does.
+func parseBool(s string) (bool, error) {
+	b, err := strconv.ParseBool(s)
+	if err != nil {
+		return false, errors.New("not a boolean; use true or false (or 1, 0, t, f)")
+	}
+	return b, nil
+}
+
+// parseDuration accepts any Go duration, for a setting that 0 turns off.
+// A bare number has no unit and is refused.
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, errors.New("not a duration; " + durationForm)
+	}
+	return d, nil
+}
+
+// parsePositiveDuration is for the settings that cannot be turned off: to
+// the services a zero duration means their default, which is not what a 0
+// asks for, so it is refused, as is a negative one.
+func parsePositiveDuration(s string) (time.Duration, error) {
+	d, err := parseDuration(s)
+	if err == nil && d <= 0 {
+		err = errors.New("not a positive duration; " + durationForm)
+	}
+	return d, err
+}
+
+// parsePositiveInt accepts a whole number of at least 1.
+func parsePositiveInt(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	switch {
+	case errors.Is(err, strconv.ErrRange):
+		return 0, fmt.Errorf("out of range; use a whole number from 1 to %d", math.MaxInt)
+	case err != nil:
+		return 0, errors.New("not an integer; use a whole number such as 100000")
+	case n < 1:
+		return 0, errors.New("out of range; use a whole number of at least 1")
+	}
+	return n, nil
+}
+
+// A setting is a variable the commands read and the flags, in any command,
+// that default to it (none: the variable is read from the environment
+// only).
+type setting struct {
+	env   string
+	flags []string
+}
+
+// settings is every variable a command reads, itself or through
+// pkg/telemetry: the table of README.md's "Configuration" section. Tests
+// hold the README to it, and it to the flags every command's -h lists with
+// the variable each names.
+var settings = []setting{
+	{envOrchestratorAddr, []string{"addr", "orchestrator-addr"}},
+	{envAccountPoolAddr, []string{"addr", "accountpool-addr"}},
+	{envActivityAddr, []string{"addr", "activity-addr"}},
+	{envSimAddr, []string{"addr", "sim-addr"}},
+	{envAnthropicBaseURL, []string{"anthropic-base-url"}},
+	{envAnthropicAPIKey, nil},
+	{envFailPoolDown, []string{"fail-when-pool-unavailable"}},
+	{envCategoriesFile, []string{"categories-file"}},
+	{envSkillsDir, []string{"skills-dir"}},
+	{envAttemptTimeout, []string{"attempt-timeout"}},
+	{envMaxWait, []string{"max-wait"}},
+	{envSelectTimeout, []string{"select-timeout"}},
+	{envProgressInterval, []string{"progress-interval"}},
+	{envOutboxDir, []string{"outbox-dir"}},
+	{envOutboxMax, []string{"outbox-max-records"}},
+	{envDrainTimeout, []string{"drain-timeout"}},
+	{envAbandonGrace, []string{"abandon-grace"}},
+	{envReaperInterval, []string{"reaper-interval"}},
+	{envStore, []string{"store"}},
+	{envState, []string{"state"}},
+	{envRedisURL, []string{"redis-url"}},
+	{envRedisNamespace, []string{"redis-namespace"}},
+	{envRedisFailure, []string{"redis-failure"}},
+	{envLeaseTimeout, []string{"lease-timeout"}},
+	{envDatabaseURL, nil},
+	{"DATABASE_URL", nil},
+	{envMigrateDatabaseURL, []string{"database-url"}},
+	{envKeyring, nil},
+	{envKeyringFile, []string{"keyring-file"}},
+	{envTiersFile, []string{"tiers-file"}},
+	{envPricingFile, []string{"pricing-file"}},
+	{envLogLevel, []string{"log-level"}},
+	{envLogFormat, []string{"log-format"}},
+	{envTokens, nil},
+	{envTokensFile, []string{"tokens-file"}},
+	{envServiceToken, nil},
+	{envInsecureNoAuth, []string{"insecure-no-auth"}},
+	{envTLSCert, []string{"tls-cert-file"}},
+	{envTLSKey, []string{"tls-key-file"}},
+	{envTLSCA, []string{"tls-ca-file"}},
+	{envMetricsAddr, []string{"metrics-addr"}},
+	// The standard variables pkg/telemetry reads itself (the OTLP
+	// exporters read the rest of the OTEL_EXPORTER_OTLP_* family).
+	{"OTEL_EXPORTER_OTLP_ENDPOINT", nil},
+	{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", nil},
+	{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", nil},
+	{telemetry.EnvTracesExporter, nil},
+	{telemetry.EnvMetricsExporter, nil},
+	{telemetry.EnvTracesSampler, nil},
+	{telemetry.EnvTracesSamplerArg, nil},
+	{telemetry.EnvServiceName, nil},
+	{telemetry.EnvResourceAttributes, nil},
+	{telemetry.EnvSDKDisabled, nil},
+	{telemetry.EnvPrometheusHost, nil},
+	{telemetry.EnvPrometheusPort, nil},
 }
 
 // newFlagSet returns a flag set whose usage names the command and whose
@@ -113,7 +279,7 @@ func (l *logFlags) register(fs *flag.FlagSet) {
 func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.level)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
+		return nil, fmt.Errorf("-log-level (%s): %q is not a log level; use debug, info, warn or error", envLogLevel, l.level)
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	switch strings.ToLower(l.format) {
@@ -122,7 +288,7 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	case "json":
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	default:
-		return nil, fmt.Errorf("-log-format must be text or json, not %q", l.format)
+		return nil, fmt.Errorf("-log-format (%s): %q is not a log format; use text or json", envLogFormat, l.format)
 	}
 }
 
@@ -171,7 +337,7 @@ func (f *storeFlags) resolve() (store, url string, err error) {
 		}
 		return "postgres", f.databaseURL, nil
 	default:
-		return "", "", fmt.Errorf("-store must be memory or postgres, not %q", f.store)
+		return "", "", fmt.Errorf("-store (%s): %q is not a store; use memory or postgres", envStore, f.store)
 	}
 }
 
@@ -196,7 +362,7 @@ type securityFlags struct {
 func (f *securityFlags) register(fs *flag.FlagSet) {
 	f.tokens = env(envTokens, "")
 	fs.StringVar(&f.tokensFile, "tokens-file", env(envTokensFile, ""), "file of '<sha256 hex of token> <admin|orchestrator|org:ID>' lines ("+envTokensFile+"; or the table itself in "+envTokens+")")
-	fs.BoolVar(&f.insecureNoAuth, "insecure-no-auth", envBool(envInsecureNoAuth, false), "serve without authentication: any caller may act for any organization; local experiments only ("+envInsecureNoAuth+")")
+	envVar(fs, &f.insecureNoAuth, "insecure-no-auth", envInsecureNoAuth, false, parseBool, "serve without authentication: any caller may act for any organization; local experiments only")
 	fs.StringVar(&f.tls.CertFile, "tls-cert-file", env(envTLSCert, ""), "this process's TLS certificate (PEM); with the key and CA files enables mutual TLS ("+envTLSCert+")")
 	fs.StringVar(&f.tls.KeyFile, "tls-key-file", env(envTLSKey, ""), "this process's TLS private key (PEM) ("+envTLSKey+")")
 	fs.StringVar(&f.tls.CAFile, "tls-ca-file", env(envTLSCA, ""), "the CA that signs every service's and client's certificate ("+envTLSCA+")")

@@ -7,14 +7,12 @@ import (
 	"net"
 	"strings"
 	"text/template"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
-	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/accountpool"
 	"github.com/switchyard-dev/switchyard/services/activity"
 	"github.com/switchyard-dev/switchyard/services/orchestrator"
@@ -29,6 +27,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var of orchestratorFlags
 	var af accountPoolFlags
 	var lf logFlags
+	var tf telemetryFlags
 	var activityAddr, simAddr string
 	var rf activityReaperFlags
 	of.register(fs, "orchestrator-", "")
@@ -41,13 +40,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	of.securityFlags.register(fs)
 	fs.StringVar(&simAddr, "sim-addr", env(envSimAddr, defaultSimAddr), "simulator listen address ("+envSimAddr+"); used as the upstream unless -anthropic-base-url is set")
 	lf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	tf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	logger, err := lf.logger(stderr)
 	if err != nil {
 		return err
 	}
+	logStarting(logger, "dev")
 	useRedisLog(logger)
 
 	simLis, err := net.Listen("tcp", simAddr)
@@ -84,19 +85,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 
-	exp, err := telemetry.ExporterFromEnv(ctx)
+	// One telemetry for the process: one /metrics endpoint, each service
+	// under its own service.name (see telemetry.Process.Service).
+	tp, err := tf.start(ctx, logger, "switchyard-dev")
 	if err != nil {
 		return err
 	}
-	activityTel, activityShutdown := telemetry.New("switchyard-activity", exp)
-	poolTel, poolShutdown := telemetry.New("switchyard-accountpool", exp)
-	orchTel, orchShutdown := telemetry.New("switchyard-orchestrator", exp)
-	defer func() {
-		flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = telemetry.Join(orchShutdown, poolShutdown, activityShutdown)(flushCtx)
-		_ = telemetry.ShutdownExporter(flushCtx, exp)
-	}()
+	defer shutdownTelemetry(ctx, logger, tp)
+	activityTel := tp.Service("switchyard-activity")
+	poolTel := tp.Service("switchyard-accountpool")
+	orchTel := tp.Service("switchyard-orchestrator")
 
 	act, err := activity.New(ctx, activity.Config{Addr: activityAddr, Store: store, DatabaseURL: dbURL,
 		Tokens: sec.tokens, InsecureNoAuth: of.insecureNoAuth, TLS: sec.serverTLS,

@@ -31,7 +31,7 @@ when status finds keys under a version the keyring lacks.`, stderr)
 	fs.StringVar(&keyringFile, "keyring-file", env(envKeyringFile, ""), "file holding the key-encryption keyring ("+envKeyringFile+"; or the keyring itself in "+envKeyring+")")
 	var lf logFlags
 	lf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

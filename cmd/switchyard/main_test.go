@@ -3,8 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"testing"
@@ -92,4 +97,48 @@ func TestDevStartsEverythingAndStopsCleanly(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("dev did not stop after cancellation")
 	}
+}
+
+// -h answers what was asked: main exits 0 for it, for every command.
+func TestHelpExitsZero(t *testing.T) {
+	require.Zero(t, exitCode(nil))
+	require.Zero(t, exitCode(flag.ErrHelp))
+	require.Zero(t, exitCode(fmt.Errorf("dev: %w", flag.ErrHelp)))
+	require.Equal(t, 1, exitCode(errors.New("no command given")))
+	for _, cmd := range commands(t) {
+		err := run(context.Background(), []string{cmd, "-h"}, io.Discard, io.Discard)
+		require.Zero(t, exitCode(err), "%s -h: %v", cmd, err)
+	}
+	require.Equal(t, 1, exitCode(run(context.Background(), []string{"dev", "-no-such-flag"}, io.Discard, io.Discard)))
+}
+
+func TestVersion(t *testing.T) {
+	for _, arg := range []string{"version", "-version", "--version"} {
+		var out bytes.Buffer
+		require.NoError(t, run(context.Background(), []string{arg}, &out, io.Discard))
+		require.True(t, strings.HasPrefix(out.String(), "switchyard "), out.String())
+		require.Contains(t, out.String(), runtime.Version(), arg)
+	}
+
+	b := buildFrom(&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v1.4.0"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "378cb5da5c16"}, {Key: "vcs.time", Value: "2026-12-01T22:46:22Z"}, {Key: "vcs.modified", Value: "true"},
+	}})
+	require.Equal(t, "switchyard v1.4.0, revision 378cb5da5c16+dirty, committed 2026-12-01T22:46:22Z, go1.26.8 "+runtime.GOOS+"/"+runtime.GOARCH, b.String())
+	b = buildFrom(&debug.BuildInfo{})
+	require.Equal(t, "switchyard (devel), "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH, b.String(), "a build without VCS information")
+}
+
+// A service's first log line says which build runs it.
+func TestServicesLogTheirVersion(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the simulator stops as soon as it has started
+	var errOut bytes.Buffer
+	require.NoError(t, run(ctx, []string{"sim", "-addr", "127.0.0.1:0", "-log-format", "json"}, io.Discard, &errOut))
+	first, _, _ := strings.Cut(errOut.String(), "\n")
+	var line map[string]any
+	require.NoError(t, json.Unmarshal([]byte(first), &line), errOut.String())
+	require.Equal(t, "switchyard starting", line["msg"])
+	require.Equal(t, "sim", line["command"])
+	require.Equal(t, runtime.Version(), line["go"])
+	require.NotEmpty(t, line["version"])
 }

@@ -27,7 +27,7 @@ switchyard_app role the services use; the migrations create switchyard_app.`, st
 	var dbURL, service string
 	fs.StringVar(&dbURL, "database-url", env(envMigrateDatabaseURL, ""), "owner connection string ("+envMigrateDatabaseURL+")")
 	fs.StringVar(&service, "service", "", "only this service's migrations: accountpool or activity (default: both)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {

@@ -34,16 +34,16 @@ type orchestratorFlags struct {
 func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL string) {
 	fs.StringVar(&f.addr, prefix+"addr", env(envOrchestratorAddr, defaultOrchestrator), "orchestrator gRPC listen address ("+envOrchestratorAddr+")")
 	fs.StringVar(&f.baseURL, "anthropic-base-url", env(envAnthropicBaseURL, defaultBaseURL), "Anthropic Messages API base URL ("+envAnthropicBaseURL+")")
-	fs.BoolVar(&f.failPoolDown, "fail-when-pool-unavailable", envBool(envFailPoolDown, false), "fail tasks with Unavailable when the AccountPool is unreachable instead of using ANTHROPIC_API_KEY ("+envFailPoolDown+")")
+	envVar(fs, &f.failPoolDown, "fail-when-pool-unavailable", envFailPoolDown, false, parseBool, "fail tasks with Unavailable when the AccountPool is unreachable instead of using ANTHROPIC_API_KEY")
 	fs.StringVar(&f.categories, "categories-file", env(envCategoriesFile, ""), "JSON file extending or overriding the category table ("+envCategoriesFile+")")
 	fs.StringVar(&f.skills, "skills-dir", env(envSkillsDir, defaultSkillsDir), "directory of skills that load_skills can name ("+envSkillsDir+")")
-	fs.DurationVar(&f.maxWait, "max-wait", envDuration(envMaxWait, 10*time.Second), "how long a task may wait for a busy pool to free an account; negative disables waiting ("+envMaxWait+")")
-	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", envDuration(envAttemptTimeout, defaultAttemptTimout), "upper bound of one model call ("+envAttemptTimeout+")")
-	fs.DurationVar(&f.selectTimeout, "select-timeout", envDuration(envSelectTimeout, 10*time.Second), "upper bound of one account selection; a slower pool fails the task with DeadlineExceeded ("+envSelectTimeout+")")
-	fs.DurationVar(&f.drainTimeout, "drain-timeout", envDuration(envDrainTimeout, 30*time.Second), "at shutdown, how long in-flight tasks may finish, and then how long queued bookkeeping may take to deliver ("+envDrainTimeout+")")
+	envVar(fs, &f.maxWait, "max-wait", envMaxWait, 10*time.Second, parseDuration, "how long a task may wait for a busy pool to free an account; 0 disables waiting")
+	envVar(fs, &f.attemptTimeout, "attempt-timeout", envAttemptTimeout, defaultAttemptTimout, parsePositiveDuration, "upper bound of one model call")
+	envVar(fs, &f.selectTimeout, "select-timeout", envSelectTimeout, 10*time.Second, parsePositiveDuration, "upper bound of one account selection; a slower pool fails the task with DeadlineExceeded")
+	envVar(fs, &f.drainTimeout, "drain-timeout", envDrainTimeout, 30*time.Second, parsePositiveDuration, "at shutdown, how long in-flight tasks may finish, and then how long queued bookkeeping may take to deliver")
 	fs.StringVar(&f.outboxDir, "outbox-dir", env(envOutboxDir, ""), "directory of the durable bookkeeping outbox; empty keeps it in memory ("+envOutboxDir+")")
-	fs.IntVar(&f.outboxMax, "outbox-max-records", envInt(envOutboxMax, 100_000), "bookkeeping records that may wait for delivery before new tasks are refused ("+envOutboxMax+")")
-	fs.DurationVar(&f.progressInterval, "progress-interval", envDuration(envProgressInterval, 5*time.Second), "least time between progress events of a streaming attempt ("+envProgressInterval+")")
+	envVar(fs, &f.outboxMax, "outbox-max-records", envOutboxMax, 100_000, parsePositiveInt, "bookkeeping records that may wait for delivery before new tasks are refused")
+	envVar(fs, &f.progressInterval, "progress-interval", envProgressInterval, 5*time.Second, parsePositiveDuration, "least time between progress events of a streaming attempt")
 }
 
 func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers, fallbackKey secret.String, sec security) orchestrator.Config {
@@ -62,7 +62,7 @@ func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers,
 		CategoriesFile:          f.categories,
 		SkillsDir:               f.skills,
 		AttemptTimeout:          f.attemptTimeout,
-		MaxWait:                 f.maxWait,
+		MaxWait:                 f.libraryMaxWait(),
 		SelectTimeout:           f.selectTimeout,
 		ProgressInterval:        f.progressInterval,
 		DrainTimeout:            f.drainTimeout,
@@ -73,6 +73,16 @@ func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers,
 	}
 }
 
+// libraryMaxWait is -max-wait as orchestrator.Config takes it: there 0
+// means its default and a negative wait disables waiting, while the flag's
+// 0 disables it (as does a negative one).
+func (f *orchestratorFlags) libraryMaxWait() time.Duration {
+	if f.maxWait <= 0 {
+		return -1
+	}
+	return f.maxWait
+}
+
 // activityReaperFlags set how soon the Activity service abandons an
 // activity still running after its deadline.
 type activityReaperFlags struct {
@@ -80,8 +90,8 @@ type activityReaperFlags struct {
 }
 
 func (f *activityReaperFlags) register(fs *flag.FlagSet) {
-	fs.DurationVar(&f.abandonGrace, "abandon-grace", envDuration(envAbandonGrace, activity.DefaultAbandonGrace), "how long after its deadline a running activity is marked ABANDONED ("+envAbandonGrace+")")
-	fs.DurationVar(&f.reaperInterval, "reaper-interval", envDuration(envReaperInterval, activity.DefaultReaperInterval), "how often the Activity service sweeps for such activities ("+envReaperInterval+")")
+	envVar(fs, &f.abandonGrace, "abandon-grace", envAbandonGrace, activity.DefaultAbandonGrace, parsePositiveDuration, "how long after its deadline a running activity is marked ABANDONED")
+	envVar(fs, &f.reaperInterval, "reaper-interval", envReaperInterval, activity.DefaultReaperInterval, parsePositiveDuration, "how often the Activity service sweeps for such activities")
 }
 
 type accountPoolFlags struct {
@@ -102,7 +112,7 @@ func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&f.keyringFile, "keyring-file", env(envKeyringFile, ""), "file holding the key-encryption keyring ("+envKeyringFile+")")
 	fs.StringVar(&f.tiers, "tiers-file", env(envTiersFile, ""), "JSON file overriding the tier limits table ("+envTiersFile+")")
 	fs.StringVar(&f.pricing, "pricing-file", env(envPricingFile, ""), "JSON file overriding the model pricing table ("+envPricingFile+")")
-	fs.DurationVar(&f.leaseTimeout, "lease-timeout", envDuration(envLeaseTimeout, 2*time.Minute), "how long a selection's reservation holds when its usage is never recorded; a lease outliving it is released ("+envLeaseTimeout+")")
+	envVar(fs, &f.leaseTimeout, "lease-timeout", envLeaseTimeout, 2*time.Minute, parsePositiveDuration, "how long a selection's reservation holds when its usage is never recorded; a lease outliving it is released")
 	fs.StringVar(&f.state, "state", env(envState, ""), "where the pool's live state lives: memory (this process only) or redis (shared by replicas); default redis when a Redis URL is set ("+envState+")")
 	// The URL may hold a password: its flag does not default to the
 	// variable, so -h never prints it (config reads the variable).
@@ -137,12 +147,14 @@ func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error
 	fs := newFlagSet("orchestrator", "Runs the Orchestrator service (DelegateTask).", stderr)
 	var of orchestratorFlags
 	var lf logFlags
+	var tf telemetryFlags
 	of.register(fs, "", orchestrator.DefaultAnthropicBaseURL)
 	fs.StringVar(&of.poolAddr, "accountpool-addr", env(envAccountPoolAddr, defaultAccountPool), "AccountPool gRPC target: host:port, a comma-separated list of replicas' host:port, or dns:///host:port ("+envAccountPoolAddr+")")
 	fs.StringVar(&of.activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "Activity gRPC target: host:port, a comma-separated list of replicas' host:port, or dns:///host:port ("+envActivityAddr+")")
 	of.securityFlags.register(fs)
 	lf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	tf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkTargets(of.poolAddr, of.activityAddr); err != nil {
@@ -152,6 +164,7 @@ func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	logStarting(logger, "orchestrator")
 	sec, err := of.securityFlags.resolve()
 	if err != nil {
 		return err
@@ -160,7 +173,7 @@ func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error
 	if sec.serviceToken.IsZero() && !of.insecureNoAuth {
 		return fmt.Errorf("the orchestrator needs its own token for AccountPool and Activity: set %s (a token whose principal is 'orchestrator')", envServiceToken)
 	}
-	return withTelemetry(ctx, "switchyard-orchestrator", func(tel telemetry.Providers) error {
+	return withTelemetry(ctx, tf, logger, "switchyard-orchestrator", func(tel telemetry.Providers) error {
 		return orchestrator.Run(ctx, of.config(logger, tel, secret.New(env(envAnthropicAPIKey, "")), sec))
 	})
 }
@@ -183,18 +196,21 @@ func runAccountPool(ctx context.Context, args []string, stderr io.Writer) error 
 	fs := newFlagSet("accountpool", "Runs the AccountPool service. The key-encryption keyring comes from "+envKeyring+" or "+envKeyringFile+".", stderr)
 	var af accountPoolFlags
 	var lf logFlags
+	var tf telemetryFlags
 	var secf securityFlags
 	af.register(fs, "")
 	af.storeFlags.register(fs, "")
 	secf.register(fs)
 	lf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	tf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	logger, err := lf.logger(stderr)
 	if err != nil {
 		return err
 	}
+	logStarting(logger, "accountpool")
 	useRedisLog(logger)
 	store, dbURL, err := af.resolve()
 	if err != nil {
@@ -211,7 +227,7 @@ func runAccountPool(ctx context.Context, args []string, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	return withTelemetry(ctx, "switchyard-accountpool", func(tel telemetry.Providers) error {
+	return withTelemetry(ctx, tf, logger, "switchyard-accountpool", func(tel telemetry.Providers) error {
 		cfg := af.config(logger, tel, keyring, store, dbURL)
 		accountPoolSecurity(&cfg, sec, secf.insecureNoAuth)
 		return accountpool.Run(ctx, cfg)
@@ -222,6 +238,7 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("activity", "Runs the Activity service.", stderr)
 	var addr string
 	var lf logFlags
+	var tf telemetryFlags
 	var sf storeFlags
 	var secf securityFlags
 	var rf activityReaperFlags
@@ -230,13 +247,15 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	sf.register(fs, "")
 	secf.register(fs)
 	lf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	tf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	logger, err := lf.logger(stderr)
 	if err != nil {
 		return err
 	}
+	logStarting(logger, "activity")
 	store, dbURL, err := sf.resolve()
 	if err != nil {
 		return err
@@ -245,7 +264,7 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return withTelemetry(ctx, "switchyard-activity", func(tel telemetry.Providers) error {
+	return withTelemetry(ctx, tf, logger, "switchyard-activity", func(tel telemetry.Providers) error {
 		return activity.Run(ctx, activity.Config{Addr: addr, Store: store, DatabaseURL: dbURL,
 			Tokens: sec.tokens, InsecureNoAuth: secf.insecureNoAuth, TLS: sec.serverTLS,
 			AbandonGrace: rf.abandonGrace, ReaperInterval: rf.reaperInterval,
@@ -260,13 +279,14 @@ func runSim(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&addr, "addr", env(envSimAddr, defaultSimAddr), "simulator HTTP listen address ("+envSimAddr+")")
 	fs.StringVar(&tier, "default-tier", "scale", "rate-limit tier of keys that do not name one")
 	lf.register(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	logger, err := lf.logger(stderr)
 	if err != nil {
 		return err
 	}
+	logStarting(logger, "sim")
 	if _, ok := anthropicsim.DefaultTiers()[tier]; !ok {
 		return fmt.Errorf("-default-tier %q is not a tier; use one of tier1, tier2, tier3, tier4, start, build, scale", tier)
 	}
@@ -297,18 +317,4 @@ func serveSim(ctx context.Context, lis net.Listener, cfg anthropicsim.Config, lo
 		return err
 	}
 	return nil
-}
-
-// withTelemetry runs fn with the providers of one service, exporting over
-// OTLP when it is configured, and flushes spans afterwards.
-func withTelemetry(ctx context.Context, service string, fn func(telemetry.Providers) error) error {
-	exp, err := telemetry.ExporterFromEnv(ctx)
-	if err != nil {
-		return err
-	}
-	tel, shutdown := telemetry.New(service, exp)
-	runErr := fn(tel)
-	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	return errors.Join(runErr, shutdown(flushCtx), telemetry.ShutdownExporter(flushCtx, exp))
 }

@@ -88,20 +88,14 @@ func Dial(cfg Config) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var otelOpts []otelgrpc.Option
-	if cfg.Telemetry.Tracer != nil {
-		otelOpts = append(otelOpts,
-			otelgrpc.WithTracerProvider(cfg.Telemetry.Tracer),
-			otelgrpc.WithMeterProvider(cfg.Telemetry.Meter),
-			otelgrpc.WithPropagators(cfg.Telemetry.Propagator))
-	}
 	transport := insecure.NewCredentials()
 	if cfg.TLS != nil {
 		transport = credentials.NewTLS(cfg.TLS)
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(transport),
-		grpc.WithStatsHandler(otelgrpc.NewClientHandler(otelOpts...)),
+		// Spans and rpc.client.* metrics, health and reflection left out.
+		grpc.WithStatsHandler(otelgrpc.NewClientHandler(telemetry.GRPCOptions(cfg.Telemetry)...)),
 		grpc.WithChainUnaryInterceptor(cfg.UnaryInterceptors...),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(reconnectParams()),

@@ -1,8 +1,9 @@
 // Package grpcserver assembles the gRPC server every Switchyard service runs:
-// OpenTelemetry stats handler, the go-grpc-middleware v2 interceptor chain
-// (logging with trace ids, panic recovery), message size limits, health and
-// server reflection, and graceful shutdown. Services only register their
-// handlers.
+// OpenTelemetry stats handler (spans and rpc.server.* metrics, health and
+// reflection left out), the go-grpc-middleware v2 interceptor chain (access
+// logging with trace ids, at debug for calls that end as expected — see
+// accessLogLevel —, panic recovery), message size limits, health and server
+// reflection, and graceful shutdown. Services only register their handlers.
 package grpcserver
 
 import (
@@ -139,6 +140,7 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithFieldsFromContext(traceFields),
+		logging.WithLevels(accessLogLevel),
 	}
 	// Request and response payloads are never logged: they carry API keys
 	// and prompts.
@@ -158,15 +160,9 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 		recovery.StreamServerInterceptor(recoverOpt),
 	}, cfg.StreamInterceptors...)
 
-	var otelOpts []otelgrpc.Option
-	if cfg.Telemetry.Tracer != nil {
-		otelOpts = append(otelOpts,
-			otelgrpc.WithTracerProvider(cfg.Telemetry.Tracer),
-			otelgrpc.WithMeterProvider(cfg.Telemetry.Meter),
-			otelgrpc.WithPropagators(cfg.Telemetry.Propagator))
-	}
 	opts := []grpc.ServerOption{
-		grpc.StatsHandler(otelgrpc.NewServerHandler(otelOpts...)),
+		// Spans and rpc.server.* metrics, health and reflection left out.
+		grpc.StatsHandler(otelgrpc.NewServerHandler(telemetry.GRPCOptions(cfg.Telemetry)...)),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
@@ -257,6 +253,30 @@ func defaultTimeout(d time.Duration) grpc.UnaryServerInterceptor {
 		ctx, cancel := context.WithTimeout(ctx, d)
 		defer cancel()
 		return handler(ctx, req)
+	}
+}
+
+// accessLogLevel is the level of a call's "finished call" line. Calls that
+// end as the API promises — OK, and the answers about the request or the
+// state it met (InvalidArgument, NotFound, AlreadyExists,
+// FailedPrecondition, Aborted, OutOfRange, ResourceExhausted, Canceled) —
+// log at debug: the rpc.server.call.duration metric counts them by code, and
+// an info-level log has no line per call. A caller refused for its token or
+// its organization (Unauthenticated, PermissionDenied) logs at info, being
+// rare and worth seeing; a dependency that is down or slow
+// (Unavailable, DeadlineExceeded) or a method that does not exist
+// (Unimplemented) at warn; a bug (Unknown, Internal, DataLoss) at error.
+func accessLogLevel(code codes.Code) logging.Level {
+	switch code {
+	case codes.OK, codes.Canceled, codes.InvalidArgument, codes.NotFound, codes.AlreadyExists,
+		codes.FailedPrecondition, codes.Aborted, codes.OutOfRange, codes.ResourceExhausted:
+		return logging.LevelDebug
+	case codes.Unauthenticated, codes.PermissionDenied:
+		return logging.LevelInfo
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Unimplemented:
+		return logging.LevelWarn
+	default:
+		return logging.LevelError
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package pgxutil holds the PostgreSQL plumbing the services share:
-// connecting, and running statements for one tenant under row-level
-// security.
+// connecting (traced and measured with WithTelemetry), and running
+// statements for one tenant under row-level security.
 //
 // Every table that holds an organization's rows has row-level security
 // enabled and forced, with policies comparing organization_id to the
@@ -16,18 +16,47 @@ import (
 	"log/slog"
 	"sync"
 
+	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/switchyard-dev/switchyard/migrations"
+	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 )
+
+// Option adjusts a pool Open or Connect makes.
+type Option func(*options)
+
+type options struct {
+	tel telemetry.Providers
+}
+
+// WithTelemetry instruments the pool with a service's providers: a span per
+// query, batch, prepare, COPY and connect (child spans of the caller's
+// span only: a statement outside a traced call makes none), named by the
+// SQL operation, with the statement text but never its parameters; the
+// db.client.operation.duration histogram through tel.Meter; and the pool's
+// statistics as observable pgxpool.* instruments (see ObservePool).
+func WithTelemetry(tel telemetry.Providers) Option {
+	return func(o *options) { o.tel = tel }
+}
 
 // Open returns a connection pool that connects lazily: nothing is dialled
 // until the first query, so a service whose database is down at start
 // still starts, stays NOT_SERVING and gets ready once the database answers
 // (see Ready). Only a malformed url is an error. applicationName shows in
-// pg_stat_activity.
-func Open(url, applicationName string) (*pgxpool.Pool, error) {
+// pg_stat_activity and names the pool in its metrics.
+func Open(url, applicationName string, opts ...Option) (*pgxpool.Pool, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// The parse error can quote the URL, password included.
@@ -36,17 +65,63 @@ func Open(url, applicationName string) (*pgxpool.Pool, error) {
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = applicationName
 	}
+	if o.tel.Tracer != nil || o.tel.Meter != nil {
+		cfg.ConnConfig.Tracer = Tracer(o.tel, semconv.DBClientConnectionPoolName(cfg.ConnConfig.RuntimeParams["application_name"]))
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening a pool for PostgreSQL at %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
 	}
+	if o.tel.Meter != nil {
+		if err := ObservePool(pool, o.tel.Meter); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("observing the PostgreSQL pool: %w", err)
+		}
+	}
 	return pool, nil
+}
+
+// Tracer is the pgx tracer WithTelemetry sets (for a pgx.ConnConfig built
+// elsewhere): otelpgx with tel's providers (a nil one is a no-op), query
+// parameters never recorded, no span per pool acquire (the pool metrics
+// say how long acquiring takes), and attrs on its metrics.
+func Tracer(tel telemetry.Providers, attrs ...attribute.KeyValue) *otelpgx.Tracer {
+	var tp trace.TracerProvider = tracenoop.NewTracerProvider()
+	if tel.Tracer != nil {
+		tp = tel.Tracer
+	}
+	var mp metric.MeterProvider = metricnoop.NewMeterProvider()
+	if tel.Meter != nil {
+		mp = tel.Meter
+	}
+	return otelpgx.NewTracer(
+		otelpgx.WithTracerProvider(tp),
+		otelpgx.WithMeterProvider(mp),
+		otelpgx.WithMeterAttributes(attrs...),
+		otelpgx.WithDisableAcquireTracer(),
+	)
+}
+
+// ObservePool reports pool's statistics through mp, read at most once a
+// second when a reader collects: pgxpool.acquired_connections,
+// idle_connections, constructing_connections, total_connections and
+// max_connections (gauges), and the cumulative pgxpool.acquires,
+// acquire_duration (ns), empty_acquire (acquires that had to wait),
+// empty_acquire_wait_time (ns), canceled_acquires, new_connections,
+// max_idle_destroys and max_lifetime_destroys, each with db.system.name
+// and db.client.connection.pool.name (the application name). The
+// instruments live as long as mp: a closed pool reports its last state.
+func ObservePool(pool *pgxpool.Pool, mp metric.MeterProvider) error {
+	name := pool.Config().ConnConfig.RuntimeParams["application_name"]
+	return otelpgx.RecordStats(pool,
+		otelpgx.WithStatsMeterProvider(mp),
+		otelpgx.WithStatsAttributes(semconv.DBClientConnectionPoolName(name)))
 }
 
 // Connect is Open followed by a check that the database answers, for
 // commands that should fail at once when it does not.
-func Connect(ctx context.Context, url, applicationName string) (*pgxpool.Pool, error) {
-	pool, err := Open(url, applicationName)
+func Connect(ctx context.Context, url, applicationName string, opts ...Option) (*pgxpool.Pool, error) {
+	pool, err := Open(url, applicationName, opts...)
 	if err != nil {
 		return nil, err
 	}

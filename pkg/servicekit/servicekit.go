@@ -17,6 +17,7 @@ import (
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
+	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 )
 
 // The stores a service can run on.
@@ -59,10 +60,12 @@ type Postgres struct {
 }
 
 // OpenPostgres opens a lazily connecting pool for the service (name is
-// its application_name) and its readiness gate. Nothing is dialled yet: a
-// database that is down at start is waited for by the gate, not fatal.
-func OpenPostgres(databaseURL, name string, set migrations.Set, logger *slog.Logger) (Postgres, error) {
-	db, err := pgxutil.Open(databaseURL, "switchyard-"+name)
+// its application_name), traced and measured through tel (query spans
+// without parameters, pool gauges), and its readiness gate. Nothing is
+// dialled yet: a database that is down at start is waited for by the gate,
+// not fatal.
+func OpenPostgres(databaseURL, name string, set migrations.Set, logger *slog.Logger, tel telemetry.Providers) (Postgres, error) {
+	db, err := pgxutil.Open(databaseURL, "switchyard-"+name, pgxutil.WithTelemetry(tel))
 	if err != nil {
 		return Postgres{}, err
 	}

@@ -1,23 +1,26 @@
 // Package telemetry builds the OpenTelemetry providers that every service
-// passes explicitly to its gRPC servers and clients. Nothing here touches
-// the otel globals, so several services can run in one process (switchyard
-// dev) each under its own service name, and tests can inject an in-memory
-// exporter.
+// passes explicitly to its gRPC servers and clients and to its PostgreSQL
+// pool. Nothing here sets the otel provider globals, so several services can
+// run in one process (switchyard dev) each under its own service name, and
+// tests can inject an in-memory exporter.
+//
+// A process calls Start once: it reads the standard OTEL_* variables (see
+// Start), creates the exporters, the process's Prometheus registry and
+// /metrics endpoint, and the Go runtime metrics, and installs the one otel
+// error handler of the process. Each service in the process then takes its
+// Providers from Process.Service. Tests that need no environment use New.
 package telemetry
 
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
 
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -39,38 +42,68 @@ func Propagator() propagation.TextMapPropagator {
 // created, so trace ids reach logs and downstream services).
 type Exporter = sdktrace.SpanExporter
 
-// ExporterFromEnv returns an OTLP/gRPC exporter when
-// OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set,
-// configured by the standard OTEL_EXPORTER_OTLP_* variables, and nil
-// otherwise.
-func ExporterFromEnv(ctx context.Context) (Exporter, error) {
-	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
-		return nil, nil
-	}
-	exp, err := otlptracegrpc.New(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("creating OTLP trace exporter: %w", err)
-	}
-	return exp, nil
+// Option adjusts the providers New builds.
+type Option func(*options)
+
+type options struct {
+	sampler sdktrace.Sampler
+	readers []sdkmetric.Reader
 }
 
-// New returns providers for one service. Spans are batched to exp when it
-// is not nil; sampling is parent-based, so a caller's decision is kept
-// across hops. The returned shutdown flushes pending spans; it does not shut
-// the exporter down, which may be shared by several services.
-func New(serviceName string, exp Exporter) (Providers, func(context.Context) error) {
-	res := resource.NewSchemaless(semconv.ServiceName(serviceName))
-	opts := []sdktrace.TracerProviderOption{
-		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())),
-	}
-	if exp != nil {
-		opts = append(opts, sdktrace.WithSpanProcessor(sdktrace.NewBatchSpanProcessor(unclosable{exp})))
-	}
-	tp := sdktrace.NewTracerProvider(opts...)
-	p := Providers{Tracer: tp, Meter: metricnoop.NewMeterProvider(), Propagator: Propagator()}
-	return p, tp.Shutdown
+// WithSampler replaces New's default sampler, parent-based always-on.
+func WithSampler(s sdktrace.Sampler) Option { return func(o *options) { o.sampler = s } }
+
+// WithMetricReader gives New's providers a real MeterProvider that r reads
+// (a sdkmetric.ManualReader in tests). Without one the Meter is a no-op.
+func WithMetricReader(r sdkmetric.Reader) Option {
+	return func(o *options) { o.readers = append(o.readers, r) }
 }
+
+// New returns providers for one service from explicit parts, reading no
+// environment: spans are batched to exp when it is not nil, sampling is
+// parent-based always-on unless WithSampler says otherwise (so a caller's
+// decision is kept across hops), and metrics go to the WithMetricReader
+// readers. The returned shutdown flushes pending spans and shuts the meter
+// provider (and so its readers) down; it does not shut exp down, which may
+// be shared by several services. Processes use Start and Process.Service.
+func New(serviceName string, exp Exporter, opts ...Option) (Providers, func(context.Context) error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	res := resource.NewSchemaless(builtinAttributes(serviceName)...)
+	var processors []sdktrace.SpanProcessor
+	if exp != nil {
+		processors = append(processors, sdktrace.NewBatchSpanProcessor(unclosable{exp}))
+	}
+	return newProviders(res, o.sampler, processors, o.readers)
+}
+
+// newProviders assembles one service's providers.
+func newProviders(res *resource.Resource, sampler sdktrace.Sampler, processors []sdktrace.SpanProcessor, readers []sdkmetric.Reader) (Providers, func(context.Context) error) {
+	if sampler == nil {
+		sampler = defaultSampler()
+	}
+	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithSampler(sampler)}
+	for _, p := range processors {
+		topts = append(topts, sdktrace.WithSpanProcessor(p))
+	}
+	tp := sdktrace.NewTracerProvider(topts...)
+	p := Providers{Tracer: tp, Meter: metricnoop.NewMeterProvider(), Propagator: Propagator()}
+	if len(readers) == 0 {
+		return p, tp.Shutdown
+	}
+	mopts := []sdkmetric.Option{sdkmetric.WithResource(res)}
+	for _, r := range readers {
+		mopts = append(mopts, sdkmetric.WithReader(r))
+	}
+	mp := sdkmetric.NewMeterProvider(mopts...)
+	p.Meter = mp
+	return p, Join(tp.Shutdown, mp.Shutdown)
+}
+
+// defaultSampler keeps the caller's decision and samples every new trace.
+func defaultSampler() sdktrace.Sampler { return sdktrace.ParentBased(sdktrace.AlwaysSample()) }
 
 // ShutdownExporter flushes and closes a shared exporter after every
 // service using it has shut down.

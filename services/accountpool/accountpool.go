@@ -308,7 +308,7 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 		cfg.Logger.WarnContext(ctx, "accountpool uses the embedded in-memory store: accounts, keys, settings and usage are lost when the process exits; configure PostgreSQL for anything but development")
 		return backend{store: memstore.New(), close: func() {}}, nil
 	}
-	pg, err := servicekit.OpenPostgres(cfg.DatabaseURL, "accountpool", migrations.AccountPool, cfg.Logger)
+	pg, err := servicekit.OpenPostgres(cfg.DatabaseURL, "accountpool", migrations.AccountPool, cfg.Logger, cfg.Telemetry)
 	if err != nil {
 		return backend{}, err
 	}

@@ -188,7 +188,7 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 		cfg.Logger.WarnContext(ctx, "activity: using the embedded in-memory store; it keeps nothing across restarts and is meant for development only")
 		return backend{store: memstore.New(), close: func() {}}, nil
 	}
-	pg, err := servicekit.OpenPostgres(cfg.DatabaseURL, "activity", migrations.Activity, cfg.Logger)
+	pg, err := servicekit.OpenPostgres(cfg.DatabaseURL, "activity", migrations.Activity, cfg.Logger, cfg.Telemetry)
 	if err != nil {
 		return backend{}, fmt.Errorf("activity: %w", err)
 	}

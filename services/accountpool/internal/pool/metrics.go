@@ -39,7 +39,7 @@ func (p *Pool) newMetrics(mp metric.MeterProvider) poolMetrics {
 		metric.WithDescription("The per-minute limit of an account's bucket, per model family."))
 	cooldown, err3 := m.Float64ObservableGauge("switchyard.account.cooldown.remaining", metric.WithUnit("s"),
 		metric.WithDescription("Seconds until an account's cool-down (429, spend limit, retry-after) ends; 0 when none."))
-	breaker, err4 := m.Int64ObservableGauge("switchyard.account.breaker.state", metric.WithUnit("1"),
+	breaker, err4 := m.Int64ObservableGauge("switchyard.account.breaker.state", metric.WithUnit("{state}"),
 		metric.WithDescription("An account's circuit breaker: 0 closed, 1 half-open, 2 open."))
 	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		return pm
