@@ -14,7 +14,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -23,9 +22,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
-	"runtime/debug"
 	"syscall"
+
+	"github.com/switchyard-dev/switchyard/pkg/buildinfo"
 )
 
 func main() {
@@ -86,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "health":
 		return runHealth(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
-		_, err := fmt.Fprintln(stdout, readBuild())
+		_, err := fmt.Fprintln(stdout, buildinfo.Read())
 		return err
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
@@ -97,55 +96,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// build describes this binary, as runtime/debug.ReadBuildInfo tells it.
-type build struct {
-	version   string // the module version: a tag, a pseudo-version, or (devel)
-	revision  string // the VCS revision, "+dirty" when the tree had changes; empty when unknown
-	time      string // the revision's commit time (vcs.time); empty when unknown
-	goVersion string
-}
-
-func readBuild() build {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		bi = &debug.BuildInfo{}
-	}
-	return buildFrom(bi)
-}
-
-func buildFrom(bi *debug.BuildInfo) build {
-	b := build{version: cmp.Or(bi.Main.Version, "(devel)"), goVersion: cmp.Or(bi.GoVersion, runtime.Version())}
-	dirty := false
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			b.revision = s.Value
-		case "vcs.time":
-			b.time = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if dirty && b.revision != "" {
-		b.revision += "+dirty"
-	}
-	return b
-}
-
-func (b build) String() string {
-	s := "switchyard " + b.version
-	if b.revision != "" {
-		s += ", revision " + b.revision
-	}
-	if b.time != "" {
-		s += ", committed " + b.time
-	}
-	return s + ", " + b.goVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
-}
-
 // logStarting logs the first line of a command that runs a service: which
 // build of switchyard runs it.
 func logStarting(logger *slog.Logger, command string) {
-	b := readBuild()
-	logger.Info("switchyard starting", "command", command, "version", b.version, "revision", b.revision, "go", b.goVersion)
+	b := buildinfo.Read()
+	logger.Info("switchyard starting", "command", command, "version", b.Version, "revision", b.RevisionText(), "go", b.GoVersion)
 }

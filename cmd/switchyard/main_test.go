@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/switchyard-dev/switchyard/pkg/buildinfo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -120,11 +121,11 @@ func TestVersion(t *testing.T) {
 		require.Contains(t, out.String(), runtime.Version(), arg)
 	}
 
-	b := buildFrom(&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v1.4.0"}, Settings: []debug.BuildSetting{
+	b := buildinfo.From(&debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v1.4.0"}, Settings: []debug.BuildSetting{
 		{Key: "vcs.revision", Value: "378cb5da5c16"}, {Key: "vcs.time", Value: "2026-12-01T22:46:22Z"}, {Key: "vcs.modified", Value: "true"},
 	}})
 	require.Equal(t, "switchyard v1.4.0, revision 378cb5da5c16+dirty, committed 2026-12-01T22:46:22Z, go1.26.8 "+runtime.GOOS+"/"+runtime.GOARCH, b.String())
-	b = buildFrom(&debug.BuildInfo{})
+	b = buildinfo.From(&debug.BuildInfo{})
 	require.Equal(t, "switchyard (devel), "+runtime.Version()+" "+runtime.GOOS+"/"+runtime.GOARCH, b.String(), "a build without VCS information")
 }
 

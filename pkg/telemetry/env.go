@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -15,6 +14,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+
+	"github.com/switchyard-dev/switchyard/pkg/buildinfo"
 )
 
 // The standard variables this package reads itself; autoexport and the SDK
@@ -171,56 +172,21 @@ func prometheusEnvAddr() string {
 	return host + ":" + port
 }
 
-// BuildVersion is the service.version of this binary: its module version
-// when it was built from a tagged module (go install ...@v1.2.3), otherwise
-// the VCS revision it was built from (first 12 characters, "-dirty" when
-// the tree had changes), otherwise "(devel)".
-func BuildVersion() string {
-	v, _ := buildVersion()
-	return v
-}
-
-func buildVersion() (version, revision string) {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "(devel)", ""
-	}
-	var dirty bool
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			revision = s.Value
-		case "vcs.modified":
-			dirty = s.Value == "true"
-		}
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v, revision
-	}
-	if revision != "" {
-		short := revision
-		if len(short) > 12 {
-			short = short[:12]
-		}
-		if dirty {
-			short += "-dirty"
-		}
-		return short, revision
-	}
-	return "(devel)", ""
-}
+// BuildVersion is the service.version of this binary
+// (buildinfo.Info.ServiceVersion).
+func BuildVersion() string { return buildinfo.Read().ServiceVersion() }
 
 // builtinAttributes are the resource attributes of a service before the
 // environment has its say.
 func builtinAttributes(serviceName string) []attribute.KeyValue {
-	version, revision := buildVersion()
+	build := buildinfo.Read()
 	attrs := []attribute.KeyValue{
 		semconv.ServiceName(serviceName),
 		ServiceKey.String(serviceName),
-		semconv.ServiceVersion(version),
+		semconv.ServiceVersion(build.ServiceVersion()),
 	}
-	if revision != "" {
-		attrs = append(attrs, semconv.VCSRefHeadRevision(revision))
+	if build.Revision != "" {
+		attrs = append(attrs, semconv.VCSRefHeadRevision(build.Revision))
 	}
 	return attrs
 }
