@@ -15,6 +15,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/servicekit"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/pkg/tlsconfig"
 )
@@ -323,22 +324,16 @@ func (f *storeFlags) register(fs *flag.FlagSet, def string) {
 
 // resolve returns the store name and URL to hand to a service's Config.
 func (f *storeFlags) resolve() (store, url string, err error) {
-	switch f.store {
-	case "":
-		if f.databaseURL != "" {
-			return "postgres", f.databaseURL, nil
-		}
-		return "memory", "", nil
-	case "memory":
-		return "memory", "", nil
-	case "postgres":
-		if f.databaseURL == "" {
-			return "", "", fmt.Errorf("-store postgres needs %s (or DATABASE_URL): a connection string for the switchyard_app role", envDatabaseURL)
-		}
-		return "postgres", f.databaseURL, nil
-	default:
-		return "", "", fmt.Errorf("-store (%s): %q is not a store; use memory or postgres", envStore, f.store)
+	// The services choose the same way (servicekit.ChooseStore); choosing
+	// here too names the flag in the error before anything starts.
+	kind, err := servicekit.ChooseStore(f.store, f.databaseURL)
+	if err != nil {
+		return "", "", fmt.Errorf("-store (%s): %w", envStore, err)
 	}
+	if kind == servicekit.StoreMemory {
+		return kind, "", nil
+	}
+	return kind, f.databaseURL, nil
 }
 
 // Security settings. Tokens and the orchestrator's own token come from the
