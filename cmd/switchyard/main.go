@@ -56,6 +56,7 @@ commands:
   sim            run the Anthropic Messages API simulator
   migrate        apply the PostgreSQL schema (up, status, down)
   keys           re-encrypt stored API keys under the keyring's newest version (rewrap, status)
+  health         check a service's gRPC health (exit 0 when SERVING), for container health checks
   version        print the version, VCS revision and Go version (also -version)
 
 Run 'switchyard <command> -h' for the command's flags.
