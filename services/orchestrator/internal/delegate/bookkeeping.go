@@ -3,6 +3,7 @@ package delegate
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -102,6 +103,22 @@ func (run *taskRun) trackStart(ctx context.Context) (*orchestratorv1.DelegateTas
 			run.emitAccepted(p.activityID)
 			return nil, nil
 		}
+		if p.idempotent && act.GetStatus() == activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING && run.r.deadStarts.has(startTokenOf(act)) {
+			if err := sameTask(act, p); err != nil {
+				return nil, err
+			}
+			// An earlier send's TrackStart in this process committed,
+			// its answer was lost, and that send failed without running
+			// the task: the run is over though its activity says RUNNING.
+			// End it (a retry may run the task again) rather than answer
+			// Aborted until Activity abandons it at its deadline.
+			run.endDeadRun(ctx)
+			if p.run >= maxRuns {
+				return nil, fmt.Errorf("%w: request_id has been started %d times without an outcome; use a new request_id", ErrRequestIDReused, maxRuns)
+			}
+			p.nextRun()
+			continue
+		}
 		if !superseded(act) || !p.idempotent {
 			run.activityStarted = true
 			run.emitAccepted(p.activityID)
@@ -150,6 +167,9 @@ func (run *taskRun) startActivity(ctx context.Context) (bool, *activityv1.Activi
 			return false, nil, inv
 		}
 		if p.idempotent {
+			// The start may have committed with its answer lost; the task
+			// will not run on it (see trackStart).
+			run.r.deadStarts.add(run.startToken)
 			return false, nil, fmt.Errorf("%w: %s", ErrActivityUnavailable, status.Convert(err).Message())
 		}
 		run.bookkeepingFailed(ctx, "starting the activity (the task runs without one)", err)
@@ -158,7 +178,7 @@ func (run *taskRun) startActivity(ctx context.Context) (bool, *activityv1.Activi
 	// A TrackStart that committed but whose answer was lost is retried
 	// (by gRPC on Unavailable) and then finds the activity it created
 	// itself: the start token says it is this run's, not an earlier one's.
-	mine := resp.GetActivity().GetMetadata().GetFields()["start_token"].GetStringValue() == run.startToken
+	mine := startTokenOf(resp.GetActivity()) == run.startToken
 	return resp.GetCreated() || mine, resp.GetActivity(), nil
 }
 
@@ -177,6 +197,59 @@ func (run *taskRun) deadline(ctx context.Context) time.Time {
 
 // superseded reports whether an ended activity has no outcome to replay:
 // it was abandoned, or its run ended before any model call.
+func startTokenOf(act *activityv1.Activity) string {
+	return act.GetMetadata().GetFields()["start_token"].GetStringValue()
+}
+
+// endDeadRun fails the run's activity, a run of this process that never
+// ran, as rerunnable.
+func (run *taskRun) endDeadRun(ctx context.Context) {
+	p := run.p
+	run.enqueue(ctx, targetActivity, activityv1.ActivityService_TrackComplete_FullMethodName, "ending a run that never ran", &activityv1.TrackCompleteRequest{
+		OrganizationId: p.OrganizationID,
+		ActivityId:     p.activityID,
+		Status:         activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED,
+		ErrorMessage:   "not run: this run's start was recorded but its answer was lost, and the task did not run on it; a later send ran it as the next run",
+		Metadata:       mustStruct(map[string]any{"rerunnable": true, "run": p.run, "attempts": 0}),
+	}, &activityv1.TrackCompleteResponse{})
+}
+
+// startTokens remembers the start tokens of this process's TrackStarts
+// that failed for tasks that then did not run (their start may have
+// committed with the answer lost). Bounded: the oldest are forgotten,
+// which at worst leaves such a run to Activity's abandonment, as before.
+type startTokens struct {
+	mu    sync.Mutex
+	set   map[string]struct{}
+	order []string
+}
+
+const maxDeadStarts = 4096
+
+func (s *startTokens) add(tok string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.set == nil {
+		s.set = map[string]struct{}{}
+	}
+	if len(s.order) >= maxDeadStarts {
+		delete(s.set, s.order[0])
+		s.order = s.order[1:]
+	}
+	s.set[tok] = struct{}{}
+	s.order = append(s.order, tok)
+}
+
+func (s *startTokens) has(tok string) bool {
+	if tok == "" {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.set[tok]
+	return ok
+}
+
 func superseded(act *activityv1.Activity) bool {
 	switch act.GetStatus() {
 	case activityv1.ActivityStatus_ACTIVITY_STATUS_ABANDONED:

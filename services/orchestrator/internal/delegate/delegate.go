@@ -146,6 +146,8 @@ type Runner struct {
 	tracer   trace.Tracer
 	outbox   *outbox.Outbox
 	metrics  taskMetrics
+	// deadStarts are this process's starts that did not run (trackStart).
+	deadStarts startTokens
 }
 
 // New returns a Runner over the two services' clients and an executor. It

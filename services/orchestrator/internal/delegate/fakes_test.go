@@ -111,9 +111,12 @@ type fakeActivity struct {
 	// loseStartAnswers TrackStarts commit, lose their answer and are
 	// retried with the same request, as gRPC's retry policy does.
 	loseStartAnswers int
-	activities       map[string]*activityv1.Activity
-	progress         map[string][]string
-	completes        int
+	// failCommittedStarts TrackStarts commit and then fail with
+	// Unavailable, as when Activity dies before it answers.
+	failCommittedStarts int
+	activities          map[string]*activityv1.Activity
+	progress            map[string][]string
+	completes           int
 }
 
 func newFakeActivity() *fakeActivity {
@@ -126,6 +129,14 @@ func (a *fakeActivity) TrackStart(_ context.Context, req *activityv1.TrackStartR
 	a.starts++
 	if a.startErr != nil {
 		return nil, a.startErr
+	}
+	if a.failCommittedStarts > 0 {
+		a.failCommittedStarts--
+		a.activities[req.GetActivityId()] = &activityv1.Activity{
+			Id: req.GetActivityId(), OrganizationId: req.GetOrganizationId(), Status: activityv1.ActivityStatus_ACTIVITY_STATUS_RUNNING,
+			InputData: req.GetInputData(), Metadata: req.GetMetadata(), Category: req.GetCategory(), Deadline: req.GetDeadline(),
+		}
+		return nil, status.Error(codes.Unavailable, "connection reset")
 	}
 	if a.loseStartAnswers > 0 {
 		// The start commits but its answer is lost; gRPC's retry policy

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate"
@@ -127,4 +128,29 @@ func TestAFullOutboxRefusesNewTasksBeforeTheyRun(t *testing.T) {
 	_, err = h.runner.Run(context.Background(), task())
 	require.ErrorIs(t, err, delegate.ErrBookkeepingUnavailable)
 	require.Len(t, h.exec.keysCalled(), 1, "the refused task made no model call")
+}
+
+// A TrackStart that committed and then failed (Activity died before it
+// answered) leaves a RUNNING activity for a task that did not run. The
+// caller's retry through the same process recognises the run as its own
+// dead one: it ends it as rerunnable and runs the task as the next run,
+// instead of answering Aborted until Activity abandons the first at its
+// deadline.
+func TestARetryEndsItsOwnDeadStartAndRuns(t *testing.T) {
+	h := newHarness(t, delegate.Config{}, threeAccounts...)
+	h.activity.failCommittedStarts = 1
+	tk := task()
+	tk.RequestID = "req-dead-start"
+	_, err := h.runner.Run(context.Background(), tk)
+	require.ErrorIs(t, err, delegate.ErrActivityUnavailable)
+	require.Empty(t, h.exec.keysCalled(), "nothing ran")
+
+	resp, err := h.runner.Run(context.Background(), tk)
+	require.NoError(t, err)
+	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus())
+	require.Len(t, h.exec.keysCalled(), 1, "the task ran once")
+	first := h.activity.get(delegate.ActivityID(tk.OrganizationID, tk.RequestID))
+	require.Equal(t, activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED, first.GetStatus(), "the dead run is ended, not left to be abandoned")
+	require.True(t, first.GetMetadata().GetFields()["rerunnable"].GetBoolValue())
+	require.NotEqual(t, first.GetId(), resp.GetMetadata().GetActivityId(), "the task ran as the next run")
 }
