@@ -172,10 +172,6 @@ func prometheusEnvAddr() string {
 	return host + ":" + port
 }
 
-// BuildVersion is the service.version of this binary
-// (buildinfo.Info.ServiceVersion).
-func BuildVersion() string { return buildinfo.Read().ServiceVersion() }
-
 // builtinAttributes are the resource attributes of a service before the
 // environment has its say.
 func builtinAttributes(serviceName string) []attribute.KeyValue {

@@ -138,7 +138,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 // Service returns the providers of one service of the process, named
 // serviceName (switchyard-orchestrator, ...). Its resource holds
 // service.name, switchyard.service (always serviceName), service.version
-// (BuildVersion), vcs.ref.head.revision, service.instance.id (one per
+// (buildinfo.Info.ServiceVersion), vcs.ref.head.revision, service.instance.id (one per
 // process), the SDK, host, container and runtime attributes, and then
 // OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME, which override them. So
 // OTEL_SERVICE_NAME, when set, names every service of the process: in

@@ -46,12 +46,8 @@ type Exporter = sdktrace.SpanExporter
 type Option func(*options)
 
 type options struct {
-	sampler sdktrace.Sampler
 	readers []sdkmetric.Reader
 }
-
-// WithSampler replaces New's default sampler, parent-based always-on.
-func WithSampler(s sdktrace.Sampler) Option { return func(o *options) { o.sampler = s } }
 
 // WithMetricReader gives New's providers a real MeterProvider that r reads
 // (a sdkmetric.ManualReader in tests). Without one the Meter is a no-op.
@@ -61,9 +57,8 @@ func WithMetricReader(r sdkmetric.Reader) Option {
 
 // New returns providers for one service from explicit parts, reading no
 // environment: spans are batched to exp when it is not nil, sampling is
-// parent-based always-on unless WithSampler says otherwise (so a caller's
-// decision is kept across hops), and metrics go to the WithMetricReader
-// readers. The returned shutdown flushes pending spans and shuts the meter
+// parent-based always-on (so a caller's decision is kept across hops), and
+// metrics go to the WithMetricReader readers. The returned shutdown flushes pending spans and shuts the meter
 // provider (and so its readers) down; it does not shut exp down, which may
 // be shared by several services. Processes use Start and Process.Service.
 func New(serviceName string, exp Exporter, opts ...Option) (Providers, func(context.Context) error) {
@@ -76,7 +71,7 @@ func New(serviceName string, exp Exporter, opts ...Option) (Providers, func(cont
 	if exp != nil {
 		processors = append(processors, sdktrace.NewBatchSpanProcessor(unclosable{exp}))
 	}
-	return newProviders(res, o.sampler, processors, o.readers)
+	return newProviders(res, nil, processors, o.readers)
 }
 
 // newProviders assembles one service's providers.
@@ -104,15 +99,6 @@ func newProviders(res *resource.Resource, sampler sdktrace.Sampler, processors [
 
 // defaultSampler keeps the caller's decision and samples every new trace.
 func defaultSampler() sdktrace.Sampler { return sdktrace.ParentBased(sdktrace.AlwaysSample()) }
-
-// ShutdownExporter flushes and closes a shared exporter after every
-// service using it has shut down.
-func ShutdownExporter(ctx context.Context, exp Exporter) error {
-	if exp == nil {
-		return nil
-	}
-	return exp.Shutdown(ctx)
-}
 
 // unclosable keeps a tracer provider's shutdown from closing a shared
 // exporter.

@@ -128,7 +128,7 @@ func resourceOf(t *testing.T, s tracetest.SpanStub) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, kv := range s.Resource.Attributes() {
-		out[string(kv.Key)] = kv.Value.Emit()
+		out[string(kv.Key)] = kv.Value.String()
 	}
 	return out
 }
