@@ -26,10 +26,11 @@ var commands = []string{"dev", "orchestrator", "accountpool", "activity", "sim",
 // "Configuration": "environment only"), so -h need not name them, and the
 // commands that read them.
 var envOnly = map[string][]string{
-	"SWITCHYARD_ORCHESTRATOR_TOKEN": {"orchestrator", "dev"},
-	"SWITCHYARD_KEYRING":            {"accountpool", "dev", "keys"},
-	"SWITCHYARD_TOKENS":             {"orchestrator", "accountpool", "activity", "dev"},
-	"SWITCHYARD_DATABASE_URL":       {"accountpool", "activity", "dev", "keys"},
+	"SWITCHYARD_ORCHESTRATOR_TOKEN":      {"orchestrator", "dev"},
+	"SWITCHYARD_ORCHESTRATOR_TOKEN_FILE": {"orchestrator", "dev"},
+	"SWITCHYARD_KEYRING":                 {"accountpool", "dev", "keys"},
+	"SWITCHYARD_TOKENS":                  {"orchestrator", "accountpool", "activity", "dev"},
+	"SWITCHYARD_DATABASE_URL":            {"accountpool", "activity", "dev", "keys"},
 }
 
 // pending are variables the compose file sets ahead of the change that
@@ -384,7 +385,8 @@ func TestComposeFile(t *testing.T) {
 			}
 		}
 		o := p.Services["orchestrator"]
-		require.NotEmpty(t, env(o, "SWITCHYARD_ORCHESTRATOR_TOKEN"), "the orchestrator gets its token from the env_file")
+		require.Equal(t, "/run/secrets/orchestrator-token", env(o, "SWITCHYARD_ORCHESTRATOR_TOKEN_FILE"), "the orchestrator reads its token from a secret file")
+		require.Empty(t, env(o, "SWITCHYARD_ORCHESTRATOR_TOKEN"), "not from its environment")
 	})
 
 	t.Run("no secret value inline", func(t *testing.T) {

@@ -378,7 +378,7 @@ func TestDockerignore(t *testing.T) {
 	require.NoError(t, err)
 	pm, err := patternmatcher.New(patterns)
 	require.NoError(t, err)
-	for _, p := range []string{".git/config", "deploy/secrets/keyring", "deploy/secrets/orchestrator.env", "switchyard", "bin/switchyard"} {
+	for _, p := range []string{".git/config", "deploy/secrets/keyring", "deploy/secrets/orchestrator-token", "switchyard", "bin/switchyard"} {
 		excluded, err := pm.MatchesOrParentMatches(p)
 		require.NoError(t, err)
 		require.True(t, excluded, "%s must not enter the build context", p)

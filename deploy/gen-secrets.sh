@@ -52,9 +52,9 @@ write() {
 }
 
 # The token table and the tokens it hashes are written together, or not at all.
-if [ -e "$dir/tokens" ] || [ -e "$dir/orchestrator.env" ] || [ -e "$dir/client.env" ]; then
-	if ! { [ -e "$dir/tokens" ] && [ -e "$dir/orchestrator.env" ] && [ -e "$dir/client.env" ]; }; then
-		echo "gen-secrets: $dir has only some of tokens, orchestrator.env and client.env; remove them all to generate new tokens" >&2
+if [ -e "$dir/tokens" ] || [ -e "$dir/orchestrator-token" ] || [ -e "$dir/client.env" ]; then
+	if ! { [ -e "$dir/tokens" ] && [ -e "$dir/orchestrator-token" ] && [ -e "$dir/client.env" ]; }; then
+		echo "gen-secrets: $dir has only some of tokens, orchestrator-token and client.env; remove them all to generate new tokens" >&2
 		exit 1
 	fi
 	echo "gen-secrets: keeping the existing tokens" >&2
@@ -68,9 +68,9 @@ else
 		echo "$(printf %s "$orchestrator" | sha256) orchestrator"
 		echo "$(printf %s "$acme" | sha256) org:acme"
 	} | write tokens
-	# The orchestrator reads its own token from the environment only
-	# (SWITCHYARD_ORCHESTRATOR_TOKEN), so compose passes it as an env_file.
-	echo "SWITCHYARD_ORCHESTRATOR_TOKEN=$orchestrator" | write orchestrator.env
+	# The orchestrator reads its own token from this file
+	# (SWITCHYARD_ORCHESTRATOR_TOKEN_FILE), mounted as a compose secret.
+	echo "$orchestrator" | write orchestrator-token
 	{
 		echo "# . $dir/client.env  -- bearer tokens for calling the compose stack"
 		echo "export TOKEN=$admin"

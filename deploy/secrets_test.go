@@ -62,7 +62,7 @@ func readFile(t *testing.T, path string) string {
 }
 
 // secretFiles are the files deploy/gen-secrets.sh writes.
-var secretFiles = []string{"keyring", "tokens", "orchestrator.env", "client.env", "postgres-password", "pgpass-owner", "pgpass-app"}
+var secretFiles = []string{"keyring", "tokens", "orchestrator-token", "client.env", "postgres-password", "pgpass-owner", "pgpass-app"}
 
 // tokenTable maps each hash of a token table to its principal.
 func tokenTable(t *testing.T, spec string) map[string]string {
@@ -107,11 +107,9 @@ func TestGenSecrets(t *testing.T) {
 
 	table := tokenTable(t, readFile(t, filepath.Join(dir, "tokens")))
 	require.Len(t, table, 3)
-	// The env files are read with compose's own parser.
-	orch, err := dotenv.Read(filepath.Join(dir, "orchestrator.env"))
-	require.NoError(t, err)
-	require.Len(t, orch, 1)
-	require.Equal(t, "orchestrator", table[auth.HashToken(orch["SWITCHYARD_ORCHESTRATOR_TOKEN"])])
+	orch := strings.TrimSpace(readFile(t, filepath.Join(dir, "orchestrator-token")))
+	require.Equal(t, "orchestrator", table[auth.HashToken(orch)])
+	// The env file is read with compose's own parser.
 	client, err := dotenv.Read(filepath.Join(dir, "client.env"))
 	require.NoError(t, err)
 	require.Equal(t, "admin", table[auth.HashToken(client["TOKEN"])])
@@ -206,17 +204,13 @@ func TestGeneratedSecretsStartTheServices(t *testing.T) {
 		"SWITCHYARD_KEYRING_FILE=" + filepath.Join(dir, "keyring"),
 		"SWITCHYARD_TOKENS_FILE=" + filepath.Join(dir, "tokens"),
 	}, "accountpool")
-	orchEnv, err := dotenv.Read(filepath.Join(dir, "orchestrator.env"))
-	require.NoError(t, err)
 	env := []string{
 		"SWITCHYARD_ORCHESTRATOR_ADDR=" + orchAddr,
 		"SWITCHYARD_ACCOUNTPOOL_ADDR=" + poolAddr,
 		"SWITCHYARD_ACTIVITY_ADDR=" + freeAddr(t),
 		"SWITCHYARD_ANTHROPIC_BASE_URL=http://" + simAddr,
 		"SWITCHYARD_TOKENS_FILE=" + filepath.Join(dir, "tokens"),
-	}
-	for k, v := range orchEnv {
-		env = append(env, k+"="+v)
+		"SWITCHYARD_ORCHESTRATOR_TOKEN_FILE=" + filepath.Join(dir, "orchestrator-token"),
 	}
 	start(t, bin, env, "orchestrator")
 	start(t, bin, []string{"SWITCHYARD_SIM_ADDR=" + simAddr}, "sim")

@@ -235,6 +235,7 @@ var settings = []setting{
 	{envTokens, nil},
 	{envTokensFile, []string{"tokens-file"}},
 	{envServiceToken, nil},
+	{envServiceTokenFile, nil},
 	{envInsecureNoAuth, []string{"insecure-no-auth"}},
 	{envTLSCert, []string{"tls-cert-file"}},
 	{envTLSKey, []string{"tls-key-file"}},
@@ -343,9 +344,12 @@ const (
 	envTokensFile     = "SWITCHYARD_TOKENS_FILE"
 	envInsecureNoAuth = "SWITCHYARD_INSECURE_NO_AUTH"
 	envServiceToken   = "SWITCHYARD_ORCHESTRATOR_TOKEN"
-	envTLSCert        = "SWITCHYARD_TLS_CERT_FILE"
-	envTLSKey         = "SWITCHYARD_TLS_KEY_FILE"
-	envTLSCA          = "SWITCHYARD_TLS_CA_FILE"
+	// envServiceTokenFile names a file holding it, for secrets mounted as
+	// files (compose, Kubernetes).
+	envServiceTokenFile = "SWITCHYARD_ORCHESTRATOR_TOKEN_FILE"
+	envTLSCert          = "SWITCHYARD_TLS_CERT_FILE"
+	envTLSKey           = "SWITCHYARD_TLS_KEY_FILE"
+	envTLSCA            = "SWITCHYARD_TLS_CA_FILE"
 )
 
 type securityFlags struct {
@@ -413,4 +417,23 @@ func (f *securityFlags) resolve() (security, error) {
 		return security{}, err
 	}
 	return security{tokens: tokens, serverTLS: server, clientTLS: client}, nil
+}
+
+// serviceToken is the orchestrator's own token, from
+// SWITCHYARD_ORCHESTRATOR_TOKEN or the file SWITCHYARD_ORCHESTRATOR_TOKEN_FILE
+// names (not both); empty when neither is set.
+func serviceToken() (secret.String, error) {
+	inline, file := env(envServiceToken, ""), env(envServiceTokenFile, "")
+	switch {
+	case inline != "" && file != "":
+		return secret.String{}, fmt.Errorf("set either %s or %s, not both", envServiceToken, envServiceTokenFile)
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			// The path is configuration, not the secret: it may be named.
+			return secret.String{}, fmt.Errorf("%s: reading the orchestrator's token: %w", envServiceTokenFile, err)
+		}
+		return secret.New(strings.TrimSpace(string(b))), nil
+	}
+	return secret.New(inline), nil
 }

@@ -192,9 +192,13 @@ func devSecurity(f *securityFlags) (security, devTokens, error) {
 		return sec, devTokens{}, err
 	}
 	if sec.tokens != nil {
-		sec.serviceToken = secret.New(env(envServiceToken, ""))
+		tok, err := serviceToken()
+		if err != nil {
+			return sec, devTokens{}, err
+		}
+		sec.serviceToken = tok
 		if sec.serviceToken.IsZero() {
-			return sec, devTokens{}, fmt.Errorf("with configured tokens, set %s to the orchestrator's own token", envServiceToken)
+			return sec, devTokens{}, fmt.Errorf("with configured tokens, set %s (or %s) to the orchestrator's own token", envServiceToken, envServiceTokenFile)
 		}
 		return sec, devTokens{}, nil
 	}

@@ -169,9 +169,13 @@ func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	sec.serviceToken = secret.New(env(envServiceToken, ""))
+	tok, err := serviceToken()
+	if err != nil {
+		return err
+	}
+	sec.serviceToken = tok
 	if sec.serviceToken.IsZero() && !of.insecureNoAuth {
-		return fmt.Errorf("the orchestrator needs its own token for AccountPool and Activity: set %s (a token whose principal is 'orchestrator')", envServiceToken)
+		return fmt.Errorf("the orchestrator needs its own token for AccountPool and Activity: set %s or %s (a token whose principal is 'orchestrator')", envServiceToken, envServiceTokenFile)
 	}
 	return withTelemetry(ctx, tf, logger, "switchyard-orchestrator", func(tel telemetry.Providers) error {
 		return orchestrator.Run(ctx, of.config(logger, tel, secret.New(env(envAnthropicAPIKey, "")), sec))

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,4 +35,24 @@ func TestRedisFlagsKeepTheURLSecret(t *testing.T) {
 	t.Setenv(envRedisURL, "redis://127.0.0.1:1/0")
 	err = run(context.Background(), []string{"accountpool", "-addr", "127.0.0.1:0", "-redis-failure", "pray"}, &out, &errOut)
 	require.ErrorContains(t, err, `unknown Redis failure policy "pray"`)
+}
+
+func TestServiceTokenFromAFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "orchestrator-token")
+	require.NoError(t, os.WriteFile(f, []byte("sy_secret-token\n"), 0o600))
+	t.Setenv(envServiceToken, "")
+	t.Setenv(envServiceTokenFile, f)
+	tok, err := serviceToken()
+	require.NoError(t, err)
+	require.Equal(t, "sy_secret-token", tok.Reveal(), "read and trimmed")
+
+	t.Setenv(envServiceToken, "sy_inline")
+	_, err = serviceToken()
+	require.ErrorContains(t, err, "not both")
+	require.NotContains(t, err.Error(), "sy_")
+
+	t.Setenv(envServiceToken, "")
+	t.Setenv(envServiceTokenFile, filepath.Join(t.TempDir(), "missing"))
+	_, err = serviceToken()
+	require.ErrorContains(t, err, envServiceTokenFile)
 }
