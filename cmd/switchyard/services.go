@@ -124,6 +124,22 @@ func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
 	f.keyring = env(envKeyring, "")
 }
 
+// resolve is storeFlags.resolve plus the live state's settings, checked
+// before anything starts so the error names the flag and the variable.
+func (f *accountPoolFlags) resolve() (store, url string, err error) {
+	switch f.state {
+	case "", accountpool.StateMemory, accountpool.StateRedis:
+	default:
+		return "", "", fmt.Errorf("-state (%s): %q is not a state; use %s or %s", envState, f.state, accountpool.StateMemory, accountpool.StateRedis)
+	}
+	switch f.redisFailure {
+	case "", accountpool.FailClosed, accountpool.FailDegrade:
+	default:
+		return "", "", fmt.Errorf("-redis-failure (%s): %q is not a policy; use %s or %s", envRedisFailure, f.redisFailure, accountpool.FailClosed, accountpool.FailDegrade)
+	}
+	return f.storeFlags.resolve()
+}
+
 func (f *accountPoolFlags) config(logger *slog.Logger, tel telemetry.Providers, keyring, store, databaseURL string) accountpool.Config {
 	return accountpool.Config{
 		Store:       store,

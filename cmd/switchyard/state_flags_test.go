@@ -31,10 +31,10 @@ func TestRedisFlagsKeepTheURLSecret(t *testing.T) {
 	err = run(context.Background(), []string{"accountpool", "-addr", "127.0.0.1:0", "-state", "redis"}, &out, &errOut)
 	require.ErrorContains(t, err, "needs a Redis URL")
 	err = run(context.Background(), []string{"accountpool", "-addr", "127.0.0.1:0", "-state", "disk"}, &out, &errOut)
-	require.ErrorContains(t, err, `unknown state "disk"`)
+	require.ErrorContains(t, err, `-state (SWITCHYARD_STATE): "disk" is not a state`)
 	t.Setenv(envRedisURL, "redis://127.0.0.1:1/0")
 	err = run(context.Background(), []string{"accountpool", "-addr", "127.0.0.1:0", "-redis-failure", "pray"}, &out, &errOut)
-	require.ErrorContains(t, err, `unknown Redis failure policy "pray"`)
+	require.ErrorContains(t, err, `-redis-failure (SWITCHYARD_REDIS_FAILURE): "pray" is not a policy`)
 }
 
 func TestServiceTokenFromAFile(t *testing.T) {
