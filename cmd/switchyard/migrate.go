@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -25,7 +26,9 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 Connect as the schema owner (a role that may create tables and roles), not as the
 switchyard_app role the services use; the migrations create switchyard_app.`, stderr)
 	var dbURL, service string
-	fs.StringVar(&dbURL, "database-url", env(envMigrateDatabaseURL, ""), "owner connection string ("+envMigrateDatabaseURL+")")
+	// The URL may hold the owner's password: the flag does not default to
+	// the variable, so -h never prints it.
+	fs.StringVar(&dbURL, "database-url", "", "owner connection string (default "+envMigrateDatabaseURL+")")
 	fs.StringVar(&service, "service", "", "only this service's migrations: accountpool or activity (default: both)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -34,6 +37,7 @@ switchyard_app role the services use; the migrations create switchyard_app.`, st
 		fs.Usage()
 		return errors.New("migrate needs exactly one of: up, status, down")
 	}
+	dbURL = cmp.Or(dbURL, env(envMigrateDatabaseURL, ""))
 	if dbURL == "" {
 		return fmt.Errorf("set %s or -database-url to the schema owner's connection string", envMigrateDatabaseURL)
 	}

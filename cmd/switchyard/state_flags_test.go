@@ -56,3 +56,13 @@ func TestServiceTokenFromAFile(t *testing.T) {
 	_, err = serviceToken()
 	require.ErrorContains(t, err, envServiceTokenFile)
 }
+
+// The owner's connection string may hold a password: -h never prints it.
+func TestMigrateHelpKeepsTheURLSecret(t *testing.T) {
+	t.Setenv(envMigrateDatabaseURL, "postgres://owner:S3cretPW@db/sw")
+	var out, errOut bytes.Buffer
+	err := run(context.Background(), []string{"migrate", "-h"}, &out, &errOut)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	require.Contains(t, errOut.String(), envMigrateDatabaseURL)
+	require.NotContains(t, errOut.String()+out.String(), "S3cretPW")
+}

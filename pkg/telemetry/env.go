@@ -3,6 +3,7 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -213,4 +214,37 @@ func serviceResource(ctx context.Context, serviceName string) (*resource.Resourc
 		res = resource.NewSchemaless(attrs...)
 	}
 	return res, err
+}
+
+// checkOTLPEnv checks the OTLP exporter settings the SDK would otherwise
+// drop with a log line quoting them: every header entry is key=value with
+// a URL-escaped value, every endpoint a URL. The error names the variable
+// and the entry, never the value (a header may carry a token, an endpoint
+// a password).
+func checkOTLPEnv() error {
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_HEADERS"} {
+		raw := os.Getenv(v)
+		if raw == "" {
+			continue
+		}
+		for i, entry := range strings.Split(raw, ",") {
+			key, value, ok := strings.Cut(entry, "=")
+			if !ok || strings.TrimSpace(key) == "" {
+				return fmt.Errorf("%s: entry %d is not key=value (its value is not shown: it may be a secret)", v, i+1)
+			}
+			if _, err := url.PathUnescape(strings.TrimSpace(value)); err != nil {
+				return fmt.Errorf("%s: the value of entry %d (%s) is not URL-escaped correctly", v, i+1, strings.TrimSpace(key))
+			}
+		}
+	}
+	for _, v := range []string{"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"} {
+		raw := os.Getenv(v)
+		if raw == "" {
+			continue
+		}
+		if u, err := url.Parse(raw); err != nil || u.Host == "" {
+			return fmt.Errorf("%s is not a URL such as http://collector:4318 (its value is not shown: it may hold a password)", v)
+		}
+	}
+	return nil
 }

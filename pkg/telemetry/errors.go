@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"go.opentelemetry.io/otel"
 )
 
@@ -26,6 +27,12 @@ func installErrorHandler(logger *slog.Logger) {
 	errorLogger.Store(logger)
 	errorHandlerOnce.Do(func() {
 		otel.SetErrorHandler(otel.ErrorHandlerFunc(handleError))
+		// otel's own diagnostic logger writes plain text to stderr and
+		// quotes the input it could not parse (an OTLP header with its
+		// token, an endpoint with its password): silenced. The settings it
+		// parses are checked by checkOTLPEnv instead, naming the variable
+		// but never the value.
+		otel.SetLogger(logr.Discard())
 	})
 }
 

@@ -100,6 +100,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		logger = slog.Default()
 	}
 	installErrorHandler(logger)
+	if err := checkOTLPEnv(); err != nil {
+		return nil, err
+	}
 	sampler, err := SamplerFromEnv()
 	if err != nil {
 		return nil, err

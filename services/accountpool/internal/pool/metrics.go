@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -16,6 +17,9 @@ import (
 type poolMetrics struct {
 	leases metric.Int64UpDownCounter
 }
+
+// metricsReadTimeout bounds the live-state reads of one collection.
+const metricsReadTimeout = 2 * time.Second
 
 const poolScope = "github.com/switchyard-dev/switchyard/services/accountpool/internal/pool"
 
@@ -45,8 +49,16 @@ func (p *Pool) newMetrics(mp metric.MeterProvider) poolMetrics {
 		return pm
 	}
 	_, _ = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		// One deadline for the whole collection: with the live state in an
+		// unreachable Redis, reads one organization after another would
+		// outlast the scrape and take every other metric down with them.
+		ctx, cancel := context.WithTimeout(ctx, metricsReadTimeout)
+		defer cancel()
 		now := p.now()
 		for orgID, v := range p.loadedViews() {
+			if ctx.Err() != nil {
+				break
+			}
 			infos, err := p.infos(ctx, v, v.accounts)
 			if err != nil {
 				continue // the live state is unreachable; nothing to report for it

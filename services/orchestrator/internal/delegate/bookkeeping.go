@@ -195,8 +195,7 @@ func (run *taskRun) deadline(ctx context.Context) time.Time {
 	return longest
 }
 
-// superseded reports whether an ended activity has no outcome to replay:
-// it was abandoned, or its run ended before any model call.
+// startTokenOf is the start token the activity was started with.
 func startTokenOf(act *activityv1.Activity) string {
 	return act.GetMetadata().GetFields()["start_token"].GetStringValue()
 }
@@ -250,6 +249,8 @@ func (s *startTokens) has(tok string) bool {
 	return ok
 }
 
+// superseded reports whether an ended activity has no outcome to replay:
+// it was abandoned, or its run ended before any model call.
 func superseded(act *activityv1.Activity) bool {
 	switch act.GetStatus() {
 	case activityv1.ActivityStatus_ACTIVITY_STATUS_ABANDONED:

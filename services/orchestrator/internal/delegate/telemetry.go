@@ -177,11 +177,9 @@ func (run *taskRun) report(ctx context.Context, resp *orchestratorv1.DelegateTas
 	m.wait.Record(ctx, run.waited.Seconds())
 	for i, a := range run.tried {
 		if a.costUSD > 0 {
-			mdl := a.result.Model
-			if mdl == "" {
-				mdl = p.category.Model
-			}
-			m.cost.Add(ctx, a.costUSD, metric.WithAttributes(semconv.GenAIRequestModel(mdl)))
+			// The requested model (the category table's): bounded, where the
+			// upstream's answer names any model it likes.
+			m.cost.Add(ctx, a.costUSD, metric.WithAttributes(semconv.GenAIRequestModel(p.category.Model)))
 		}
 		if i < len(run.tried)-1 {
 			m.failovers.Add(ctx, 1, metric.WithAttributes(attribute.String("switchyard.outcome", failoverReason(a.result))))

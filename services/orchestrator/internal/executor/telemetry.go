@@ -105,17 +105,40 @@ func (in instrumentation) end(ctx context.Context, span trace.Span, req Request,
 	span.SetAttributes(attrs...)
 	span.End()
 
+	// Metric attributes are bounded: the request model comes from the
+	// category table; the response model and the upstream's error type are
+	// the upstream's text and go on the span only, the error type as one
+	// of a known set on the metric.
 	metricAttrs := append([]attribute.KeyValue{in.tokens.AttrRequestModel(req.Model)}, in.server...)
-	if res.Model != "" {
-		metricAttrs = append(metricAttrs, in.tokens.AttrResponseModel(res.Model))
-	}
 	// Cache reads and writes are input tokens too, as the conventions
 	// count them.
 	in.tokens.Record(ctx, u.InputTokens+u.CacheReadTokens+u.CacheCreationTokens, genaiconv.OperationNameChat, genaiconv.ProviderNameAnthropic, genaiconv.TokenTypeInput, metricAttrs...)
 	in.tokens.Record(ctx, u.OutputTokens, genaiconv.OperationNameChat, genaiconv.ProviderNameAnthropic, genaiconv.TokenTypeOutput, metricAttrs...)
 	durAttrs := metricAttrs
 	if errType != "" {
-		durAttrs = append(durAttrs[:len(durAttrs):len(durAttrs)], in.duration.AttrErrorType(genaiconv.ErrorTypeAttr(errType)))
+		durAttrs = append(durAttrs[:len(durAttrs):len(durAttrs)], in.duration.AttrErrorType(boundedErrorType(errType)))
 	}
 	in.duration.Record(ctx, res.Duration.Seconds(), genaiconv.OperationNameChat, genaiconv.ProviderNameAnthropic, durAttrs...)
+}
+
+// knownErrorTypes are the error types a model call can end with: the
+// Messages API's and the executor's own. Anything else is _OTHER on
+// metrics, so a misbehaving upstream cannot grow their series.
+var knownErrorTypes = map[string]bool{
+	"invalid_request_error": true, "authentication_error": true, "billing_error": true, "permission_error": true,
+	"not_found_error": true, "request_too_large": true, "rate_limit_error": true, "api_error": true,
+	"overloaded_error": true, "timeout_error": true, "stream_error": true, "malformed_stream": true,
+	"connection_error": true, "request_not_sent": true, "cancelled": true,
+}
+
+func boundedErrorType(t string) genaiconv.ErrorTypeAttr {
+	if knownErrorTypes[t] {
+		return genaiconv.ErrorTypeAttr(t)
+	}
+	for _, o := range []Outcome{Success, RateLimited, SpendLimited, UpstreamError, AuthFailed, ClientError, Cancelled, NotSent} {
+		if t == o.String() {
+			return genaiconv.ErrorTypeAttr(t)
+		}
+	}
+	return genaiconv.ErrorTypeOther
 }
