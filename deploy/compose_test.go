@@ -287,7 +287,8 @@ func TestComposeFile(t *testing.T) {
 
 		real := loadCompose(t, dir, map[string]string{"SWITCHYARD_ANTHROPIC_BASE_URL": "https://api.anthropic.com", "ANTHROPIC_API_KEY": "sk-ant-from-the-shell"})
 		require.Equal(t, "https://api.anthropic.com", env(real.Services["orchestrator"], "SWITCHYARD_ANTHROPIC_BASE_URL"))
-		require.Equal(t, "sk-ant-from-the-shell", env(real.Services["orchestrator"], "ANTHROPIC_API_KEY"))
+		require.Empty(t, env(real.Services["orchestrator"], "ANTHROPIC_API_KEY"), "a key in the shell never reaches the container's environment")
+		require.Equal(t, "/run/secrets/anthropic-api-key", env(real.Services["orchestrator"], "ANTHROPIC_API_KEY_FILE"), "legacy mode's key is a secret file")
 	})
 
 	t.Run("traces go to a service of the file", func(t *testing.T) {

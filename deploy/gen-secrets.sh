@@ -80,6 +80,9 @@ fi
 
 echo "1:$(openssl rand -base64 32)" | write keyring
 
+# Legacy mode's key: a simulator key until you write a real one here.
+echo "sk-ant-sim-legacy-compose" | write anthropic-api-key
+
 # PostgreSQL: the superuser (schema owner, used by `switchyard migrate`) and
 # the switchyard_app role the services connect as. Hex passwords need no
 # escaping in a pgpass line.

@@ -62,7 +62,7 @@ func readFile(t *testing.T, path string) string {
 }
 
 // secretFiles are the files deploy/gen-secrets.sh writes.
-var secretFiles = []string{"keyring", "tokens", "orchestrator-token", "client.env", "postgres-password", "pgpass-owner", "pgpass-app"}
+var secretFiles = []string{"keyring", "tokens", "orchestrator-token", "anthropic-api-key", "client.env", "postgres-password", "pgpass-owner", "pgpass-app"}
 
 // tokenTable maps each hash of a token table to its principal.
 func tokenTable(t *testing.T, spec string) map[string]string {

@@ -23,43 +23,45 @@ import (
 // Environment variables shared by several commands. Each is the default of
 // the flag of the same meaning.
 const (
-	envOrchestratorAddr  = "SWITCHYARD_ORCHESTRATOR_ADDR"
-	envAccountPoolAddr   = "SWITCHYARD_ACCOUNTPOOL_ADDR"
-	envActivityAddr      = "SWITCHYARD_ACTIVITY_ADDR"
-	envSimAddr           = "SWITCHYARD_SIM_ADDR"
-	envAnthropicBaseURL  = "SWITCHYARD_ANTHROPIC_BASE_URL"
-	envAnthropicAPIKey   = "ANTHROPIC_API_KEY"
-	envFailPoolDown      = "SWITCHYARD_FAIL_WHEN_POOL_UNAVAILABLE"
-	envCategoriesFile    = "SWITCHYARD_CATEGORIES_FILE"
-	envSkillsDir         = "SWITCHYARD_SKILLS_DIR"
-	envKeyring           = "SWITCHYARD_KEYRING"
-	envKeyringFile       = "SWITCHYARD_KEYRING_FILE"
-	envTiersFile         = "SWITCHYARD_TIERS_FILE"
-	envPricingFile       = "SWITCHYARD_PRICING_FILE"
-	envLogLevel          = "SWITCHYARD_LOG_LEVEL"
-	envLogFormat         = "SWITCHYARD_LOG_FORMAT"
-	envAttemptTimeout    = "SWITCHYARD_ATTEMPT_TIMEOUT"
-	envMaxWait           = "SWITCHYARD_MAX_WAIT"
-	envSelectTimeout     = "SWITCHYARD_SELECT_TIMEOUT"
-	envProgressInterval  = "SWITCHYARD_PROGRESS_INTERVAL"
-	envDrainTimeout      = "SWITCHYARD_DRAIN_TIMEOUT"
-	envOutboxDir         = "SWITCHYARD_OUTBOX_DIR"
-	envOutboxMax         = "SWITCHYARD_OUTBOX_MAX_RECORDS"
-	envStore             = "SWITCHYARD_STORE"
-	envDatabaseURL       = "SWITCHYARD_DATABASE_URL"
-	envAbandonGrace      = "SWITCHYARD_ABANDON_GRACE"
-	envReaperInterval    = "SWITCHYARD_REAPER_INTERVAL"
-	envLeaseTimeout      = "SWITCHYARD_LEASE_TIMEOUT"
-	envState             = "SWITCHYARD_STATE"
-	envRedisURL          = "SWITCHYARD_REDIS_URL"
-	envRedisNamespace    = "SWITCHYARD_REDIS_NAMESPACE"
-	envRedisFailure      = "SWITCHYARD_REDIS_FAILURE"
-	defaultSimAddr       = "127.0.0.1:50080"
-	defaultAccountPool   = "127.0.0.1:50052"
-	defaultActivity      = "127.0.0.1:50053"
-	defaultOrchestrator  = "127.0.0.1:50051"
-	defaultSkillsDir     = "skills"
-	defaultAttemptTimout = 10 * time.Minute
+	envOrchestratorAddr = "SWITCHYARD_ORCHESTRATOR_ADDR"
+	envAccountPoolAddr  = "SWITCHYARD_ACCOUNTPOOL_ADDR"
+	envActivityAddr     = "SWITCHYARD_ACTIVITY_ADDR"
+	envSimAddr          = "SWITCHYARD_SIM_ADDR"
+	envAnthropicBaseURL = "SWITCHYARD_ANTHROPIC_BASE_URL"
+	envAnthropicAPIKey  = "ANTHROPIC_API_KEY"
+	// envAnthropicAPIKeyFile names a file holding it.
+	envAnthropicAPIKeyFile = "ANTHROPIC_API_KEY_FILE"
+	envFailPoolDown        = "SWITCHYARD_FAIL_WHEN_POOL_UNAVAILABLE"
+	envCategoriesFile      = "SWITCHYARD_CATEGORIES_FILE"
+	envSkillsDir           = "SWITCHYARD_SKILLS_DIR"
+	envKeyring             = "SWITCHYARD_KEYRING"
+	envKeyringFile         = "SWITCHYARD_KEYRING_FILE"
+	envTiersFile           = "SWITCHYARD_TIERS_FILE"
+	envPricingFile         = "SWITCHYARD_PRICING_FILE"
+	envLogLevel            = "SWITCHYARD_LOG_LEVEL"
+	envLogFormat           = "SWITCHYARD_LOG_FORMAT"
+	envAttemptTimeout      = "SWITCHYARD_ATTEMPT_TIMEOUT"
+	envMaxWait             = "SWITCHYARD_MAX_WAIT"
+	envSelectTimeout       = "SWITCHYARD_SELECT_TIMEOUT"
+	envProgressInterval    = "SWITCHYARD_PROGRESS_INTERVAL"
+	envDrainTimeout        = "SWITCHYARD_DRAIN_TIMEOUT"
+	envOutboxDir           = "SWITCHYARD_OUTBOX_DIR"
+	envOutboxMax           = "SWITCHYARD_OUTBOX_MAX_RECORDS"
+	envStore               = "SWITCHYARD_STORE"
+	envDatabaseURL         = "SWITCHYARD_DATABASE_URL"
+	envAbandonGrace        = "SWITCHYARD_ABANDON_GRACE"
+	envReaperInterval      = "SWITCHYARD_REAPER_INTERVAL"
+	envLeaseTimeout        = "SWITCHYARD_LEASE_TIMEOUT"
+	envState               = "SWITCHYARD_STATE"
+	envRedisURL            = "SWITCHYARD_REDIS_URL"
+	envRedisNamespace      = "SWITCHYARD_REDIS_NAMESPACE"
+	envRedisFailure        = "SWITCHYARD_REDIS_FAILURE"
+	defaultSimAddr         = "127.0.0.1:50080"
+	defaultAccountPool     = "127.0.0.1:50052"
+	defaultActivity        = "127.0.0.1:50053"
+	defaultOrchestrator    = "127.0.0.1:50051"
+	defaultSkillsDir       = "skills"
+	defaultAttemptTimout   = 10 * time.Minute
 )
 
 // env is the variable name's value, or def when it is unset or empty.
@@ -205,6 +207,7 @@ var settings = []setting{
 	{envSimAddr, []string{"addr", "sim-addr"}},
 	{envAnthropicBaseURL, []string{"anthropic-base-url"}},
 	{envAnthropicAPIKey, nil},
+	{envAnthropicAPIKeyFile, nil},
 	{envFailPoolDown, []string{"fail-when-pool-unavailable"}},
 	{envCategoriesFile, []string{"categories-file"}},
 	{envSkillsDir, []string{"skills-dir"}},
@@ -420,20 +423,30 @@ func (f *securityFlags) resolve() (security, error) {
 }
 
 // serviceToken is the orchestrator's own token, from
-// SWITCHYARD_ORCHESTRATOR_TOKEN or the file SWITCHYARD_ORCHESTRATOR_TOKEN_FILE
-// names (not both); empty when neither is set.
-func serviceToken() (secret.String, error) {
-	inline, file := env(envServiceToken, ""), env(envServiceTokenFile, "")
+// SWITCHYARD_ORCHESTRATOR_TOKEN or SWITCHYARD_ORCHESTRATOR_TOKEN_FILE.
+func serviceToken() (secret.String, error) { return secretEnv(envServiceToken, envServiceTokenFile) }
+
+// anthropicKey is legacy mode's environment key, from ANTHROPIC_API_KEY or
+// ANTHROPIC_API_KEY_FILE.
+func anthropicKey() (secret.String, error) {
+	return secretEnv(envAnthropicAPIKey, envAnthropicAPIKeyFile)
+}
+
+// secretEnv reads a secret from the variable inline or from the file the
+// variable file names (not both); empty when neither is set. Errors name
+// the variables, never the value.
+func secretEnv(inline, file string) (secret.String, error) {
+	v, path := env(inline, ""), env(file, "")
 	switch {
-	case inline != "" && file != "":
-		return secret.String{}, fmt.Errorf("set either %s or %s, not both", envServiceToken, envServiceTokenFile)
-	case file != "":
-		b, err := os.ReadFile(file)
+	case v != "" && path != "":
+		return secret.String{}, fmt.Errorf("set either %s or %s, not both", inline, file)
+	case path != "":
+		b, err := os.ReadFile(path)
 		if err != nil {
 			// The path is configuration, not the secret: it may be named.
-			return secret.String{}, fmt.Errorf("%s: reading the orchestrator's token: %w", envServiceTokenFile, err)
+			return secret.String{}, fmt.Errorf("%s: %w", file, err)
 		}
 		return secret.New(strings.TrimSpace(string(b))), nil
 	}
-	return secret.New(inline), nil
+	return secret.New(v), nil
 }

@@ -58,7 +58,11 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if of.baseURL == "" {
 		of.baseURL = "http://" + simLis.Addr().String()
 	}
-	fallback := secret.New(env(envAnthropicAPIKey, ""))
+	fallback, err := anthropicKey()
+	if err != nil {
+		_ = simLis.Close()
+		return err
+	}
 	if fallback.IsZero() && strings.HasPrefix(of.baseURL, "http://"+simLis.Addr().String()) {
 		fallback = secret.New(devFallbackKey)
 		logger.Info("ANTHROPIC_API_KEY is not set; legacy mode uses a simulator key")

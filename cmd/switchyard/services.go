@@ -193,8 +193,12 @@ func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error
 	if sec.serviceToken.IsZero() && !of.insecureNoAuth {
 		return fmt.Errorf("the orchestrator needs its own token for AccountPool and Activity: set %s or %s (a token whose principal is 'orchestrator')", envServiceToken, envServiceTokenFile)
 	}
+	key, err := anthropicKey()
+	if err != nil {
+		return err
+	}
 	return withTelemetry(ctx, tf, logger, "switchyard-orchestrator", func(tel telemetry.Providers) error {
-		return orchestrator.Run(ctx, of.config(logger, tel, secret.New(env(envAnthropicAPIKey, "")), sec))
+		return orchestrator.Run(ctx, of.config(logger, tel, key, sec))
 	})
 }
 

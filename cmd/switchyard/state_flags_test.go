@@ -66,3 +66,17 @@ func TestMigrateHelpKeepsTheURLSecret(t *testing.T) {
 	require.Contains(t, errOut.String(), envMigrateDatabaseURL)
 	require.NotContains(t, errOut.String()+out.String(), "S3cretPW")
 }
+
+func TestAnthropicKeyFromAFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "key")
+	require.NoError(t, os.WriteFile(f, []byte("sk-ant-from-a-file\n"), 0o600))
+	t.Setenv(envAnthropicAPIKey, "")
+	t.Setenv(envAnthropicAPIKeyFile, f)
+	k, err := anthropicKey()
+	require.NoError(t, err)
+	require.Equal(t, "sk-ant-from-a-file", k.Reveal())
+	t.Setenv(envAnthropicAPIKey, "sk-ant-inline")
+	_, err = anthropicKey()
+	require.ErrorContains(t, err, "not both")
+	require.NotContains(t, err.Error(), "sk-ant")
+}
