@@ -199,13 +199,21 @@ func (p *Process) Shutdown(ctx context.Context) error {
 		fns := p.shutdowns
 		p.shutdowns = nil
 		p.mu.Unlock()
-		errs := []error{Join(fns...)(ctx)}
+		var errs []error
+		if p.server != nil {
+			// The endpoint goes first, with a deadline of its own, so no
+			// scrape meets providers half shut down and a slow flush
+			// cannot keep its connections open.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			if err := p.server.Shutdown(sctx); err != nil {
+				errs = append(errs, p.server.Close())
+			}
+			cancel()
+			<-p.served
+		}
+		errs = append(errs, Join(fns...)(ctx))
 		if p.ownsSpans {
 			errs = append(errs, p.spans.Shutdown(ctx))
-		}
-		if p.server != nil {
-			errs = append(errs, p.server.Shutdown(ctx))
-			<-p.served
 		}
 		p.closeErr = errors.Join(errs...)
 	})
