@@ -29,6 +29,10 @@ chmod 700 "$dir"
 for cmd in openssl; do
 	command -v "$cmd" >/dev/null 2>&1 || { echo "gen-secrets: $cmd is needed" >&2; exit 1; }
 done
+# A hash computed inside $(...) would fail silently under set -e and leave a
+# token table of empty hashes: check for a hasher first.
+command -v sha256sum >/dev/null 2>&1 || command -v shasum >/dev/null 2>&1 ||
+	{ echo "gen-secrets: sha256sum (or shasum) is needed" >&2; exit 1; }
 
 sha256() {
 	if command -v sha256sum >/dev/null 2>&1; then sha256sum; else shasum -a 256; fi | cut -d' ' -f1
