@@ -537,6 +537,54 @@ func RunReplicas(t *testing.T, newPair func(t *testing.T) (pool.State, pool.Stat
 		require.Equal(t, int64(capacity), admitted.Load())
 	})
 
+	t.Run("UpdatesAndExpiriesWakeTheOthersWaiters", func(t *testing.T) {
+		a, b := newPair(t)
+		org := newOrg()
+		ref := pool.Ref{OrgID: org, AccountID: "acct", QuotaKey: "a:acct", Family: pool.FamilySonnet}
+		woken := b.Freed(org)
+		require.NoError(t, a.Update(ctx, ref, func(l *pool.Live) error { l.Breaker = pool.Breaker{}; return nil }))
+		requireClosed(t, woken, "an update through one wakes the other's waiters")
+		l := pool.Lease{ID: newID(), Ref: ref, IssueTime: t0, ExpireTime: t0.Add(time.Minute)}
+		require.NoError(t, a.Reserve(ctx, &l, func(*pool.Live) error { return nil }))
+		woken = b.Freed(org)
+		_, err := a.ExpireLeases(ctx, t0.Add(time.Minute), func(pool.Lease, *pool.Live) {})
+		require.NoError(t, err)
+		requireClosed(t, woken, "an expiry through one wakes the other's waiters")
+	})
+
+	t.Run("SettleRacingExpiryReleasesOnce", func(t *testing.T) {
+		a, b := newPair(t)
+		org := newOrg()
+		ref := pool.Ref{OrgID: org, AccountID: "acct", QuotaKey: "a:acct", Family: pool.FamilySonnet}
+		const n = 20
+		for range n {
+			l := pool.Lease{ID: newID(), Ref: ref, Reserved: pool.Amount{Requests: 1}, IssueTime: t0, ExpireTime: t0.Add(time.Minute)}
+			require.NoError(t, a.Reserve(ctx, &l, func(live *pool.Live) error { live.Buckets.Requests.Reserved++; return nil }))
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				err := b.Settle(ctx, org, "acct", l.ID, ref, func(_ pool.Lease, was pool.LeaseStatus, live *pool.Live) error {
+					if was == pool.LeaseOpen {
+						live.Buckets.Requests.Reserved--
+					}
+					return nil
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Go(func() {
+				_, err := a.ExpireLeases(ctx, t0.Add(time.Minute), func(lease pool.Lease, live *pool.Live) {
+					live.Buckets.Requests.Reserved -= lease.Reserved.Requests
+				})
+				if err != nil {
+					t.Error(err)
+				}
+			})
+			wg.Wait()
+		}
+		require.Zero(t, Snapshot(t, a, ref)[0].Buckets.Requests.Reserved, "each reservation given back exactly once, by the settle or the expiry")
+	})
+
 	t.Run("PinsAndCursorsAreShared", func(t *testing.T) {
 		a, b := newPair(t)
 		org := newOrg()
