@@ -82,15 +82,7 @@ var faultSimDelays = []time.Duration{50 * time.Millisecond, 75 * time.Millisecon
 const faultThinkMax = 25 * time.Millisecond
 
 func TestFaultInjection(t *testing.T) {
-	if os.Getenv(EnvFaultTest) != "1" {
-		t.Skipf("the fault test kills and restarts service processes; it runs only with %s=1 (and %s)", EnvFaultTest, pgtest.EnvURL)
-	}
-	if os.Getenv(pgtest.EnvURL) == "" {
-		t.Skipf("%s=1 but %s is not set: the fault test needs PostgreSQL", EnvFaultTest, pgtest.EnvURL)
-	}
-	if testing.Short() {
-		t.Skip("the fault test takes about two minutes; skipped with -short")
-	}
+	skipUnlessProcessTests(t, "the fault test kills and restarts service processes (about two minutes)")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	began := time.Now()

@@ -31,8 +31,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
+	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/services/accountpool"
 )
 
 // buildSwitchyard builds cmd/switchyard (without -race, to keep the
@@ -361,4 +364,46 @@ func waitHTTP(ctx context.Context, client *http.Client, u string, timeout time.D
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// skipUnlessProcessTests skips a test that runs the services as processes
+// (the fault, replicas and scale-out tests) unless SWITCHYARD_FAULT_TEST=1
+// and PostgreSQL are configured, and under -short. what names the test and
+// what it does, for the skip message.
+func skipUnlessProcessTests(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv(EnvFaultTest) != "1" {
+		t.Skipf("%s; it runs only with %s=1 (and %s)", what, EnvFaultTest, pgtest.EnvURL)
+	}
+	if os.Getenv(pgtest.EnvURL) == "" {
+		t.Skipf("%s=1 but %s is not set: %s needs PostgreSQL", EnvFaultTest, pgtest.EnvURL, what)
+	}
+	if testing.Short() {
+		t.Skipf("%s; skipped with -short", what)
+	}
+}
+
+// processFixture is what a test of service processes starts from: the
+// built binary in a temporary directory, a migrated schema, the token
+// table, a keyring and the skills directory.
+type processFixture struct {
+	dir, bin, keyring, skillsDir string
+	schema                       pgtest.Schema
+	toks                         faultTokenSet
+}
+
+func newProcessFixture(t *testing.T) processFixture {
+	t.Helper()
+	f := processFixture{dir: t.TempDir()}
+	f.bin = buildSwitchyard(t, f.dir)
+	f.schema = pgtest.NewSchema(t, migrations.All()...)
+	f.toks = faultTokens(t)
+	var err error
+	if f.keyring, err = accountpool.GenerateKeyring(); err != nil {
+		t.Fatal(err)
+	}
+	if f.skillsDir, err = filepath.Abs("../skills"); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }

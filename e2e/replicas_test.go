@@ -36,10 +36,7 @@ import (
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
-	"github.com/switchyard-dev/switchyard/migrations"
-	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
-	"github.com/switchyard-dev/switchyard/services/accountpool"
 )
 
 const (
@@ -68,30 +65,12 @@ type replicaTask struct {
 }
 
 func TestReplicasShareOnlyPostgreSQL(t *testing.T) {
-	if os.Getenv(EnvFaultTest) != "1" {
-		t.Skipf("the replicas test runs the services as processes and kills one; it runs only with %s=1 (and %s)", EnvFaultTest, pgtest.EnvURL)
-	}
-	if os.Getenv(pgtest.EnvURL) == "" {
-		t.Skipf("%s=1 but %s is not set: the replicas test needs PostgreSQL", EnvFaultTest, pgtest.EnvURL)
-	}
-	if testing.Short() {
-		t.Skip("the replicas test starts six processes; skipped with -short")
-	}
+	skipUnlessProcessTests(t, "the replicas test runs six service processes and kills one")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	dir := t.TempDir()
-	bin := buildSwitchyard(t, dir)
-	schema := pgtest.NewSchema(t, migrations.All()...)
-	toks := faultTokens(t)
-	keyring, err := accountpool.GenerateKeyring()
-	if err != nil {
-		t.Fatal(err)
-	}
-	skillsDir, err := filepath.Abs("../skills")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newProcessFixture(t)
+	dir, bin, schema, toks, keyring, skillsDir := f.dir, f.bin, f.schema, f.toks, f.keyring, f.skillsDir
 
 	simAddr, poolAddr := freeAddr(t), freeAddr(t)
 	actAddrs := []string{freeAddr(t), freeAddr(t)}

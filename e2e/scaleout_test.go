@@ -47,12 +47,9 @@ import (
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
-	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
-	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
 	"github.com/switchyard-dev/switchyard/pkg/redistest"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
-	"github.com/switchyard-dev/switchyard/services/accountpool"
 )
 
 const (
@@ -103,33 +100,15 @@ type scaleEnv struct {
 }
 
 func TestScaleOutAccountPools(t *testing.T) {
-	if os.Getenv(EnvFaultTest) != "1" {
-		t.Skipf("the scale-out test runs the services as processes and kills one; it runs only with %s=1 (and %s, %s)", EnvFaultTest, pgtest.EnvURL, redistest.EnvURL)
-	}
-	if os.Getenv(pgtest.EnvURL) == "" {
-		t.Skipf("%s=1 but %s is not set: the scale-out test needs PostgreSQL", EnvFaultTest, pgtest.EnvURL)
-	}
-	if testing.Short() {
-		t.Skip("the scale-out test starts eight processes; skipped with -short")
-	}
+	skipUnlessProcessTests(t, "the scale-out test runs eight service processes and kills one (it also needs "+redistest.EnvURL+")")
 	rdb := redistest.Client(t) // skips without SWITCHYARD_TEST_REDIS_URL
 	ns := redistest.Namespace(t, rdb)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	began := time.Now()
 
-	dir := t.TempDir()
-	bin := buildSwitchyard(t, dir)
-	schema := pgtest.NewSchema(t, migrations.All()...)
-	toks := faultTokens(t)
-	keyring, err := accountpool.GenerateKeyring()
-	if err != nil {
-		t.Fatal(err)
-	}
-	skillsDir, err := filepath.Abs("../skills")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newProcessFixture(t)
+	dir, bin, schema, toks, keyring, skillsDir := f.dir, f.bin, f.schema, f.toks, f.keyring, f.skillsDir
 
 	simAddr, actAddr := freeAddr(t), freeAddr(t)
 	var poolAddrs []string

@@ -1,10 +1,8 @@
 package accountpool_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -12,28 +10,11 @@ import (
 	"github.com/switchyard-dev/switchyard/services/accountpool"
 )
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // newService builds (and at the end shuts down) a service on cfg, with its
 // log in the returned buffer.
-func newService(t *testing.T, cfg accountpool.Config) (*logBuffer, error) {
+func newService(t *testing.T, cfg accountpool.Config) (*syncBuffer, error) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &syncBuffer{}
 	keyring, err := accountpool.GenerateKeyring()
 	require.NoError(t, err)
 	cfg.Addr, cfg.Keyring, cfg.InsecureNoAuth = "127.0.0.1:0", keyring, true

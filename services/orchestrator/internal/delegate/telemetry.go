@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
-	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/outbox"
 )
 
@@ -182,7 +181,7 @@ func (run *taskRun) report(ctx context.Context, resp *orchestratorv1.DelegateTas
 			m.cost.Add(ctx, a.costUSD, metric.WithAttributes(semconv.GenAIRequestModel(p.category.Model)))
 		}
 		if i < len(run.tried)-1 {
-			m.failovers.Add(ctx, 1, metric.WithAttributes(attribute.String("switchyard.outcome", failoverReason(a.result))))
+			m.failovers.Add(ctx, 1, metric.WithAttributes(attribute.String("switchyard.outcome", a.result.Outcome.String())))
 		}
 	}
 
@@ -192,6 +191,3 @@ func (run *taskRun) report(ctx context.Context, resp *orchestratorv1.DelegateTas
 		"legacy_mode", run.legacy, "duration_ms", elapsed.Milliseconds(), "wait_ms", run.waited.Milliseconds(),
 		"input_tokens", md.GetInputTokens(), "output_tokens", md.GetOutputTokens(), "cost_usd", md.GetCostUsd())
 }
-
-// failoverReason names the outcome that moved a task off an account.
-func failoverReason(r executor.Result) string { return r.Outcome.String() }
