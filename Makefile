@@ -3,7 +3,7 @@ GO        ?= go
 BUF       := $(GO) tool -modfile=tools/go.mod buf
 TEST_FLAGS ?= -race -shuffle=on -count=1
 
-.PHONY: run test generate lint breaking check-generated build bench vet tools
+.PHONY: run test generate lint breaking check-generated build bench bench-go vet tools
 
 ## run: the dev stack (embedded store + Anthropic simulator), real gRPC between services.
 run:
@@ -38,7 +38,17 @@ check-generated: generate
 build:
 	$(GO) build -o bin/switchyard ./cmd/switchyard
 
+## bench: the load benchmark of docs/benchmarks.md: the services as processes
+## against the simulator, closed- and open-loop, against the simulator called
+## directly; on the embedded store, and on PostgreSQL too when
+## SWITCHYARD_BENCH_DATABASE_URL (or SWITCHYARD_TEST_DATABASE_URL) is set.
+## It rewrites the generated tables in docs/benchmarks.md. BENCH_FLAGS adds
+## flags (go run ./cmd/switchyard-bench -h), e.g. BENCH_FLAGS='-profile /tmp/prof'.
 bench:
+	$(GO) run ./cmd/switchyard-bench -write docs/benchmarks.md $(BENCH_FLAGS)
+
+## bench-go: every Go benchmark of the packages (components, in process).
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 vet:

@@ -244,6 +244,7 @@ var settings = []setting{
 	{envTLSKey, []string{"tls-key-file"}},
 	{envTLSCA, []string{"tls-ca-file"}},
 	{envMetricsAddr, []string{"metrics-addr"}},
+	{envPprof, []string{"pprof"}},
 	// The standard variables pkg/telemetry reads itself (the OTLP
 	// exporters read the rest of the OTEL_EXPORTER_OTLP_* family).
 	{"OTEL_EXPORTER_OTLP_ENDPOINT", nil},

@@ -10,24 +10,29 @@ import (
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 )
 
-// envMetricsAddr is the default of -metrics-addr.
-const envMetricsAddr = "SWITCHYARD_METRICS_ADDR"
+// envMetricsAddr and envPprof are the defaults of -metrics-addr and -pprof.
+const (
+	envMetricsAddr = "SWITCHYARD_METRICS_ADDR"
+	envPprof       = "SWITCHYARD_PPROF"
+)
 
 // telemetryFlags are the telemetry settings of a service command; the
 // exporters, the sampler and the resource come from the standard OTEL_*
 // variables (see telemetry.Start and docs/operations.md).
 type telemetryFlags struct {
 	metricsAddr string
+	pprof       bool
 }
 
 func (f *telemetryFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", env(envMetricsAddr, ""), "serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9464; empty serves none ("+envMetricsAddr+")")
+	envVar(fs, &f.pprof, "pprof", envPprof, false, parseBool, "also serve Go's profiles at http://ADDR/debug/pprof/ on the metrics address, for measuring a running service")
 }
 
 // start sets up the process's telemetry; process names it (the service's
 // name, or switchyard-dev) and logger receives export errors.
 func (f *telemetryFlags) start(ctx context.Context, logger *slog.Logger, process string) (*telemetry.Process, error) {
-	return telemetry.Start(ctx, telemetry.Config{Name: process, Logger: logger, MetricsAddr: f.metricsAddr})
+	return telemetry.Start(ctx, telemetry.Config{Name: process, Logger: logger, MetricsAddr: f.metricsAddr, Profiling: f.pprof})
 }
 
 // telemetryFlushTimeout bounds the final export of spans and metrics.

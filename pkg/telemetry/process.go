@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -40,6 +41,12 @@ type Config struct {
 	// OTEL_EXPORTER_PROMETHEUS_HOST:OTEL_EXPORTER_PROMETHEUS_PORT (default
 	// localhost:9464). Port 0 picks a free port (see Process.MetricsAddr).
 	MetricsAddr string
+	// Profiling adds Go's profiling handlers (net/http/pprof) at
+	// /debug/pprof/ on the MetricsAddr endpoint, for measuring a running
+	// service (go tool pprof http://ADDR/debug/pprof/profile). Off by
+	// default: a profile shows code paths and timings, so the endpoint
+	// belongs on an address only operators reach.
+	Profiling bool
 	// SpanExporter, when set, receives every service's spans instead of
 	// the exporter OTEL_TRACES_EXPORTER chooses (tests). Shutdown does not
 	// shut it down.
@@ -61,7 +68,9 @@ type Process struct {
 	push     string
 	registry *prometheus.Registry
 	server   *http.Server
-	lis      net.Listener
+	// profiling serves net/http/pprof beside the metrics.
+	profiling bool
+	lis       net.Listener
 	served   chan struct{}
 
 	mu        sync.Mutex
@@ -111,7 +120,10 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{name: cfg.Name, logger: logger, sampler: sampler, spans: cfg.SpanExporter}
+	if cfg.Profiling && cfg.MetricsAddr == "" {
+		return nil, errors.New("profiling is served on the metrics endpoint: set its address too")
+	}
+	p := &Process{name: cfg.Name, logger: logger, sampler: sampler, spans: cfg.SpanExporter, profiling: cfg.Profiling}
 	if p.spans == nil {
 		if p.spans, err = SpanExporterFromEnv(ctx); err != nil {
 			return nil, err
@@ -297,15 +309,25 @@ func (p *Process) serveMetrics(addr string) error {
 		ErrorHandling: promhttp.ContinueOnError,
 		Timeout:       10 * time.Second,
 	}))
+	writeTimeout := 30 * time.Second
+	if p.profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// A CPU profile or trace streams for its ?seconds= (default 30).
+		writeTimeout = 5 * time.Minute
+	}
 	p.lis, p.served = lis, make(chan struct{})
-	p.server = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	p.server = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: writeTimeout}
 	go func() {
 		defer close(p.served)
 		if err := p.server.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			p.logger.Error("the metrics endpoint stopped", "addr", lis.Addr().String(), "error", err)
 		}
 	}()
-	p.logger.Info("serving metrics", "addr", lis.Addr().String(), "path", MetricsPath)
+	p.logger.Info("serving metrics", "addr", lis.Addr().String(), "path", MetricsPath, "profiling", p.profiling)
 	return nil
 }
 

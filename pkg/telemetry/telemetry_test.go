@@ -382,3 +382,24 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+func TestProfilingIsServedOnlyWhenAsked(t *testing.T) {
+	cleanEnv(t)
+	status := func(p *telemetry.Process, path string) int {
+		t.Helper()
+		resp, err := http.Get("http://" + p.MetricsAddr().String() + path)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	off := startProcess(t, telemetry.Config{Name: "switchyard-dev", MetricsAddr: "127.0.0.1:0"})
+	require.Equal(t, http.StatusNotFound, status(off, "/debug/pprof/"), "no profiles without Profiling")
+
+	on := startProcess(t, telemetry.Config{Name: "switchyard-dev", MetricsAddr: "127.0.0.1:0", Profiling: true})
+	require.Equal(t, http.StatusOK, status(on, "/debug/pprof/"))
+	require.Equal(t, http.StatusOK, status(on, "/debug/pprof/goroutine?debug=1"))
+	require.Equal(t, http.StatusOK, status(on, telemetry.MetricsPath), "the metrics are still there")
+
+	_, err := telemetry.Start(context.Background(), telemetry.Config{Name: "switchyard-dev", Profiling: true})
+	require.ErrorContains(t, err, "metrics endpoint", "profiling without an address to serve it on is refused")
+}
