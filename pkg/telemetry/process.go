@@ -71,7 +71,7 @@ type Process struct {
 	// profiling serves net/http/pprof beside the metrics.
 	profiling bool
 	lis       net.Listener
-	served   chan struct{}
+	served    chan struct{}
 
 	mu        sync.Mutex
 	tracers   []*sdktrace.TracerProvider
