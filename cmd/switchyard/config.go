@@ -259,6 +259,8 @@ var settings = []setting{
 	{telemetry.EnvSDKDisabled, nil},
 	{telemetry.EnvPrometheusHost, nil},
 	{telemetry.EnvPrometheusPort, nil},
+	// Go's collector target, read by tuneGC.
+	{"GOGC", nil},
 }
 
 // newFlagSet returns a flag set whose usage names the command and whose

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"os"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -142,4 +143,17 @@ func TestServicesLogTheirVersion(t *testing.T) {
 	require.Equal(t, "sim", line["command"])
 	require.Equal(t, runtime.Version(), line["go"])
 	require.NotEmpty(t, line["version"])
+}
+
+func TestTuneGCRaisesTheTargetUnlessGOGCIsSet(t *testing.T) {
+	restore := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(restore) })
+
+	t.Setenv("GOGC", "150")
+	tuneGC()
+	require.Equal(t, 100, debug.SetGCPercent(100), "GOGC set: left as the runtime has it")
+
+	require.NoError(t, os.Unsetenv("GOGC"))
+	tuneGC()
+	require.Equal(t, defaultGCPercent, debug.SetGCPercent(100))
 }
