@@ -499,3 +499,51 @@ func testOrganizationsAreIsolated(t *testing.T, h *harness) {
 	require.Len(t, listA.GetActivities(), 1)
 	require.Equal(t, "alice", listA.GetActivities()[0].GetUserId())
 }
+
+func TestBasicViewLeavesOutWhatTheWriterSent(t *testing.T) {
+	forEachStore(t, func(t *testing.T, h *harness) {
+		ctx := context.Background()
+		c := h.client
+		org := "org-" + uuid.NewString()
+		basic := activityv1.ActivityView_ACTIVITY_VIEW_BASIC
+		start := &activityv1.TrackStartRequest{
+			OrganizationId: org, ActivityId: uuid.NewString(), SessionId: "s", AgentType: "ai_executor",
+			InputData: mustStruct(t, map[string]any{"prompt": "hello"}),
+			Metadata:  mustStruct(t, map[string]any{"start_token": "t1"}),
+			ResponseView: basic,
+		}
+		started, err := c.TrackStart(ctx, start)
+		require.NoError(t, err)
+		require.True(t, started.GetCreated())
+		a := started.GetActivity()
+		require.Equal(t, start.GetActivityId(), a.GetId())
+		require.Equal(t, running, a.GetStatus())
+		require.NotNil(t, a.GetStartTime())
+		require.Nil(t, a.GetInputData(), "the basic view leaves out the input")
+		require.Nil(t, a.GetMetadata(), "and the metadata")
+
+		again, err := c.TrackStart(ctx, start)
+		require.NoError(t, err)
+		require.False(t, again.GetCreated())
+		require.Equal(t, "t1", again.GetActivity().GetMetadata().GetFields()["start_token"].GetStringValue(),
+			"an activity that already existed comes back whole, whatever the view")
+		require.Equal(t, "hello", again.GetActivity().GetInputData().GetFields()["prompt"].GetStringValue())
+
+		done, err := c.TrackComplete(ctx, &activityv1.TrackCompleteRequest{
+			OrganizationId: org, ActivityId: a.GetId(), Status: completed,
+			OutputData: mustStruct(t, map[string]any{"text": "hi"}), ResponseView: basic,
+		})
+		require.NoError(t, err)
+		require.Equal(t, completed, done.GetActivity().GetStatus())
+		require.NotNil(t, done.GetActivity().GetCompleteTime())
+		require.Nil(t, done.GetActivity().GetOutputData())
+
+		got, err := c.GetActivity(ctx, &activityv1.GetActivityRequest{OrganizationId: org, ActivityId: a.GetId()})
+		require.NoError(t, err)
+		require.Equal(t, "hi", got.GetActivity().GetOutputData().GetFields()["text"].GetStringValue(), "the view changes the answer, not what is stored")
+
+		_, err = c.TrackStart(ctx, &activityv1.TrackStartRequest{OrganizationId: org, AgentType: "x", ResponseView: 9})
+		require.Equal(t, codes.InvalidArgument, status.Code(err))
+		require.ErrorContains(t, err, "response_view")
+	})
+}

@@ -84,6 +84,62 @@ func (ActivityStatus) EnumDescriptor() ([]byte, []int) {
 	return file_switchyard_activity_v1_activity_proto_rawDescGZIP(), []int{0}
 }
 
+// ActivityView is how much of the activity a write's answer carries.
+type ActivityView int32
+
+const (
+	// The same as ACTIVITY_VIEW_FULL.
+	ActivityView_ACTIVITY_VIEW_UNSPECIFIED ActivityView = 0
+	// Every field.
+	ActivityView_ACTIVITY_VIEW_FULL ActivityView = 1
+	// Every field but input_data, output_data and metadata, which the
+	// writer has just sent and need not travel back: for callers that only
+	// need the identity, status and times (the Orchestrator's bookkeeping).
+	// See each request's response_view for when it applies.
+	ActivityView_ACTIVITY_VIEW_BASIC ActivityView = 2
+)
+
+// Enum value maps for ActivityView.
+var (
+	ActivityView_name = map[int32]string{
+		0: "ACTIVITY_VIEW_UNSPECIFIED",
+		1: "ACTIVITY_VIEW_FULL",
+		2: "ACTIVITY_VIEW_BASIC",
+	}
+	ActivityView_value = map[string]int32{
+		"ACTIVITY_VIEW_UNSPECIFIED": 0,
+		"ACTIVITY_VIEW_FULL":        1,
+		"ACTIVITY_VIEW_BASIC":       2,
+	}
+)
+
+func (x ActivityView) Enum() *ActivityView {
+	p := new(ActivityView)
+	*p = x
+	return p
+}
+
+func (x ActivityView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ActivityView) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchyard_activity_v1_activity_proto_enumTypes[1].Descriptor()
+}
+
+func (ActivityView) Type() protoreflect.EnumType {
+	return &file_switchyard_activity_v1_activity_proto_enumTypes[1]
+}
+
+func (x ActivityView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ActivityView.Descriptor instead.
+func (ActivityView) EnumDescriptor() ([]byte, []int) {
+	return file_switchyard_activity_v1_activity_proto_rawDescGZIP(), []int{1}
+}
+
 // Activity is one unit of agent work.
 type Activity struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
@@ -347,7 +403,12 @@ type TrackStartRequest struct {
 	// period has passed becomes ABANDONED. Without a deadline an activity is
 	// never abandoned. A deadline already past is accepted (clocks differ);
 	// the activity is then abandoned once the grace period has passed too.
-	Deadline      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// How much of the activity the answer carries when this call created
+	// it. An activity that already existed (created = false) is always
+	// returned whole, since the caller needs it to tell a replay from its
+	// own earlier call.
+	ResponseView  ActivityView `protobuf:"varint,11,opt,name=response_view,json=responseView,proto3,enum=switchyard.activity.v1.ActivityView" json:"response_view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -450,6 +511,13 @@ func (x *TrackStartRequest) GetDeadline() *timestamppb.Timestamp {
 		return x.Deadline
 	}
 	return nil
+}
+
+func (x *TrackStartRequest) GetResponseView() ActivityView {
+	if x != nil {
+		return x.ResponseView
+	}
+	return ActivityView_ACTIVITY_VIEW_UNSPECIFIED
 }
 
 type TrackStartResponse struct {
@@ -626,7 +694,9 @@ type TrackCompleteRequest struct {
 	OutputData   *structpb.Struct `protobuf:"bytes,4,opt,name=output_data,json=outputData,proto3" json:"output_data,omitempty"`
 	ErrorMessage string           `protobuf:"bytes,5,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	// Merged into the activity's metadata; keys given here win.
-	Metadata      *structpb.Struct `protobuf:"bytes,6,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata *structpb.Struct `protobuf:"bytes,6,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// How much of the ended activity the answer carries.
+	ResponseView  ActivityView `protobuf:"varint,7,opt,name=response_view,json=responseView,proto3,enum=switchyard.activity.v1.ActivityView" json:"response_view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -701,6 +771,13 @@ func (x *TrackCompleteRequest) GetMetadata() *structpb.Struct {
 		return x.Metadata
 	}
 	return nil
+}
+
+func (x *TrackCompleteRequest) GetResponseView() ActivityView {
+	if x != nil {
+		return x.ResponseView
+	}
+	return ActivityView_ACTIVITY_VIEW_UNSPECIFIED
 }
 
 type TrackCompleteResponse struct {
@@ -1038,7 +1115,7 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12+\n" +
 	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\x94\x03\n" +
+	"createTime\"\xdf\x03\n" +
 	"\x11TrackStartRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x1f\n" +
 	"\vactivity_id\x18\x02 \x01(\tR\n" +
@@ -1055,7 +1132,8 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"input_data\x18\b \x01(\v2\x17.google.protobuf.StructR\tinputData\x123\n" +
 	"\bmetadata\x18\t \x01(\v2\x17.google.protobuf.StructR\bmetadata\x126\n" +
 	"\bdeadline\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"l\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12I\n" +
+	"\rresponse_view\x18\v \x01(\x0e2$.switchyard.activity.v1.ActivityViewR\fresponseView\"l\n" +
 	"\x12TrackStartResponse\x12<\n" +
 	"\bactivity\x18\x01 \x01(\v2 .switchyard.activity.v1.ActivityR\bactivity\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\"\xa7\x01\n" +
@@ -1066,7 +1144,7 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12+\n" +
 	"\x04data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\x04data\"T\n" +
 	"\x15TrackProgressResponse\x12;\n" +
-	"\x05event\x18\x01 \x01(\v2%.switchyard.activity.v1.ProgressEventR\x05event\"\xb4\x02\n" +
+	"\x05event\x18\x01 \x01(\v2%.switchyard.activity.v1.ProgressEventR\x05event\"\xff\x02\n" +
 	"\x14TrackCompleteRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x1f\n" +
 	"\vactivity_id\x18\x02 \x01(\tR\n" +
@@ -1075,7 +1153,8 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\voutput_data\x18\x04 \x01(\v2\x17.google.protobuf.StructR\n" +
 	"outputData\x12#\n" +
 	"\rerror_message\x18\x05 \x01(\tR\ferrorMessage\x123\n" +
-	"\bmetadata\x18\x06 \x01(\v2\x17.google.protobuf.StructR\bmetadata\"U\n" +
+	"\bmetadata\x18\x06 \x01(\v2\x17.google.protobuf.StructR\bmetadata\x12I\n" +
+	"\rresponse_view\x18\a \x01(\x0e2$.switchyard.activity.v1.ActivityViewR\fresponseView\"U\n" +
 	"\x15TrackCompleteResponse\x12<\n" +
 	"\bactivity\x18\x01 \x01(\v2 .switchyard.activity.v1.ActivityR\bactivity\"^\n" +
 	"\x12GetActivityRequest\x12'\n" +
@@ -1105,7 +1184,11 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\x17ACTIVITY_STATUS_RUNNING\x10\x01\x12\x1d\n" +
 	"\x19ACTIVITY_STATUS_COMPLETED\x10\x02\x12\x1a\n" +
 	"\x16ACTIVITY_STATUS_FAILED\x10\x03\x12\x1d\n" +
-	"\x19ACTIVITY_STATUS_ABANDONED\x10\x042\xab\x04\n" +
+	"\x19ACTIVITY_STATUS_ABANDONED\x10\x04*^\n" +
+	"\fActivityView\x12\x1d\n" +
+	"\x19ACTIVITY_VIEW_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12ACTIVITY_VIEW_FULL\x10\x01\x12\x17\n" +
+	"\x13ACTIVITY_VIEW_BASIC\x10\x022\xab\x04\n" +
 	"\x0fActivityService\x12c\n" +
 	"\n" +
 	"TrackStart\x12).switchyard.activity.v1.TrackStartRequest\x1a*.switchyard.activity.v1.TrackStartResponse\x12l\n" +
@@ -1126,66 +1209,69 @@ func file_switchyard_activity_v1_activity_proto_rawDescGZIP() []byte {
 	return file_switchyard_activity_v1_activity_proto_rawDescData
 }
 
-var file_switchyard_activity_v1_activity_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_switchyard_activity_v1_activity_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_switchyard_activity_v1_activity_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_switchyard_activity_v1_activity_proto_goTypes = []any{
 	(ActivityStatus)(0),            // 0: switchyard.activity.v1.ActivityStatus
-	(*Activity)(nil),               // 1: switchyard.activity.v1.Activity
-	(*ProgressEvent)(nil),          // 2: switchyard.activity.v1.ProgressEvent
-	(*TrackStartRequest)(nil),      // 3: switchyard.activity.v1.TrackStartRequest
-	(*TrackStartResponse)(nil),     // 4: switchyard.activity.v1.TrackStartResponse
-	(*TrackProgressRequest)(nil),   // 5: switchyard.activity.v1.TrackProgressRequest
-	(*TrackProgressResponse)(nil),  // 6: switchyard.activity.v1.TrackProgressResponse
-	(*TrackCompleteRequest)(nil),   // 7: switchyard.activity.v1.TrackCompleteRequest
-	(*TrackCompleteResponse)(nil),  // 8: switchyard.activity.v1.TrackCompleteResponse
-	(*GetActivityRequest)(nil),     // 9: switchyard.activity.v1.GetActivityRequest
-	(*GetActivityResponse)(nil),    // 10: switchyard.activity.v1.GetActivityResponse
-	(*ListActivitiesRequest)(nil),  // 11: switchyard.activity.v1.ListActivitiesRequest
-	(*ListActivitiesResponse)(nil), // 12: switchyard.activity.v1.ListActivitiesResponse
-	(*structpb.Struct)(nil),        // 13: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),  // 14: google.protobuf.Timestamp
+	(ActivityView)(0),              // 1: switchyard.activity.v1.ActivityView
+	(*Activity)(nil),               // 2: switchyard.activity.v1.Activity
+	(*ProgressEvent)(nil),          // 3: switchyard.activity.v1.ProgressEvent
+	(*TrackStartRequest)(nil),      // 4: switchyard.activity.v1.TrackStartRequest
+	(*TrackStartResponse)(nil),     // 5: switchyard.activity.v1.TrackStartResponse
+	(*TrackProgressRequest)(nil),   // 6: switchyard.activity.v1.TrackProgressRequest
+	(*TrackProgressResponse)(nil),  // 7: switchyard.activity.v1.TrackProgressResponse
+	(*TrackCompleteRequest)(nil),   // 8: switchyard.activity.v1.TrackCompleteRequest
+	(*TrackCompleteResponse)(nil),  // 9: switchyard.activity.v1.TrackCompleteResponse
+	(*GetActivityRequest)(nil),     // 10: switchyard.activity.v1.GetActivityRequest
+	(*GetActivityResponse)(nil),    // 11: switchyard.activity.v1.GetActivityResponse
+	(*ListActivitiesRequest)(nil),  // 12: switchyard.activity.v1.ListActivitiesRequest
+	(*ListActivitiesResponse)(nil), // 13: switchyard.activity.v1.ListActivitiesResponse
+	(*structpb.Struct)(nil),        // 14: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),  // 15: google.protobuf.Timestamp
 }
 var file_switchyard_activity_v1_activity_proto_depIdxs = []int32{
 	0,  // 0: switchyard.activity.v1.Activity.status:type_name -> switchyard.activity.v1.ActivityStatus
-	13, // 1: switchyard.activity.v1.Activity.input_data:type_name -> google.protobuf.Struct
-	13, // 2: switchyard.activity.v1.Activity.output_data:type_name -> google.protobuf.Struct
-	13, // 3: switchyard.activity.v1.Activity.metadata:type_name -> google.protobuf.Struct
-	14, // 4: switchyard.activity.v1.Activity.start_time:type_name -> google.protobuf.Timestamp
-	14, // 5: switchyard.activity.v1.Activity.complete_time:type_name -> google.protobuf.Timestamp
-	14, // 6: switchyard.activity.v1.Activity.deadline:type_name -> google.protobuf.Timestamp
-	13, // 7: switchyard.activity.v1.ProgressEvent.data:type_name -> google.protobuf.Struct
-	14, // 8: switchyard.activity.v1.ProgressEvent.create_time:type_name -> google.protobuf.Timestamp
-	13, // 9: switchyard.activity.v1.TrackStartRequest.input_data:type_name -> google.protobuf.Struct
-	13, // 10: switchyard.activity.v1.TrackStartRequest.metadata:type_name -> google.protobuf.Struct
-	14, // 11: switchyard.activity.v1.TrackStartRequest.deadline:type_name -> google.protobuf.Timestamp
-	1,  // 12: switchyard.activity.v1.TrackStartResponse.activity:type_name -> switchyard.activity.v1.Activity
-	13, // 13: switchyard.activity.v1.TrackProgressRequest.data:type_name -> google.protobuf.Struct
-	2,  // 14: switchyard.activity.v1.TrackProgressResponse.event:type_name -> switchyard.activity.v1.ProgressEvent
-	0,  // 15: switchyard.activity.v1.TrackCompleteRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
-	13, // 16: switchyard.activity.v1.TrackCompleteRequest.output_data:type_name -> google.protobuf.Struct
-	13, // 17: switchyard.activity.v1.TrackCompleteRequest.metadata:type_name -> google.protobuf.Struct
-	1,  // 18: switchyard.activity.v1.TrackCompleteResponse.activity:type_name -> switchyard.activity.v1.Activity
-	1,  // 19: switchyard.activity.v1.GetActivityResponse.activity:type_name -> switchyard.activity.v1.Activity
-	2,  // 20: switchyard.activity.v1.GetActivityResponse.progress_events:type_name -> switchyard.activity.v1.ProgressEvent
-	0,  // 21: switchyard.activity.v1.ListActivitiesRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
-	14, // 22: switchyard.activity.v1.ListActivitiesRequest.start_time_from:type_name -> google.protobuf.Timestamp
-	14, // 23: switchyard.activity.v1.ListActivitiesRequest.start_time_to:type_name -> google.protobuf.Timestamp
-	1,  // 24: switchyard.activity.v1.ListActivitiesResponse.activities:type_name -> switchyard.activity.v1.Activity
-	3,  // 25: switchyard.activity.v1.ActivityService.TrackStart:input_type -> switchyard.activity.v1.TrackStartRequest
-	5,  // 26: switchyard.activity.v1.ActivityService.TrackProgress:input_type -> switchyard.activity.v1.TrackProgressRequest
-	7,  // 27: switchyard.activity.v1.ActivityService.TrackComplete:input_type -> switchyard.activity.v1.TrackCompleteRequest
-	9,  // 28: switchyard.activity.v1.ActivityService.GetActivity:input_type -> switchyard.activity.v1.GetActivityRequest
-	11, // 29: switchyard.activity.v1.ActivityService.ListActivities:input_type -> switchyard.activity.v1.ListActivitiesRequest
-	4,  // 30: switchyard.activity.v1.ActivityService.TrackStart:output_type -> switchyard.activity.v1.TrackStartResponse
-	6,  // 31: switchyard.activity.v1.ActivityService.TrackProgress:output_type -> switchyard.activity.v1.TrackProgressResponse
-	8,  // 32: switchyard.activity.v1.ActivityService.TrackComplete:output_type -> switchyard.activity.v1.TrackCompleteResponse
-	10, // 33: switchyard.activity.v1.ActivityService.GetActivity:output_type -> switchyard.activity.v1.GetActivityResponse
-	12, // 34: switchyard.activity.v1.ActivityService.ListActivities:output_type -> switchyard.activity.v1.ListActivitiesResponse
-	30, // [30:35] is the sub-list for method output_type
-	25, // [25:30] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	14, // 1: switchyard.activity.v1.Activity.input_data:type_name -> google.protobuf.Struct
+	14, // 2: switchyard.activity.v1.Activity.output_data:type_name -> google.protobuf.Struct
+	14, // 3: switchyard.activity.v1.Activity.metadata:type_name -> google.protobuf.Struct
+	15, // 4: switchyard.activity.v1.Activity.start_time:type_name -> google.protobuf.Timestamp
+	15, // 5: switchyard.activity.v1.Activity.complete_time:type_name -> google.protobuf.Timestamp
+	15, // 6: switchyard.activity.v1.Activity.deadline:type_name -> google.protobuf.Timestamp
+	14, // 7: switchyard.activity.v1.ProgressEvent.data:type_name -> google.protobuf.Struct
+	15, // 8: switchyard.activity.v1.ProgressEvent.create_time:type_name -> google.protobuf.Timestamp
+	14, // 9: switchyard.activity.v1.TrackStartRequest.input_data:type_name -> google.protobuf.Struct
+	14, // 10: switchyard.activity.v1.TrackStartRequest.metadata:type_name -> google.protobuf.Struct
+	15, // 11: switchyard.activity.v1.TrackStartRequest.deadline:type_name -> google.protobuf.Timestamp
+	1,  // 12: switchyard.activity.v1.TrackStartRequest.response_view:type_name -> switchyard.activity.v1.ActivityView
+	2,  // 13: switchyard.activity.v1.TrackStartResponse.activity:type_name -> switchyard.activity.v1.Activity
+	14, // 14: switchyard.activity.v1.TrackProgressRequest.data:type_name -> google.protobuf.Struct
+	3,  // 15: switchyard.activity.v1.TrackProgressResponse.event:type_name -> switchyard.activity.v1.ProgressEvent
+	0,  // 16: switchyard.activity.v1.TrackCompleteRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
+	14, // 17: switchyard.activity.v1.TrackCompleteRequest.output_data:type_name -> google.protobuf.Struct
+	14, // 18: switchyard.activity.v1.TrackCompleteRequest.metadata:type_name -> google.protobuf.Struct
+	1,  // 19: switchyard.activity.v1.TrackCompleteRequest.response_view:type_name -> switchyard.activity.v1.ActivityView
+	2,  // 20: switchyard.activity.v1.TrackCompleteResponse.activity:type_name -> switchyard.activity.v1.Activity
+	2,  // 21: switchyard.activity.v1.GetActivityResponse.activity:type_name -> switchyard.activity.v1.Activity
+	3,  // 22: switchyard.activity.v1.GetActivityResponse.progress_events:type_name -> switchyard.activity.v1.ProgressEvent
+	0,  // 23: switchyard.activity.v1.ListActivitiesRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
+	15, // 24: switchyard.activity.v1.ListActivitiesRequest.start_time_from:type_name -> google.protobuf.Timestamp
+	15, // 25: switchyard.activity.v1.ListActivitiesRequest.start_time_to:type_name -> google.protobuf.Timestamp
+	2,  // 26: switchyard.activity.v1.ListActivitiesResponse.activities:type_name -> switchyard.activity.v1.Activity
+	4,  // 27: switchyard.activity.v1.ActivityService.TrackStart:input_type -> switchyard.activity.v1.TrackStartRequest
+	6,  // 28: switchyard.activity.v1.ActivityService.TrackProgress:input_type -> switchyard.activity.v1.TrackProgressRequest
+	8,  // 29: switchyard.activity.v1.ActivityService.TrackComplete:input_type -> switchyard.activity.v1.TrackCompleteRequest
+	10, // 30: switchyard.activity.v1.ActivityService.GetActivity:input_type -> switchyard.activity.v1.GetActivityRequest
+	12, // 31: switchyard.activity.v1.ActivityService.ListActivities:input_type -> switchyard.activity.v1.ListActivitiesRequest
+	5,  // 32: switchyard.activity.v1.ActivityService.TrackStart:output_type -> switchyard.activity.v1.TrackStartResponse
+	7,  // 33: switchyard.activity.v1.ActivityService.TrackProgress:output_type -> switchyard.activity.v1.TrackProgressResponse
+	9,  // 34: switchyard.activity.v1.ActivityService.TrackComplete:output_type -> switchyard.activity.v1.TrackCompleteResponse
+	11, // 35: switchyard.activity.v1.ActivityService.GetActivity:output_type -> switchyard.activity.v1.GetActivityResponse
+	13, // 36: switchyard.activity.v1.ActivityService.ListActivities:output_type -> switchyard.activity.v1.ListActivitiesResponse
+	32, // [32:37] is the sub-list for method output_type
+	27, // [27:32] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_activity_v1_activity_proto_init() }
@@ -1198,7 +1284,7 @@ func file_switchyard_activity_v1_activity_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_activity_v1_activity_proto_rawDesc), len(file_switchyard_activity_v1_activity_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -46,6 +46,10 @@ func (s *Server) TrackStart(ctx context.Context, req *activityv1.TrackStartReque
 	if err != nil {
 		return nil, s.fail(ctx, "TrackStart", err)
 	}
+	view, err := viewFromProto(req.GetResponseView())
+	if err != nil {
+		return nil, s.fail(ctx, "TrackStart", err)
+	}
 	a, created, err := s.tracker.Start(ctx, tracker.StartInput{
 		OrganizationID: req.GetOrganizationId(),
 		ActivityID:     req.GetActivityId(),
@@ -61,7 +65,10 @@ func (s *Server) TrackStart(ctx context.Context, req *activityv1.TrackStartReque
 	if err != nil {
 		return nil, s.fail(ctx, "TrackStart", err)
 	}
-	pa, err := activityToProto(a)
+	if !created {
+		view = activityv1.ActivityView_ACTIVITY_VIEW_FULL
+	}
+	pa, err := activityView(a, view)
 	if err != nil {
 		return nil, s.fail(ctx, "TrackStart", err)
 	}
@@ -92,6 +99,10 @@ func (s *Server) TrackComplete(ctx context.Context, req *activityv1.TrackComplet
 	if err != nil {
 		return nil, s.fail(ctx, "TrackComplete", err)
 	}
+	view, err := viewFromProto(req.GetResponseView())
+	if err != nil {
+		return nil, s.fail(ctx, "TrackComplete", err)
+	}
 	a, err := s.tracker.Complete(ctx, tracker.CompleteInput{
 		OrganizationID: req.GetOrganizationId(),
 		ActivityID:     req.GetActivityId(),
@@ -103,7 +114,7 @@ func (s *Server) TrackComplete(ctx context.Context, req *activityv1.TrackComplet
 	if err != nil {
 		return nil, s.fail(ctx, "TrackComplete", err)
 	}
-	pa, err := activityToProto(a)
+	pa, err := activityView(a, view)
 	if err != nil {
 		return nil, s.fail(ctx, "TrackComplete", err)
 	}

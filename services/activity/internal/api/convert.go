@@ -82,7 +82,45 @@ func statusToProto(s store.Status) activityv1.ActivityStatus {
 	}
 }
 
+// activityToProto is the whole activity: activityView with the full view.
 func activityToProto(a store.Activity) (*activityv1.Activity, error) {
+	return activityView(a, activityv1.ActivityView_ACTIVITY_VIEW_FULL)
+}
+
+// viewFromProto checks a request's response_view.
+func viewFromProto(v activityv1.ActivityView) (activityv1.ActivityView, error) {
+	switch v {
+	case activityv1.ActivityView_ACTIVITY_VIEW_UNSPECIFIED, activityv1.ActivityView_ACTIVITY_VIEW_FULL:
+		return activityv1.ActivityView_ACTIVITY_VIEW_FULL, nil
+	case activityv1.ActivityView_ACTIVITY_VIEW_BASIC:
+		return v, nil
+	default:
+		return 0, &tracker.ValidationError{Field: "response_view", Problem: fmt.Sprintf("%d is not an ActivityView value (use ACTIVITY_VIEW_FULL or ACTIVITY_VIEW_BASIC)", v)}
+	}
+}
+
+// activityView converts a to its message; the basic view leaves out the
+// input, output and metadata, which are most of its size and conversion
+// cost.
+func activityView(a store.Activity, view activityv1.ActivityView) (*activityv1.Activity, error) {
+	pa := &activityv1.Activity{
+		Id:             a.ID,
+		OrganizationId: a.OrganizationID,
+		SessionId:      a.SessionID,
+		UserId:         a.UserID,
+		AgentType:      a.AgentType,
+		AgentName:      a.AgentName,
+		Category:       a.Category,
+		Status:         statusToProto(a.Status),
+		ErrorMessage:   a.ErrorMessage,
+		StartTime:      timestampOrNil(a.StartTime),
+		CompleteTime:   timestampOrNil(a.CompleteTime),
+		DurationMs:     a.Duration().Milliseconds(),
+		Deadline:       timestampOrNil(a.Deadline),
+	}
+	if view == activityv1.ActivityView_ACTIVITY_VIEW_BASIC {
+		return pa, nil
+	}
 	input, err := mapToStruct(a.Input)
 	if err != nil {
 		return nil, fmt.Errorf("converting input of activity %s: %w", a.ID, err)
@@ -95,24 +133,8 @@ func activityToProto(a store.Activity) (*activityv1.Activity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("converting metadata of activity %s: %w", a.ID, err)
 	}
-	return &activityv1.Activity{
-		Id:             a.ID,
-		OrganizationId: a.OrganizationID,
-		SessionId:      a.SessionID,
-		UserId:         a.UserID,
-		AgentType:      a.AgentType,
-		AgentName:      a.AgentName,
-		Category:       a.Category,
-		Status:         statusToProto(a.Status),
-		InputData:      input,
-		OutputData:     output,
-		ErrorMessage:   a.ErrorMessage,
-		Metadata:       metadata,
-		StartTime:      timestampOrNil(a.StartTime),
-		CompleteTime:   timestampOrNil(a.CompleteTime),
-		DurationMs:     a.Duration().Milliseconds(),
-		Deadline:       timestampOrNil(a.Deadline),
-	}, nil
+	pa.InputData, pa.OutputData, pa.Metadata = input, output, metadata
+	return pa, nil
 }
 
 func eventToProto(e store.ProgressEvent) (*activityv1.ProgressEvent, error) {

@@ -161,6 +161,9 @@ func (run *taskRun) startActivity(ctx context.Context) (bool, *activityv1.Activi
 			"start_token":         run.startToken,
 		}),
 		Deadline: timestamppb.New(run.deadline(ctx)),
+		// A created activity is ours as sent; only a found one (a
+		// replay) needs its input, output and metadata read back.
+		ResponseView: activityv1.ActivityView_ACTIVITY_VIEW_BASIC,
 	})
 	if err != nil {
 		if inv := fieldViolation(err); inv != nil {
@@ -329,6 +332,7 @@ func (run *taskRun) trackComplete(ctx context.Context, resp *orchestratorv1.Dele
 			"rerunnable": len(run.tried) == 0,
 			"run":        run.p.run,
 		}),
+		ResponseView: activityv1.ActivityView_ACTIVITY_VIEW_BASIC,
 	}, &activityv1.TrackCompleteResponse{})
 }
 

@@ -155,7 +155,13 @@ func (a *fakeActivity) TrackStart(_ context.Context, req *activityv1.TrackStartR
 		InputData: req.GetInputData(), Metadata: req.GetMetadata(), Category: req.GetCategory(), Deadline: req.GetDeadline(),
 	}
 	a.activities[act.Id] = act
-	return &activityv1.TrackStartResponse{Activity: proto.Clone(act).(*activityv1.Activity), Created: true}, nil
+	answer := proto.Clone(act).(*activityv1.Activity)
+	if req.GetResponseView() == activityv1.ActivityView_ACTIVITY_VIEW_BASIC {
+		// As the service answers: a created activity without what the
+		// caller sent, so the orchestrator must not need it back.
+		answer.InputData, answer.Metadata = nil, nil
+	}
+	return &activityv1.TrackStartResponse{Activity: answer, Created: true}, nil
 }
 
 func (a *fakeActivity) TrackProgress(_ context.Context, req *activityv1.TrackProgressRequest, _ ...grpc.CallOption) (*activityv1.TrackProgressResponse, error) {
