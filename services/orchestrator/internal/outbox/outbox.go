@@ -3,17 +3,38 @@
 // lost when a service or its database is down, and none overtakes another
 // of the same task.
 //
-// A record is stored before Enqueue returns (on disk with fsync when the
-// outbox has a directory, in memory otherwise), then delivered at once when
-// its lane and target are clear; the caller learns the answer of that first
-// try, or that the record is pending. Pending records are retried in the
-// background with backoff until acknowledged; records of one lane (a task's
-// records for one target) are delivered one at a time, in order. A target
-// whose delivery failed is backed off as a whole (100 ms doubling to 5 s),
-// so an outage costs one probe per interval, not one call per record, and
-// the backlog drains, at Workers deliveries at a time, once a probe
-// succeeds. An error the Retryable func rejects is permanent: the record is
-// dropped and logged, since retrying it would block its lane for good.
+// Enqueue tries a record's first delivery at once when its lane and target
+// are clear, and returns only once the record is acknowledged by its
+// target, dropped, or stored as pending: the caller learns the answer of
+// that first try, or that the record is pending. Pending records are
+// retried in the background with backoff until acknowledged; records of
+// one lane (a task's records for one target) are delivered one at a time,
+// in order. A target whose delivery failed is backed off as a whole
+// (100 ms doubling to 5 s), so an outage costs one probe per interval, not
+// one call per record, and the backlog drains, at Workers deliveries at a
+// time, once a probe succeeds. An error the Retryable func rejects is
+// permanent: the record is dropped and logged, since retrying it would
+// block its lane for good.
+//
+// Without a directory a record is stored in memory. With one, a pending
+// record is on disk (bbolt, fsynced) before Enqueue returns, but the disk
+// is kept off the common path: Enqueue hands the record to a background
+// writer as its first delivery starts, and the writer stores it after a
+// short hold (Config.PersistDelay, 5 ms by default) unless its delivery
+// has ended by then, so a record acknowledged within the hold is never
+// written. A record whose first delivery fails retryably is stored at
+// once, and Enqueue waits for that; a record queued behind its lane or a
+// backed-off target is stored after the hold, and Enqueue returns it as
+// pending once it is on disk. The writer commits in groups: one
+// transaction (one fsync) takes every record and delete queued while the
+// previous one ran. This opens one window: a process crash during the
+// hold, while the first delivery is unanswered, may lose that record —
+// exactly as a crash just before Enqueue would, and in both cases the
+// caller has no answer yet. Once a stored record is delivered its delete
+// is queued to the writer, not waited for; a delete lost in a crash means
+// only that the record is delivered again after the restart, and every
+// target deduplicates what it can (usage by its upstream call, completions
+// by content).
 //
 // The outbox is bounded: Admit fails with ErrFull once MaxRecords are
 // pending, so a task that could not record its work is refused before it
@@ -48,7 +69,7 @@ type Record struct {
 	// Method is the full gRPC method name; Body the marshalled request.
 	Method string
 	Body   []byte
-	// Enqueued is when the record was stored.
+	// Enqueued is when the record was enqueued.
 	Enqueued time.Time
 
 	seq uint64
@@ -74,6 +95,13 @@ type Config struct {
 	// records in memory: they survive outages of the targets, but not the
 	// process.
 	Dir string
+	// PersistDelay is how long, with a Dir, the writer holds a new record
+	// before storing it, so that one whose first delivery ends (delivered
+	// or refused) within it is never written; default 5 ms. A record whose
+	// first delivery fails retryably is stored at once. Negative stores
+	// each record as soon as the writer is free. A process crash within
+	// the hold may lose a record whose Enqueue has not returned yet.
+	PersistDelay time.Duration
 	// MaxRecords bounds the pending records; default 100,000.
 	MaxRecords int
 	// Workers bounds concurrent background deliveries; default 16.
@@ -97,7 +125,7 @@ type Config struct {
 // Run, and stop it with Drain. It is safe for concurrent use.
 type Outbox struct {
 	cfg   Config
-	store store
+	store store // nil in a memory outbox
 
 	mu      sync.Mutex
 	seq     uint64
@@ -111,13 +139,46 @@ type Outbox struct {
 	draining bool
 	wake     chan struct{}
 	idle     chan struct{} // closed and replaced whenever depth reaches 0
+
+	// The writer's queues (with a store only).
+	wputs    []*entry        // records handed to the writer, in enqueue order, not yet taken
+	wdels    []uint64        // stored records delivered since, to forget
+	wflush   []chan struct{} // closed once everything queued before is written
+	wclosing bool            // Close has begun: write everything, accept no new record
+	wexited  bool            // the writer is gone
+	wwake    chan struct{}
+	wdone    chan struct{} // closed when the writer is gone
+}
+
+// entry is a record in the outbox and what became of it. Its fields are
+// guarded by Outbox.mu.
+type entry struct {
+	Record
+	// due is when the writer stores the record unless it is done by then.
+	due time.Time
+	// urgent: its first delivery failed; the writer stores it at once.
+	urgent bool
+	// writing: it is in the writer's transaction; persisted: on disk.
+	writing, persisted bool
+	// done: out of the outbox (delivered, dropped, or withdrawn because it
+	// could not be stored); res is then what became of it.
+	done bool
+	res  Result
+	// werr is why the writer could not store it. withdraw asks the
+	// delivery in progress to take it out of the outbox, unless that
+	// delivery succeeds: a pending record must be stored.
+	werr     error
+	withdraw bool
+	// settled is closed once the record is persisted or done; nil in a
+	// memory outbox and for records loaded from disk.
+	settled chan struct{}
 }
 
 // lane is the pending records of one lane, oldest first.
 type lane struct {
 	name    string
 	target  string
-	records []Record
+	records []*entry
 	busy    bool // a delivery of its head is in progress
 	queued  bool // it is in its target's ready queue
 }
@@ -135,8 +196,12 @@ const (
 )
 
 // Open returns an outbox holding the records a previous process left in
-// cfg.Dir, ready to deliver them once Run starts.
-func Open(cfg Config) (*Outbox, error) {
+// cfg.Dir, ready to deliver them once Run starts. With a Dir it starts the
+// writer, which Close stops.
+func Open(cfg Config) (*Outbox, error) { return open(cfg, nil) }
+
+// open is Open with a hook for tests, which wraps the store.
+func open(cfg Config, wrap func(store) store) (*Outbox, error) {
 	if cfg.Deliver == nil || cfg.Retryable == nil {
 		return nil, errors.New("outbox: Deliver and Retryable are required")
 	}
@@ -158,16 +223,25 @@ func Open(cfg Config) (*Outbox, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	var st store = memStore{}
-	if cfg.Dir != "" {
-		bs, err := openBolt(cfg.Dir)
-		if err != nil {
-			return nil, err
-		}
-		st = bs
+	switch {
+	case cfg.PersistDelay == 0:
+		cfg.PersistDelay = 5 * time.Millisecond
+	case cfg.PersistDelay < 0:
+		cfg.PersistDelay = 0
 	}
-	o := &Outbox{cfg: cfg, store: st, lanes: map[string]*lane{}, targets: map[string]*target{},
+	o := &Outbox{cfg: cfg, lanes: map[string]*lane{}, targets: map[string]*target{},
 		wake: make(chan struct{}, 1), idle: make(chan struct{})}
+	if cfg.Dir == "" {
+		return o, nil
+	}
+	bs, err := openBolt(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	var st store = bs
+	if wrap != nil {
+		st = wrap(st)
+	}
 	left, err := st.load()
 	if err != nil {
 		_ = st.close()
@@ -175,11 +249,13 @@ func Open(cfg Config) (*Outbox, error) {
 	}
 	for _, r := range left {
 		o.seq = max(o.seq, r.seq)
-		o.add(r)
+		o.add(&entry{Record: r, persisted: true})
 	}
 	if len(left) > 0 {
 		cfg.Logger.Info("outbox: delivering records left by the previous process", "records", len(left), "dir", cfg.Dir)
 	}
+	o.store, o.wwake, o.wdone = st, make(chan struct{}, 1), make(chan struct{})
+	go o.writer()
 	return o, nil
 }
 
@@ -200,21 +276,37 @@ func (o *Outbox) Admit() error {
 	return nil
 }
 
-// Enqueue stores r and tries its first delivery when nothing is ahead of
-// it in its lane and its target is not backing off. It returns once r is
-// stored and that try (if any) is over. An error means r was not stored.
+// Enqueue adds r to the outbox and tries its first delivery at once when
+// nothing is ahead of it in its lane and its target is not backing off.
+// It returns only once r is acknowledged by its target (Delivered), dropped
+// as refused (Err), or stored as pending: in memory without a Dir, on disk
+// with one. With a Dir a record whose first try succeeds within
+// PersistDelay is never written, so a process crash before Enqueue returns
+// may lose r, as a crash before the call would; a pending answer means r is
+// on disk. A record queued behind its lane or target is stored after
+// PersistDelay and may be delivered by then (the answer then says so).
+// An error means r could not be stored and was taken out of the outbox:
+// it is not pending, and not delivered unless a try whose outcome was
+// unknown reached the target.
 func (o *Outbox) Enqueue(ctx context.Context, r Record) (Result, error) {
 	o.mu.Lock()
+	if o.store != nil && o.wclosing {
+		o.mu.Unlock()
+		return Result{}, errors.New("outbox: storing a record: the outbox is closed")
+	}
 	o.seq++
 	r.seq = o.seq
 	r.Enqueued = o.cfg.Now()
-	o.mu.Unlock()
-	if err := o.store.put(r); err != nil {
-		return Result{}, fmt.Errorf("outbox: storing a record: %w", err)
+	e := &entry{Record: r}
+	l := o.add(e)
+	if o.store != nil {
+		e.settled = make(chan struct{})
+		e.due = time.Now().Add(o.cfg.PersistDelay)
+		if len(o.wputs) == 0 {
+			o.wakeWriter() // else it is already timed for an earlier one
+		}
+		o.wputs = append(o.wputs, e)
 	}
-
-	o.mu.Lock()
-	l := o.add(r)
 	t := o.target(r.Target)
 	mine := !l.busy && len(l.records) == 1 && !o.cfg.Now().Before(t.downUntil)
 	if mine {
@@ -224,19 +316,46 @@ func (o *Outbox) Enqueue(ctx context.Context, r Record) (Result, error) {
 	o.mu.Unlock()
 	if !mine {
 		o.signal()
-		return Result{}, nil
+		if e.settled == nil {
+			return Result{}, nil
+		}
+		return o.await(e)
 	}
-	return o.deliver(ctx, l), nil
+	res := o.deliver(ctx, l)
+	if !res.Pending() || e.settled == nil {
+		return res, nil // a put the writer has not taken yet is skipped
+	}
+	o.mu.Lock()
+	if !e.persisted && !e.done {
+		e.urgent = true
+		o.wakeWriter()
+	}
+	o.mu.Unlock()
+	return o.await(e)
 }
 
-// add queues r in its lane. o.mu must be held.
-func (o *Outbox) add(r Record) *lane {
-	l, ok := o.lanes[r.Lane]
-	if !ok {
-		l = &lane{name: r.Lane, target: r.Target}
-		o.lanes[r.Lane] = l
+// await waits until e is on disk or out of the outbox, and says which.
+func (o *Outbox) await(e *entry) (Result, error) {
+	<-e.settled
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	switch {
+	case e.done && !e.res.Pending():
+		return e.res, nil
+	case e.werr != nil:
+		return Result{}, fmt.Errorf("outbox: storing a record: %w", e.werr)
 	}
-	l.records = append(l.records, r)
+	return Result{}, nil
+}
+
+// add queues e in its lane. o.mu must be held.
+func (o *Outbox) add(e *entry) *lane {
+	l, ok := o.lanes[e.Lane]
+	if !ok {
+		l = &lane{name: e.Lane, target: e.Target}
+		o.lanes[e.Lane] = l
+	}
+	l.records = append(l.records, e)
 	o.depth++
 	if !l.busy {
 		o.ready(l)
@@ -280,11 +399,11 @@ func (o *Outbox) unready(l *lane) {
 // deliver sends l's head (l is busy) and settles the outcome.
 func (o *Outbox) deliver(ctx context.Context, l *lane) Result {
 	o.mu.Lock()
-	r := l.records[0]
+	e := l.records[0]
 	o.mu.Unlock()
 
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), o.cfg.AttemptTimeout)
-	resp, err := o.cfg.Deliver(actx, r)
+	resp, err := o.cfg.Deliver(actx, e.Record)
 	cancel()
 
 	var res Result
@@ -293,15 +412,7 @@ func (o *Outbox) deliver(ctx context.Context, l *lane) Result {
 		res = Result{Delivered: true, Response: resp}
 	case !o.cfg.Retryable(err):
 		res = Result{Err: err}
-		o.cfg.Logger.Error("outbox: the target refused a record; dropped", "method", r.Method, "lane", r.Lane, "error", err)
-	}
-	if !res.Pending() {
-		if derr := o.store.delete(r.seq); derr != nil {
-			// It will be delivered again after a restart: every target
-			// deduplicates what it can (usage by its upstream call,
-			// completions by content).
-			o.cfg.Logger.Warn("outbox: could not forget a delivered record", "error", derr)
-		}
+		o.cfg.Logger.Error("outbox: the target refused a record; dropped", "method", e.Method, "lane", e.Lane, "error", err)
 	}
 
 	o.mu.Lock()
@@ -317,11 +428,15 @@ func (o *Outbox) deliver(ctx context.Context, l *lane) Result {
 		t.downUntil = o.cfg.Now().Add(t.backoff)
 	} else {
 		t.backoff, t.downUntil = 0, time.Time{}
+	}
+	if !res.Pending() || e.withdraw {
+		l.records[0] = nil
 		l.records = l.records[1:]
 		o.depth--
 		if res.Err != nil {
 			o.dropped++
 		}
+		o.finish(e, res)
 	}
 	l.busy = false
 	if len(l.records) > 0 {
@@ -329,13 +444,31 @@ func (o *Outbox) deliver(ctx context.Context, l *lane) Result {
 	} else {
 		delete(o.lanes, l.name)
 	}
+	o.noteIdle()
+	o.mu.Unlock()
+	o.signal()
+	return res
+}
+
+// finish marks e, just taken out of its lane, as done. o.mu must be held.
+func (o *Outbox) finish(e *entry, res Result) {
+	e.done, e.res = true, res
+	switch {
+	case e.persisted:
+		o.forget(e.seq)
+	case e.settled != nil:
+		// Not on disk: the writer skips it, or forgets it once its
+		// transaction (if it is writing it) commits.
+		close(e.settled)
+	}
+}
+
+// noteIdle wakes Drain when nothing is pending. o.mu must be held.
+func (o *Outbox) noteIdle() {
 	if o.depth == 0 {
 		close(o.idle)
 		o.idle = make(chan struct{})
 	}
-	o.mu.Unlock()
-	o.signal()
-	return res
 }
 
 // TargetStats is what waits for one target.
@@ -470,12 +603,19 @@ func (o *Outbox) Stats() (depth int, oldest time.Time, dropped int) {
 }
 
 // Drain stops admitting tasks and waits until every pending record is
-// delivered or ctx ends; Run must still be running. It returns the records
-// left, which a durable outbox keeps for the next process.
+// delivered or ctx ends; Run must still be running. Then it waits for the
+// writer to write what is queued (stored records, deletes). It returns the
+// records left, which a durable outbox keeps for the next process.
 func (o *Outbox) Drain(ctx context.Context) int {
 	o.mu.Lock()
 	o.draining = true
 	o.mu.Unlock()
+	left := o.drain(ctx)
+	o.flush()
+	return left
+}
+
+func (o *Outbox) drain(ctx context.Context) int {
 	for {
 		o.mu.Lock()
 		depth, idle := o.depth, o.idle
@@ -492,12 +632,22 @@ func (o *Outbox) Drain(ctx context.Context) int {
 	}
 }
 
-// Close releases the store. Records still pending stay on disk in a
-// durable outbox and are lost in a memory one.
+// Close writes what the writer has queued (records not yet stored,
+// deletes), stops it, and releases the store. Records still pending stay
+// on disk in a durable outbox and are lost in a memory one. A durable
+// outbox refuses Enqueue once Close has begun.
 func (o *Outbox) Close() error {
 	depth, _, _ := o.Stats()
 	if depth > 0 && !o.Durable() {
 		o.cfg.Logger.Error("outbox: closing with undelivered records that only lived in memory; they are lost", "records", depth)
 	}
+	if o.store == nil {
+		return nil
+	}
+	o.mu.Lock()
+	o.wclosing = true
+	o.wakeWriter()
+	o.mu.Unlock()
+	<-o.wdone
 	return o.store.close()
 }

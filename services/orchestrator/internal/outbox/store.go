@@ -11,27 +11,22 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// store keeps records until they are delivered.
+// store keeps records until they are delivered. A memory outbox has none.
+// Only the Outbox's writer goroutine calls write; load runs once, in Open,
+// before the writer starts.
 type store interface {
-	// put stores r durably before it returns.
-	put(r Record) error
-	delete(seq uint64) error
+	// write stores puts and forgets dels in one transaction, durable
+	// (fsynced) when it returns nil; on error none of it is applied.
+	write(puts []Record, dels []uint64) error
 	// load returns every stored record, oldest first.
 	load() ([]Record, error)
 	close() error
 }
 
-// memStore keeps nothing beyond the Outbox's own queues.
-type memStore struct{}
-
-func (memStore) put(Record) error        { return nil }
-func (memStore) delete(uint64) error     { return nil }
-func (memStore) load() ([]Record, error) { return nil, nil }
-func (memStore) close() error            { return nil }
-
 // boltStore keeps records in a bbolt file, one key per record (its
 // sequence number, big-endian, so keys sort in enqueue order). bbolt
-// fsyncs every commit; db.Batch lets concurrent puts share one.
+// fsyncs every commit; the Outbox's writer puts everything queued while
+// its previous commit ran into the next one.
 type boltStore struct {
 	db *bolt.DB
 }
@@ -74,16 +69,29 @@ func key(seq uint64) []byte {
 	return k[:]
 }
 
-func (s *boltStore) put(r Record) error {
-	v, err := json.Marshal(storedRecord{Lane: r.Lane, Target: r.Target, Method: r.Method, Body: r.Body, Enqueued: r.Enqueued})
-	if err != nil {
-		return err
+func (s *boltStore) write(puts []Record, dels []uint64) error {
+	vals := make([][]byte, len(puts))
+	for i, r := range puts {
+		v, err := json.Marshal(storedRecord{Lane: r.Lane, Target: r.Target, Method: r.Method, Body: r.Body, Enqueued: r.Enqueued})
+		if err != nil {
+			return err
+		}
+		vals[i] = v
 	}
-	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(key(r.seq), v) })
-}
-
-func (s *boltStore) delete(seq uint64) error {
-	return s.db.Batch(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete(key(seq)) })
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucket)
+		for i, r := range puts {
+			if err := b.Put(key(r.seq), vals[i]); err != nil {
+				return err
+			}
+		}
+		for _, seq := range dels {
+			if err := b.Delete(key(seq)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func (s *boltStore) load() ([]Record, error) {
