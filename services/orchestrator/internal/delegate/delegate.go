@@ -295,11 +295,13 @@ func (r *Runner) Stream(ctx context.Context, t Task, observe Observer) (*orchest
 		return nil, fmt.Errorf("%w: %v", ErrBookkeepingUnavailable, err)
 	}
 	run := &taskRun{r: r, p: p, start: time.Now(), observe: observe, startToken: uuid.NewString()}
+	first := run.prefetchSelection(ctx)
 	if replay, err := run.trackStart(ctx); replay != nil || err != nil {
+		run.discardPrefetch(ctx, first)
 		run.report(ctx, replay, err)
 		return replay, err
 	}
-	runErr := run.attempts(ctx)
+	runErr := run.attempts(ctx, first)
 	resp := run.response()
 	run.trackComplete(ctx, resp, runErr)
 	resp.Metadata.BookkeepingErrors = run.bookkeepingErrors

@@ -34,11 +34,16 @@ type fakePool struct {
 	busyCalls int
 	busyDelay time.Duration
 	recordErr error
-	selects   []*accountpoolv1.SelectAccountRequest
-	records   []*accountpoolv1.RecordRequestRequest
+	// onSelect, when set, runs at the start of every SelectAccount.
+	onSelect func()
+	selects  []*accountpoolv1.SelectAccountRequest
+	records  []*accountpoolv1.RecordRequestRequest
 }
 
 func (p *fakePool) SelectAccount(ctx context.Context, req *accountpoolv1.SelectAccountRequest, _ ...grpc.CallOption) (*accountpoolv1.SelectAccountResponse, error) {
+	if p.onSelect != nil {
+		p.onSelect()
+	}
 	if p.selectDelay > 0 {
 		select {
 		case <-time.After(p.selectDelay):
@@ -114,9 +119,11 @@ type fakeActivity struct {
 	// failCommittedStarts TrackStarts commit and then fail with
 	// Unavailable, as when Activity dies before it answers.
 	failCommittedStarts int
-	activities          map[string]*activityv1.Activity
-	progress            map[string][]string
-	completes           int
+	// onStart, when set, runs at the start of every TrackStart.
+	onStart    func()
+	activities map[string]*activityv1.Activity
+	progress   map[string][]string
+	completes  int
 }
 
 func newFakeActivity() *fakeActivity {
@@ -124,6 +131,9 @@ func newFakeActivity() *fakeActivity {
 }
 
 func (a *fakeActivity) TrackStart(_ context.Context, req *activityv1.TrackStartRequest, _ ...grpc.CallOption) (*activityv1.TrackStartResponse, error) {
+	if a.onStart != nil {
+		a.onStart()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.starts++

@@ -56,10 +56,16 @@ type taskRun struct {
 // account would not fix, the attempt budget is spent, no account is left, or
 // the caller's context ends. It returns an error only when the task cannot
 // run at all (see Run).
-func (run *taskRun) attempts(ctx context.Context) error {
+//
+// first, when set, is the first selection, started while TrackStart ran
+// (see prefetchSelection).
+func (run *taskRun) attempts(ctx context.Context, first *prefetch) error {
 	maxAttempts := run.r.cfg.MaxAttempts
 	for n := 1; n <= maxAttempts; n++ {
 		if ctx.Err() != nil {
+			if n == 1 {
+				run.discardPrefetch(ctx, first)
+			}
 			return nil
 		}
 		if n > 1 {
@@ -68,7 +74,15 @@ func (run *taskRun) attempts(ctx context.Context) error {
 				return nil
 			}
 		}
-		sel, err := run.selectAccount(ctx)
+		var (
+			sel selection
+			err error
+		)
+		if n == 1 && first != nil {
+			sel, err = first.wait()
+		} else {
+			sel, err = run.selectAccount(ctx)
+		}
 		if err != nil {
 			return err
 		}

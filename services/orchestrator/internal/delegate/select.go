@@ -62,6 +62,62 @@ func (run *taskRun) selectAccount(ctx context.Context) (selection, error) {
 	}
 }
 
+// prefetch is a task's first selection, made while its TrackStart
+// commits.
+type prefetch struct {
+	done chan struct{}
+	sel  selection
+	err  error
+}
+
+// wait returns the selection once it is made.
+func (pf *prefetch) wait() (selection, error) {
+	<-pf.done
+	return pf.sel, pf.err
+}
+
+// prefetchSelection starts the task's first SelectAccount while TrackStart
+// runs, so that the two round trips (and TrackStart's commit) overlap
+// instead of adding up; nil when it must not. It must not for a task with a
+// request_id: its TrackStart may find an earlier run to replay, and the
+// lease would then have to be given back with a usage record of the same
+// request id and attempt as that run's, which the ledger takes for a
+// repeat. A task without one cannot be a replay, so its selection is used
+// unless TrackStart refuses the task outright, which discardPrefetch
+// covers.
+//
+// The selection writes only the run's selection state (selections,
+// waited) and bookkeeping lists (under run.mu), which the task's goroutine
+// reads only after wait.
+func (run *taskRun) prefetchSelection(ctx context.Context) *prefetch {
+	if run.p.idempotent {
+		return nil
+	}
+	pf := &prefetch{done: make(chan struct{})}
+	go func() {
+		defer close(pf.done)
+		pf.sel, pf.err = run.selectAccount(ctx)
+	}()
+	return pf
+}
+
+// discardPrefetch waits for a prefetched selection the task will not use
+// and gives its lease back to the pool the way an attempt that never left
+// the process does (a usage record with no tokens, which releases the
+// reservation and counts nothing against the account).
+func (run *taskRun) discardPrefetch(ctx context.Context, pf *prefetch) {
+	if pf == nil {
+		return
+	}
+	sel, err := pf.wait()
+	if err != nil || sel.kind != selectedAccount {
+		return
+	}
+	a := attempt{number: 1, accountID: sel.lease.GetAccountId(), accountName: sel.lease.GetAccountName(),
+		result: executor.Result{Outcome: executor.NotSent, ErrorMessage: "not sent: the task was refused before its first attempt"}}
+	run.recordRequest(ctx, a, sel)
+}
+
 // waitBudget is how long the task may still wait for an account: what is
 // left of MaxWait, and at most half of what is left before the caller's
 // deadline, since an account granted at the deadline could not run the
