@@ -93,8 +93,20 @@ func (s *Store) CreateActivity(ctx context.Context, orgID string, na store.NewAc
 		metadata: metadata,
 	}
 	acts[na.ID] = r
-	a, err := r.activity()
-	return a, true, err
+	// What was just stored decodes to the caller's own maps (the store's
+	// input contract: JSON-decoded values), so they are the answer; the
+	// record keeps its bytes, so the caller cannot change it through them.
+	a := r.a
+	a.Input, a.Metadata = orNil(na.Input), orNil(na.Metadata)
+	return a, true, nil
+}
+
+// orNil is m, or nil when it is empty, as decode returns it.
+func orNil(m map[string]any) map[string]any {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 // AppendProgress implements store.Store.
@@ -146,9 +158,13 @@ func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, 
 		}
 		return a, store.ErrAlreadyEnded
 	}
-	metadata, err := mergeEncoded(r.metadata, c.Metadata)
+	merged, metadata, err := mergeEncoded(r.metadata, c.Metadata)
 	if err != nil {
 		return store.Activity{}, fmt.Errorf("merging metadata: %w", err)
+	}
+	input, err := decode(r.input)
+	if err != nil {
+		return store.Activity{}, fmt.Errorf("decoding input of activity %s: %w", activityID, err)
 	}
 	completeTime := c.CompleteTime.UTC()
 	if completeTime.Before(r.a.StartTime) {
@@ -160,7 +176,10 @@ func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, 
 	r.a.CompleteTime = completeTime
 	r.output = output
 	r.metadata = metadata
-	return r.activity()
+	// As in CreateActivity, the answer is the maps just stored.
+	a := r.a
+	a.Input, a.Output, a.Metadata = input, orNil(c.Output), orNil(merged)
+	return a, nil
 }
 
 // AbandonExpired implements store.Store. It scans every activity on every
@@ -334,14 +353,16 @@ func decode(b []byte) (map[string]any, error) {
 }
 
 // mergeEncoded is jsonb's ||: a top-level merge in which add's keys win.
-func mergeEncoded(stored []byte, add map[string]any) ([]byte, error) {
+// It returns the merged object and its encoding.
+func mergeEncoded(stored []byte, add map[string]any) (map[string]any, []byte, error) {
 	m, err := decode(stored)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if m == nil {
 		m = make(map[string]any, len(add))
 	}
 	maps.Copy(m, add)
-	return encode(m)
+	b, err := encode(m)
+	return m, b, err
 }
