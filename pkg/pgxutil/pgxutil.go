@@ -179,8 +179,10 @@ func InTenantTx(ctx context.Context, db Beginner, org string, fn func(pgx.Tx) er
 
 // QueueTenant queues the tenant setting as the first statement of a batch.
 // A batch sent outside a transaction runs as one implicit transaction, so
-// the setting covers every statement queued after it and nothing else: a
-// tenant-scoped read or write in a single round trip.
+// the setting covers every statement queued after it, up to the next
+// QueueTenant of the same batch, and nothing else: a tenant-scoped read or
+// write in a single round trip, or several organizations' writes in one
+// group commit, each under its own tenant.
 func QueueTenant(b *pgx.Batch, org string) {
 	b.Queue(setTenantSQL, org)
 }

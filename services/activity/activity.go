@@ -192,7 +192,13 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 	if err != nil {
 		return backend{}, fmt.Errorf("activity: %w", err)
 	}
-	return backend{store: pgstore.New(pg.Pool), gate: pg.Gate, close: pg.Pool.Close}, nil
+	st := pgstore.New(pg.Pool, pgstore.WithMeter(cfg.Telemetry.Meter))
+	// The group commit's writers answer what they hold before the pool
+	// closes under them.
+	return backend{store: st, gate: pg.Gate, close: func() {
+		st.Close()
+		pg.Pool.Close()
+	}}, nil
 }
 
 // Addr is the address the service listens on.

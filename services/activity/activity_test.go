@@ -508,8 +508,8 @@ func TestBasicViewLeavesOutWhatTheWriterSent(t *testing.T) {
 		basic := activityv1.ActivityView_ACTIVITY_VIEW_BASIC
 		start := &activityv1.TrackStartRequest{
 			OrganizationId: org, ActivityId: uuid.NewString(), SessionId: "s", AgentType: "ai_executor",
-			InputData: mustStruct(t, map[string]any{"prompt": "hello"}),
-			Metadata:  mustStruct(t, map[string]any{"start_token": "t1"}),
+			InputData:    mustStruct(t, map[string]any{"prompt": "hello"}),
+			Metadata:     mustStruct(t, map[string]any{"start_token": "t1"}),
 			ResponseView: basic,
 		}
 		started, err := c.TrackStart(ctx, start)

@@ -48,20 +48,45 @@ func withParam(t testing.TB, rawURL, key, value string) string {
 	return u.String()
 }
 
+// newStore is a store on pool, closed when the test ends (before the pool,
+// whose cleanup was registered first).
+func newStore(t testing.TB, pool *pgxpool.Pool, opts ...pgstore.Option) *pgstore.Store {
+	s := pgstore.New(pool, opts...)
+	t.Cleanup(s.Close)
+	return s
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store {
 		pool, _ := appPool(t)
-		return pgstore.New(pool)
+		return newStore(t, pool)
 	})
 }
 
 // TestConformanceSharedSchema runs the suite with every subtest on one
 // schema, as a production database holds many organizations: the subtests
-// must not see each other's rows.
+// must not see each other's rows. They share one store too, so their
+// writes share group commits.
 func TestConformanceSharedSchema(t *testing.T) {
 	pool, _ := appPool(t)
-	shared := pgstore.New(pool)
+	shared := newStore(t, pool)
 	storetest.Run(t, func(*testing.T) store.Store { return shared })
+}
+
+// TestConformanceWithoutGroupCommit runs the suite on a store that writes
+// each call in its own transaction, from its caller's goroutine.
+func TestConformanceWithoutGroupCommit(t *testing.T) {
+	pool, _ := appPool(t)
+	s := newStore(t, pool, pgstore.WithMaxBatch(1))
+	storetest.Run(t, func(*testing.T) store.Store { return s })
+}
+
+// TestConformanceWithWriters runs the suite on a shared store with several
+// group-commit writers.
+func TestConformanceWithWriters(t *testing.T) {
+	pool, _ := appPool(t)
+	s := newStore(t, pool, pgstore.WithWriters(3))
+	storetest.Run(t, func(*testing.T) store.Store { return s })
 }
 
 // countingConn counts round trips: a write that follows a read starts a
@@ -122,7 +147,7 @@ func TestHotPathTakesOneRoundTrip(t *testing.T) {
 	ctx := context.Background()
 	schema := pgtest.NewSchema(t, migrations.Activity)
 	pool, trips := singleConnPool(t, schema.AppURL)
-	s := pgstore.New(pool)
+	s := newStore(t, pool)
 	org := "org-" + uuid.NewString()
 	start := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
 	newActivity := func() store.NewActivity {
@@ -186,7 +211,7 @@ func TestUnreachableDatabaseIsUnavailable(t *testing.T) {
 	pool, err := pgxpool.New(ctx, "postgres://switchyard_app:secret@127.0.0.1:1/switchyard?connect_timeout=2")
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	s := pgstore.New(pool)
+	s := newStore(t, pool)
 	org, id := "org-"+uuid.NewString(), uuid.NewString()
 
 	calls := map[string]func(context.Context) error{
@@ -235,7 +260,7 @@ func TestLostConnectionIsUnavailableAndRecovers(t *testing.T) {
 	ctx := context.Background()
 	schema := pgtest.NewSchema(t, migrations.Activity)
 	pool, _ := singleConnPool(t, schema.AppURL)
-	s := pgstore.New(pool)
+	s := newStore(t, pool)
 	org := "org-" + uuid.NewString()
 	na := store.NewActivity{ID: uuid.NewString(), StartTime: time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)}
 	_, _, err := s.CreateActivity(ctx, org, na)
@@ -266,7 +291,7 @@ func TestRowLevelSecurityAndTenantScope(t *testing.T) {
 	ctx := context.Background()
 	schema := pgtest.NewSchema(t, migrations.Activity)
 	pool, _ := singleConnPool(t, schema.AppURL)
-	s := pgstore.New(pool)
+	s := newStore(t, pool)
 	orgA, orgB, id := "org-a-"+uuid.NewString(), "org-b-"+uuid.NewString(), uuid.NewString()
 	at := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -352,7 +377,7 @@ func TestAbandonWithAnOwnerThatIsNotSuperuser(t *testing.T) {
 	pool, err := pgxutil.Connect(ctx, withUser(t, withParam(t, admin, "search_path", name), migrations.AppRole), "activity-pgstore-test")
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	s := pgstore.New(pool)
+	s := newStore(t, pool)
 	at := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC)
 	expiring := map[string]string{} // organization → activity
 	for _, org := range []string{"org-a-" + uuid.NewString(), "org-b-" + uuid.NewString()} {
