@@ -86,7 +86,7 @@ func TestLoopsCountEveryCallAndFailure(t *testing.T) {
 		}
 		return nil
 	}
-	meter := func() ([]time.Duration, time.Duration, error) { return []time.Duration{0, 0, 0}, 0, nil }
+	meter := func() (cpuReading, error) { return cpuReading{services: []time.Duration{0, 0, 0}}, nil }
 	s, err := closedLoop(ctx, 4, 0, 50*time.Millisecond, fn, meter)
 	if err != nil {
 		t.Fatal(err)
@@ -108,5 +108,28 @@ func TestLoopsCountEveryCallAndFailure(t *testing.T) {
 	}
 	if s.failures != 2 {
 		t.Fatalf("open loop: %d failures, want 2 (calls 0 and 10)", s.failures)
+	}
+}
+
+func TestCommandCPUSumsTheProcessesOfACommand(t *testing.T) {
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(50 * time.Millisecond); time.Now().Before(end); {
+	}
+	self, err := processCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := commandCPU(strings.TrimSpace(string(comm)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all < self || all == 0 {
+		t.Fatalf("commandCPU(%q) = %v, less than this process's own %v", comm, all, self)
+	}
+	if none, err := commandCPU("no-such-command-here"); err != nil || none != 0 {
+		t.Fatalf("a command with no process: %v, %v", none, err)
 	}
 }

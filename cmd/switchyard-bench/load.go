@@ -127,9 +127,11 @@ type sample struct {
 	elapsed   time.Duration
 	latencies []time.Duration // sorted
 	// cpu is each service process's CPU time over the step, in the
-	// stack's order; simCPU the upstream's.
+	// stack's order; simCPU the upstream's, dbCPU PostgreSQL's (every
+	// postgres process on the machine; 0 on the embedded store).
 	cpu    []time.Duration
 	simCPU time.Duration
+	dbCPU  time.Duration
 }
 
 func (s sample) throughput() float64 { return float64(s.tasks) / s.elapsed.Seconds() }
@@ -157,8 +159,15 @@ func (s sample) cpuPerTask(i int) time.Duration {
 	return s.cpu[i] / time.Duration(s.tasks)
 }
 
+// cpuReading is the CPU time so far of the processes a step is measured
+// on.
+type cpuReading struct {
+	services []time.Duration
+	sim, db  time.Duration
+}
+
 // cpuMeter reads the CPU time of the processes a step is measured on.
-type cpuMeter func() (services []time.Duration, sim time.Duration, err error)
+type cpuMeter func() (cpuReading, error)
 
 // closedLoop runs callers goroutines that each call fn back to back:
 // warm-up first (not measured), then for d.
@@ -180,7 +189,7 @@ func runClosed(ctx context.Context, callers int, d time.Duration, fn callFunc, m
 		firstEr error
 		wg      sync.WaitGroup
 	)
-	before, simBefore, err := measure(meter)
+	before, err := measure(meter)
 	if err != nil {
 		return sample{}, err
 	}
@@ -211,7 +220,7 @@ func runClosed(ctx context.Context, callers int, d time.Duration, fn callFunc, m
 		}()
 	}
 	wg.Wait()
-	return finish(start, all, fails, firstEr, meter, before, simBefore)
+	return finish(start, all, fails, firstEr, meter, before)
 }
 
 // openLoop starts calls at a fixed rate, whatever the answers, for d
@@ -237,7 +246,7 @@ func runOpen(ctx context.Context, rate float64, d time.Duration, maxInFlight int
 		wg       sync.WaitGroup
 		inFlight = make(chan struct{}, maxInFlight)
 	)
-	before, simBefore, err := measure(meter)
+	before, err := measure(meter)
 	if err != nil {
 		return sample{}, err
 	}
@@ -277,26 +286,27 @@ func runOpen(ctx context.Context, rate float64, d time.Duration, maxInFlight int
 		}()
 	}
 	wg.Wait()
-	return finish(start, all, fails, firstErr, meter, before, simBefore)
+	return finish(start, all, fails, firstErr, meter, before)
 }
 
-func measure(meter cpuMeter) ([]time.Duration, time.Duration, error) {
+func measure(meter cpuMeter) (cpuReading, error) {
 	if meter == nil {
-		return nil, 0, nil
+		return cpuReading{}, nil
 	}
 	return meter()
 }
 
-func finish(start time.Time, lat []time.Duration, fails int, firstErr error, meter cpuMeter, before []time.Duration, simBefore time.Duration) (sample, error) {
+func finish(start time.Time, lat []time.Duration, fails int, firstErr error, meter cpuMeter, before cpuReading) (sample, error) {
 	elapsed := time.Since(start)
-	after, simAfter, err := measure(meter)
+	after, err := measure(meter)
 	if err != nil {
 		return sample{}, err
 	}
 	slices.Sort(lat)
-	s := sample{tasks: len(lat), failures: fails, firstErr: firstErr, elapsed: elapsed, latencies: lat, simCPU: simAfter - simBefore}
-	for i := range after {
-		s.cpu = append(s.cpu, after[i]-before[i])
+	s := sample{tasks: len(lat), failures: fails, firstErr: firstErr, elapsed: elapsed, latencies: lat,
+		simCPU: after.sim - before.sim, dbCPU: after.db - before.db}
+	for i := range after.services {
+		s.cpu = append(s.cpu, after.services[i]-before.services[i])
 	}
 	return s, nil
 }

@@ -172,7 +172,7 @@ func benchStore(ctx context.Context, o options, cfg stackConfig, log io.Writer) 
 	if err != nil {
 		return res, err
 	}
-	fmt.Fprintf(log, "  idle CPU per second: orchestrator %s, accountpool %s, activity %s, stub %s\n", ms(idle[0]), ms(idle[1]), ms(idle[2]), ms(idle[3]))
+	fmt.Fprintf(log, "  idle CPU per second: orchestrator %s, accountpool %s, activity %s, stub %s, database %s\n", ms(idle[0]), ms(idle[1]), ms(idle[2]), ms(idle[3]), ms(idle[4]))
 	unaryAt := map[int]sample{}
 	for _, c := range o.callers {
 		st := step{label: fmt.Sprintf("%d callers", c)}
@@ -244,9 +244,9 @@ func profileCallers(callers []int) int {
 }
 
 // idleCPU is the CPU time per second each process of the stack uses with
-// no load (services in stack order, then the stub).
+// no load (services in stack order, then the stub and the database).
 func idleCPU(ctx context.Context, s *stack, d time.Duration) ([]time.Duration, error) {
-	before, simBefore, err := s.cpu()
+	before, err := s.cpu()
 	if err != nil {
 		return nil, err
 	}
@@ -255,16 +255,16 @@ func idleCPU(ctx context.Context, s *stack, d time.Duration) ([]time.Duration, e
 		return nil, ctx.Err()
 	case <-time.After(d):
 	}
-	after, simAfter, err := s.cpu()
+	after, err := s.cpu()
 	if err != nil {
 		return nil, err
 	}
 	per := func(x time.Duration) time.Duration { return x * time.Second / d }
-	out := make([]time.Duration, 0, len(after)+1)
-	for i := range after {
-		out = append(out, per(after[i]-before[i]))
+	out := make([]time.Duration, 0, len(after.services)+2)
+	for i := range after.services {
+		out = append(out, per(after.services[i]-before.services[i]))
 	}
-	return append(out, per(simAfter-simBefore)), nil
+	return append(out, per(after.sim-before.sim), per(after.db-before.db)), nil
 }
 
 // waitHTTP polls u until it answers 200.

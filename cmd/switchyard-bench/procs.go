@@ -114,6 +114,33 @@ func processCPU(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / userHZ, nil
 }
 
+// commandCPU is the CPU time of every process on the machine named
+// command: PostgreSQL's postmaster, its background processes and the
+// backends of the services' connections (which live as long as their
+// pools). A process that ends during a step takes its time with it, so a
+// step should not open or close connections; the pools keep theirs.
+func commandCPU(command string) (time.Duration, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil || strings.TrimSpace(string(comm)) != command {
+			continue
+		}
+		if t, err := processCPU(pid); err == nil {
+			total += t
+		}
+	}
+	return total, nil
+}
+
 // childEnv is this process's environment without anything that would
 // configure a switchyard service behind the harness's back, plus extra.
 func childEnv(extra []string) []string {

@@ -34,17 +34,21 @@ func (r report) markdown() string {
 	for _, s := range r.stores {
 		title := map[string]string{"memory": "Embedded store", "postgres": "PostgreSQL"}[s.store]
 		fmt.Fprintf(&b, "#### %s\n\n", title)
-		b.WriteString("| load | direct to the stub | through Switchyard | × direct | added p50 | added p99 | CPU/task orchestrator | accountpool | activity | **all three** | stub |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| load | direct to the stub | through Switchyard | × direct | added p50 | added p99 | CPU/task orchestrator | accountpool | activity | **all three** | stub | PostgreSQL |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, st := range s.steps {
 			d, sy := st.direct, st.system
-			fmt.Fprintf(&b, "| %s | %s/s, p50 %s, p99 %s | %s/s, p50 %s, p99 %s | %.2f | +%s | +%s | %s | %s | %s | **%s** | %s |\n",
+			db := "–"
+			if s.store == "postgres" {
+				db = ms(sy.dbCPU / time.Duration(max(1, sy.tasks)))
+			}
+			fmt.Fprintf(&b, "| %s | %s/s, p50 %s, p99 %s | %s/s, p50 %s, p99 %s | %.2f | +%s | +%s | %s | %s | %s | **%s** | %s | %s |\n",
 				st.label, rate(d), ms(d.quantile(0.5)), ms(d.quantile(0.99)),
 				rate(sy), ms(sy.quantile(0.5)), ms(sy.quantile(0.99)),
 				sy.throughput()/d.throughput(),
 				ms(sy.quantile(0.5)-d.quantile(0.5)), ms(sy.quantile(0.99)-d.quantile(0.99)),
 				ms(sy.cpuPerTask(0)), ms(sy.cpuPerTask(1)), ms(sy.cpuPerTask(2)), ms(sy.cpuPerTask(-1)),
-				ms(sy.simCPU/time.Duration(max(1, sy.tasks))))
+				ms(sy.simCPU/time.Duration(max(1, sy.tasks))), db)
 		}
 		if st := s.stream; st != nil {
 			u, sm := st.direct, st.system

@@ -192,16 +192,25 @@ func (s *stack) close() {
 	}
 }
 
-// cpu is the CPU time so far of the services and of the simulator.
-func (s *stack) cpu() (services []time.Duration, sim time.Duration, err error) {
-	services = make([]time.Duration, len(s.services))
+// cpu is the CPU time so far of the services, the simulator and, on
+// PostgreSQL, the database.
+func (s *stack) cpu() (cpuReading, error) {
+	r := cpuReading{services: make([]time.Duration, len(s.services))}
+	var err error
 	for i, p := range s.services {
-		if services[i], err = p.cpuTime(); err != nil {
-			return nil, 0, err
+		if r.services[i], err = p.cpuTime(); err != nil {
+			return cpuReading{}, err
 		}
 	}
-	sim, err = s.sim.cpuTime()
-	return services, sim, err
+	if r.sim, err = s.sim.cpuTime(); err != nil {
+		return cpuReading{}, err
+	}
+	if s.store == "postgres" {
+		if r.db, err = commandCPU("postgres"); err != nil {
+			return cpuReading{}, err
+		}
+	}
+	return r, nil
 }
 
 type benchTokenSet struct{ orchestrator, org secret.String }
