@@ -280,12 +280,19 @@ func (c *committer) flush(batch []*pending) {
 		for _, p := range live {
 			p.result <- p.w.settle()
 		}
-	case len(live) > 1 && !timedOut && rejected(err):
-		// The database rejected the batch and rolled it back: each write
-		// is tried alone, in queue order, so that each gets its own
-		// outcome.
+	case len(live) > 1 && !timedOut && perWrite(err):
+		// The database rejected one of the batch's writes and rolled the
+		// batch back: each write is tried alone, in the batch's order, so
+		// that each gets its own outcome, within one more flush timeout
+		// in all, so that a batch of writes that all fail slowly cannot
+		// hold the writer for the batch size times the timeout.
 		c.fallbacks.Add(1)
+		giveUp := time.Now().Add(c.flushTimeout)
 		for _, p := range live {
+			if time.Now().After(giveUp) {
+				p.result <- fmt.Errorf("%s: the database rejected the batch it was in, and retrying its writes one by one took longer than %s: %w: %v", p.doing, c.flushTimeout, store.ErrUnavailable, err)
+				continue
+			}
 			if err := p.ctx.Err(); err != nil {
 				// The caller left, told the write may commit; it did not,
 				// and will not.
@@ -349,6 +356,28 @@ func (c *committer) failure(p *pending, timedOut bool, err error) error {
 	// The writer's context had not ended, so the error is classified
 	// as the database's alone.
 	return wrap(context.Background(), p.doing, err)
+}
+
+// perWrite reports whether a batch that failed with err failed for one of
+// its writes, so that retrying them one by one gives each its own outcome:
+// it certainly did not commit (rejected), and the cause is a write's data
+// (SQLSTATE class 22), a constraint (23), a serialization failure or a
+// deadlock (40), or a parameter pgx could not encode. Other refusals — a
+// statement or lock timeout, a full disk, a read-only server after a
+// failover — would fail every write again, each after its own wait, and
+// are reported for the whole batch.
+func perWrite(err error) bool {
+	if !rejected(err) {
+		return false
+	}
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok {
+		switch pgErr.Code[:2] {
+		case "22", "23", "40":
+			return true
+		}
+		return false
+	}
+	return true // pgx refused to send a parameter: nothing was sent
 }
 
 // rejected reports whether a batch that failed with err certainly did not
