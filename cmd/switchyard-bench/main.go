@@ -63,12 +63,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("switchyard-bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var callers string
+	var callers, stores string
 	fs.StringVar(&o.bin, "switchyard", "", "the switchyard binary to run (default: go build ./cmd/switchyard into a temporary directory)")
 	fs.StringVar(&o.databaseURL, "database-url", "", "also benchmark on PostgreSQL, through this URL of a role that may create schemas (default $SWITCHYARD_BENCH_DATABASE_URL, else $SWITCHYARD_TEST_DATABASE_URL)")
 	fs.StringVar(&o.write, "write", "", "replace the generated section of this Markdown file (docs/benchmarks.md) with the results")
 	fs.StringVar(&o.logDir, "log-dir", "", "keep the services' logs here (default: a temporary directory, removed)")
 	fs.StringVar(&callers, "callers", "1,16,64", "closed-loop caller counts")
+	fs.StringVar(&stores, "stores", "memory,postgres", "the stores to run on; postgres needs a database URL and is skipped without one")
 	fs.Float64Var(&o.rate, "rate", 500, "open-loop arrival rate, tasks per second")
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measured time of each step")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured warm-up before each step")
@@ -111,12 +112,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
-	stores := []string{"memory"}
-	if o.databaseURL != "" {
-		stores = append(stores, "postgres")
+	var run []string
+	for _, st := range strings.Split(stores, ",") {
+		switch st = strings.TrimSpace(st); {
+		case st == "memory", st == "postgres" && o.databaseURL != "":
+			run = append(run, st)
+		case st == "postgres":
+			fmt.Fprintln(stderr, "no database URL (-database-url, SWITCHYARD_BENCH_DATABASE_URL or SWITCHYARD_TEST_DATABASE_URL): PostgreSQL is skipped")
+		default:
+			return fmt.Errorf("-stores: %q is not a store (memory, postgres)", st)
+		}
 	}
 	rep := report{env: describeMachine(), opts: o}
-	for _, store := range stores {
+	for _, store := range run {
 		res, err := benchStore(ctx, o, stackConfig{bin: o.bin, dir: logDir, store: store, adminDBURL: o.databaseURL,
 			accounts: o.accounts, skillsDir: skills, logLevel: "warn", memoryOutbox: o.memoryOutbox, profiling: o.profileDir != ""}, stderr)
 		if err != nil {

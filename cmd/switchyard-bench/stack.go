@@ -70,6 +70,11 @@ func startStack(ctx context.Context, cfg stackConfig) (s *stack, err error) {
 		}
 	}()
 	dir := filepath.Join(cfg.dir, cfg.store)
+	// A kept log directory's outbox from an earlier run would deliver
+	// that run's records into this stack.
+	if err := os.RemoveAll(filepath.Join(dir, "outbox")); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "outbox"), 0o700); err != nil {
 		return nil, err
 	}

@@ -120,9 +120,6 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Profiling && cfg.MetricsAddr == "" {
-		return nil, errors.New("profiling is served on the metrics endpoint: set its address too")
-	}
 	p := &Process{name: cfg.Name, logger: logger, sampler: sampler, spans: cfg.SpanExporter, profiling: cfg.Profiling}
 	if p.spans == nil {
 		if p.spans, err = SpanExporterFromEnv(ctx); err != nil {
@@ -138,6 +135,9 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 		}
 	case "otlp", "console":
 		p.push = metrics
+	}
+	if cfg.Profiling && addr == "" {
+		return nil, errors.Join(errors.New("profiling is served on the metrics endpoint: set its address too"), p.Shutdown(ctx))
 	}
 	if addr != "" {
 		if err := p.serveMetrics(addr); err != nil {

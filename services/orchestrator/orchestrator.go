@@ -251,6 +251,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	},
 		func(r grpc.ServiceRegistrar) { orchestratorv1.RegisterOrchestratorServiceServer(r, api.New(runner)) })
 	if err != nil {
+		// The outbox's writer and its file lock go with the runner.
+		_ = runner.Close()
 		_ = poolConn.Close()
 		_ = activityConn.Close()
 		return nil, err

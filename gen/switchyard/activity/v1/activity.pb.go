@@ -88,7 +88,8 @@ func (ActivityStatus) EnumDescriptor() ([]byte, []int) {
 type ActivityView int32
 
 const (
-	// The same as ACTIVITY_VIEW_FULL.
+	// The same as ACTIVITY_VIEW_FULL, as is any value the server does not
+	// know.
 	ActivityView_ACTIVITY_VIEW_UNSPECIFIED ActivityView = 0
 	// Every field.
 	ActivityView_ACTIVITY_VIEW_FULL ActivityView = 1

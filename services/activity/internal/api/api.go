@@ -46,10 +46,7 @@ func (s *Server) TrackStart(ctx context.Context, req *activityv1.TrackStartReque
 	if err != nil {
 		return nil, s.fail(ctx, "TrackStart", err)
 	}
-	view, err := viewFromProto(req.GetResponseView())
-	if err != nil {
-		return nil, s.fail(ctx, "TrackStart", err)
-	}
+	view := viewFromProto(req.GetResponseView())
 	a, created, err := s.tracker.Start(ctx, tracker.StartInput{
 		OrganizationID: req.GetOrganizationId(),
 		ActivityID:     req.GetActivityId(),
@@ -99,10 +96,7 @@ func (s *Server) TrackComplete(ctx context.Context, req *activityv1.TrackComplet
 	if err != nil {
 		return nil, s.fail(ctx, "TrackComplete", err)
 	}
-	view, err := viewFromProto(req.GetResponseView())
-	if err != nil {
-		return nil, s.fail(ctx, "TrackComplete", err)
-	}
+	view := viewFromProto(req.GetResponseView())
 	a, err := s.tracker.Complete(ctx, tracker.CompleteInput{
 		OrganizationID: req.GetOrganizationId(),
 		ActivityID:     req.GetActivityId(),

@@ -87,16 +87,14 @@ func activityToProto(a store.Activity) (*activityv1.Activity, error) {
 	return activityView(a, activityv1.ActivityView_ACTIVITY_VIEW_FULL)
 }
 
-// viewFromProto checks a request's response_view.
-func viewFromProto(v activityv1.ActivityView) (activityv1.ActivityView, error) {
-	switch v {
-	case activityv1.ActivityView_ACTIVITY_VIEW_UNSPECIFIED, activityv1.ActivityView_ACTIVITY_VIEW_FULL:
-		return activityv1.ActivityView_ACTIVITY_VIEW_FULL, nil
-	case activityv1.ActivityView_ACTIVITY_VIEW_BASIC:
-		return v, nil
-	default:
-		return 0, &tracker.ValidationError{Field: "response_view", Problem: fmt.Sprintf("%d is not an ActivityView value (use ACTIVITY_VIEW_FULL or ACTIVITY_VIEW_BASIC)", v)}
+// viewFromProto is a request's response_view. A value this server does
+// not know (a newer client's) is read as the full view: a bigger answer
+// than asked for is safe, refusing the write is not.
+func viewFromProto(v activityv1.ActivityView) activityv1.ActivityView {
+	if v == activityv1.ActivityView_ACTIVITY_VIEW_BASIC {
+		return v
 	}
+	return activityv1.ActivityView_ACTIVITY_VIEW_FULL
 }
 
 // activityView converts a to its message; the basic view leaves out the

@@ -102,3 +102,25 @@ func TestRefusedTrackStartGivesThePrefetchedLeaseBack(t *testing.T) {
 	require.Zero(t, rec.GetInputTokens()+rec.GetOutputTokens())
 	require.NotEmpty(t, rec.GetLeaseId())
 }
+
+func TestRefusedTrackStartDoesNotWaitForThePrefetchedSelection(t *testing.T) {
+	h := newHarness(t, delegate.Config{}, threeAccounts...)
+	h.pool.selectDelay = time.Minute // a pool still waiting for capacity
+	st, err := status.New(codes.InvalidArgument, "input_data is too large").WithDetails(&errdetails.BadRequest{
+		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "input_data", Description: "is too large"}},
+	})
+	require.NoError(t, err)
+	h.activity.startErr = st.Err()
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.runner.Run(context.Background(), task())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the refusal waited for the selection")
+	}
+	require.Empty(t, h.pool.records, "no lease was granted, so none is given back")
+}

@@ -392,3 +392,24 @@ func TestDurableRecordThatCannotBeStoredIsWithdrawn(t *testing.T) {
 	require.NoError(t, o.Close())
 	require.Equal(t, []string{"task-3:d"}, bodies(t, dir))
 }
+
+func TestDurableFailedDeleteIsRetriedWithTheNextWrite(t *testing.T) {
+	dir := t.TempDir()
+	tg := newGated()
+	release := tg.gate("slow")
+	o, h := openHooked(t, outbox.Config{Dir: dir, Deliver: tg.deliver, PersistDelay: time.Millisecond})
+	run(t, o)
+	c := enqueueAsync(o, rec("task-1", "slow"))
+	require.Eventually(t, func() bool { puts, _ := h.Writes(); return puts == 1 }, 5*time.Second, time.Millisecond)
+	h.Fail(errDisk) // the delete of the delivered record fails once
+	release()
+	require.True(t, answer(t, c).Delivered)
+	require.Eventually(t, func() bool { return h.Failed() == 1 }, 5*time.Second, time.Millisecond, "the delete was tried and failed")
+	h.Fail(nil)
+	_, dels := h.Writes()
+	require.Zero(t, dels)
+	require.NoError(t, o.Close(), "Close writes the delete that failed")
+	_, dels = h.Writes()
+	require.Equal(t, 1, dels)
+	require.Empty(t, bodies(t, dir), "a clean stop leaves no delivered record to deliver again")
+}

@@ -7,6 +7,7 @@ import "sync"
 type Hook struct {
 	mu         sync.Mutex
 	puts, dels []uint64 // committed, by sequence number
+	failed     int      // writes failed by Fail
 	gate       chan struct{}
 	waiting    int
 	fail       error
@@ -40,6 +41,9 @@ func (s *hookedStore) write(puts []Record, dels []uint64) error {
 	}
 	h.mu.Lock()
 	fail := h.fail
+	if fail != nil {
+		h.failed++
+	}
 	h.mu.Unlock()
 	if fail != nil {
 		return fail
@@ -87,6 +91,13 @@ func (h *Hook) Writes() (puts, dels int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.puts), len(h.dels)
+}
+
+// Failed returns how many writes Fail has failed.
+func (h *Hook) Failed() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.failed
 }
 
 // Waiting returns how many writes are held up.

@@ -141,13 +141,15 @@ type Outbox struct {
 	idle     chan struct{} // closed and replaced whenever depth reaches 0
 
 	// The writer's queues (with a store only).
-	wputs    []*entry        // records handed to the writer, in enqueue order, not yet taken
-	wdels    []uint64        // stored records delivered since, to forget
-	wflush   []chan struct{} // closed once everything queued before is written
-	wclosing bool            // Close has begun: write everything, accept no new record
-	wexited  bool            // the writer is gone
-	wwake    chan struct{}
-	wdone    chan struct{} // closed when the writer is gone
+	wputs []*entry // records handed to the writer, in enqueue order, not yet taken
+	wdels []uint64 // stored records delivered since, to forget
+	// wdelsAfter is when wdels may be written again after a failure.
+	wdelsAfter time.Time
+	wflush     []chan struct{} // closed once everything queued before is written
+	wclosing   bool            // Close has begun: write everything, accept no new record
+	wexited    bool            // the writer is gone
+	wwake      chan struct{}
+	wdone      chan struct{} // closed when the writer is gone
 }
 
 // entry is a record in the outbox and what became of it. Its fields are
@@ -603,15 +605,16 @@ func (o *Outbox) Stats() (depth int, oldest time.Time, dropped int) {
 }
 
 // Drain stops admitting tasks and waits until every pending record is
-// delivered or ctx ends; Run must still be running. Then it waits for the
-// writer to write what is queued (stored records, deletes). It returns the
+// delivered or ctx ends; Run must still be running. Then it waits, within
+// ctx too, for the writer to write what is queued (stored records,
+// deletes); Close writes what is left. It returns the
 // records left, which a durable outbox keeps for the next process.
 func (o *Outbox) Drain(ctx context.Context) int {
 	o.mu.Lock()
 	o.draining = true
 	o.mu.Unlock()
 	left := o.drain(ctx)
-	o.flush()
+	o.flush(ctx)
 	return left
 }
 

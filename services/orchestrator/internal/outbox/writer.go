@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"context"
 	"slices"
 	"time"
 )
@@ -13,6 +14,10 @@ import (
 // transaction takes everything due that was queued while the previous one
 // ran: group commit, with no timer of its own. Its hold uses the real
 // clock, not Config.Now, like Run's timers.
+
+// deleteRetry is how long deletes whose transaction failed wait before
+// the writer tries them again.
+const deleteRetry = time.Second
 
 // writer runs from Open until Close.
 func (o *Outbox) writer() {
@@ -84,7 +89,16 @@ func (o *Outbox) take(now time.Time) (puts []*entry, dels []uint64, flushed []ch
 	if len(keep) > 0 {
 		next = max(keep[0].due.Sub(now), time.Nanosecond)
 	}
-	dels, o.wdels = o.wdels, nil
+	switch {
+	case all || !now.Before(o.wdelsAfter):
+		dels, o.wdels = o.wdels, nil
+	case len(o.wdels) > 0:
+		// Deletes that failed wait for their retry time, so that a
+		// failing disk is not retried in a loop.
+		if wait := o.wdelsAfter.Sub(now); next == 0 || wait < next {
+			next = wait
+		}
+	}
 	flushed, o.wflush = o.wflush, nil
 	return puts, dels, flushed, next
 }
@@ -94,9 +108,13 @@ func (o *Outbox) committed(puts []*entry, dels []uint64, err error) {
 	if err != nil {
 		o.cfg.Logger.Error("outbox: could not store records", "records", len(puts), "error", err)
 		if len(dels) > 0 {
-			// They will be delivered again after a restart: every target
+			// Kept for the writer's next transaction (the next record or
+			// delete wakes it); should the process stop first, they are
+			// delivered again after a restart, and every target
 			// deduplicates what it can.
-			o.cfg.Logger.Warn("outbox: could not forget delivered records", "records", len(dels), "error", err)
+			o.cfg.Logger.Warn("outbox: could not forget delivered records yet", "records", len(dels), "error", err)
+			o.wdels = append(dels, o.wdels...)
+			o.wdelsAfter = time.Now().Add(deleteRetry)
 		}
 	}
 	for _, e := range puts {
@@ -155,8 +173,9 @@ func (o *Outbox) forget(seq uint64) {
 }
 
 // flush waits until the writer has written everything queued before the
-// call. It returns at once in a memory outbox or once the writer is gone.
-func (o *Outbox) flush() {
+// call, or ctx ends. It returns at once in a memory outbox or once the
+// writer is gone.
+func (o *Outbox) flush(ctx context.Context) {
 	o.mu.Lock()
 	if o.store == nil || o.wexited {
 		o.mu.Unlock()
@@ -166,7 +185,10 @@ func (o *Outbox) flush() {
 	o.wflush = append(o.wflush, c)
 	o.wakeWriter()
 	o.mu.Unlock()
-	<-c
+	select {
+	case <-c:
+	case <-ctx.Done():
+	}
 }
 
 func (o *Outbox) wakeWriter() {
