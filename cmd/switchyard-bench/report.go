@@ -33,7 +33,7 @@ func (r report) markdown() string {
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), r.env, r.opts.warmup, r.opts.duration, r.opts.accounts)
 	for _, s := range r.stores {
 		title := map[string]string{"memory": "Embedded store", "postgres": "PostgreSQL"}[s.store]
-		fmt.Fprintf(&b, "#### %s\n\n", title)
+		fmt.Fprintf(&b, "### %s\n\n", title)
 		b.WriteString("| load | direct to the stub | through Switchyard | × direct | added p50 | added p99 | CPU/task orchestrator | accountpool | activity | **all three** | stub | PostgreSQL |\n")
 		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, st := range s.steps {
