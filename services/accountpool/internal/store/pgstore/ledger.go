@@ -14,9 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
@@ -53,9 +51,8 @@ type ledger struct {
 	queue  chan *pendingRow
 	done   chan struct{}
 
-	// flushDuration and flushRows are the group commit's metrics.
-	flushDuration metric.Float64Histogram
-	flushRows     metric.Int64Histogram
+	// metrics are the group commit's instruments.
+	metrics pgxutil.FlushMetrics
 	// flushes and rows count committed writes, for tests and benchmarks.
 	flushes, rows atomic.Int64
 }
@@ -91,7 +88,11 @@ func newLedger(db *pgxpool.Pool, maxBatch int, flushTimeout time.Duration, mp me
 		queue:        make(chan *pendingRow, maxBatch),
 		done:         make(chan struct{}),
 	}
-	l.flushDuration, l.flushRows = newLedgerMetrics(mp)
+	l.metrics = pgxutil.NewFlushMetrics(mp, pgxutil.FlushMetricNames{
+		Scope:  "github.com/switchyard-dev/switchyard/services/accountpool/internal/store/pgstore",
+		Prefix: "switchyard.ledger.flush", What: "one usage-ledger group commit",
+		Items: "rows", Unit: "{row}", ItemsDescription: "Usage rows per group commit, by outcome.",
+	})
 	go l.run()
 	return l
 }
@@ -199,7 +200,7 @@ func (l *ledger) flush(batch []*pendingRow) {
 	defer cancel()
 	start := time.Now()
 	results, err := l.write(ctx, leaders)
-	l.observeFlush(ctx, start, len(leaders), err)
+	l.metrics.Observe(ctx, start, len(leaders), err)
 	if err != nil && len(leaders) > 1 && !errors.Is(err, store.ErrUnavailable) {
 		// The database rejected the batch, not the connection: one row it
 		// will never take must not fail the rows batched with it by chance
@@ -393,37 +394,4 @@ func insertArgs(org string, rs []store.UsageRecord) []any {
 	}
 	return []any{org, ids, accountIDs, accountNames, requestIDs, attempts, outcomes, models, categories, sessions,
 		users, input, output, cacheRead, cacheCreation, costs, httpStatuses, errorTypes, upstreamIDs, durations, times}
-}
-
-// observeFlush records one group commit: how long it took, how many rows it
-// carried, and whether it failed.
-func (l *ledger) observeFlush(ctx context.Context, start time.Time, rows int, err error) {
-	outcome := attribute.String("switchyard.outcome", "committed")
-	if err != nil {
-		outcome = attribute.String("switchyard.outcome", "failed")
-	}
-	l.flushDuration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(outcome))
-	l.flushRows.Record(ctx, int64(rows), metric.WithAttributes(outcome))
-}
-
-// newLedgerMetrics creates the group commit's instruments (no-ops when mp
-// is nil or a constructor fails, which only invalid names make it do).
-func newLedgerMetrics(mp metric.MeterProvider) (metric.Float64Histogram, metric.Int64Histogram) {
-	if mp == nil {
-		mp = metricnoop.NewMeterProvider()
-	}
-	m := mp.Meter("github.com/switchyard-dev/switchyard/services/accountpool/internal/store/pgstore")
-	d, err := m.Float64Histogram("switchyard.ledger.flush.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of one usage-ledger group commit, by outcome (committed, failed)."),
-		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 10))
-	if err != nil {
-		d = metricnoop.Float64Histogram{}
-	}
-	r, err := m.Int64Histogram("switchyard.ledger.flush.rows", metric.WithUnit("{row}"),
-		metric.WithDescription("Usage rows per group commit, by outcome."),
-		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256))
-	if err != nil {
-		r = metricnoop.Int64Histogram{}
-	}
-	return d, r
 }

@@ -16,9 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
-	metricnoop "go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
@@ -79,9 +76,8 @@ type committer struct {
 	queues []chan *pending
 	done   sync.WaitGroup
 
-	// flushDuration and flushWrites are the group commit's metrics.
-	flushDuration metric.Float64Histogram
-	flushWrites   metric.Int64Histogram
+	// metrics are the group commit's instruments.
+	metrics pgxutil.FlushMetrics
 	// flushes and writes count committed batches and the writes in them;
 	// fallbacks counts the batches whose writes were retried one by one.
 	// For tests and benchmarks.
@@ -128,7 +124,12 @@ func newCommitter(pool *pgxpool.Pool, cfg config) *committer {
 		direct:       cfg.maxBatch == 1,
 		seed:         maphash.MakeSeed(),
 	}
-	c.flushDuration, c.flushWrites = newFlushMetrics(cfg.meter)
+	c.metrics = pgxutil.NewFlushMetrics(cfg.meter, pgxutil.FlushMetricNames{
+		Scope:  "github.com/switchyard-dev/switchyard/services/activity/internal/store/pgstore",
+		Prefix: "switchyard.activity.flush", What: "one Activity store group commit",
+		Items: "writes", Unit: "{write}",
+		ItemsDescription: "Writes (CreateActivity, AppendProgress, CompleteActivity) per Activity store group commit, by outcome.",
+	})
 	if c.direct {
 		return c
 	}
@@ -274,7 +275,7 @@ func (c *committer) flush(batch []*pending) {
 
 	start := time.Now()
 	timedOut, err := c.sendTimed(live)
-	c.observeFlush(start, len(live), err)
+	c.metrics.Observe(context.Background(), start, len(live), err)
 	switch {
 	case err == nil:
 		for _, p := range live {
@@ -425,38 +426,4 @@ func keep(dst *error, err error) error {
 		*dst = err
 	}
 	return nil
-}
-
-// observeFlush records one group commit: how long it took, how many
-// writes it carried, and whether it committed.
-func (c *committer) observeFlush(start time.Time, writes int, err error) {
-	ctx := context.Background()
-	outcome := attribute.String("switchyard.outcome", "committed")
-	if err != nil {
-		outcome = attribute.String("switchyard.outcome", "failed")
-	}
-	c.flushDuration.Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(outcome))
-	c.flushWrites.Record(ctx, int64(writes), metric.WithAttributes(outcome))
-}
-
-// newFlushMetrics creates the group commit's instruments (no-ops when mp
-// is nil or a constructor fails, which only invalid names make it do).
-func newFlushMetrics(mp metric.MeterProvider) (metric.Float64Histogram, metric.Int64Histogram) {
-	if mp == nil {
-		mp = metricnoop.NewMeterProvider()
-	}
-	m := mp.Meter("github.com/switchyard-dev/switchyard/services/activity/internal/store/pgstore")
-	d, err := m.Float64Histogram("switchyard.activity.flush.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of one Activity store group commit, by outcome (committed, failed)."),
-		metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 10))
-	if err != nil {
-		d = metricnoop.Float64Histogram{}
-	}
-	w, err := m.Int64Histogram("switchyard.activity.flush.writes", metric.WithUnit("{write}"),
-		metric.WithDescription("Writes (CreateActivity, AppendProgress, CompleteActivity) per Activity store group commit, by outcome."),
-		metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256))
-	if err != nil {
-		w = metricnoop.Int64Histogram{}
-	}
-	return d, w
 }
