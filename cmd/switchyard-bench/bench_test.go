@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -131,5 +133,35 @@ func TestCommandCPUSumsTheProcessesOfACommand(t *testing.T) {
 	}
 	if none, err := commandCPU("no-such-command-here"); err != nil || none != 0 {
 		t.Fatalf("a command with no process: %v, %v", none, err)
+	}
+}
+
+func TestSpanBreakdownTakesTheMedianOfEachKindOfSpan(t *testing.T) {
+	dir := t.TempDir()
+	at := time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	line := func(name string, kind int, d time.Duration) string {
+		return fmt.Sprintf(`{"Name":%q,"SpanKind":%d,"StartTime":%q,"EndTime":%q}`, name, kind,
+			at.Format(time.RFC3339Nano), at.Add(d).Format(time.RFC3339Nano))
+	}
+	log := strings.Join([]string{
+		`time=... level=INFO msg="not a span"`,
+		line("chat", 3, 3*time.Millisecond), line("chat", 3, 1*time.Millisecond), line("chat", 3, 2*time.Millisecond),
+		line("TrackStart", 3, 500*time.Microsecond),
+		`{"Name": broken`,
+	}, "\n")
+	path := filepath.Join(dir, "orchestrator.log")
+	if err := os.WriteFile(path, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := spanBreakdown([]*process{{name: "orchestrator", logPath: path}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []spanStat{
+		{service: "orchestrator", name: "chat", kind: 3, count: 3, median: 2 * time.Millisecond},
+		{service: "orchestrator", name: "TrackStart", kind: 3, count: 1, median: 500 * time.Microsecond},
+	}
+	if !slices.Equal(stats, want) {
+		t.Fatalf("got %+v, want %+v", stats, want)
 	}
 }

@@ -57,6 +57,7 @@ type options struct {
 	streamCallers                   int
 	memoryOutbox                    bool
 	profileDir                      string
+	spans                           bool
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -75,6 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unmeasured warm-up before each step")
 	fs.IntVar(&o.accounts, "accounts", 8, "accounts in the pool (on the simulator's scale tier, so no limit is hit)")
 	fs.IntVar(&o.streamCallers, "stream-callers", 16, "callers of the StreamDelegateTask step (0: skip it)")
+	fs.BoolVar(&o.spans, "spans", false, "write every service's spans as JSON lines into its log and print the median duration of each kind of span: where a task's time goes, hop by hop (spans cost CPU: figures taken with it are not comparable)")
 	fs.BoolVar(&o.memoryOutbox, "memory-outbox", false, "keep the Orchestrator's bookkeeping outbox in memory (the dev default) instead of on disk (production's)")
 	fs.StringVar(&o.profileDir, "profile", "", "write a CPU profile of each service during the DelegateTask step at 16 callers (or the first caller count) into this directory: STORE-SERVICE.pprof")
 	if err := fs.Parse(args); err != nil {
@@ -126,7 +128,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rep := report{env: describeMachine(), opts: o}
 	for _, store := range run {
 		res, err := benchStore(ctx, o, stackConfig{bin: o.bin, dir: logDir, store: store, adminDBURL: o.databaseURL,
-			accounts: o.accounts, skillsDir: skills, logLevel: "warn", memoryOutbox: o.memoryOutbox, profiling: o.profileDir != ""}, stderr)
+			accounts: o.accounts, skillsDir: skills, logLevel: "warn", memoryOutbox: o.memoryOutbox, profiling: o.profileDir != "", spans: o.spans}, stderr)
 		if err != nil {
 			return fmt.Errorf("store %s: %w", store, err)
 		}
@@ -238,6 +240,13 @@ func benchStore(ctx context.Context, o options, cfg stackConfig, log io.Writer) 
 			return res, err
 		}
 		res.stream = &step{label: fmt.Sprintf("%d callers", c), direct: unary, system: streamed}
+	}
+	if o.spans {
+		stats, err := spanBreakdown(s.services)
+		if err != nil {
+			return res, err
+		}
+		printSpans(log, stats)
 	}
 	return res, nil
 }

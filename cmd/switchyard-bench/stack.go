@@ -60,6 +60,9 @@ type stackConfig struct {
 	// profiling serves each service's pprof handlers on a metrics address
 	// of its own (stack.profileAddrs).
 	profiling bool
+	// spans writes every service's spans, as JSON lines, into its log
+	// (OTEL_TRACES_EXPORTER=console), for a latency breakdown by span.
+	spans bool
 }
 
 func startStack(ctx context.Context, cfg stackConfig) (s *stack, err error) {
@@ -106,6 +109,9 @@ func startStack(ctx context.Context, cfg stackConfig) (s *stack, err error) {
 	}
 	simAddr, actAddr, poolAddr, orchAddr := addrs[0], addrs[1], addrs[2], addrs[3]
 	common := []string{"SWITCHYARD_LOG_LEVEL=" + cfg.logLevel, "SWITCHYARD_LOG_FORMAT=text"}
+	if cfg.spans {
+		common = append(common, "OTEL_TRACES_EXPORTER=console")
+	}
 	with := func(env ...string) []string { return append(append([]string{}, common...), env...) }
 	secured := append([]string{"SWITCHYARD_TOKENS=" + table}, storeEnv...)
 
