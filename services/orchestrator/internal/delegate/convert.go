@@ -138,8 +138,17 @@ func protoJSONSize(s *structpb.Struct) int {
 }
 
 // resultToStruct converts the task's response to a Struct in its canonical
-// JSON form.
+// JSON form (protojson's), which structToResult reads back.
 func resultToStruct(resp *orchestratorv1.DelegateTaskResponse) *structpb.Struct {
+	if s, ok := protoStruct(resp.ProtoReflect()); ok {
+		return s
+	}
+	return protojsonStruct(resp)
+}
+
+// protojsonStruct is resultToStruct through protojson's text: the general
+// path, for what protoStruct does not cover.
+func protojsonStruct(resp *orchestratorv1.DelegateTaskResponse) *structpb.Struct {
 	raw, err := protojson.Marshal(resp)
 	if err != nil {
 		panic(fmt.Sprintf("delegate: encoding the response: %v", err))
