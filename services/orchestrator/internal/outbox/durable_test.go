@@ -413,3 +413,20 @@ func TestDurableFailedDeleteIsRetriedWithTheNextWrite(t *testing.T) {
 	require.Equal(t, 1, dels)
 	require.Empty(t, bodies(t, dir), "a clean stop leaves no delivered record to deliver again")
 }
+
+func TestDurableCloseGivesUpOnAStuckWriter(t *testing.T) {
+	dir := t.TempDir()
+	tg := newGated()
+	release := tg.gate("slow")
+	o, h := openHooked(t, outbox.Config{Dir: dir, Deliver: tg.deliver, PersistDelay: time.Millisecond})
+	outbox.SetCloseTimeout(o, 50*time.Millisecond)
+	run(t, o)
+	h.Block() // the disk stops answering
+	c := enqueueAsync(o, rec("task-1", "slow"))
+	require.Eventually(t, func() bool { return h.Waiting() == 1 }, 5*time.Second, time.Millisecond, "the writer is stuck storing the record")
+	err := o.Close()
+	require.ErrorContains(t, err, "did not finish", "Close returns instead of waiting on a stuck disk")
+	h.Unblock()
+	release()
+	<-c
+}

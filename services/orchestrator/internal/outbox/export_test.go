@@ -1,6 +1,9 @@
 package outbox
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Hook watches the writes of an outbox opened with OpenHooked: it counts
 // what they committed, and can hold them up or fail them.
@@ -117,3 +120,6 @@ func Stored(dir string) ([]Record, error) {
 	defer bs.close()
 	return bs.load()
 }
+
+// SetCloseTimeout shortens how long Close waits for a stuck writer.
+func SetCloseTimeout(o *Outbox, d time.Duration) { o.closeTimeout = d }

@@ -124,6 +124,8 @@ type Config struct {
 type Outbox struct {
 	cfg   Config
 	store store // nil in a memory outbox
+	// closeTimeout bounds Close's wait for the writer.
+	closeTimeout time.Duration
 
 	mu      sync.Mutex
 	seq     uint64
@@ -229,7 +231,7 @@ func open(cfg Config, wrap func(store) store) (*Outbox, error) {
 	case cfg.PersistDelay < 0:
 		cfg.PersistDelay = 0
 	}
-	o := &Outbox{cfg: cfg, lanes: map[string]*lane{}, targets: map[string]*target{},
+	o := &Outbox{cfg: cfg, closeTimeout: defaultCloseTimeout, lanes: map[string]*lane{}, targets: map[string]*target{},
 		wake: make(chan struct{}, 1), idle: make(chan struct{})}
 	if cfg.Dir == "" {
 		return o, nil
@@ -503,7 +505,8 @@ func (o *Outbox) drain(ctx context.Context) int {
 }
 
 // Close writes what the writer has queued (records not yet stored,
-// deletes), stops it, and releases the store. Records still pending stay
+// deletes), stops it, and releases the store; a writer stuck for 30 s in a
+// write makes it return an error instead of waiting on. Records still pending stay
 // on disk in a durable outbox and are lost in a memory one. A durable
 // outbox refuses Enqueue once Close has begun.
 func (o *Outbox) Close() error {
@@ -518,6 +521,18 @@ func (o *Outbox) Close() error {
 	o.wclosing = true
 	o.wakeWriter()
 	o.mu.Unlock()
-	<-o.wdone
+	timer := time.NewTimer(o.closeTimeout)
+	defer timer.Stop()
+	select {
+	case <-o.wdone:
+	case <-timer.C:
+		// The writer is stuck in a write (a disk that does not answer):
+		// closing the file would wait for it too. The process is stopping;
+		// what the file holds is delivered by the next one.
+		return fmt.Errorf("outbox: the writer did not finish within %s (is the disk stuck?); the outbox file was left open", o.closeTimeout)
+	}
 	return o.store.close()
 }
+
+// defaultCloseTimeout bounds how long Close waits for the writer.
+const defaultCloseTimeout = 30 * time.Second
