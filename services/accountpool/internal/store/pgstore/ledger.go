@@ -151,24 +151,7 @@ func (l *ledger) close() {
 
 func (l *ledger) run() {
 	defer close(l.done)
-	batch := make([]*pendingRow, 0, l.maxBatch)
-	for p := range l.queue {
-		batch = append(batch[:0], p)
-	collect:
-		for len(batch) < l.maxBatch {
-			select {
-			case p, ok := <-l.queue:
-				if !ok {
-					break collect
-				}
-				batch = append(batch, p)
-			default:
-				break collect
-			}
-		}
-		l.flush(batch)
-		clear(batch) // drop references to answered callers
-	}
+	pgxutil.RunBatches(l.queue, l.maxBatch, l.flush)
 }
 
 // flush writes one batch and answers every caller in it.

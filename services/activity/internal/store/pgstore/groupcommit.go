@@ -232,24 +232,7 @@ func (c *committer) close() {
 }
 
 func (c *committer) run(q chan *pending) {
-	batch := make([]*pending, 0, c.maxBatch)
-	for p := range q {
-		batch = append(batch[:0], p)
-	collect:
-		for len(batch) < c.maxBatch {
-			select {
-			case p, ok := <-q:
-				if !ok {
-					break collect
-				}
-				batch = append(batch, p)
-			default:
-				break collect
-			}
-		}
-		c.flush(batch)
-		clear(batch) // drop references to answered callers
-	}
+	pgxutil.RunBatches(q, c.maxBatch, c.flush)
 }
 
 // flush writes one batch and answers every caller in it.
