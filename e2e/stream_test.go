@@ -167,6 +167,7 @@ func TestStreamFailoverBeforeTextHasNoRestart(t *testing.T) {
 	require.Equal(t, []string{"accepted", "started", "failed", "started", "text", "result"}, got.kinds)
 	failed := got.events[2].GetAttemptFailed()
 	require.Equal(t, "rate_limited", failed.GetOutcome())
+	require.Equal(t, orchestratorv1.AttemptOutcome_ATTEMPT_OUTCOME_RATE_LIMITED, failed.GetOutcomeCode(), "and as the enum")
 	require.EqualValues(t, 429, failed.GetHttpStatus())
 }
 

@@ -78,6 +78,83 @@ func (TaskStatus) EnumDescriptor() ([]byte, []int) {
 	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{0}
 }
 
+// AttemptOutcome is how one model call ended.
+type AttemptOutcome int32
+
+const (
+	AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED AttemptOutcome = 0
+	// A 2xx answer.
+	AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS AttemptOutcome = 1
+	// 429 rate_limit_error: the next attempt goes to another account.
+	AttemptOutcome_ATTEMPT_OUTCOME_RATE_LIMITED AttemptOutcome = 2
+	// 429 caused by a spend limit: the account is exhausted until its spend
+	// window resets.
+	AttemptOutcome_ATTEMPT_OUTCOME_SPEND_LIMITED AttemptOutcome = 3
+	// 401, 402 or 403: the key is unusable.
+	AttemptOutcome_ATTEMPT_OUTCOME_AUTH_FAILED AttemptOutcome = 4
+	// 5xx, 529, a timeout or a connection error.
+	AttemptOutcome_ATTEMPT_OUTCOME_UPSTREAM_ERROR AttemptOutcome = 5
+	// 400, 404, 413 or another 4xx: the request itself was wrong.
+	AttemptOutcome_ATTEMPT_OUTCOME_CLIENT_ERROR AttemptOutcome = 6
+	// The caller cancelled or its deadline passed.
+	AttemptOutcome_ATTEMPT_OUTCOME_CANCELLED AttemptOutcome = 7
+	// The request never left the orchestrator.
+	AttemptOutcome_ATTEMPT_OUTCOME_NOT_SENT AttemptOutcome = 8
+)
+
+// Enum value maps for AttemptOutcome.
+var (
+	AttemptOutcome_name = map[int32]string{
+		0: "ATTEMPT_OUTCOME_UNSPECIFIED",
+		1: "ATTEMPT_OUTCOME_SUCCESS",
+		2: "ATTEMPT_OUTCOME_RATE_LIMITED",
+		3: "ATTEMPT_OUTCOME_SPEND_LIMITED",
+		4: "ATTEMPT_OUTCOME_AUTH_FAILED",
+		5: "ATTEMPT_OUTCOME_UPSTREAM_ERROR",
+		6: "ATTEMPT_OUTCOME_CLIENT_ERROR",
+		7: "ATTEMPT_OUTCOME_CANCELLED",
+		8: "ATTEMPT_OUTCOME_NOT_SENT",
+	}
+	AttemptOutcome_value = map[string]int32{
+		"ATTEMPT_OUTCOME_UNSPECIFIED":    0,
+		"ATTEMPT_OUTCOME_SUCCESS":        1,
+		"ATTEMPT_OUTCOME_RATE_LIMITED":   2,
+		"ATTEMPT_OUTCOME_SPEND_LIMITED":  3,
+		"ATTEMPT_OUTCOME_AUTH_FAILED":    4,
+		"ATTEMPT_OUTCOME_UPSTREAM_ERROR": 5,
+		"ATTEMPT_OUTCOME_CLIENT_ERROR":   6,
+		"ATTEMPT_OUTCOME_CANCELLED":      7,
+		"ATTEMPT_OUTCOME_NOT_SENT":       8,
+	}
+)
+
+func (x AttemptOutcome) Enum() *AttemptOutcome {
+	p := new(AttemptOutcome)
+	*p = x
+	return p
+}
+
+func (x AttemptOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AttemptOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchyard_orchestrator_v1_orchestrator_proto_enumTypes[1].Descriptor()
+}
+
+func (AttemptOutcome) Type() protoreflect.EnumType {
+	return &file_switchyard_orchestrator_v1_orchestrator_proto_enumTypes[1]
+}
+
+func (x AttemptOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AttemptOutcome.Descriptor instead.
+func (AttemptOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP(), []int{1}
+}
+
 type DelegateTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A category from the orchestrator's table (quick, ultrabrain, ...); it
@@ -633,9 +710,11 @@ type AttemptFailed struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Number int32                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
 	// As in Attempt.outcome.
-	Outcome       string `protobuf:"bytes,2,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	HttpStatus    int32  `protobuf:"varint,3,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Outcome    string `protobuf:"bytes,2,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	HttpStatus int32  `protobuf:"varint,3,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	Reason     string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// As in Attempt.outcome_code.
+	OutcomeCode   AttemptOutcome `protobuf:"varint,5,opt,name=outcome_code,json=outcomeCode,proto3,enum=switchyard.orchestrator.v1.AttemptOutcome" json:"outcome_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -696,6 +775,13 @@ func (x *AttemptFailed) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *AttemptFailed) GetOutcomeCode() AttemptOutcome {
+	if x != nil {
+		return x.OutcomeCode
+	}
+	return AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED
 }
 
 // Restart tells the client to discard the text received so far: the
@@ -1037,7 +1123,8 @@ type Attempt struct {
 	AccountName string                 `protobuf:"bytes,3,opt,name=account_name,json=accountName,proto3" json:"account_name,omitempty"`
 	// success, rate_limited, spend_limited, auth_failed, upstream_error,
 	// client_error, not_sent (the request never left the orchestrator) or
-	// cancelled.
+	// cancelled: outcome_code's name in lowercase, kept for the clients that
+	// read it.
 	Outcome    string `protobuf:"bytes,4,opt,name=outcome,proto3" json:"outcome,omitempty"`
 	HttpStatus int32  `protobuf:"varint,5,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
 	Error      string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
@@ -1046,7 +1133,9 @@ type Attempt struct {
 	// recorded (a negative or huge token count, an absurd retry-after).
 	Warnings []string `protobuf:"bytes,8,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// The upstream's message id (msg_...), when a message was started.
-	MessageId     string `protobuf:"bytes,9,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	MessageId string `protobuf:"bytes,9,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	// How the attempt ended, as an enum (outcome is the same as text).
+	OutcomeCode   AttemptOutcome `protobuf:"varint,10,opt,name=outcome_code,json=outcomeCode,proto3,enum=switchyard.orchestrator.v1.AttemptOutcome" json:"outcome_code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1144,6 +1233,13 @@ func (x *Attempt) GetMessageId() string {
 	return ""
 }
 
+func (x *Attempt) GetOutcomeCode() AttemptOutcome {
+	if x != nil {
+		return x.OutcomeCode
+	}
+	return AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED
+}
+
 var File_switchyard_orchestrator_v1_orchestrator_proto protoreflect.FileDescriptor
 
 const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
@@ -1199,13 +1295,14 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"legacyMode\"9\n" +
 	"\tTextDelta\x12\x18\n" +
 	"\aattempt\x18\x01 \x01(\x05R\aattempt\x12\x12\n" +
-	"\x04text\x18\x02 \x01(\tR\x04text\"z\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\"\xc9\x01\n" +
 	"\rAttemptFailed\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x18\n" +
 	"\aoutcome\x18\x02 \x01(\tR\aoutcome\x12\x1f\n" +
 	"\vhttp_status\x18\x03 \x01(\x05R\n" +
 	"httpStatus\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"6\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12M\n" +
+	"\foutcome_code\x18\x05 \x01(\x0e2*.switchyard.orchestrator.v1.AttemptOutcomeR\voutcomeCode\"6\n" +
 	"\aRestart\x12+\n" +
 	"\x11discarded_attempt\x18\x01 \x01(\x05R\x10discardedAttempt\"\xca\x01\n" +
 	"\x14DelegateTaskResponse\x12>\n" +
@@ -1240,7 +1337,7 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"legacyMode\x12\x1a\n" +
 	"\breplayed\x18\x12 \x01(\bR\breplayed\x12)\n" +
 	"\x10output_truncated\x18\x13 \x01(\bR\x0foutputTruncated\x12/\n" +
-	"\x13bookkeeping_pending\x18\x14 \x03(\tR\x12bookkeepingPending\"\x90\x02\n" +
+	"\x13bookkeeping_pending\x18\x14 \x03(\tR\x12bookkeepingPending\"\xdf\x02\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1d\n" +
 	"\n" +
@@ -1254,13 +1351,25 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"durationMs\x12\x1a\n" +
 	"\bwarnings\x18\b \x03(\tR\bwarnings\x12\x1d\n" +
 	"\n" +
-	"message_id\x18\t \x01(\tR\tmessageId*x\n" +
+	"message_id\x18\t \x01(\tR\tmessageId\x12M\n" +
+	"\foutcome_code\x18\n" +
+	" \x01(\x0e2*.switchyard.orchestrator.v1.AttemptOutcomeR\voutcomeCode*x\n" +
 	"\n" +
 	"TaskStatus\x12\x1b\n" +
 	"\x17TASK_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13TASK_STATUS_SUCCESS\x10\x01\x12\x16\n" +
 	"\x12TASK_STATUS_FAILED\x10\x02\x12\x1c\n" +
-	"\x18TASK_STATUS_RATE_LIMITED\x10\x032\x90\x02\n" +
+	"\x18TASK_STATUS_RATE_LIMITED\x10\x03*\xb7\x02\n" +
+	"\x0eAttemptOutcome\x12\x1f\n" +
+	"\x1bATTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17ATTEMPT_OUTCOME_SUCCESS\x10\x01\x12 \n" +
+	"\x1cATTEMPT_OUTCOME_RATE_LIMITED\x10\x02\x12!\n" +
+	"\x1dATTEMPT_OUTCOME_SPEND_LIMITED\x10\x03\x12\x1f\n" +
+	"\x1bATTEMPT_OUTCOME_AUTH_FAILED\x10\x04\x12\"\n" +
+	"\x1eATTEMPT_OUTCOME_UPSTREAM_ERROR\x10\x05\x12 \n" +
+	"\x1cATTEMPT_OUTCOME_CLIENT_ERROR\x10\x06\x12\x1d\n" +
+	"\x19ATTEMPT_OUTCOME_CANCELLED\x10\a\x12\x1c\n" +
+	"\x18ATTEMPT_OUTCOME_NOT_SENT\x10\b2\x90\x02\n" +
 	"\x13OrchestratorService\x12q\n" +
 	"\fDelegateTask\x12/.switchyard.orchestrator.v1.DelegateTaskRequest\x1a0.switchyard.orchestrator.v1.DelegateTaskResponse\x12\x85\x01\n" +
 	"\x12StreamDelegateTask\x125.switchyard.orchestrator.v1.StreamDelegateTaskRequest\x1a6.switchyard.orchestrator.v1.StreamDelegateTaskResponse0\x01BTZRgithub.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1;orchestratorv1b\x06proto3"
@@ -1277,41 +1386,44 @@ func file_switchyard_orchestrator_v1_orchestrator_proto_rawDescGZIP() []byte {
 	return file_switchyard_orchestrator_v1_orchestrator_proto_rawDescData
 }
 
-var file_switchyard_orchestrator_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_switchyard_orchestrator_v1_orchestrator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_switchyard_orchestrator_v1_orchestrator_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_switchyard_orchestrator_v1_orchestrator_proto_goTypes = []any{
 	(TaskStatus)(0),                    // 0: switchyard.orchestrator.v1.TaskStatus
-	(*DelegateTaskRequest)(nil),        // 1: switchyard.orchestrator.v1.DelegateTaskRequest
-	(*StreamDelegateTaskRequest)(nil),  // 2: switchyard.orchestrator.v1.StreamDelegateTaskRequest
-	(*StreamDelegateTaskResponse)(nil), // 3: switchyard.orchestrator.v1.StreamDelegateTaskResponse
-	(*TaskAccepted)(nil),               // 4: switchyard.orchestrator.v1.TaskAccepted
-	(*AttemptStarted)(nil),             // 5: switchyard.orchestrator.v1.AttemptStarted
-	(*TextDelta)(nil),                  // 6: switchyard.orchestrator.v1.TextDelta
-	(*AttemptFailed)(nil),              // 7: switchyard.orchestrator.v1.AttemptFailed
-	(*Restart)(nil),                    // 8: switchyard.orchestrator.v1.Restart
-	(*DelegateTaskResponse)(nil),       // 9: switchyard.orchestrator.v1.DelegateTaskResponse
-	(*TaskMetadata)(nil),               // 10: switchyard.orchestrator.v1.TaskMetadata
-	(*Attempt)(nil),                    // 11: switchyard.orchestrator.v1.Attempt
+	(AttemptOutcome)(0),                // 1: switchyard.orchestrator.v1.AttemptOutcome
+	(*DelegateTaskRequest)(nil),        // 2: switchyard.orchestrator.v1.DelegateTaskRequest
+	(*StreamDelegateTaskRequest)(nil),  // 3: switchyard.orchestrator.v1.StreamDelegateTaskRequest
+	(*StreamDelegateTaskResponse)(nil), // 4: switchyard.orchestrator.v1.StreamDelegateTaskResponse
+	(*TaskAccepted)(nil),               // 5: switchyard.orchestrator.v1.TaskAccepted
+	(*AttemptStarted)(nil),             // 6: switchyard.orchestrator.v1.AttemptStarted
+	(*TextDelta)(nil),                  // 7: switchyard.orchestrator.v1.TextDelta
+	(*AttemptFailed)(nil),              // 8: switchyard.orchestrator.v1.AttemptFailed
+	(*Restart)(nil),                    // 9: switchyard.orchestrator.v1.Restart
+	(*DelegateTaskResponse)(nil),       // 10: switchyard.orchestrator.v1.DelegateTaskResponse
+	(*TaskMetadata)(nil),               // 11: switchyard.orchestrator.v1.TaskMetadata
+	(*Attempt)(nil),                    // 12: switchyard.orchestrator.v1.Attempt
 }
 var file_switchyard_orchestrator_v1_orchestrator_proto_depIdxs = []int32{
-	4,  // 0: switchyard.orchestrator.v1.StreamDelegateTaskResponse.accepted:type_name -> switchyard.orchestrator.v1.TaskAccepted
-	5,  // 1: switchyard.orchestrator.v1.StreamDelegateTaskResponse.attempt_started:type_name -> switchyard.orchestrator.v1.AttemptStarted
-	6,  // 2: switchyard.orchestrator.v1.StreamDelegateTaskResponse.text:type_name -> switchyard.orchestrator.v1.TextDelta
-	7,  // 3: switchyard.orchestrator.v1.StreamDelegateTaskResponse.attempt_failed:type_name -> switchyard.orchestrator.v1.AttemptFailed
-	8,  // 4: switchyard.orchestrator.v1.StreamDelegateTaskResponse.restart:type_name -> switchyard.orchestrator.v1.Restart
-	9,  // 5: switchyard.orchestrator.v1.StreamDelegateTaskResponse.result:type_name -> switchyard.orchestrator.v1.DelegateTaskResponse
-	0,  // 6: switchyard.orchestrator.v1.DelegateTaskResponse.status:type_name -> switchyard.orchestrator.v1.TaskStatus
-	10, // 7: switchyard.orchestrator.v1.DelegateTaskResponse.metadata:type_name -> switchyard.orchestrator.v1.TaskMetadata
-	11, // 8: switchyard.orchestrator.v1.TaskMetadata.attempt_details:type_name -> switchyard.orchestrator.v1.Attempt
-	1,  // 9: switchyard.orchestrator.v1.OrchestratorService.DelegateTask:input_type -> switchyard.orchestrator.v1.DelegateTaskRequest
-	2,  // 10: switchyard.orchestrator.v1.OrchestratorService.StreamDelegateTask:input_type -> switchyard.orchestrator.v1.StreamDelegateTaskRequest
-	9,  // 11: switchyard.orchestrator.v1.OrchestratorService.DelegateTask:output_type -> switchyard.orchestrator.v1.DelegateTaskResponse
-	3,  // 12: switchyard.orchestrator.v1.OrchestratorService.StreamDelegateTask:output_type -> switchyard.orchestrator.v1.StreamDelegateTaskResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	5,  // 0: switchyard.orchestrator.v1.StreamDelegateTaskResponse.accepted:type_name -> switchyard.orchestrator.v1.TaskAccepted
+	6,  // 1: switchyard.orchestrator.v1.StreamDelegateTaskResponse.attempt_started:type_name -> switchyard.orchestrator.v1.AttemptStarted
+	7,  // 2: switchyard.orchestrator.v1.StreamDelegateTaskResponse.text:type_name -> switchyard.orchestrator.v1.TextDelta
+	8,  // 3: switchyard.orchestrator.v1.StreamDelegateTaskResponse.attempt_failed:type_name -> switchyard.orchestrator.v1.AttemptFailed
+	9,  // 4: switchyard.orchestrator.v1.StreamDelegateTaskResponse.restart:type_name -> switchyard.orchestrator.v1.Restart
+	10, // 5: switchyard.orchestrator.v1.StreamDelegateTaskResponse.result:type_name -> switchyard.orchestrator.v1.DelegateTaskResponse
+	1,  // 6: switchyard.orchestrator.v1.AttemptFailed.outcome_code:type_name -> switchyard.orchestrator.v1.AttemptOutcome
+	0,  // 7: switchyard.orchestrator.v1.DelegateTaskResponse.status:type_name -> switchyard.orchestrator.v1.TaskStatus
+	11, // 8: switchyard.orchestrator.v1.DelegateTaskResponse.metadata:type_name -> switchyard.orchestrator.v1.TaskMetadata
+	12, // 9: switchyard.orchestrator.v1.TaskMetadata.attempt_details:type_name -> switchyard.orchestrator.v1.Attempt
+	1,  // 10: switchyard.orchestrator.v1.Attempt.outcome_code:type_name -> switchyard.orchestrator.v1.AttemptOutcome
+	2,  // 11: switchyard.orchestrator.v1.OrchestratorService.DelegateTask:input_type -> switchyard.orchestrator.v1.DelegateTaskRequest
+	3,  // 12: switchyard.orchestrator.v1.OrchestratorService.StreamDelegateTask:input_type -> switchyard.orchestrator.v1.StreamDelegateTaskRequest
+	10, // 13: switchyard.orchestrator.v1.OrchestratorService.DelegateTask:output_type -> switchyard.orchestrator.v1.DelegateTaskResponse
+	4,  // 14: switchyard.orchestrator.v1.OrchestratorService.StreamDelegateTask:output_type -> switchyard.orchestrator.v1.StreamDelegateTaskResponse
+	13, // [13:15] is the sub-list for method output_type
+	11, // [11:13] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_orchestrator_v1_orchestrator_proto_init() }
@@ -1332,7 +1444,7 @@ func file_switchyard_orchestrator_v1_orchestrator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc), len(file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,

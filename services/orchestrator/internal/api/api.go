@@ -94,7 +94,8 @@ func eventToProto(e delegate.Event) *orchestratorv1.StreamDelegateTaskResponse {
 		out.Event = &orchestratorv1.StreamDelegateTaskResponse_Text{Text: &orchestratorv1.TextDelta{Attempt: int32(e.Attempt), Text: e.Text}}
 	case delegate.EventAttemptFailed:
 		out.Event = &orchestratorv1.StreamDelegateTaskResponse_AttemptFailed{AttemptFailed: &orchestratorv1.AttemptFailed{
-			Number: int32(e.Attempt), Outcome: e.Outcome, HttpStatus: int32(e.HTTPStatus), Reason: e.Reason,
+			Number: int32(e.Attempt), Outcome: e.Outcome, OutcomeCode: delegate.AttemptOutcomeCode(e.Outcome),
+			HttpStatus: int32(e.HTTPStatus), Reason: e.Reason,
 		}}
 	case delegate.EventRestart:
 		out.Event = &orchestratorv1.StreamDelegateTaskResponse_Restart{Restart: &orchestratorv1.Restart{DiscardedAttempt: int32(e.Attempt)}}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -31,6 +32,16 @@ func exhaustedDetails(err error) (string, time.Duration) {
 		}
 	}
 	return st.Message(), delay
+}
+
+// AttemptOutcomeCode is the enum of an attempt outcome's name (Attempt's
+// and AttemptFailed's outcome): ATTEMPT_OUTCOME_ and the name in capitals,
+// UNSPECIFIED for a name the contract does not know.
+func AttemptOutcomeCode(outcome string) orchestratorv1.AttemptOutcome {
+	if v, ok := orchestratorv1.AttemptOutcome_value["ATTEMPT_OUTCOME_"+strings.ToUpper(outcome)]; ok {
+		return orchestratorv1.AttemptOutcome(v)
+	}
+	return orchestratorv1.AttemptOutcome_ATTEMPT_OUTCOME_UNSPECIFIED
 }
 
 func outcomeToProto(o executor.Outcome) accountpoolv1.Outcome {

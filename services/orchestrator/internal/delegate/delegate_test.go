@@ -85,6 +85,13 @@ func TestFailsOverToADifferentAccountOnRateLimit(t *testing.T) {
 	require.Zero(t, md.GetRetryAfterMs(), "a successful task has nothing to wait for")
 	require.EqualValues(t, 10, md.GetInputTokens())
 	require.EqualValues(t, 3, md.GetCacheReadTokens())
+	var codes []orchestratorv1.AttemptOutcome
+	for _, a := range md.GetAttemptDetails() {
+		codes = append(codes, a.GetOutcomeCode())
+	}
+	require.Equal(t, []orchestratorv1.AttemptOutcome{orchestratorv1.AttemptOutcome_ATTEMPT_OUTCOME_RATE_LIMITED,
+		orchestratorv1.AttemptOutcome_ATTEMPT_OUTCOME_RATE_LIMITED, orchestratorv1.AttemptOutcome_ATTEMPT_OUTCOME_SUCCESS}, codes,
+		"each attempt's outcome as the enum too")
 
 	// The pool saw the tried accounts excluded, one more each time.
 	require.Len(t, h.pool.selects, 3)

@@ -65,6 +65,7 @@ func TestProtoStructMatchesProtojson(t *testing.T) {
 			md.AttemptDetails = append(md.AttemptDetails, &orchestratorv1.Attempt{
 				Number: int32(rng.IntN(4)), AccountId: str(), AccountName: str(), Outcome: str(), HttpStatus: int32(rng.IntN(600)),
 				Error: str(), DurationMs: rng.Int64N(1e6), Warnings: []string{str()}, MessageId: str(),
+				OutcomeCode: orchestratorv1.AttemptOutcome(rng.IntN(10)), // 9: a number no value has
 			})
 		}
 		for range rng.IntN(3) {

@@ -38,7 +38,7 @@ func (run *taskRun) response() *orchestratorv1.DelegateTaskResponse {
 		md.AccountId, md.AccountName = a.accountID, a.accountName
 		md.AttemptDetails = append(md.AttemptDetails, &orchestratorv1.Attempt{
 			Number: int32(a.number), AccountId: a.accountID, AccountName: a.accountName,
-			Outcome: a.result.Outcome.String(), HttpStatus: int32(a.result.HTTPStatus),
+			Outcome: a.result.Outcome.String(), OutcomeCode: AttemptOutcomeCode(a.result.Outcome.String()), HttpStatus: int32(a.result.HTTPStatus),
 			Error: errorText(a.result), DurationMs: a.result.Duration.Milliseconds(),
 			Warnings: a.result.Warnings, MessageId: a.result.MessageID,
 		})
