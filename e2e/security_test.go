@@ -1,13 +1,11 @@
 package e2e_test
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 )
 
 func TestCallersGetTheRightCodes(t *testing.T) {
@@ -100,24 +99,6 @@ func TestCallersGetTheRightCodes(t *testing.T) {
 	require.Equal(t, "acme", started.GetActivity().GetOrganizationId())
 }
 
-// syncBuffer collects the logs of every service.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func canaryKey(t *testing.T) string {
 	var b [12]byte
 	_, err := rand.Read(b[:])
@@ -128,7 +109,7 @@ func canaryKey(t *testing.T) string {
 // A canary key registered at the start must never appear in logs, spans,
 // error messages or responses, on success and failure paths alike.
 func TestCanaryKeyNeverLeaks(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	exp := tracetest.NewInMemoryExporter()
 	s := startStack(t, stackOptions{logs: logs, exporter: exp})
 	ctx := testContext(t)

@@ -19,6 +19,7 @@ import (
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
 	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 )
 
 // designExample is the task of the original design, verbatim.
@@ -300,7 +301,7 @@ func hostileUpstream(t *testing.T) http.Handler {
 }
 
 func TestHostileUpstreamLeaksNoKeyAndStillRecordsUsage(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	s := startStack(t, stackOptions{upstream: hostileUpstream(t), logs: &logs})
 	const okKey, errKey = "sk-ant-api03-hostileokcanary000001", "sk-ant-api03-hostileerrcanary00002"
 	s.register(t, "acme", "a", okKey, "scale")

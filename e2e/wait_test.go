@@ -11,10 +11,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 )
 
 // countLines is how many lines of the logs contain every one of subs.
-func countLines(logs *syncBuffer, subs ...string) int {
+func countLines(logs *syncbuf.Buffer, subs ...string) int {
 	n := 0
 lines:
 	for _, line := range strings.Split(logs.String(), "\n") {
@@ -37,7 +38,7 @@ func TestAWaitingTaskIsWokenWhenCapacityFrees(t *testing.T) {
 	eachStore(t, func(t *testing.T, base stackOptions) {
 		tiers := filepath.Join(t.TempDir(), "tiers.json")
 		require.NoError(t, os.WriteFile(tiers, []byte(`{"tiny": {"default": {"rpm": 1000, "input_tpm": 1000000, "output_tpm": 1500}}}`), 0o600))
-		logs := &syncBuffer{}
+		logs := &syncbuf.Buffer{}
 		s := startStack(t, base.with(func(o *stackOptions) { o.tiersFile, o.logs = tiers, logs }))
 		const key = "sk-ant-sim-slow-waiting"
 		s.register(t, "waiter", "only", key, "tiny")

@@ -12,12 +12,12 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/switchyard-dev/switchyard/pkg/buildinfo"
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -44,30 +44,11 @@ func TestUsageErrors(t *testing.T) {
 	require.ErrorContains(t, err, "keyring")
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a running
-// command and the reads of the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestDevStartsEverythingAndStopsCleanly(t *testing.T) {
 	t.Setenv(envKeyring, "")
 	t.Setenv(envAnthropicAPIKey, "")
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
+	var out, errOut syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"dev",

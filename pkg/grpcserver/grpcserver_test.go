@@ -1,12 +1,10 @@
 package grpcserver_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 )
 
 // panicky is a health server whose Check panics, standing in for a buggy
@@ -32,25 +31,8 @@ func (panicky) List(context.Context, *healthpb.HealthListRequest) (*healthpb.Hea
 	panic("handler bug with sk-ant-secret-value in it")
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestServerLifecycleHealthReflectionAndRecovery(t *testing.T) {
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Name: "test", Logger: slog.New(slog.NewTextHandler(&logs, nil))},
 		func(r grpc.ServiceRegistrar) {
 			r.RegisterService(&grpc.ServiceDesc{

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 )
 
@@ -58,7 +59,7 @@ func TestInfrastructureCallsAreNotInstrumentedAndAccessLogsAreDebug(t *testing.T
 	reader := sdkmetric.NewManualReader()
 	tel, shutdown := telemetry.New("svc", spans, telemetry.WithMetricReader(reader))
 	defer func() { _ = shutdown(context.Background()) }()
-	var debugLogs, infoLogs syncBuffer
+	var debugLogs, infoLogs syncbuf.Buffer
 	logger := slog.New(teeHandler{
 		slog.NewTextHandler(&debugLogs, &slog.HandlerOptions{Level: slog.LevelDebug}),
 		slog.NewTextHandler(&infoLogs, &slog.HandlerOptions{Level: slog.LevelInfo}),

@@ -1,7 +1,6 @@
 package telemetry_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/switchyard-dev/switchyard/pkg/grpcclient"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 )
 
@@ -338,7 +338,7 @@ func TestExportErrorsAreLogged(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", srv.URL+"/v1/traces")
 	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "10") // ms: the batches leave on their own
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	p := startProcess(t, telemetry.Config{Name: "test", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	tel := p.Service("svc")
 	for i := 1; i <= 3; i++ {
@@ -364,23 +364,6 @@ func TestGRPCOptionsNeverUseTheGlobals(t *testing.T) {
 	require.NoError(t, err)
 	defer conn.Close()
 	require.NoError(t, conn.Invoke(ctx, "/test.v1.Echo/Ping", &emptypb.Empty{}, &emptypb.Empty{}))
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestProfilingIsServedOnlyWhenAsked(t *testing.T) {

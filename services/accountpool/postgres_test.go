@@ -1,7 +1,6 @@
 package accountpool_test
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 	"github.com/switchyard-dev/switchyard/pkg/tcpproxy"
 	"github.com/switchyard-dev/switchyard/services/accountpool"
 )
@@ -89,24 +89,6 @@ func (r *running) requireServing(t *testing.T) {
 	require.Eventually(t, func() bool { return r.serving(t.Context()) }, 10*time.Second, 10*time.Millisecond)
 }
 
-// syncBuffer is a log destination safe to read while the service writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestPostgresRestartKeepsEverything: what a service on PostgreSQL
 // acknowledged is there after a restart with the same keyring: accounts
 // (selectable, keys decrypt), settings, usage rows and their idempotency.
@@ -120,7 +102,7 @@ func TestPostgresRestartKeepsEverything(t *testing.T) {
 	u, err := url.Parse(schema.AppURL)
 	require.NoError(t, err)
 	u.User = url.UserPassword(migrations.AppRole, password)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	cfg := accountpool.Config{Keyring: keyring, DatabaseURL: u.String(), Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	ctx := t.Context()
 	org := newOrg()

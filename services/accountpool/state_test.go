@@ -7,14 +7,15 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 	"github.com/switchyard-dev/switchyard/services/accountpool"
 )
 
 // newService builds (and at the end shuts down) a service on cfg, with its
 // log in the returned buffer.
-func newService(t *testing.T, cfg accountpool.Config) (*syncBuffer, error) {
+func newService(t *testing.T, cfg accountpool.Config) (*syncbuf.Buffer, error) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	keyring, err := accountpool.GenerateKeyring()
 	require.NoError(t, err)
 	cfg.Addr, cfg.Keyring, cfg.InsecureNoAuth = "127.0.0.1:0", keyring, true

@@ -1,7 +1,6 @@
 package activity_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/fakeclock"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
+	"github.com/switchyard-dev/switchyard/pkg/syncbuf"
 	"github.com/switchyard-dev/switchyard/services/activity"
 )
 
@@ -35,29 +35,11 @@ const (
 	failed      = activityv1.ActivityStatus_ACTIVITY_STATUS_FAILED
 )
 
-// syncBuffer collects logs written by server goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	client activityv1.ActivityServiceClient
 	health healthpb.HealthClient
 	clock  *fakeclock.Clock
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 	stop   func() error
 }
 
@@ -80,7 +62,7 @@ func startServiceWith(t *testing.T, cfg activity.Config) *harness {
 // logger and, unless cfg has one, clock, without waiting for it.
 func launch(t *testing.T, cfg activity.Config) *harness {
 	t.Helper()
-	h := &harness{clock: fakeclock.New(time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)), logs: &syncBuffer{}}
+	h := &harness{clock: fakeclock.New(time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)), logs: &syncbuf.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, nil))
