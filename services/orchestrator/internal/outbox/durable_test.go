@@ -191,15 +191,25 @@ func TestDurableQueuedRecordIsStoredAfterTheHold(t *testing.T) {
 	require.Equal(t, []string{"task-1:a", "task-1:b", "task-2:c"}, bodies(t, dir))
 }
 
-func TestDurableSlowDeliveryIsStoredThenForgotten(t *testing.T) {
-	dir := t.TempDir()
+// storedSlowRecord opens a durable outbox whose target holds the delivery
+// of one record until release, enqueues that record, and returns once the
+// writer has stored it (its delivery outlasted the hold); c answers the
+// Enqueue.
+func storedSlowRecord(t *testing.T) (o *outbox.Outbox, h *outbox.Hook, dir string, release func(), c <-chan outbox.Result) {
+	t.Helper()
+	dir = t.TempDir()
 	tg := newGated()
-	release := tg.gate("slow")
-	o, h := openHooked(t, outbox.Config{Dir: dir, Deliver: tg.deliver, PersistDelay: time.Millisecond})
+	release = tg.gate("slow")
+	o, h = openHooked(t, outbox.Config{Dir: dir, Deliver: tg.deliver, PersistDelay: time.Millisecond})
 	run(t, o)
-	c := enqueueAsync(o, rec("task-1", "slow"))
+	c = enqueueAsync(o, rec("task-1", "slow"))
 	require.Eventually(t, func() bool { puts, _ := h.Writes(); return puts == 1 }, 5*time.Second, time.Millisecond,
 		"a record whose delivery outlasts the hold is stored")
+	return o, h, dir, release, c
+}
+
+func TestDurableSlowDeliveryIsStoredThenForgotten(t *testing.T) {
+	o, h, dir, release, c := storedSlowRecord(t)
 	release()
 	require.True(t, answer(t, c).Delivered)
 	require.Eventually(t, func() bool { _, dels := h.Writes(); return dels == 1 }, 5*time.Second, time.Millisecond,
@@ -295,13 +305,7 @@ func TestDurableCloseFlushesQueuedDeletes(t *testing.T) {
 }
 
 func TestDurableDrainFlushesTheWriter(t *testing.T) {
-	dir := t.TempDir()
-	tg := newGated()
-	release := tg.gate("slow")
-	o, h := openHooked(t, outbox.Config{Dir: dir, Deliver: tg.deliver, PersistDelay: time.Millisecond})
-	run(t, o)
-	c := enqueueAsync(o, rec("task-1", "slow"))
-	require.Eventually(t, func() bool { puts, _ := h.Writes(); return puts == 1 }, 5*time.Second, time.Millisecond)
+	o, h, _, release, c := storedSlowRecord(t)
 	release()
 	require.True(t, answer(t, c).Delivered)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -394,13 +398,7 @@ func TestDurableRecordThatCannotBeStoredIsWithdrawn(t *testing.T) {
 }
 
 func TestDurableFailedDeleteIsRetriedWithTheNextWrite(t *testing.T) {
-	dir := t.TempDir()
-	tg := newGated()
-	release := tg.gate("slow")
-	o, h := openHooked(t, outbox.Config{Dir: dir, Deliver: tg.deliver, PersistDelay: time.Millisecond})
-	run(t, o)
-	c := enqueueAsync(o, rec("task-1", "slow"))
-	require.Eventually(t, func() bool { puts, _ := h.Writes(); return puts == 1 }, 5*time.Second, time.Millisecond)
+	o, h, dir, release, c := storedSlowRecord(t)
 	h.Fail(errDisk) // the delete of the delivered record fails once
 	release()
 	require.True(t, answer(t, c).Delivered)
