@@ -142,8 +142,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// directKeys is how many simulator keys the direct calls spread over.
-const directKeys = 512
+// directKeys is how many simulator keys the direct calls spread over;
+// maxDirectConns how many connections to the simulator they keep; and
+// maxInFlight how many calls an open-loop step lets run at once (a call
+// due beyond it counts as failed).
+const (
+	directKeys     = 512
+	maxDirectConns = 256
+	maxInFlight    = 4096
+)
 
 // storeResult is every step of one store's run.
 type storeResult struct {
@@ -174,17 +181,28 @@ func benchStore(ctx context.Context, o options, cfg stackConfig, log io.Writer) 
 	for i := range keys {
 		keys[i] = fmt.Sprintf("sk-ant-sim-scale-direct-%d", i)
 	}
-	maxConns := 256
-	direct := directCall(s.simURL, keys, maxConns)
+	direct := directCall(s.simURL, keys, maxDirectConns)
 	delegate := delegateCall(s.client)
 	res := storeResult{store: cfg.store}
-	check := func(what string, sm sample) error {
+	// measure runs one step, fails on any failed call, and logs the step.
+	measure := func(what string, step func() (sample, error)) (sample, error) {
+		sm, err := step()
+		if err != nil {
+			return sm, err
+		}
 		if sm.failures > 0 {
-			return fmt.Errorf("%s: %d of %d calls failed; the first: %v", what, sm.failures, sm.tasks, sm.firstErr)
+			return sm, fmt.Errorf("%s: %d of %d calls failed; the first: %v", what, sm.failures, sm.tasks, sm.firstErr)
 		}
 		fmt.Fprintf(log, "  %-40s %8.0f/s  p50 %-8s p99 %-8s cpu/task %s\n", what, sm.throughput(), ms(sm.quantile(0.5)), ms(sm.quantile(0.99)), ms(sm.cpuPerTask(-1)))
-		return nil
+		return sm, nil
 	}
+	closed := func(callers int, fn callFunc) func() (sample, error) {
+		return func() (sample, error) { return closedLoop(ctx, callers, o.warmup, o.duration, fn, s.cpu) }
+	}
+	open := func(fn callFunc) func() (sample, error) {
+		return func() (sample, error) { return openLoop(ctx, o.rate, o.warmup, o.duration, maxInFlight, fn, s.cpu) }
+	}
+
 	idle, err := idleCPU(ctx, s, 2*time.Second)
 	if err != nil {
 		return res, err
@@ -193,60 +211,45 @@ func benchStore(ctx context.Context, o options, cfg stackConfig, log io.Writer) 
 	unaryAt := map[int]sample{}
 	for _, c := range o.callers {
 		st := step{label: fmt.Sprintf("%d callers", c)}
-		if st.direct, err = closedLoop(ctx, c, o.warmup, o.duration, direct, s.cpu); err != nil {
-			return res, err
-		}
-		if err := check("direct, "+st.label, st.direct); err != nil {
+		if st.direct, err = measure("direct, "+st.label, closed(c, direct)); err != nil {
 			return res, err
 		}
 		var profiled func() error
 		if o.profileDir != "" && c == profileCallers(o.callers) {
 			profiled = s.profile(ctx, o.profileDir, o.warmup, o.duration)
 		}
-		if st.system, err = closedLoop(ctx, c, o.warmup, o.duration, delegate, s.cpu); err != nil {
-			return res, err
-		}
+		st.system, err = measure("DelegateTask, "+st.label, closed(c, delegate))
 		if profiled != nil {
-			if err := profiled(); err != nil {
-				return res, err
-			}
+			err = errors.Join(err, profiled())
 		}
-		if err := check("DelegateTask, "+st.label, st.system); err != nil {
+		if err != nil {
 			return res, err
 		}
 		unaryAt[c] = st.system
 		res.steps = append(res.steps, st)
 	}
 	st := step{label: fmt.Sprintf("open loop, %g/s", o.rate)}
-	if st.direct, err = openLoop(ctx, o.rate, o.warmup, o.duration, 4096, direct, s.cpu); err != nil {
+	if st.direct, err = measure("direct, "+st.label, open(direct)); err != nil {
 		return res, err
 	}
-	if err := check("direct, "+st.label, st.direct); err != nil {
-		return res, err
-	}
-	if st.system, err = openLoop(ctx, o.rate, o.warmup, o.duration, 4096, delegate, s.cpu); err != nil {
-		return res, err
-	}
-	if err := check("DelegateTask, "+st.label, st.system); err != nil {
+	if st.system, err = measure("DelegateTask, "+st.label, open(delegate)); err != nil {
 		return res, err
 	}
 	res.steps = append(res.steps, st)
 
 	if c := o.streamCallers; c > 0 {
+		label := fmt.Sprintf("%d callers", c)
 		unary, ok := unaryAt[c]
 		if !ok {
-			if unary, err = closedLoop(ctx, c, o.warmup, o.duration, delegate, s.cpu); err != nil {
+			if unary, err = measure("DelegateTask, "+label, closed(c, delegate)); err != nil {
 				return res, err
 			}
 		}
-		streamed, err := closedLoop(ctx, c, o.warmup, o.duration, streamCall(s.client), s.cpu)
+		streamed, err := measure("StreamDelegateTask, "+label, closed(c, streamCall(s.client)))
 		if err != nil {
 			return res, err
 		}
-		if err := check(fmt.Sprintf("StreamDelegateTask, %d callers", c), streamed); err != nil {
-			return res, err
-		}
-		res.stream = &step{label: fmt.Sprintf("%d callers", c), direct: unary, system: streamed}
+		res.stream = &step{label: label, direct: unary, system: streamed}
 	}
 	if o.spans {
 		stats, err := spanBreakdown(s.services)
