@@ -2723,6 +2723,116 @@ func (x *GetUsageResponse) GetNextPageToken() string {
 	return ""
 }
 
+type WatchAccountsRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	// The least time between two messages: default 500ms, at least 100ms,
+	// at most 1 minute. Changes within it are coalesced into the next
+	// message.
+	MinInterval   *durationpb.Duration `protobuf:"bytes,2,opt,name=min_interval,json=minInterval,proto3" json:"min_interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAccountsRequest) Reset() {
+	*x = WatchAccountsRequest{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAccountsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAccountsRequest) ProtoMessage() {}
+
+func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAccountsRequest.ProtoReflect.Descriptor instead.
+func (*WatchAccountsRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WatchAccountsRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *WatchAccountsRequest) GetMinInterval() *durationpb.Duration {
+	if x != nil {
+		return x.MinInterval
+	}
+	return nil
+}
+
+type WatchAccountsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every account of the organization, ordered by name, with its live
+	// state.
+	Accounts []*Account `protobuf:"bytes,1,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	// When the live state was read.
+	ObserveTime   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=observe_time,json=observeTime,proto3" json:"observe_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchAccountsResponse) Reset() {
+	*x = WatchAccountsResponse{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchAccountsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchAccountsResponse) ProtoMessage() {}
+
+func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchAccountsResponse.ProtoReflect.Descriptor instead.
+func (*WatchAccountsResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *WatchAccountsResponse) GetAccounts() []*Account {
+	if x != nil {
+		return x.Accounts
+	}
+	return nil
+}
+
+func (x *WatchAccountsResponse) GetObserveTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ObserveTime
+	}
+	return nil
+}
+
 var File_switchyard_accountpool_v1_accountpool_proto protoreflect.FileDescriptor
 
 const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
@@ -2974,7 +3084,13 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\n" +
 	"by_account\x18\x02 \x03(\v2&.switchyard.accountpool.v1.UsageTotalsR\tbyAccount\x12@\n" +
 	"\arecords\x18\x03 \x03(\v2&.switchyard.accountpool.v1.UsageRecordR\arecords\x12&\n" +
-	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken*\x83\x01\n" +
+	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken\"}\n" +
+	"\x14WatchAccountsRequest\x12'\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12<\n" +
+	"\fmin_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vminInterval\"\x96\x01\n" +
+	"\x15WatchAccountsResponse\x12>\n" +
+	"\baccounts\x18\x01 \x03(\v2\".switchyard.accountpool.v1.AccountR\baccounts\x12=\n" +
+	"\fobserve_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vobserveTime*\x83\x01\n" +
 	"\rAccountStatus\x12\x1e\n" +
 	"\x1aACCOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ACCOUNT_STATUS_ACTIVE\x10\x01\x12\x1b\n" +
@@ -3000,8 +3116,7 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x13OUTCOME_AUTH_FAILED\x10\x04\x12\x1a\n" +
 	"\x16OUTCOME_UPSTREAM_ERROR\x10\x05\x12\x18\n" +
 	"\x14OUTCOME_CLIENT_ERROR\x10\x06\x12\x15\n" +
-	"\x11OUTCOME_CANCELLED\x10\a2\xcb\n" +
-	"\n" +
+	"\x11OUTCOME_CANCELLED\x10\a2\xc1\v\n" +
 	"\x12AccountPoolService\x12x\n" +
 	"\x0fRegisterAccount\x121.switchyard.accountpool.v1.RegisterAccountRequest\x1a2.switchyard.accountpool.v1.RegisterAccountResponse\x12i\n" +
 	"\n" +
@@ -3014,7 +3129,8 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\rRecordRequest\x12/.switchyard.accountpool.v1.RecordRequestRequest\x1a0.switchyard.accountpool.v1.RecordRequestResponse\x12\x90\x01\n" +
 	"\x17GetOrganizationSettings\x129.switchyard.accountpool.v1.GetOrganizationSettingsRequest\x1a:.switchyard.accountpool.v1.GetOrganizationSettingsResponse\x12\x99\x01\n" +
 	"\x1aUpdateOrganizationSettings\x12<.switchyard.accountpool.v1.UpdateOrganizationSettingsRequest\x1a=.switchyard.accountpool.v1.UpdateOrganizationSettingsResponse\x12c\n" +
-	"\bGetUsage\x12*.switchyard.accountpool.v1.GetUsageRequest\x1a+.switchyard.accountpool.v1.GetUsageResponseBRZPgithub.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1;accountpoolv1b\x06proto3"
+	"\bGetUsage\x12*.switchyard.accountpool.v1.GetUsageRequest\x1a+.switchyard.accountpool.v1.GetUsageResponse\x12t\n" +
+	"\rWatchAccounts\x12/.switchyard.accountpool.v1.WatchAccountsRequest\x1a0.switchyard.accountpool.v1.WatchAccountsResponse0\x01BRZPgithub.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1;accountpoolv1b\x06proto3"
 
 var (
 	file_switchyard_accountpool_v1_accountpool_proto_rawDescOnce sync.Once
@@ -3029,7 +3145,7 @@ func file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_accountpool_v1_accountpool_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchyard_accountpool_v1_accountpool_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_switchyard_accountpool_v1_accountpool_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_switchyard_accountpool_v1_accountpool_proto_goTypes = []any{
 	(AccountStatus)(0),                         // 0: switchyard.accountpool.v1.AccountStatus
 	(BreakerState)(0),                          // 1: switchyard.accountpool.v1.BreakerState
@@ -3066,22 +3182,24 @@ var file_switchyard_accountpool_v1_accountpool_proto_goTypes = []any{
 	(*UsageTotals)(nil),                        // 32: switchyard.accountpool.v1.UsageTotals
 	(*UsageRecord)(nil),                        // 33: switchyard.accountpool.v1.UsageRecord
 	(*GetUsageResponse)(nil),                   // 34: switchyard.accountpool.v1.GetUsageResponse
-	nil,                                        // 35: switchyard.accountpool.v1.Account.LabelsEntry
-	nil,                                        // 36: switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),              // 37: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),                // 38: google.protobuf.Duration
+	(*WatchAccountsRequest)(nil),               // 35: switchyard.accountpool.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil),              // 36: switchyard.accountpool.v1.WatchAccountsResponse
+	nil,                                        // 37: switchyard.accountpool.v1.Account.LabelsEntry
+	nil,                                        // 38: switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),              // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),                // 40: google.protobuf.Duration
 }
 var file_switchyard_accountpool_v1_accountpool_proto_depIdxs = []int32{
 	0,  // 0: switchyard.accountpool.v1.Account.status:type_name -> switchyard.accountpool.v1.AccountStatus
-	35, // 1: switchyard.accountpool.v1.Account.labels:type_name -> switchyard.accountpool.v1.Account.LabelsEntry
-	37, // 2: switchyard.accountpool.v1.Account.create_time:type_name -> google.protobuf.Timestamp
-	37, // 3: switchyard.accountpool.v1.Account.update_time:type_name -> google.protobuf.Timestamp
+	37, // 1: switchyard.accountpool.v1.Account.labels:type_name -> switchyard.accountpool.v1.Account.LabelsEntry
+	39, // 2: switchyard.accountpool.v1.Account.create_time:type_name -> google.protobuf.Timestamp
+	39, // 3: switchyard.accountpool.v1.Account.update_time:type_name -> google.protobuf.Timestamp
 	5,  // 4: switchyard.accountpool.v1.Account.breaker:type_name -> switchyard.accountpool.v1.CircuitBreaker
 	6,  // 5: switchyard.accountpool.v1.Account.capacity:type_name -> switchyard.accountpool.v1.Capacity
-	37, // 6: switchyard.accountpool.v1.Account.cooldown_until:type_name -> google.protobuf.Timestamp
+	39, // 6: switchyard.accountpool.v1.Account.cooldown_until:type_name -> google.protobuf.Timestamp
 	1,  // 7: switchyard.accountpool.v1.CircuitBreaker.state:type_name -> switchyard.accountpool.v1.BreakerState
-	37, // 8: switchyard.accountpool.v1.CircuitBreaker.open_until:type_name -> google.protobuf.Timestamp
-	36, // 9: switchyard.accountpool.v1.RegisterAccountRequest.labels:type_name -> switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
+	39, // 8: switchyard.accountpool.v1.CircuitBreaker.open_until:type_name -> google.protobuf.Timestamp
+	38, // 9: switchyard.accountpool.v1.RegisterAccountRequest.labels:type_name -> switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
 	4,  // 10: switchyard.accountpool.v1.RegisterAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
 	4,  // 11: switchyard.accountpool.v1.GetAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
 	4,  // 12: switchyard.accountpool.v1.ListAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
@@ -3089,55 +3207,60 @@ var file_switchyard_accountpool_v1_accountpool_proto_depIdxs = []int32{
 	4,  // 14: switchyard.accountpool.v1.UpdateAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
 	4,  // 15: switchyard.accountpool.v1.RotateAccountKeyResponse.account:type_name -> switchyard.accountpool.v1.Account
 	2,  // 16: switchyard.accountpool.v1.SelectAccountRequest.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	38, // 17: switchyard.accountpool.v1.SelectAccountRequest.max_wait:type_name -> google.protobuf.Duration
-	37, // 18: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
+	40, // 17: switchyard.accountpool.v1.SelectAccountRequest.max_wait:type_name -> google.protobuf.Duration
+	39, // 18: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
 	20, // 19: switchyard.accountpool.v1.SelectAccountResponse.lease:type_name -> switchyard.accountpool.v1.Lease
 	2,  // 20: switchyard.accountpool.v1.SelectAccountResponse.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
 	22, // 21: switchyard.accountpool.v1.SelectAccountResponse.candidates:type_name -> switchyard.accountpool.v1.Candidate
-	37, // 22: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
-	37, // 23: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
-	37, // 24: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
+	39, // 22: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
+	39, // 23: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
+	39, // 24: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
 	3,  // 25: switchyard.accountpool.v1.RecordRequestRequest.outcome:type_name -> switchyard.accountpool.v1.Outcome
 	23, // 26: switchyard.accountpool.v1.RecordRequestRequest.rate_limit:type_name -> switchyard.accountpool.v1.RateLimitHeaders
 	2,  // 27: switchyard.accountpool.v1.OrganizationSettings.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	37, // 28: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
+	39, // 28: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
 	26, // 29: switchyard.accountpool.v1.GetOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
 	2,  // 30: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
 	26, // 31: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	37, // 32: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
-	37, // 33: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	39, // 32: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	39, // 33: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
 	3,  // 34: switchyard.accountpool.v1.UsageRecord.outcome:type_name -> switchyard.accountpool.v1.Outcome
-	37, // 35: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
+	39, // 35: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
 	32, // 36: switchyard.accountpool.v1.GetUsageResponse.total:type_name -> switchyard.accountpool.v1.UsageTotals
 	32, // 37: switchyard.accountpool.v1.GetUsageResponse.by_account:type_name -> switchyard.accountpool.v1.UsageTotals
 	33, // 38: switchyard.accountpool.v1.GetUsageResponse.records:type_name -> switchyard.accountpool.v1.UsageRecord
-	7,  // 39: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
-	9,  // 40: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
-	11, // 41: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
-	13, // 42: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
-	15, // 43: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
-	17, // 44: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:input_type -> switchyard.accountpool.v1.RotateAccountKeyRequest
-	19, // 45: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
-	24, // 46: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
-	27, // 47: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
-	29, // 48: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
-	31, // 49: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
-	8,  // 50: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
-	10, // 51: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
-	12, // 52: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
-	14, // 53: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
-	16, // 54: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
-	18, // 55: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:output_type -> switchyard.accountpool.v1.RotateAccountKeyResponse
-	21, // 56: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
-	25, // 57: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
-	28, // 58: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
-	30, // 59: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
-	34, // 60: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
-	50, // [50:61] is the sub-list for method output_type
-	39, // [39:50] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	40, // 39: switchyard.accountpool.v1.WatchAccountsRequest.min_interval:type_name -> google.protobuf.Duration
+	4,  // 40: switchyard.accountpool.v1.WatchAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
+	39, // 41: switchyard.accountpool.v1.WatchAccountsResponse.observe_time:type_name -> google.protobuf.Timestamp
+	7,  // 42: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
+	9,  // 43: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
+	11, // 44: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
+	13, // 45: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
+	15, // 46: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
+	17, // 47: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:input_type -> switchyard.accountpool.v1.RotateAccountKeyRequest
+	19, // 48: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
+	24, // 49: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
+	27, // 50: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
+	29, // 51: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
+	31, // 52: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
+	35, // 53: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:input_type -> switchyard.accountpool.v1.WatchAccountsRequest
+	8,  // 54: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
+	10, // 55: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
+	12, // 56: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
+	14, // 57: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
+	16, // 58: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
+	18, // 59: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:output_type -> switchyard.accountpool.v1.RotateAccountKeyResponse
+	21, // 60: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
+	25, // 61: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
+	28, // 62: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
+	30, // 63: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
+	34, // 64: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
+	36, // 65: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:output_type -> switchyard.accountpool.v1.WatchAccountsResponse
+	54, // [54:66] is the sub-list for method output_type
+	42, // [42:54] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_accountpool_v1_accountpool_proto_init() }
@@ -3152,7 +3275,7 @@ func file_switchyard_accountpool_v1_accountpool_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_accountpool_v1_accountpool_proto_rawDesc), len(file_switchyard_accountpool_v1_accountpool_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   33,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

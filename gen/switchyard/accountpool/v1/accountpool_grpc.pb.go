@@ -30,6 +30,7 @@ const (
 	AccountPoolService_GetOrganizationSettings_FullMethodName    = "/switchyard.accountpool.v1.AccountPoolService/GetOrganizationSettings"
 	AccountPoolService_UpdateOrganizationSettings_FullMethodName = "/switchyard.accountpool.v1.AccountPoolService/UpdateOrganizationSettings"
 	AccountPoolService_GetUsage_FullMethodName                   = "/switchyard.accountpool.v1.AccountPoolService/GetUsage"
+	AccountPoolService_WatchAccounts_FullMethodName              = "/switchyard.accountpool.v1.AccountPoolService/WatchAccounts"
 )
 
 // AccountPoolServiceClient is the client API for AccountPoolService service.
@@ -86,6 +87,14 @@ type AccountPoolServiceClient interface {
 	// GetUsage sums the usage ledger by account over a time range and, when
 	// asked, returns the rows themselves, newest first.
 	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
+	// WatchAccounts streams the organization's accounts with their live state
+	// (capacity left per dimension, cool-downs, breakers), as ListAccounts
+	// returns them: the whole list at once, then again each time anything in
+	// it changes (a lease, a settled request, a 429, a breaker moving, an
+	// admin change, capacity refilling), at most once per min_interval. The
+	// stream never ends on its own, except with Unavailable when the service
+	// shuts down.
+	WatchAccounts(ctx context.Context, in *WatchAccountsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAccountsResponse], error)
 }
 
 type accountPoolServiceClient struct {
@@ -206,6 +215,25 @@ func (c *accountPoolServiceClient) GetUsage(ctx context.Context, in *GetUsageReq
 	return out, nil
 }
 
+func (c *accountPoolServiceClient) WatchAccounts(ctx context.Context, in *WatchAccountsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAccountsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AccountPoolService_ServiceDesc.Streams[0], AccountPoolService_WatchAccounts_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchAccountsRequest, WatchAccountsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AccountPoolService_WatchAccountsClient = grpc.ServerStreamingClient[WatchAccountsResponse]
+
 // AccountPoolServiceServer is the server API for AccountPoolService service.
 // All implementations must embed UnimplementedAccountPoolServiceServer
 // for forward compatibility.
@@ -260,6 +288,14 @@ type AccountPoolServiceServer interface {
 	// GetUsage sums the usage ledger by account over a time range and, when
 	// asked, returns the rows themselves, newest first.
 	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
+	// WatchAccounts streams the organization's accounts with their live state
+	// (capacity left per dimension, cool-downs, breakers), as ListAccounts
+	// returns them: the whole list at once, then again each time anything in
+	// it changes (a lease, a settled request, a 429, a breaker moving, an
+	// admin change, capacity refilling), at most once per min_interval. The
+	// stream never ends on its own, except with Unavailable when the service
+	// shuts down.
+	WatchAccounts(*WatchAccountsRequest, grpc.ServerStreamingServer[WatchAccountsResponse]) error
 	mustEmbedUnimplementedAccountPoolServiceServer()
 }
 
@@ -302,6 +338,9 @@ func (UnimplementedAccountPoolServiceServer) UpdateOrganizationSettings(context.
 }
 func (UnimplementedAccountPoolServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUsage not implemented")
+}
+func (UnimplementedAccountPoolServiceServer) WatchAccounts(*WatchAccountsRequest, grpc.ServerStreamingServer[WatchAccountsResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchAccounts not implemented")
 }
 func (UnimplementedAccountPoolServiceServer) mustEmbedUnimplementedAccountPoolServiceServer() {}
 func (UnimplementedAccountPoolServiceServer) testEmbeddedByValue()                            {}
@@ -522,6 +561,17 @@ func _AccountPoolService_GetUsage_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccountPoolService_WatchAccounts_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchAccountsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AccountPoolServiceServer).WatchAccounts(m, &grpc.GenericServerStream[WatchAccountsRequest, WatchAccountsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AccountPoolService_WatchAccountsServer = grpc.ServerStreamingServer[WatchAccountsResponse]
+
 // AccountPoolService_ServiceDesc is the grpc.ServiceDesc for AccountPoolService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -574,6 +624,12 @@ var AccountPoolService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AccountPoolService_GetUsage_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchAccounts",
+			Handler:       _AccountPoolService_WatchAccounts_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "switchyard/accountpool/v1/accountpool.proto",
 }

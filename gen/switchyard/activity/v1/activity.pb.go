@@ -84,7 +84,8 @@ func (ActivityStatus) EnumDescriptor() ([]byte, []int) {
 	return file_switchyard_activity_v1_activity_proto_rawDescGZIP(), []int{0}
 }
 
-// ActivityView is how much of the activity a write's answer carries.
+// ActivityView is how much of the activity a write's answer or a watch
+// carries.
 type ActivityView int32
 
 const (
@@ -1079,6 +1080,157 @@ func (x *ListActivitiesResponse) GetNextPageToken() string {
 	return ""
 }
 
+type WatchActivitiesRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	// Resume after this cursor: the cursor of the last message the client
+	// processed. Every activity changed since is sent first, oldest change
+	// first. InvalidArgument if it is not a cursor this service issued.
+	Cursor string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Without a cursor: first send this many of the organization's most
+	// recently changed activities, oldest change first (default 0, at most
+	// 500). Ignored with a cursor.
+	Backlog int32 `protobuf:"varint,3,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	// How much of each activity the stream carries. BASIC omits input_data,
+	// output_data and metadata.
+	View          ActivityView `protobuf:"varint,4,opt,name=view,proto3,enum=switchyard.activity.v1.ActivityView" json:"view,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchActivitiesRequest) Reset() {
+	*x = WatchActivitiesRequest{}
+	mi := &file_switchyard_activity_v1_activity_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchActivitiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchActivitiesRequest) ProtoMessage() {}
+
+func (x *WatchActivitiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_activity_v1_activity_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchActivitiesRequest.ProtoReflect.Descriptor instead.
+func (*WatchActivitiesRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_activity_v1_activity_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *WatchActivitiesRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *WatchActivitiesRequest) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *WatchActivitiesRequest) GetBacklog() int32 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+func (x *WatchActivitiesRequest) GetView() ActivityView {
+	if x != nil {
+		return x.View
+	}
+	return ActivityView_ACTIVITY_VIEW_UNSPECIFIED
+}
+
+type WatchActivitiesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The activity as it is after the change; unset on the caught_up
+	// message.
+	Activity *Activity `protobuf:"bytes,1,opt,name=activity,proto3" json:"activity,omitempty"`
+	// The activity's latest progress event, when it has any.
+	LatestProgress *ProgressEvent `protobuf:"bytes,2,opt,name=latest_progress,json=latestProgress,proto3" json:"latest_progress,omitempty"`
+	// Opaque. Pass it to WatchActivities to resume after this message.
+	Cursor string `protobuf:"bytes,3,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// Set on the one message, without an activity, that ends the catch-up:
+	// everything changed up to its cursor has been sent; what follows is
+	// live.
+	CaughtUp      bool `protobuf:"varint,4,opt,name=caught_up,json=caughtUp,proto3" json:"caught_up,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchActivitiesResponse) Reset() {
+	*x = WatchActivitiesResponse{}
+	mi := &file_switchyard_activity_v1_activity_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchActivitiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchActivitiesResponse) ProtoMessage() {}
+
+func (x *WatchActivitiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_activity_v1_activity_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchActivitiesResponse.ProtoReflect.Descriptor instead.
+func (*WatchActivitiesResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_activity_v1_activity_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WatchActivitiesResponse) GetActivity() *Activity {
+	if x != nil {
+		return x.Activity
+	}
+	return nil
+}
+
+func (x *WatchActivitiesResponse) GetLatestProgress() *ProgressEvent {
+	if x != nil {
+		return x.LatestProgress
+	}
+	return nil
+}
+
+func (x *WatchActivitiesResponse) GetCursor() string {
+	if x != nil {
+		return x.Cursor
+	}
+	return ""
+}
+
+func (x *WatchActivitiesResponse) GetCaughtUp() bool {
+	if x != nil {
+		return x.CaughtUp
+	}
+	return false
+}
+
 var File_switchyard_activity_v1_activity_proto protoreflect.FileDescriptor
 
 const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
@@ -1179,7 +1331,17 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\n" +
 	"activities\x18\x01 \x03(\v2 .switchyard.activity.v1.ActivityR\n" +
 	"activities\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\xa8\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xad\x01\n" +
+	"\x16WatchActivitiesRequest\x12'\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x16\n" +
+	"\x06cursor\x18\x02 \x01(\tR\x06cursor\x12\x18\n" +
+	"\abacklog\x18\x03 \x01(\x05R\abacklog\x128\n" +
+	"\x04view\x18\x04 \x01(\x0e2$.switchyard.activity.v1.ActivityViewR\x04view\"\xdc\x01\n" +
+	"\x17WatchActivitiesResponse\x12<\n" +
+	"\bactivity\x18\x01 \x01(\v2 .switchyard.activity.v1.ActivityR\bactivity\x12N\n" +
+	"\x0flatest_progress\x18\x02 \x01(\v2%.switchyard.activity.v1.ProgressEventR\x0elatestProgress\x12\x16\n" +
+	"\x06cursor\x18\x03 \x01(\tR\x06cursor\x12\x1b\n" +
+	"\tcaught_up\x18\x04 \x01(\bR\bcaughtUp*\xa8\x01\n" +
 	"\x0eActivityStatus\x12\x1f\n" +
 	"\x1bACTIVITY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ACTIVITY_STATUS_RUNNING\x10\x01\x12\x1d\n" +
@@ -1189,14 +1351,15 @@ const file_switchyard_activity_v1_activity_proto_rawDesc = "" +
 	"\fActivityView\x12\x1d\n" +
 	"\x19ACTIVITY_VIEW_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12ACTIVITY_VIEW_FULL\x10\x01\x12\x17\n" +
-	"\x13ACTIVITY_VIEW_BASIC\x10\x022\xab\x04\n" +
+	"\x13ACTIVITY_VIEW_BASIC\x10\x022\xa1\x05\n" +
 	"\x0fActivityService\x12c\n" +
 	"\n" +
 	"TrackStart\x12).switchyard.activity.v1.TrackStartRequest\x1a*.switchyard.activity.v1.TrackStartResponse\x12l\n" +
 	"\rTrackProgress\x12,.switchyard.activity.v1.TrackProgressRequest\x1a-.switchyard.activity.v1.TrackProgressResponse\x12l\n" +
 	"\rTrackComplete\x12,.switchyard.activity.v1.TrackCompleteRequest\x1a-.switchyard.activity.v1.TrackCompleteResponse\x12f\n" +
 	"\vGetActivity\x12*.switchyard.activity.v1.GetActivityRequest\x1a+.switchyard.activity.v1.GetActivityResponse\x12o\n" +
-	"\x0eListActivities\x12-.switchyard.activity.v1.ListActivitiesRequest\x1a..switchyard.activity.v1.ListActivitiesResponseBLZJgithub.com/switchyard-dev/switchyard/gen/switchyard/activity/v1;activityv1b\x06proto3"
+	"\x0eListActivities\x12-.switchyard.activity.v1.ListActivitiesRequest\x1a..switchyard.activity.v1.ListActivitiesResponse\x12t\n" +
+	"\x0fWatchActivities\x12..switchyard.activity.v1.WatchActivitiesRequest\x1a/.switchyard.activity.v1.WatchActivitiesResponse0\x01BLZJgithub.com/switchyard-dev/switchyard/gen/switchyard/activity/v1;activityv1b\x06proto3"
 
 var (
 	file_switchyard_activity_v1_activity_proto_rawDescOnce sync.Once
@@ -1211,68 +1374,75 @@ func file_switchyard_activity_v1_activity_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_activity_v1_activity_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_switchyard_activity_v1_activity_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_switchyard_activity_v1_activity_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_switchyard_activity_v1_activity_proto_goTypes = []any{
-	(ActivityStatus)(0),            // 0: switchyard.activity.v1.ActivityStatus
-	(ActivityView)(0),              // 1: switchyard.activity.v1.ActivityView
-	(*Activity)(nil),               // 2: switchyard.activity.v1.Activity
-	(*ProgressEvent)(nil),          // 3: switchyard.activity.v1.ProgressEvent
-	(*TrackStartRequest)(nil),      // 4: switchyard.activity.v1.TrackStartRequest
-	(*TrackStartResponse)(nil),     // 5: switchyard.activity.v1.TrackStartResponse
-	(*TrackProgressRequest)(nil),   // 6: switchyard.activity.v1.TrackProgressRequest
-	(*TrackProgressResponse)(nil),  // 7: switchyard.activity.v1.TrackProgressResponse
-	(*TrackCompleteRequest)(nil),   // 8: switchyard.activity.v1.TrackCompleteRequest
-	(*TrackCompleteResponse)(nil),  // 9: switchyard.activity.v1.TrackCompleteResponse
-	(*GetActivityRequest)(nil),     // 10: switchyard.activity.v1.GetActivityRequest
-	(*GetActivityResponse)(nil),    // 11: switchyard.activity.v1.GetActivityResponse
-	(*ListActivitiesRequest)(nil),  // 12: switchyard.activity.v1.ListActivitiesRequest
-	(*ListActivitiesResponse)(nil), // 13: switchyard.activity.v1.ListActivitiesResponse
-	(*structpb.Struct)(nil),        // 14: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),  // 15: google.protobuf.Timestamp
+	(ActivityStatus)(0),             // 0: switchyard.activity.v1.ActivityStatus
+	(ActivityView)(0),               // 1: switchyard.activity.v1.ActivityView
+	(*Activity)(nil),                // 2: switchyard.activity.v1.Activity
+	(*ProgressEvent)(nil),           // 3: switchyard.activity.v1.ProgressEvent
+	(*TrackStartRequest)(nil),       // 4: switchyard.activity.v1.TrackStartRequest
+	(*TrackStartResponse)(nil),      // 5: switchyard.activity.v1.TrackStartResponse
+	(*TrackProgressRequest)(nil),    // 6: switchyard.activity.v1.TrackProgressRequest
+	(*TrackProgressResponse)(nil),   // 7: switchyard.activity.v1.TrackProgressResponse
+	(*TrackCompleteRequest)(nil),    // 8: switchyard.activity.v1.TrackCompleteRequest
+	(*TrackCompleteResponse)(nil),   // 9: switchyard.activity.v1.TrackCompleteResponse
+	(*GetActivityRequest)(nil),      // 10: switchyard.activity.v1.GetActivityRequest
+	(*GetActivityResponse)(nil),     // 11: switchyard.activity.v1.GetActivityResponse
+	(*ListActivitiesRequest)(nil),   // 12: switchyard.activity.v1.ListActivitiesRequest
+	(*ListActivitiesResponse)(nil),  // 13: switchyard.activity.v1.ListActivitiesResponse
+	(*WatchActivitiesRequest)(nil),  // 14: switchyard.activity.v1.WatchActivitiesRequest
+	(*WatchActivitiesResponse)(nil), // 15: switchyard.activity.v1.WatchActivitiesResponse
+	(*structpb.Struct)(nil),         // 16: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
 }
 var file_switchyard_activity_v1_activity_proto_depIdxs = []int32{
 	0,  // 0: switchyard.activity.v1.Activity.status:type_name -> switchyard.activity.v1.ActivityStatus
-	14, // 1: switchyard.activity.v1.Activity.input_data:type_name -> google.protobuf.Struct
-	14, // 2: switchyard.activity.v1.Activity.output_data:type_name -> google.protobuf.Struct
-	14, // 3: switchyard.activity.v1.Activity.metadata:type_name -> google.protobuf.Struct
-	15, // 4: switchyard.activity.v1.Activity.start_time:type_name -> google.protobuf.Timestamp
-	15, // 5: switchyard.activity.v1.Activity.complete_time:type_name -> google.protobuf.Timestamp
-	15, // 6: switchyard.activity.v1.Activity.deadline:type_name -> google.protobuf.Timestamp
-	14, // 7: switchyard.activity.v1.ProgressEvent.data:type_name -> google.protobuf.Struct
-	15, // 8: switchyard.activity.v1.ProgressEvent.create_time:type_name -> google.protobuf.Timestamp
-	14, // 9: switchyard.activity.v1.TrackStartRequest.input_data:type_name -> google.protobuf.Struct
-	14, // 10: switchyard.activity.v1.TrackStartRequest.metadata:type_name -> google.protobuf.Struct
-	15, // 11: switchyard.activity.v1.TrackStartRequest.deadline:type_name -> google.protobuf.Timestamp
+	16, // 1: switchyard.activity.v1.Activity.input_data:type_name -> google.protobuf.Struct
+	16, // 2: switchyard.activity.v1.Activity.output_data:type_name -> google.protobuf.Struct
+	16, // 3: switchyard.activity.v1.Activity.metadata:type_name -> google.protobuf.Struct
+	17, // 4: switchyard.activity.v1.Activity.start_time:type_name -> google.protobuf.Timestamp
+	17, // 5: switchyard.activity.v1.Activity.complete_time:type_name -> google.protobuf.Timestamp
+	17, // 6: switchyard.activity.v1.Activity.deadline:type_name -> google.protobuf.Timestamp
+	16, // 7: switchyard.activity.v1.ProgressEvent.data:type_name -> google.protobuf.Struct
+	17, // 8: switchyard.activity.v1.ProgressEvent.create_time:type_name -> google.protobuf.Timestamp
+	16, // 9: switchyard.activity.v1.TrackStartRequest.input_data:type_name -> google.protobuf.Struct
+	16, // 10: switchyard.activity.v1.TrackStartRequest.metadata:type_name -> google.protobuf.Struct
+	17, // 11: switchyard.activity.v1.TrackStartRequest.deadline:type_name -> google.protobuf.Timestamp
 	1,  // 12: switchyard.activity.v1.TrackStartRequest.response_view:type_name -> switchyard.activity.v1.ActivityView
 	2,  // 13: switchyard.activity.v1.TrackStartResponse.activity:type_name -> switchyard.activity.v1.Activity
-	14, // 14: switchyard.activity.v1.TrackProgressRequest.data:type_name -> google.protobuf.Struct
+	16, // 14: switchyard.activity.v1.TrackProgressRequest.data:type_name -> google.protobuf.Struct
 	3,  // 15: switchyard.activity.v1.TrackProgressResponse.event:type_name -> switchyard.activity.v1.ProgressEvent
 	0,  // 16: switchyard.activity.v1.TrackCompleteRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
-	14, // 17: switchyard.activity.v1.TrackCompleteRequest.output_data:type_name -> google.protobuf.Struct
-	14, // 18: switchyard.activity.v1.TrackCompleteRequest.metadata:type_name -> google.protobuf.Struct
+	16, // 17: switchyard.activity.v1.TrackCompleteRequest.output_data:type_name -> google.protobuf.Struct
+	16, // 18: switchyard.activity.v1.TrackCompleteRequest.metadata:type_name -> google.protobuf.Struct
 	1,  // 19: switchyard.activity.v1.TrackCompleteRequest.response_view:type_name -> switchyard.activity.v1.ActivityView
 	2,  // 20: switchyard.activity.v1.TrackCompleteResponse.activity:type_name -> switchyard.activity.v1.Activity
 	2,  // 21: switchyard.activity.v1.GetActivityResponse.activity:type_name -> switchyard.activity.v1.Activity
 	3,  // 22: switchyard.activity.v1.GetActivityResponse.progress_events:type_name -> switchyard.activity.v1.ProgressEvent
 	0,  // 23: switchyard.activity.v1.ListActivitiesRequest.status:type_name -> switchyard.activity.v1.ActivityStatus
-	15, // 24: switchyard.activity.v1.ListActivitiesRequest.start_time_from:type_name -> google.protobuf.Timestamp
-	15, // 25: switchyard.activity.v1.ListActivitiesRequest.start_time_to:type_name -> google.protobuf.Timestamp
+	17, // 24: switchyard.activity.v1.ListActivitiesRequest.start_time_from:type_name -> google.protobuf.Timestamp
+	17, // 25: switchyard.activity.v1.ListActivitiesRequest.start_time_to:type_name -> google.protobuf.Timestamp
 	2,  // 26: switchyard.activity.v1.ListActivitiesResponse.activities:type_name -> switchyard.activity.v1.Activity
-	4,  // 27: switchyard.activity.v1.ActivityService.TrackStart:input_type -> switchyard.activity.v1.TrackStartRequest
-	6,  // 28: switchyard.activity.v1.ActivityService.TrackProgress:input_type -> switchyard.activity.v1.TrackProgressRequest
-	8,  // 29: switchyard.activity.v1.ActivityService.TrackComplete:input_type -> switchyard.activity.v1.TrackCompleteRequest
-	10, // 30: switchyard.activity.v1.ActivityService.GetActivity:input_type -> switchyard.activity.v1.GetActivityRequest
-	12, // 31: switchyard.activity.v1.ActivityService.ListActivities:input_type -> switchyard.activity.v1.ListActivitiesRequest
-	5,  // 32: switchyard.activity.v1.ActivityService.TrackStart:output_type -> switchyard.activity.v1.TrackStartResponse
-	7,  // 33: switchyard.activity.v1.ActivityService.TrackProgress:output_type -> switchyard.activity.v1.TrackProgressResponse
-	9,  // 34: switchyard.activity.v1.ActivityService.TrackComplete:output_type -> switchyard.activity.v1.TrackCompleteResponse
-	11, // 35: switchyard.activity.v1.ActivityService.GetActivity:output_type -> switchyard.activity.v1.GetActivityResponse
-	13, // 36: switchyard.activity.v1.ActivityService.ListActivities:output_type -> switchyard.activity.v1.ListActivitiesResponse
-	32, // [32:37] is the sub-list for method output_type
-	27, // [27:32] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	1,  // 27: switchyard.activity.v1.WatchActivitiesRequest.view:type_name -> switchyard.activity.v1.ActivityView
+	2,  // 28: switchyard.activity.v1.WatchActivitiesResponse.activity:type_name -> switchyard.activity.v1.Activity
+	3,  // 29: switchyard.activity.v1.WatchActivitiesResponse.latest_progress:type_name -> switchyard.activity.v1.ProgressEvent
+	4,  // 30: switchyard.activity.v1.ActivityService.TrackStart:input_type -> switchyard.activity.v1.TrackStartRequest
+	6,  // 31: switchyard.activity.v1.ActivityService.TrackProgress:input_type -> switchyard.activity.v1.TrackProgressRequest
+	8,  // 32: switchyard.activity.v1.ActivityService.TrackComplete:input_type -> switchyard.activity.v1.TrackCompleteRequest
+	10, // 33: switchyard.activity.v1.ActivityService.GetActivity:input_type -> switchyard.activity.v1.GetActivityRequest
+	12, // 34: switchyard.activity.v1.ActivityService.ListActivities:input_type -> switchyard.activity.v1.ListActivitiesRequest
+	14, // 35: switchyard.activity.v1.ActivityService.WatchActivities:input_type -> switchyard.activity.v1.WatchActivitiesRequest
+	5,  // 36: switchyard.activity.v1.ActivityService.TrackStart:output_type -> switchyard.activity.v1.TrackStartResponse
+	7,  // 37: switchyard.activity.v1.ActivityService.TrackProgress:output_type -> switchyard.activity.v1.TrackProgressResponse
+	9,  // 38: switchyard.activity.v1.ActivityService.TrackComplete:output_type -> switchyard.activity.v1.TrackCompleteResponse
+	11, // 39: switchyard.activity.v1.ActivityService.GetActivity:output_type -> switchyard.activity.v1.GetActivityResponse
+	13, // 40: switchyard.activity.v1.ActivityService.ListActivities:output_type -> switchyard.activity.v1.ListActivitiesResponse
+	15, // 41: switchyard.activity.v1.ActivityService.WatchActivities:output_type -> switchyard.activity.v1.WatchActivitiesResponse
+	36, // [36:42] is the sub-list for method output_type
+	30, // [30:36] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_activity_v1_activity_proto_init() }
@@ -1286,7 +1456,7 @@ func file_switchyard_activity_v1_activity_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_activity_v1_activity_proto_rawDesc), len(file_switchyard_activity_v1_activity_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

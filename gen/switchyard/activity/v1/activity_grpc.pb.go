@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ActivityService_TrackStart_FullMethodName     = "/switchyard.activity.v1.ActivityService/TrackStart"
-	ActivityService_TrackProgress_FullMethodName  = "/switchyard.activity.v1.ActivityService/TrackProgress"
-	ActivityService_TrackComplete_FullMethodName  = "/switchyard.activity.v1.ActivityService/TrackComplete"
-	ActivityService_GetActivity_FullMethodName    = "/switchyard.activity.v1.ActivityService/GetActivity"
-	ActivityService_ListActivities_FullMethodName = "/switchyard.activity.v1.ActivityService/ListActivities"
+	ActivityService_TrackStart_FullMethodName      = "/switchyard.activity.v1.ActivityService/TrackStart"
+	ActivityService_TrackProgress_FullMethodName   = "/switchyard.activity.v1.ActivityService/TrackProgress"
+	ActivityService_TrackComplete_FullMethodName   = "/switchyard.activity.v1.ActivityService/TrackComplete"
+	ActivityService_GetActivity_FullMethodName     = "/switchyard.activity.v1.ActivityService/GetActivity"
+	ActivityService_ListActivities_FullMethodName  = "/switchyard.activity.v1.ActivityService/ListActivities"
+	ActivityService_WatchActivities_FullMethodName = "/switchyard.activity.v1.ActivityService/WatchActivities"
 )
 
 // ActivityServiceClient is the client API for ActivityService service.
@@ -62,6 +63,18 @@ type ActivityServiceClient interface {
 	// ListActivities returns the organization's activities, newest first,
 	// filtered and paginated.
 	ListActivities(ctx context.Context, in *ListActivitiesRequest, opts ...grpc.CallOption) (*ListActivitiesResponse, error)
+	// WatchActivities streams the organization's activities as they change:
+	// each start, progress event and end (abandonment included) sends the
+	// activity as it is after the change. It first sends what the request
+	// asks to catch up on (every activity changed after its cursor, or the
+	// most recently changed ones), then one caught_up message, then live
+	// changes until the caller cancels. Every message carries a cursor: a
+	// client that reconnects with the last cursor it processed misses no
+	// change. Changes to one activity made while the client was away are
+	// coalesced into its latest state (GetActivity has every progress event).
+	// The stream never ends on its own, except with Unavailable when the
+	// service shuts down; resume with the last cursor.
+	WatchActivities(ctx context.Context, in *WatchActivitiesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchActivitiesResponse], error)
 }
 
 type activityServiceClient struct {
@@ -122,6 +135,25 @@ func (c *activityServiceClient) ListActivities(ctx context.Context, in *ListActi
 	return out, nil
 }
 
+func (c *activityServiceClient) WatchActivities(ctx context.Context, in *WatchActivitiesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchActivitiesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ActivityService_ServiceDesc.Streams[0], ActivityService_WatchActivities_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchActivitiesRequest, WatchActivitiesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ActivityService_WatchActivitiesClient = grpc.ServerStreamingClient[WatchActivitiesResponse]
+
 // ActivityServiceServer is the server API for ActivityService service.
 // All implementations must embed UnimplementedActivityServiceServer
 // for forward compatibility.
@@ -158,6 +190,18 @@ type ActivityServiceServer interface {
 	// ListActivities returns the organization's activities, newest first,
 	// filtered and paginated.
 	ListActivities(context.Context, *ListActivitiesRequest) (*ListActivitiesResponse, error)
+	// WatchActivities streams the organization's activities as they change:
+	// each start, progress event and end (abandonment included) sends the
+	// activity as it is after the change. It first sends what the request
+	// asks to catch up on (every activity changed after its cursor, or the
+	// most recently changed ones), then one caught_up message, then live
+	// changes until the caller cancels. Every message carries a cursor: a
+	// client that reconnects with the last cursor it processed misses no
+	// change. Changes to one activity made while the client was away are
+	// coalesced into its latest state (GetActivity has every progress event).
+	// The stream never ends on its own, except with Unavailable when the
+	// service shuts down; resume with the last cursor.
+	WatchActivities(*WatchActivitiesRequest, grpc.ServerStreamingServer[WatchActivitiesResponse]) error
 	mustEmbedUnimplementedActivityServiceServer()
 }
 
@@ -182,6 +226,9 @@ func (UnimplementedActivityServiceServer) GetActivity(context.Context, *GetActiv
 }
 func (UnimplementedActivityServiceServer) ListActivities(context.Context, *ListActivitiesRequest) (*ListActivitiesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListActivities not implemented")
+}
+func (UnimplementedActivityServiceServer) WatchActivities(*WatchActivitiesRequest, grpc.ServerStreamingServer[WatchActivitiesResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchActivities not implemented")
 }
 func (UnimplementedActivityServiceServer) mustEmbedUnimplementedActivityServiceServer() {}
 func (UnimplementedActivityServiceServer) testEmbeddedByValue()                         {}
@@ -294,6 +341,17 @@ func _ActivityService_ListActivities_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ActivityService_WatchActivities_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchActivitiesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ActivityServiceServer).WatchActivities(m, &grpc.GenericServerStream[WatchActivitiesRequest, WatchActivitiesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ActivityService_WatchActivitiesServer = grpc.ServerStreamingServer[WatchActivitiesResponse]
+
 // ActivityService_ServiceDesc is the grpc.ServiceDesc for ActivityService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -322,6 +380,12 @@ var ActivityService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _ActivityService_ListActivities_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchActivities",
+			Handler:       _ActivityService_WatchActivities_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "switchyard/activity/v1/activity.proto",
 }
