@@ -59,6 +59,13 @@ type Config struct {
 	// DefaultTimeout bounds calls that arrive without a deadline; zero
 	// leaves them unbounded.
 	DefaultTimeout time.Duration
+	// Watches names the service's open-ended server streams (full method
+	// names, "/pkg.Service/Method"): streams that run until the client
+	// leaves, such as a live watch. Like health and reflection streams
+	// they are ended as soon as the shutdown begins — their context is
+	// cancelled and the client gets Unavailable, to reconnect elsewhere
+	// — instead of holding the graceful stop for the whole grace.
+	Watches []string
 }
 
 // Server is a listening gRPC server.
@@ -70,34 +77,46 @@ type Server struct {
 	infra  *cuttable
 }
 
-// cuttable ends health and reflection streams when the server shuts
-// down: they live as long as their clients like (a load balancer's health
-// watch, grpcurl's reflection) and would otherwise hold GracefulStop until
-// the grace runs out, although no work is left.
+// cuttable ends health and reflection streams, and the service's watch
+// streams, when the server shuts down: they live as long as their clients
+// like (a load balancer's health watch, grpcurl's reflection, a
+// dashboard's live view) and would otherwise hold GracefulStop until the
+// grace runs out, although no work is left.
 type cuttable struct {
-	ctx    context.Context // done once the server shuts down
-	cutAll context.CancelFunc
+	ctx     context.Context // done once the server shuts down
+	cutAll  context.CancelFunc
+	watches map[string]bool
 }
 
-func newCuttable() *cuttable {
+func newCuttable(watches []string) *cuttable {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &cuttable{ctx: ctx, cutAll: cancel}
+	c := &cuttable{ctx: ctx, cutAll: cancel, watches: map[string]bool{}}
+	for _, m := range watches {
+		c.watches[m] = true
+	}
+	return c
 }
 
 func (c *cuttable) stream() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		if !isInfrastructure(info.FullMethod) {
+		if !isInfrastructure(info.FullMethod) && !c.watches[info.FullMethod] {
 			return handler(srv, ss)
 		}
 		ctx, cancel := context.WithCancel(ss.Context())
 		defer cancel()
 		defer context.AfterFunc(c.ctx, cancel)()
-		return handler(srv, &cutStream{ServerStream: ss, ctx: ctx})
+		err := handler(srv, &cutStream{ServerStream: ss, ctx: ctx})
+		if c.ctx.Err() != nil && ss.Context().Err() == nil {
+			// Cut by the shutdown, whatever the handler made of its
+			// cancelled context: the client should reconnect.
+			return status.Error(codes.Unavailable, "the server is shutting down")
+		}
+		return err
 	}
 }
 
-// cutStream is an infrastructure stream whose context ends at shutdown
-// and whose RecvMsg returns then, even while the client sends nothing.
+// cutStream is a stream whose context ends at shutdown and whose RecvMsg
+// returns then, even while the client sends nothing.
 type cutStream struct {
 	grpc.ServerStream
 	ctx context.Context
@@ -148,7 +167,7 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 		logger.ErrorContext(ctx, "recovered from panic in handler", "panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error; the server logged the details")
 	})
-	srv := &Server{cfg: cfg, lis: lis, infra: newCuttable()}
+	srv := &Server{cfg: cfg, lis: lis, infra: newCuttable(cfg.Watches)}
 	unary := append([]grpc.UnaryServerInterceptor{
 		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
 		recovery.UnaryServerInterceptor(recoverOpt),

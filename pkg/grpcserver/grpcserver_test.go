@@ -253,3 +253,50 @@ func TestShutdownWaitsForWorkWithinTheGrace(t *testing.T) {
 		}
 	})
 }
+
+// A declared watch stream runs until its client leaves; at shutdown it is
+// cut at once, and its client is told to reconnect (Unavailable), however
+// the handler ended.
+func TestShutdownCutsDeclaredWatches(t *testing.T) {
+	const method = "/test.v1.Watcher/Watch"
+	watching := make(chan struct{})
+	srv, err := grpcserver.New(grpcserver.Config{Addr: "127.0.0.1:0", Name: "watcher", ShutdownGrace: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Watches: []string{method}},
+		func(r grpc.ServiceRegistrar) {
+			r.RegisterService(&grpc.ServiceDesc{
+				ServiceName: "test.v1.Watcher",
+				HandlerType: (*any)(nil),
+				Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: func(_ any, ss grpc.ServerStream) error {
+					if err := ss.RecvMsg(&healthpb.HealthCheckRequest{}); err != nil {
+						return err
+					}
+					close(watching)
+					<-ss.Context().Done()
+					return ss.Context().Err()
+				}}},
+			}, struct{}{})
+		})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx) }()
+	conn, err := grpc.NewClient(srv.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+
+	stream, err := conn.NewStream(context.Background(), &grpc.StreamDesc{ServerStreams: true}, method)
+	require.NoError(t, err)
+	require.NoError(t, stream.SendMsg(&healthpb.HealthCheckRequest{}))
+	require.NoError(t, stream.CloseSend())
+	<-watching
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve waited for the watch (the grace is an hour)")
+	}
+	err = stream.RecvMsg(&healthpb.HealthCheckResponse{})
+	require.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+}
