@@ -205,6 +205,7 @@ var settings = []setting{
 	{envAccountPoolAddr, []string{"addr", "accountpool-addr"}},
 	{envActivityAddr, []string{"addr", "activity-addr"}},
 	{envSimAddr, []string{"addr", "sim-addr"}},
+	{envDashboardAddr, []string{"addr", "dashboard-addr"}},
 	{envAnthropicBaseURL, []string{"anthropic-base-url"}},
 	{envAnthropicAPIKey, nil},
 	{envAnthropicAPIKeyFile, nil},
@@ -368,9 +369,13 @@ func (f *securityFlags) register(fs *flag.FlagSet) {
 	f.tokens = env(envTokens, "")
 	fs.StringVar(&f.tokensFile, "tokens-file", env(envTokensFile, ""), "file of '<sha256 hex of token> <admin|orchestrator|org:ID>' lines ("+envTokensFile+"; or the table itself in "+envTokens+")")
 	envVar(fs, &f.insecureNoAuth, "insecure-no-auth", envInsecureNoAuth, false, parseBool, "serve without authentication: any caller may act for any organization; local experiments only")
-	fs.StringVar(&f.tls.CertFile, "tls-cert-file", env(envTLSCert, ""), "this process's TLS certificate (PEM); with the key and CA files enables mutual TLS ("+envTLSCert+")")
-	fs.StringVar(&f.tls.KeyFile, "tls-key-file", env(envTLSKey, ""), "this process's TLS private key (PEM) ("+envTLSKey+")")
-	fs.StringVar(&f.tls.CAFile, "tls-ca-file", env(envTLSCA, ""), "the CA that signs every service's and client's certificate ("+envTLSCA+")")
+	registerTLSFlags(fs, &f.tls)
+}
+
+func registerTLSFlags(fs *flag.FlagSet, f *tlsconfig.Files) {
+	fs.StringVar(&f.CertFile, "tls-cert-file", env(envTLSCert, ""), "this process's TLS certificate (PEM); with the key and CA files enables mutual TLS ("+envTLSCert+")")
+	fs.StringVar(&f.KeyFile, "tls-key-file", env(envTLSKey, ""), "this process's TLS private key (PEM) ("+envTLSKey+")")
+	fs.StringVar(&f.CAFile, "tls-ca-file", env(envTLSCA, ""), "the CA that signs every service's and client's certificate ("+envTLSCA+")")
 }
 
 // tokenTable returns the configured tokens, or nil when none are.

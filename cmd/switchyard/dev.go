@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"os"
 	"strings"
 	"text/template"
 
@@ -28,7 +31,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var af accountPoolFlags
 	var lf logFlags
 	var tf telemetryFlags
-	var activityAddr, simAddr string
+	var activityAddr, simAddr, dashboardAddr, readyFile string
 	var rf activityReaperFlags
 	of.register(fs, "orchestrator-", "")
 	af.register(fs, "accountpool-")
@@ -39,6 +42,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	rf.register(fs)
 	of.securityFlags.register(fs)
 	fs.StringVar(&simAddr, "sim-addr", env(envSimAddr, defaultSimAddr), "simulator listen address ("+envSimAddr+"); used as the upstream unless -anthropic-base-url is set")
+	fs.StringVar(&dashboardAddr, "dashboard-addr", env(envDashboardAddr, defaultDashboardAddr), "dashboard HTTP listen address ("+envDashboardAddr+"); empty serves none")
+	fs.StringVar(&readyFile, "ready-file", "", "once every server listens, write their addresses and this run's tokens to this file as JSON (mode 0600), for scripts and tests")
 	lf.register(fs)
 	tf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -120,6 +125,20 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	var dashLis net.Listener
+	var dash http.Handler
+	if dashboardAddr != "" {
+		if dashLis, err = net.Listen("tcp", dashboardAddr); err != nil {
+			return fmt.Errorf("listening on %s for the dashboard: %w", dashboardAddr, err)
+		}
+		var closeConns func()
+		dash, closeConns, err = newDashboard(dashboardTargets{pool: of.poolAddr, activity: of.activityAddr, tls: sec.clientTLS}, tp.Service("switchyard-dashboard"), logger)
+		if err != nil {
+			_ = dashLis.Close()
+			return err
+		}
+		defer closeConns()
+	}
 
 	// Shutdown runs in dependency order: the Orchestrator drains first (its
 	// in-flight tasks finish or are cancelled, and its outbox delivers what
@@ -136,6 +155,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	g.Go(func() error {
 		return serveSim(depsCtx, simLis, anthropicsim.Config{Logger: logger.With("service", "sim")}, logger)
 	})
+	if dash != nil {
+		g.Go(func() error { return serveHTTP(depsCtx, dashLis, dash, "the dashboard", logger) })
+	}
 	g.Go(func() error { return act.Serve(depsCtx) })
 	g.Go(func() error { return pool.Serve(depsCtx) })
 	g.Go(func() error {
@@ -143,12 +165,24 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return orch.Serve(gctx)
 	})
 
+	addrs := devAddresses{Orchestrator: orch.Addr().String(), AccountPool: pool.Addr().String(), Activity: act.Addr().String(),
+		Simulator: "http://" + simLis.Addr().String(), AdminToken: devTokens.admin.Reveal(), AcmeToken: devTokens.acme.Reveal()}
+	if dashLis != nil {
+		addrs.Dashboard = "http://" + dashLis.Addr().String() + "/"
+	}
 	if err := walkthrough.Execute(stdout, map[string]string{
-		"Orch": orch.Addr().String(), "Pool": pool.Addr().String(), "Activity": act.Addr().String(),
-		"Sim": simLis.Addr().String(), "Upstream": of.baseURL, "Store": storeBanner(store),
-		"AdminToken": devTokens.admin.Reveal(), "AcmeToken": devTokens.acme.Reveal(),
+		"Orch": addrs.Orchestrator, "Pool": addrs.AccountPool, "Activity": addrs.Activity,
+		"Sim": addrs.Simulator, "Upstream": of.baseURL, "Store": storeBanner(store), "Dashboard": addrs.Dashboard,
+		"AdminToken": addrs.AdminToken, "AcmeToken": addrs.AcmeToken,
 	}); err != nil {
 		return err
+	}
+	if readyFile != "" {
+		if err := writeReadyFile(readyFile, addrs); err != nil {
+			stopDeps()
+			_ = g.Wait()
+			return err
+		}
 	}
 	return g.Wait()
 }
@@ -158,8 +192,9 @@ Switchyard dev stack is up ({{.Store}}).
   orchestrator  {{.Orch}}
   accountpool   {{.Pool}}
   activity      {{.Activity}}
-  simulator     http://{{.Sim}}   (upstream: {{.Upstream}})
-
+  simulator     {{.Sim}}   (upstream: {{.Upstream}})
+{{if .Dashboard}}  dashboard     {{.Dashboard}}   (sign in with a token below)
+{{end}}
 {{if .AdminToken}}Tokens for this run (new at every start; paste these into your shell):
   export TOKEN={{.AdminToken}}        # admin: acts for any organization it names
   export ACME_TOKEN={{.AcmeToken}}   # acts for organization "acme" only
@@ -174,6 +209,35 @@ Switchyard dev stack is up ({{.Store}}).
 
 Press Ctrl-C to stop.
 `))
+
+// devAddresses is what -ready-file holds: where each server listens and
+// the tokens dev generated (empty when the operator configured tokens).
+type devAddresses struct {
+	Orchestrator string `json:"orchestrator"`
+	AccountPool  string `json:"accountpool"`
+	Activity     string `json:"activity"`
+	Simulator    string `json:"simulator"`
+	Dashboard    string `json:"dashboard,omitempty"`
+	AdminToken   string `json:"admin_token,omitempty"`
+	AcmeToken    string `json:"acme_token,omitempty"`
+}
+
+// writeReadyFile writes the addresses atomically (a reader sees no file
+// or the whole of it), readable by the owner only, since it holds tokens.
+func writeReadyFile(path string, addrs devAddresses) error {
+	b, err := json.MarshalIndent(addrs, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing the ready file: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("writing the ready file: %w", err)
+	}
+	return nil
+}
 
 func storeBanner(store string) string {
 	if store == "postgres" {

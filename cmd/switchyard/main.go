@@ -55,6 +55,7 @@ commands:
   accountpool    run the AccountPool service
   activity       run the Activity service
   sim            run the Anthropic Messages API simulator
+  dashboard      serve the live dashboard (a web page reading AccountPool and Activity)
   migrate        apply the PostgreSQL schema (up, status, down)
   keys           re-encrypt stored API keys under the keyring's newest version (rewrap, status)
   health         check a service's gRPC health (exit 0 when SERVING), for container health checks
@@ -84,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runActivity(ctx, rest, stderr)
 	case "sim":
 		return runSim(ctx, rest, stderr)
+	case "dashboard":
+		return runDashboard(ctx, rest, stderr)
 	case "migrate":
 		return runMigrate(ctx, rest, stdout, stderr)
 	case "keys":

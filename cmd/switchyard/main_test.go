@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -50,12 +52,39 @@ func TestDevStartsEverythingAndStopsCleanly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var out, errOut syncbuf.Buffer
 	done := make(chan error, 1)
+	readyFile := filepath.Join(t.TempDir(), "ready.json")
 	go func() {
 		done <- run(ctx, []string{"dev",
 			"-orchestrator-addr", "127.0.0.1:0", "-accountpool-addr", "127.0.0.1:0",
-			"-activity-addr", "127.0.0.1:0", "-sim-addr", "127.0.0.1:0", "-skills-dir", "../../skills"}, &out, &errOut)
+			"-activity-addr", "127.0.0.1:0", "-sim-addr", "127.0.0.1:0", "-dashboard-addr", "127.0.0.1:0",
+			"-ready-file", readyFile, "-skills-dir", "../../skills"}, &out, &errOut)
 	}()
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "Press Ctrl-C") }, 20*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, 10*time.Second, 10*time.Millisecond)
+	var ready devAddresses
+	b, err := os.ReadFile(readyFile)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(b, &ready))
+	fi, err := os.Stat(readyFile)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "the ready file holds tokens")
+	require.Contains(t, out.String(), "dashboard     "+ready.Dashboard)
+	require.NotEmpty(t, ready.AcmeToken)
+
+	// The dashboard's API reaches AccountPool with the caller's token.
+	listAccounts := func(token string) int {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, ready.Dashboard+"api/accountpool/ListAccounts", strings.NewReader(`{}`))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode
+	}
+	require.Eventually(t, func() bool { return listAccounts(ready.AcmeToken) == http.StatusOK }, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, http.StatusUnauthorized, listAccounts("not-a-token"))
 
 	addr := ""
 	for _, line := range strings.Split(out.String(), "\n") {
@@ -63,7 +92,7 @@ func TestDevStartsEverythingAndStopsCleanly(t *testing.T) {
 			addr = f[1]
 		}
 	}
-	require.NotEmpty(t, addr, out.String())
+	require.Equal(t, ready.Orchestrator, addr, out.String())
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	defer conn.Close()

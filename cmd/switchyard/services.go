@@ -3,13 +3,11 @@ package main
 import (
 	"cmp"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
@@ -323,22 +321,5 @@ func runSim(ctx context.Context, args []string, stderr io.Writer) error {
 
 // serveSim serves the simulator on lis until ctx is cancelled.
 func serveSim(ctx context.Context, lis net.Listener, cfg anthropicsim.Config, logger *slog.Logger) error {
-	srv := &http.Server{Handler: anthropicsim.New(cfg), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(lis) }()
-	logger.Info("serving the Anthropic simulator", "addr", lis.Addr().String())
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serving the simulator: %w", err)
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("stopping the simulator: %w", err)
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return serveHTTP(ctx, lis, anthropicsim.New(cfg), "the Anthropic simulator", logger)
 }
