@@ -233,6 +233,9 @@ func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pric
 		DefaultTimeout:     30 * time.Second,
 		UnaryInterceptors:  unary,
 		StreamInterceptors: stream,
+		// Ended at shutdown with Unavailable, for the client to reconnect
+		// elsewhere, instead of holding the graceful stop.
+		Watches: []string{accountpoolv1.AccountPoolService_WatchAccounts_FullMethodName},
 	}
 	srv, err := grpcserver.New(servicekit.Gated(scfg, be.gate), func(r grpc.ServiceRegistrar) { accountpoolv1.RegisterAccountPoolServiceServer(r, handlers) })
 	if err != nil {

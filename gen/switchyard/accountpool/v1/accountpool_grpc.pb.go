@@ -91,9 +91,12 @@ type AccountPoolServiceClient interface {
 	// (capacity left per dimension, cool-downs, breakers), as ListAccounts
 	// returns them: the whole list at once, then again each time anything in
 	// it changes (a lease, a settled request, a 429, a breaker moving, an
-	// admin change, capacity refilling), at most once per min_interval. The
-	// stream never ends on its own, except with Unavailable when the service
-	// shuts down.
+	// admin change, capacity refilling — so a busy organization gets one
+	// message per min_interval while its buckets refill), at most once per
+	// min_interval. The stream ends only with an error: Unavailable when the
+	// service shuts down, or the error of a failed read of the live state
+	// (rather than go on showing a list that is no longer live); reconnect
+	// with backoff.
 	WatchAccounts(ctx context.Context, in *WatchAccountsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchAccountsResponse], error)
 }
 
@@ -292,9 +295,12 @@ type AccountPoolServiceServer interface {
 	// (capacity left per dimension, cool-downs, breakers), as ListAccounts
 	// returns them: the whole list at once, then again each time anything in
 	// it changes (a lease, a settled request, a 429, a breaker moving, an
-	// admin change, capacity refilling), at most once per min_interval. The
-	// stream never ends on its own, except with Unavailable when the service
-	// shuts down.
+	// admin change, capacity refilling — so a busy organization gets one
+	// message per min_interval while its buckets refill), at most once per
+	// min_interval. The stream ends only with an error: Unavailable when the
+	// service shuts down, or the error of a failed read of the live state
+	// (rather than go on showing a list that is no longer live); reconnect
+	// with backoff.
 	WatchAccounts(*WatchAccountsRequest, grpc.ServerStreamingServer[WatchAccountsResponse]) error
 	mustEmbedUnimplementedAccountPoolServiceServer()
 }

@@ -55,6 +55,16 @@ func accountToProto(info pool.AccountInfo) *accountpoolv1.Account {
 	return out
 }
 
+// accountsToProto converts a list of accounts, as ListAccounts and
+// WatchAccounts return it.
+func accountsToProto(infos []pool.AccountInfo) []*accountpoolv1.Account {
+	out := make([]*accountpoolv1.Account, 0, len(infos))
+	for _, info := range infos {
+		out = append(out, accountToProto(info))
+	}
+	return out
+}
+
 func statusToProto(s store.Status) accountpoolv1.AccountStatus {
 	switch s {
 	case store.StatusActive:

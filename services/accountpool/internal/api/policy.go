@@ -7,8 +7,8 @@ import (
 
 // Policy says who may call each RPC. SelectAccount and RecordRequest hand
 // out decrypted keys and settle capacity, so only the orchestrator may call
-// them; an organization administers its own accounts, an admin any
-// organization's.
+// them; an organization administers and watches its own accounts, an
+// admin any organization's.
 func Policy() auth.Policy {
 	admin := auth.Rule{auth.Organization, auth.Admin}
 	orchestrator := auth.Rule{auth.Orchestrator}
@@ -16,6 +16,7 @@ func Policy() auth.Policy {
 		accountpoolv1.AccountPoolService_RegisterAccount_FullMethodName:            admin,
 		accountpoolv1.AccountPoolService_GetAccount_FullMethodName:                 admin,
 		accountpoolv1.AccountPoolService_ListAccounts_FullMethodName:               admin,
+		accountpoolv1.AccountPoolService_WatchAccounts_FullMethodName:              admin,
 		accountpoolv1.AccountPoolService_UpdateAccount_FullMethodName:              admin,
 		accountpoolv1.AccountPoolService_DeleteAccount_FullMethodName:              admin,
 		accountpoolv1.AccountPoolService_RotateAccountKey_FullMethodName:           admin,

@@ -12,8 +12,17 @@ import (
 // rule would be denied to everyone, which this test catches first.
 func TestPolicyCoversEveryRPC(t *testing.T) {
 	p := Policy()
-	for _, m := range accountpoolv1.AccountPoolService_ServiceDesc.Methods {
-		_, ok := p["/"+accountpoolv1.AccountPoolService_ServiceDesc.ServiceName+"/"+m.MethodName]
-		require.True(t, ok, "no rule for %s", m.MethodName)
+	desc := accountpoolv1.AccountPoolService_ServiceDesc
+	var names []string
+	for _, m := range desc.Methods {
+		names = append(names, m.MethodName)
 	}
+	for _, s := range desc.Streams {
+		names = append(names, s.StreamName)
+	}
+	for _, name := range names {
+		_, ok := p["/"+desc.ServiceName+"/"+name]
+		require.True(t, ok, "no rule for %s", name)
+	}
+	require.Len(t, p, len(names), "a rule for an RPC the service does not have")
 }

@@ -98,11 +98,7 @@ func (s *Server) ListAccounts(ctx context.Context, req *accountpoolv1.ListAccoun
 	if err != nil {
 		return nil, s.fail(ctx, "ListAccounts", err)
 	}
-	out := &accountpoolv1.ListAccountsResponse{Accounts: make([]*accountpoolv1.Account, 0, len(infos))}
-	for _, info := range infos {
-		out.Accounts = append(out.Accounts, accountToProto(info))
-	}
-	return out, nil
+	return &accountpoolv1.ListAccountsResponse{Accounts: accountsToProto(infos)}, nil
 }
 
 // UpdateAccount implements AccountPoolServiceServer.

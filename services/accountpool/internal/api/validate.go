@@ -149,6 +149,31 @@ func selectWait(ctx context.Context, d *durationpb.Duration) (time.Duration, err
 	return max(w, 0), nil
 }
 
+// WatchAccountsRequest.min_interval: its default and its bounds. The lower
+// bound keeps one watcher from costing a state read every few
+// milliseconds; the upper one keeps a watch live.
+const (
+	defaultWatchInterval = 500 * time.Millisecond
+	minWatchInterval     = 100 * time.Millisecond
+	maxWatchInterval     = time.Minute
+)
+
+// watchInterval checks min_interval and returns the least time between two
+// WatchAccounts messages.
+func watchInterval(d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return defaultWatchInterval, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, invalid("min_interval", "is not a valid duration: %v", err)
+	}
+	w := d.AsDuration()
+	if w < minWatchInterval || w > maxWatchInterval {
+		return 0, invalid("min_interval", "must be between %s and %s (omit it for %s), got %s", minWatchInterval, maxWatchInterval, defaultWatchInterval, w)
+	}
+	return w, nil
+}
+
 func checkLabels(labels map[string]string) error {
 	if len(labels) > maxLabels {
 		return invalid("labels", "at most %d labels, got %d", maxLabels, len(labels))

@@ -114,3 +114,32 @@ func TestSelectWait(t *testing.T) {
 		})
 	}
 }
+
+func TestWatchInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      *durationpb.Duration
+		want    time.Duration
+		problem string
+	}{
+		{name: "unset is the default", want: 500 * time.Millisecond},
+		{name: "the least", in: durationpb.New(100 * time.Millisecond), want: 100 * time.Millisecond},
+		{name: "the most", in: durationpb.New(time.Minute), want: time.Minute},
+		{name: "too short", in: durationpb.New(99 * time.Millisecond), problem: "must be between 100ms and 1m0s"},
+		{name: "zero", in: durationpb.New(0), problem: "must be between 100ms and 1m0s"},
+		{name: "too long", in: durationpb.New(time.Minute + time.Millisecond), problem: "must be between 100ms and 1m0s"},
+		{name: "negative", in: durationpb.New(-time.Second), problem: "must be between 100ms and 1m0s"},
+		{name: "invalid", in: &durationpb.Duration{Seconds: 1, Nanos: -5}, problem: "not a valid duration"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := watchInterval(tc.in)
+			if tc.problem != "" {
+				require.ErrorContains(t, err, "min_interval: ")
+				require.ErrorContains(t, err, tc.problem)
+				return
+			}
+			require.NoError(t, err)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}

@@ -134,14 +134,24 @@ func (p *Pool) GetAccount(ctx context.Context, orgID, id string) (AccountInfo, e
 // ListAccounts returns every account of the organization, ordered by name,
 // with live state.
 func (p *Pool) ListAccounts(ctx context.Context, orgID string) ([]AccountInfo, error) {
+	infos, _, err := p.ObserveAccounts(ctx, orgID)
+	return infos, err
+}
+
+// ObserveAccounts is ListAccounts that also returns the time the live
+// state was read at, which is the time cool-downs and breakers were judged
+// by and capacity refilled to.
+func (p *Pool) ObserveAccounts(ctx context.Context, orgID string) ([]AccountInfo, time.Time, error) {
 	v, err := p.view(ctx, orgID)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	if err := p.expireLeases(ctx); err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
-	return p.infos(ctx, v, v.accounts)
+	now := p.now()
+	infos, err := p.infosAt(ctx, v, v.accounts, now)
+	return infos, now, err
 }
 
 // AccountChanges lists the fields UpdateAccount changes; nil fields stay.
@@ -276,6 +286,7 @@ func (p *Pool) dropLive(ctx context.Context, a *account) error {
 			return fmt.Errorf("dropping live state of account %s: %w", a.ID, err)
 		}
 	}
+	p.changes.notify(a.OrganizationID)
 	return nil
 }
 
@@ -288,11 +299,17 @@ func (p *Pool) closeBreaker(ctx context.Context, a *account) error {
 	if err != nil {
 		return fmt.Errorf("resetting breaker of account %s: %w", a.ID, err)
 	}
+	p.changes.notify(a.OrganizationID)
 	return nil
 }
 
 // infos attaches live state to accounts of the view v.
 func (p *Pool) infos(ctx context.Context, v *orgView, accounts []*account) ([]AccountInfo, error) {
+	return p.infosAt(ctx, v, accounts, p.now())
+}
+
+// infosAt attaches live state to accounts of the view v, as of now.
+func (p *Pool) infosAt(ctx context.Context, v *orgView, accounts []*account, now time.Time) ([]AccountInfo, error) {
 	fams := Families()
 	refs := make([]Ref, 0, len(accounts)*len(fams))
 	for _, a := range accounts {
@@ -300,7 +317,6 @@ func (p *Pool) infos(ctx context.Context, v *orgView, accounts []*account) ([]Ac
 			refs = append(refs, ref(a, f))
 		}
 	}
-	now := p.now()
 	out := make([]AccountInfo, len(accounts))
 	for i, a := range accounts {
 		out[i].Account = a.Account

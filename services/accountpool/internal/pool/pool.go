@@ -114,6 +114,9 @@ type Pool struct {
 	scans sync.Pool
 
 	metrics poolMetrics
+
+	// changes wakes the organization's watchers (Changes).
+	changes changes
 }
 
 // New returns a Pool.

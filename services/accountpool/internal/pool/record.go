@@ -119,6 +119,9 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 	if err != nil {
 		return RecordResult{}, fmt.Errorf("settling lease %s on account %s: %w", r.LeaseID, a.ID, err)
 	}
+	if st.was != LeaseSettled {
+		p.changes.notify(r.OrgID)
+	}
 	if st.was == LeaseOpen {
 		p.countLeases(ctx, -1)
 	}

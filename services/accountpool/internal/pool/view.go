@@ -148,6 +148,7 @@ func (p *Pool) reloadLocked(ctx context.Context, orgID string, e *orgEntry) (*or
 			p.logger.WarnContext(ctx, "closing the breaker of an account set active elsewhere", "organization_id", orgID, "account_id", a.ID, "error", err)
 		}
 	}
+	p.changes.notify(orgID)
 	return v, nil
 }
 
@@ -160,7 +161,8 @@ func (v *orgView) remember(id string, g goneAccount) {
 
 // modify runs an admin write: under the organization's lock, with the view
 // loaded, fn performs the store write and returns the view that reflects
-// it, which is then published and returned.
+// it, which is then published, announced to the organization's watchers
+// (unless fn returned v itself: nothing changed) and returned.
 func (p *Pool) modify(ctx context.Context, orgID string, fn func(v *orgView) (*orgView, error)) (*orgView, error) {
 	e := p.entry(orgID)
 	e.mu.Lock()
@@ -174,6 +176,9 @@ func (p *Pool) modify(ctx context.Context, orgID string, fn func(v *orgView) (*o
 		return nil, err
 	}
 	e.view.Store(next)
+	if next != v {
+		p.changes.notify(orgID)
+	}
 	return next, nil
 }
 

@@ -1672,9 +1672,12 @@ export const AccountPoolService: GenService<{
    * (capacity left per dimension, cool-downs, breakers), as ListAccounts
    * returns them: the whole list at once, then again each time anything in
    * it changes (a lease, a settled request, a 429, a breaker moving, an
-   * admin change, capacity refilling), at most once per min_interval. The
-   * stream never ends on its own, except with Unavailable when the service
-   * shuts down.
+   * admin change, capacity refilling — so a busy organization gets one
+   * message per min_interval while its buckets refill), at most once per
+   * min_interval. The stream ends only with an error: Unavailable when the
+   * service shuts down, or the error of a failed read of the live state
+   * (rather than go on showing a list that is no longer live); reconnect
+   * with backoff.
    *
    * @generated from rpc switchyard.accountpool.v1.AccountPoolService.WatchAccounts
    */
