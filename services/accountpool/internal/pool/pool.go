@@ -10,7 +10,8 @@
 // view and the live State. When the store is shared by several processes
 // and can report changes (store.ChangeWatcher), Watch reloads a view as
 // soon as another process changes its organization (watch.go). Live state
-// stays per process (MemState) until it moves to Redis.
+// is per process (MemState) or shared by every replica on Redis
+// (redisstate).
 //
 // Key plaintext exists only inside Select, between decryption and the
 // returned Selection, as a secret.String.
