@@ -26,7 +26,7 @@ func TestMigrateUpStatusDown(t *testing.T) {
 	out, err = migrate("up")
 	require.NoError(t, err)
 	require.Contains(t, out, "accountpool: applied 00001_init.sql")
-	require.Contains(t, out, "activity: at version 2")
+	require.Contains(t, out, "activity: at version 3")
 
 	out, err = migrate("up")
 	require.NoError(t, err, "up is idempotent")
@@ -41,7 +41,7 @@ func TestMigrateUpStatusDown(t *testing.T) {
 
 	out, err = migrate("-service", "activity", "down")
 	require.NoError(t, err)
-	require.Contains(t, out, "activity: rolled back 00002_deadlines.sql")
+	require.Contains(t, out, "activity: rolled back 00003_change_feed.sql")
 	out, err = migrate("status")
 	require.NoError(t, err)
 	require.Contains(t, out, "pending")

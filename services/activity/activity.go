@@ -8,6 +8,12 @@
 // RUNNING after their deadline plus Config.AbandonGrace as ABANDONED,
 // sweeping every Config.ReaperInterval.
 //
+// WatchActivities streams an organization's changes until the client
+// leaves; at shutdown such streams end at once with Unavailable (see
+// grpcserver.Config.Watches), for the client to resume elsewhere with its
+// last cursor. A watch hears of this replica's writes at once and of other
+// replicas' every Config.WatchPollInterval.
+//
 // A program runs it with Run, or with New and Serve when it needs the
 // listening address first (port 0, tests, switchyard dev).
 //
@@ -61,6 +67,9 @@ const (
 	DefaultReaperInterval = 10 * time.Second
 )
 
+// DefaultWatchPollInterval is Config.WatchPollInterval's default.
+const DefaultWatchPollInterval = tracker.DefaultWatchPoll
+
 // readinessInterval is how often a service on PostgreSQL re-checks the
 // schema version while it is not serving.
 const readinessInterval = 5 * time.Second
@@ -109,6 +118,12 @@ type Config struct {
 	// ReaperInterval is how often the reaper sweeps for such activities;
 	// default DefaultReaperInterval. Negative is an error.
 	ReaperInterval time.Duration
+	// WatchPollInterval is how often each WatchActivities stream reads
+	// the store without being woken by a write of this replica: how late
+	// at worst it sends a change another replica made on the same
+	// database. Each poll is one indexed query per open stream. Default
+	// DefaultWatchPollInterval; negative is an error.
+	WatchPollInterval time.Duration
 }
 
 // Service is the Activity service, listening but not yet serving.
@@ -142,6 +157,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.AbandonGrace < 0 || cfg.ReaperInterval < 0 {
 		return nil, fmt.Errorf("activity: the abandon grace (%s) and the reaper interval (%s) must not be negative", cfg.AbandonGrace, cfg.ReaperInterval)
 	}
+	if cfg.WatchPollInterval < 0 {
+		return nil, fmt.Errorf("activity: the watch poll interval (%s) must not be negative", cfg.WatchPollInterval)
+	}
 	if cfg.AbandonGrace == 0 {
 		cfg.AbandonGrace = DefaultAbandonGrace
 	}
@@ -156,7 +174,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr := tracker.New(be.store, cfg.Now)
+	tr := tracker.New(be.store, tracker.Config{Now: cfg.Now, WatchPoll: cfg.WatchPollInterval})
 	handlers := api.New(tr, cfg.Logger)
 	scfg := grpcserver.Config{
 		Addr:               cfg.Addr,
@@ -167,6 +185,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		DefaultTimeout:     30 * time.Second,
 		UnaryInterceptors:  unary,
 		StreamInterceptors: stream,
+		Watches:            []string{activityv1.ActivityService_WatchActivities_FullMethodName},
 	}
 	srv, err := grpcserver.New(servicekit.Gated(scfg, be.gate), func(r grpc.ServiceRegistrar) {
 		activityv1.RegisterActivityServiceServer(r, handlers)

@@ -67,8 +67,9 @@ func launch(t *testing.T, cfg activity.Config) *harness {
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.NewTextHandler(h.logs, nil))
 	// Authentication and authorization are pkg/auth's and e2e's to test;
-	// these tests are about the service's behaviour.
-	cfg.InsecureNoAuth = true
+	// these tests are about the service's behaviour, unless they give
+	// tokens.
+	cfg.InsecureNoAuth = cfg.Tokens == nil
 	if cfg.Now == nil {
 		cfg.Now = h.clock.Now
 	}
@@ -171,6 +172,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	require.NotContains(t, err.Error(), "hunter2")
 	_, err = activity.New(ctx, activity.Config{Addr: "256.0.0.1:-1", Logger: logger, InsecureNoAuth: true})
 	require.Error(t, err)
+	_, err = activity.New(ctx, activity.Config{Addr: "127.0.0.1:0", Logger: logger, InsecureNoAuth: true, WatchPollInterval: -time.Second})
+	require.ErrorContains(t, err, "watch poll interval")
 }
 
 func TestActivityLifecycleOverGRPC(t *testing.T) {

@@ -29,5 +29,7 @@ func Policy() auth.Policy {
 		activityv1.ActivityService_TrackComplete_FullMethodName:  track,
 		activityv1.ActivityService_GetActivity_FullMethodName:    read,
 		activityv1.ActivityService_ListActivities_FullMethodName: read,
+		// A watch reads what ListActivities reads, as it changes.
+		activityv1.ActivityService_WatchActivities_FullMethodName: read,
 	}
 }

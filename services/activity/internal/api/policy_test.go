@@ -18,10 +18,19 @@ import (
 // Every RPC of the service has a rule.
 func TestPolicyCoversEveryRPC(t *testing.T) {
 	p := Policy()
+	var names []string
 	for _, m := range activityv1.ActivityService_ServiceDesc.Methods {
-		_, ok := p["/"+activityv1.ActivityService_ServiceDesc.ServiceName+"/"+m.MethodName]
-		require.True(t, ok, "no rule for %s", m.MethodName)
+		names = append(names, m.MethodName)
 	}
+	for _, st := range activityv1.ActivityService_ServiceDesc.Streams {
+		names = append(names, st.StreamName)
+	}
+	for _, name := range names {
+		_, ok := p["/"+activityv1.ActivityService_ServiceDesc.ServiceName+"/"+name]
+		require.True(t, ok, "no rule for %s", name)
+	}
+	require.Equal(t, p[activityv1.ActivityService_ListActivities_FullMethodName], p[activityv1.ActivityService_WatchActivities_FullMethodName],
+		"a watch is read like a list")
 }
 
 // Only the orchestrator writes activities; organizations, admins and the

@@ -42,7 +42,7 @@ type fixture struct {
 
 func newFixture() *fixture {
 	f := &fixture{clock: fakeclock.New(t0), store: &flakyStore{Store: memstore.New()}, logs: &bytes.Buffer{}}
-	f.tracker = tracker.New(f.store, f.clock.Now)
+	f.tracker = tracker.New(f.store, tracker.Config{Now: f.clock.Now})
 	f.reaper = New(f.tracker, 30*time.Second, 10*time.Second, slog.New(slog.NewTextHandler(f.logs, nil)))
 	return f
 }

@@ -9,9 +9,10 @@
 // PostgreSQL keeps), strings are valid UTF-8 without NUL, and JSON objects
 // hold only what encoding/json produces when decoding into map[string]any.
 // Stores do not re-validate; they only keep the rules that need atomicity
-// (idempotent create, lifecycle transitions, sequence numbers, the progress
-// event limit). Which statuses a completion may end is the caller's rule,
-// passed as Completion.From; the store applies it atomically.
+// (idempotent create, lifecycle transitions, sequence numbers, the change
+// feed's numbering and its order, the progress event limit). Which
+// statuses a completion may end is the caller's rule, passed as
+// Completion.From; the store applies it atomically.
 //
 // An activity is identified by the pair (organization id, activity id).
 // Every method takes the organization id and never reads, changes or
@@ -281,6 +282,23 @@ type Store interface {
 	// grace is a non-negative whole number of microseconds, and limit is
 	// positive.
 	AbandonExpired(ctx context.Context, now time.Time, grace time.Duration, limit int) (n int, err error)
+
+	// ChangesSince returns at most q.Limit activities of orgID whose
+	// latest change has a sequence number after q.After, in ascending
+	// order of it, stopping early when q.MaxBytes says so, each with its
+	// latest progress event (see changes.go for the guarantees). more
+	// reports whether further changes follow the last one returned, as
+	// of the read. q.After is never negative.
+	ChangesSince(ctx context.Context, orgID string, q ChangeQuery) (changes []Change, more bool, err error)
+
+	// RecentChangesStart returns the sequence number after which
+	// ChangesSince finds orgID's n most recently changed activities (and
+	// whatever changes after the call): the Seq of its (n+1)-th most
+	// recent change, or 0 when it has no more than n activities. With
+	// n = 0 it is the organization's high-water mark, the Seq of its
+	// latest change (0 for none), from which ChangesSince returns only
+	// changes made after the call. n is never negative.
+	RecentChangesStart(ctx context.Context, orgID string, n int) (after int64, err error)
 }
 
 // AbandonReason is the error message of an activity abandoned for want of

@@ -37,7 +37,7 @@ func newPgstore(b *testing.B) store.Store {
 }
 
 func benchmarkLifecycle(b *testing.B, s store.Store, parallel bool) {
-	tr := tracker.New(s, nil)
+	tr := tracker.New(s, tracker.Config{})
 	ctx := context.Background()
 	const org = "org-benchmark"
 	lifecycle := func() {

@@ -87,4 +87,26 @@
 // stops early once it holds about 3 MiB, so it may be shorter than the
 // page size without being the last: only an empty next page token means
 // the end.
+//
+// # Watching
+//
+// Watch streams an organization's activities as they change: each start,
+// progress event and end (abandonment included) makes the activity come
+// again, as it is after the change, with its latest progress event. It
+// starts with a catch-up, every activity changed after the client's
+// cursor (or, without one, the Backlog most recently changed, at most
+// MaxWatchBacklog), oldest change first, then one caught-up event, then
+// live changes until the caller leaves. Every event carries a cursor,
+// bound to the organization: resuming with the last one processed misses
+// no change, and changes to one activity made meanwhile arrive as one
+// event with its latest state (GetActivity has every progress event).
+//
+// The store's change feed is the only source of events, replay and live
+// alike, so the cursor is a position in it and nothing is sent twice or
+// skipped. A watch reads the feed after its cursor when a write of this
+// tracker to its organization has committed (the hub wakes it, without
+// ever blocking the writer) and every Config.WatchPoll besides, which is
+// how writes of other replicas on the same database reach it. A store
+// failure ends the watch with the error; the client resumes with its
+// cursor.
 package tracker

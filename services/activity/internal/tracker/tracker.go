@@ -20,17 +20,36 @@ var ErrCompletionConflict = errors.New("activity already ended with a different 
 
 // Tracker applies the activity rules on top of a store.
 type Tracker struct {
-	store store.Store
-	now   func() time.Time
+	store     store.Store
+	now       func() time.Time
+	watchPoll time.Duration
+	// hub wakes this tracker's watches after its own writes (watch.go).
+	hub *hub
 }
 
-// New returns a Tracker over s. now is the clock, time.Now when nil; tests
-// inject one to pin times and durations.
-func New(s store.Store, now func() time.Time) *Tracker {
-	if now == nil {
-		now = time.Now
+// DefaultWatchPoll is how often a watch reads the store unprompted.
+const DefaultWatchPoll = time.Second
+
+// Config tunes a Tracker; the zero value of every field is its default.
+type Config struct {
+	// Now is the clock for start, progress and completion times;
+	// time.Now when nil. Tests inject one to pin times and durations.
+	Now func() time.Time
+	// WatchPoll is how often a watch reads the store without having been
+	// woken, so that it sees writes this tracker did not make: another
+	// replica's on the same database. Zero means DefaultWatchPoll.
+	WatchPoll time.Duration
+}
+
+// New returns a Tracker over s.
+func New(s store.Store, cfg Config) *Tracker {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
-	return &Tracker{store: s, now: now}
+	if cfg.WatchPoll <= 0 {
+		cfg.WatchPoll = DefaultWatchPoll
+	}
+	return &Tracker{store: s, now: cfg.Now, watchPoll: cfg.WatchPoll, hub: newHub()}
 }
 
 // clock is now in UTC with the microsecond precision stores keep, so a
@@ -106,6 +125,9 @@ func (t *Tracker) Start(ctx context.Context, in StartInput) (a store.Activity, c
 	if err != nil {
 		return store.Activity{}, false, fmt.Errorf("creating activity %s: %w", id, err)
 	}
+	if created {
+		t.hub.notify(in.OrganizationID)
+	}
 	return a, created, nil
 }
 
@@ -146,6 +168,7 @@ func (t *Tracker) Progress(ctx context.Context, in ProgressInput) (store.Progres
 	if err != nil {
 		return store.ProgressEvent{}, fmt.Errorf("appending progress to activity %s: %w", id, err)
 	}
+	t.hub.notify(in.OrganizationID)
 	return ev, nil
 }
 
@@ -206,6 +229,7 @@ func (t *Tracker) Complete(ctx context.Context, in CompleteInput) (store.Activit
 		CompleteTime: t.clock(),
 	})
 	if err == nil {
+		t.hub.notify(in.OrganizationID)
 		return stored, nil
 	}
 	if !errors.Is(err, store.ErrAlreadyEnded) {
@@ -369,6 +393,9 @@ func (t *Tracker) AbandonExpired(ctx context.Context, grace time.Duration, limit
 		return 0, invalid("limit", "must be positive, or 0 for %d; got %d", AbandonBatch, limit)
 	}
 	n, err := t.store.AbandonExpired(ctx, t.clock(), grace.Truncate(time.Microsecond), limit)
+	if n > 0 {
+		t.hub.notifyAll()
+	}
 	if err != nil {
 		return n, fmt.Errorf("abandoning expired activities: %w", err)
 	}

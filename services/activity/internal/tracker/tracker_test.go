@@ -20,7 +20,7 @@ var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func newTracker() (*tracker.Tracker, *fakeclock.Clock) {
 	clock := fakeclock.New(t0)
-	return tracker.New(memstore.New(), clock.Now), clock
+	return tracker.New(memstore.New(), tracker.Config{Now: clock.Now}), clock
 }
 
 func start(t *testing.T, tr *tracker.Tracker, in tracker.StartInput) store.Activity {
@@ -53,7 +53,7 @@ func TestStartGeneratesTimeOrderedID(t *testing.T) {
 
 func TestStartTruncatesClockToMicroseconds(t *testing.T) {
 	clock := fakeclock.New(time.Date(2030, 1, 1, 0, 0, 0, 123456789, time.FixedZone("X", 3600)))
-	tr := tracker.New(memstore.New(), clock.Now)
+	tr := tracker.New(memstore.New(), tracker.Config{Now: clock.Now})
 	a := start(t, tr, tracker.StartInput{OrganizationID: "org"})
 	require.Equal(t, 123456000, a.StartTime.Nanosecond())
 	require.Equal(t, time.UTC, a.StartTime.Location())

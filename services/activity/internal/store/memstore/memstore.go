@@ -27,6 +27,9 @@ type Store struct {
 	// orgs maps organization id → activity id → record, so that an
 	// organization's lookups can only ever reach its own rows.
 	orgs map[string]map[string]*record
+	// lastSeq is the change sequence number last given out. Every write
+	// takes the next one under mu, so numbers become visible in order.
+	lastSeq int64
 }
 
 var _ store.Store = (*Store)(nil)
@@ -37,6 +40,8 @@ type record struct {
 	a                       store.Activity
 	input, output, metadata []byte
 	events                  []event
+	// changeSeq is the sequence number of the activity's latest change.
+	changeSeq int64
 }
 
 type event struct {
@@ -89,8 +94,9 @@ func (s *Store) CreateActivity(ctx context.Context, orgID string, na store.NewAc
 			StartTime:      na.StartTime.UTC(),
 			Deadline:       utcOrZero(na.Deadline),
 		},
-		input:    input,
-		metadata: metadata,
+		input:     input,
+		metadata:  metadata,
+		changeSeq: s.nextSeq(),
 	}
 	acts[na.ID] = r
 	// What was just stored decodes to the caller's own maps (the store's
@@ -99,6 +105,12 @@ func (s *Store) CreateActivity(ctx context.Context, orgID string, na store.NewAc
 	a := r.a
 	a.Input, a.Metadata = orNil(na.Input), orNil(na.Metadata)
 	return a, true, nil
+}
+
+// nextSeq numbers a change; the caller holds s.mu for writing.
+func (s *Store) nextSeq() int64 {
+	s.lastSeq++
+	return s.lastSeq
 }
 
 // orNil is m, or nil when it is empty, as decode returns it.
@@ -132,6 +144,7 @@ func (s *Store) AppendProgress(ctx context.Context, orgID, activityID string, ev
 	}
 	e := event{seq: int64(len(r.events)) + 1, message: ev.Message, data: data, createTime: ev.CreateTime.UTC()}
 	r.events = append(r.events, e)
+	r.changeSeq = s.nextSeq()
 	return e.progressEvent(activityID)
 }
 
@@ -176,6 +189,7 @@ func (s *Store) CompleteActivity(ctx context.Context, orgID, activityID string, 
 	r.a.CompleteTime = completeTime
 	r.output = output
 	r.metadata = metadata
+	r.changeSeq = s.nextSeq()
 	// As in CreateActivity, the answer is the maps just stored.
 	a := r.a
 	a.Input, a.Output, a.Metadata = input, orNil(c.Output), orNil(merged)
@@ -209,6 +223,7 @@ func (s *Store) AbandonExpired(ctx context.Context, now time.Time, grace time.Du
 		if now.Before(r.a.StartTime) {
 			r.a.CompleteTime = r.a.StartTime
 		}
+		r.changeSeq = s.nextSeq()
 	}
 	return len(expired), nil
 }

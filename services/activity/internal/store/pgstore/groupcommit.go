@@ -31,10 +31,11 @@ import (
 //
 // The batch holds, per organization, the tenant setting (transaction-local,
 // so each setting covers the statements after it until the next one) and
-// then every write's statements, exactly those a write alone would send.
-// READ COMMITTED gives each statement a fresh snapshot that also sees what
-// the statements before it in the transaction wrote, so the writes of one
-// batch behave as if they ran one after another in queue order.
+// then every write's statements, exactly those a write alone would send,
+// and ends with the change feed's stamping (stamp.go). READ COMMITTED
+// gives each statement a fresh snapshot that also sees what the statements
+// before it in the transaction wrote, so the writes of one batch behave as
+// if they ran one after another in queue order.
 //
 // Writes are ordered by (organization, activity id) in a batch, stably, so
 // writes of one activity keep their queue order, and every batch, of this
@@ -47,9 +48,14 @@ import (
 // one database backend, so one writer is bound by one database core, and
 // on the two-core test machine two writers took 64 concurrent callers'
 // writes about 1.4 times as fast as one, and three or four no faster
-// than two). An activity always goes to the same writer, chosen by
-// hashing its key, so that writes of one activity still queue in order and
-// two writers never wait for each other's row locks.
+// than two). An organization always goes to the same writer, chosen by
+// hashing its id, so that writes of one activity still queue in order, two
+// writers never wait for each other's row locks, and they never wait for
+// each other's change locks either: the stamping holds an organization's
+// change lock until the commit, so two batches with writes of one
+// organization commit one after the other, and writers that shared
+// organizations would lose the overlap of their commits that makes a
+// second writer pay.
 //
 // A batch the database rejected (a statement failed: bad data, a
 // constraint, a serialization failure, a deadlock with another
@@ -205,8 +211,6 @@ func (c *committer) enqueue(ctx context.Context, p *pending) error {
 		var h maphash.Hash
 		h.SetSeed(c.seed)
 		h.WriteString(p.org)
-		h.WriteByte(0)
-		h.WriteString(p.id)
 		q = c.queues[h.Sum64()%uint64(len(c.queues))]
 	}
 	select {
@@ -306,8 +310,9 @@ func (c *committer) sendTimed(ps []*pending) (timedOut bool, err error) {
 }
 
 // send writes ps, ordered by organization, in one batch: one implicit
-// transaction and one round trip. An error means the transaction did not
-// commit, or (see failure) that whether it did is unknown.
+// transaction and one round trip, ending with the change feed's stamping
+// (queueStamp). An error means the transaction did not commit, or (see
+// failure) that whether it did is unknown.
 func (c *committer) send(ctx context.Context, ps []*pending) error {
 	b := &pgx.Batch{}
 	for i, p := range ps {
@@ -316,6 +321,7 @@ func (c *committer) send(ctx context.Context, ps []*pending) error {
 		}
 		p.w.queue(b)
 	}
+	queueStamp(b, ps)
 	if err := c.pool.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}

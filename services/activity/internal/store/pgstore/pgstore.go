@@ -19,8 +19,9 @@
 // # Group commit, one round trip per call
 //
 // Each method for one organization sends one pgx batch: the tenant setting
-// and one to three statements, pipelined (AbandonExpired, for none, sends
-// one statement). A batch sent outside a transaction runs as one implicit
+// and one to three statements, pipelined, and a write's batch ends with
+// the change feed's stamping (AbandonExpired, for none, sends one
+// statement). A batch sent outside a transaction runs as one implicit
 // transaction, committed when the server reaches its end, and a method
 // returns only after reading that outcome, so an acknowledged write is a
 // committed one. (The first time a connection sees a statement, pgx
@@ -29,8 +30,8 @@
 //
 // The three writes, CreateActivity, AppendProgress and CompleteActivity,
 // are group-committed (groupcommit.go): a writer goroutine (two by
-// default, each with its own share of the activities) sends the writes of
-// every caller queued while its previous batch ran in one batch, so
+// default, each with its own share of the organizations) sends the writes
+// of every caller queued while its previous batch ran in one batch, so
 // concurrent writes share one transaction, one round trip and one WAL
 // flush, and each caller is answered after that transaction committed.
 // Each write's statements are the same as alone, after the tenant setting
@@ -38,8 +39,9 @@
 // keeping queue order within an activity, so batches lock rows in one
 // order and do not deadlock each other. A batch the database rejects is
 // retried one write at a time, so that each gets its own result. The reads
-// (GetActivity, ListActivities) and AbandonExpired are sent by their
-// callers, as before. Call Close before closing the pool.
+// (GetActivity, ListActivities, ChangesSince, RecentChangesStart) and
+// AbandonExpired are sent by their callers, as before. Call Close before
+// closing the pool.
 //
 // The statements rely on READ COMMITTED, PostgreSQL's default, in which
 // every statement of the batch takes a fresh snapshot, which also shows
@@ -76,6 +78,23 @@
 // stays forced on the tables; the migration explains how the function
 // passes it. The service role itself gains no way to read another
 // organization's rows: the function returns a count.
+//
+// # Change feed
+//
+// Every change numbers its activity from the sequence activity_change_seq
+// (activities.change_seq, migrations/activity/00003); ChangesSince is
+// keyset pagination on (organization_id, change_seq) and RecentChangesStart
+// walks that index backwards (changes.go). For a cursor to be exact, an
+// organization's numbers must become visible in order, which concurrent
+// transactions drawing nextval() would not give: so no write draws its
+// number as it writes. Each group commit ends with one statement,
+// stamp_activity_changes (stamp.go), which takes the change lock (a
+// transaction-level advisory lock) of every organization in the batch and
+// then numbers the activities the batch changed; the locks are released
+// by the commit. The reaper's abandon_expired takes the same locks, in the
+// same order, before it numbers what it abandons. An organization's
+// writers therefore commit their changes one after another, which is why
+// the writers are chosen by organization.
 //
 // # Errors
 //
@@ -152,11 +171,11 @@ func WithFlushTimeout(d time.Duration) Option { return func(c *config) { c.flush
 func WithMeter(mp metric.MeterProvider) Option { return func(c *config) { c.meter = mp } }
 
 // WithWriters sets how many group commits may run at once, each on its own
-// connection with its own queue; default 2. An activity's writes always go
-// to the same writer, so they keep their order and writers never wait for
-// each other's row locks. Each writer's batch runs on one database backend,
-// so one writer is bound by one database core; more writers use more, at
-// the price of smaller batches (more WAL flushes).
+// connection with its own queue; default 2. An organization's writes always
+// go to the same writer, so they keep their order and writers never wait
+// for each other's row locks or change locks. Each writer's batch runs on
+// one database backend, so one writer is bound by one database core; more
+// writers use more, at the price of smaller batches (more WAL flushes).
 func WithWriters(n int) Option { return func(c *config) { c.writers = n } }
 
 // New returns a store on pool, which must connect as migrations.AppRole to

@@ -28,6 +28,7 @@ var abandonTests = []struct {
 	{"LateCompletionReplacesAbandonment", testLateCompletion},
 	{"ConcurrentLateCompletionsEndOnce", testConcurrentLateCompletions},
 	{"ListFiltersAbandoned", testListFiltersAbandoned},
+	{"AbandonmentIsAChange", testAbandonmentIsAChange},
 	{"AbandonWithCancelledContextFails", testAbandonCancelled},
 }
 
@@ -312,4 +313,24 @@ func testAbandonCancelled(t *testing.T, s store.Store) {
 	require.Error(t, err)
 	got, _ := get(t, s, org, a.ID)
 	require.Equal(t, store.StatusRunning, got.Status)
+}
+
+// An abandonment takes a change number like any other change, in every
+// organization it touches, and so does the late completion after it.
+func testAbandonmentIsAChange(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	orgA, orgB := newOrg(), newOrg()
+	deadline := base.Add(time.Minute)
+	a := createExpiring(t, s, orgA, base, deadline)
+	b := createExpiring(t, s, orgB, base, deadline)
+	hwA, hwB := highWater(t, s, orgA), highWater(t, s, orgB)
+
+	now := deadline.Add(grace + time.Second)
+	require.Equal(t, 2, abandon(t, s, now, 10))
+	gotA := onlyChange(t, s, orgA, hwA, abandoned(a, now), nil)
+	onlyChange(t, s, orgB, hwB, abandoned(b, now), nil)
+
+	late, err := s.CompleteActivity(ctx, orgA, a.ID, store.Completion{From: lateFrom, Status: store.StatusCompleted, CompleteTime: now})
+	require.NoError(t, err)
+	onlyChange(t, s, orgA, gotA.Seq, late, nil)
 }

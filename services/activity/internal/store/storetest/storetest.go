@@ -59,7 +59,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ListOfUnknownOrganizationIsEmpty", testListOfUnknownOrganizationIsEmpty},
 		{"CancelledContextFails", testCancelledContextFails},
 	}
-	for _, tc := range tests {
+	for _, tc := range append(tests, changeTests...) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tc.fn(t, newStore(t))
