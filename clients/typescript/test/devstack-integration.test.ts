@@ -232,22 +232,13 @@ describe("against switchyard dev", { timeout: 600_000 }, () => {
     });
   });
 
-  it("WatchActivities: caught_up, then the task's activity RUNNING and COMPLETED", async (t) => {
+  it("WatchActivities: caught_up, then the task's activity RUNNING and COMPLETED", async () => {
     const abort = new AbortController();
     const timeout = setTimeout(() => abort.abort(new Error("WatchActivities: no COMPLETED for the task within 60 s")), 60_000);
     const seen: WatchActivitiesResponse[] = [];
     const stream = acme.activity.watchActivities({ backlog: 0 }, { signal: abort.signal })[Symbol.asyncIterator]();
     try {
-      let first: IteratorResult<WatchActivitiesResponse>;
-      try {
-        first = await stream.next();
-      } catch (err) {
-        if (notServedYet(err)) {
-          t.skip(`WatchActivities is not served yet: ${(err as ConnectError).message}`);
-          return;
-        }
-        throw err;
-      }
+      const first = await stream.next();
       assert.equal(first.done, false);
       assert.equal(first.value.caughtUp, true, "backlog 0: caught_up comes first");
       assert.equal(first.value.activity, undefined);
@@ -317,11 +308,3 @@ describe("against switchyard dev", { timeout: 600_000 }, () => {
   });
 });
 
-// WatchActivities is being implemented: until it is served the call ends
-// with Unimplemented (or PermissionDenied while the Activity policy has no
-// entry for it). Any other error is a failure.
-function notServedYet(err: unknown): boolean {
-  if (!(err instanceof ConnectError)) return false;
-  if (err.code === Code.Unimplemented) return true;
-  return err.code === Code.PermissionDenied && /may not call \/switchyard\.activity\.v1\.ActivityService\/WatchActivities/.test(err.rawMessage);
-}
