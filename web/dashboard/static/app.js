@@ -14,6 +14,7 @@ const ACCOUNTS_MIN_INTERVAL = '0.5s';
 const USAGE_REFRESH_MS = 60_000;
 const USAGE_DEBOUNCE_MS = 1_500;
 const USAGE_RETRY_MS = 10_000;
+const CLOCK_SAMPLES = 20;
 
 const $ = (id) => document.getElementById(id);
 
@@ -86,7 +87,7 @@ async function openDashboard(session, { verify }) {
     const refused = isAuthError(err) || (err instanceof ApiError && err.code === 'invalid_argument');
     if (refused || verify) {
       if (!verify) clearSession();
-      showSignIn(signInMessage(err));
+      showSignIn(signInMessage(err, session));
       return;
     }
   }
@@ -98,12 +99,13 @@ async function openDashboard(session, { verify }) {
   dashboard.start();
 }
 
-function signInMessage(err) {
+function signInMessage(err, session) {
   if (!(err instanceof ApiError)) return `Sign-in failed: ${err?.message ?? err}`;
   switch (err.code) {
     case 'unauthenticated': return `The token was not accepted: ${err.message}`;
     case 'permission_denied': return `This token may not read that organization: ${err.message}`;
-    case 'invalid_argument': return `${err.message} (an admin token needs an organization)`;
+    case 'invalid_argument':
+      return session.organizationId ? `Refused: ${err.message}` : `${err.message} (an admin token needs an organization)`;
     default: return `Sign-in failed (${err.code}): ${err.message}`;
   }
 }
@@ -179,10 +181,21 @@ class Dashboard {
   onAccounts(message) {
     showNotice('accounts-notice', '');
     const observed = timeMs(message.observeTime);
-    if (observed !== null) this.serverOffset = observed - Date.now();
+    if (observed !== null) this.estimateServerClock(observed);
     this.accounts.update(message.accounts ?? []);
     setText($('accounts-updated'), `live · updated ${formatClock(observed ?? Date.now())}`);
     this.updateSummary();
+  }
+
+  /**
+   * Countdowns run on the server's clock: cool-downs and breaker times are
+   * its timestamps. Each observe_time, read just before the message was
+   * sent, gives the offset minus the message's delay, so the largest offset
+   * of the recent messages is the best estimate.
+   */
+  estimateServerClock(observed) {
+    this.offsetSamples = [...(this.offsetSamples ?? []), observed - Date.now()].slice(-CLOCK_SAMPLES);
+    this.serverOffset = Math.max(...this.offsetSamples);
   }
 
   // -- activities

@@ -94,14 +94,14 @@ export function enumName(value, prefix, fallback = 'UNSPECIFIED') {
 // ---- formatting ------------------------------------------------------------
 
 const integerFormat = new Intl.NumberFormat('en-US', { maximumFractionDigits: 0 });
-const compactFormat = new Intl.NumberFormat('en-US', { notation: 'compact', maximumFractionDigits: 1 });
+const compactFormat = new Intl.NumberFormat('en-US', { notation: 'compact', maximumSignificantDigits: 3 });
 
 /** 1234567 → "1,234,567". */
 export function formatInteger(n) {
   return integerFormat.format(n);
 }
 
-/** 1234567 → "1.2M"; numbers under 10,000 are written out. */
+/** 1234567 → "1.23M" (three significant digits); numbers under 10,000 are written out. */
 export function formatCompact(n) {
   return Math.abs(n) < 10_000 ? integerFormat.format(n) : compactFormat.format(n);
 }

@@ -295,12 +295,13 @@ class TaskItem {
   tick(now) {
     const { task } = this;
     if (task.running) {
-      setText(this.duration, task.startTime ? formatDuration(now - task.startTime) : '—');
-      setText(this.when, task.startTime ? `started ${formatAgo(now - task.startTime)}` : '');
+      const elapsed = Math.max(0, now - (task.startTime ?? now));
+      setText(this.duration, task.startTime ? formatDuration(elapsed) : '—');
+      setText(this.when, task.startTime ? `started ${formatAgo(elapsed)}` : '');
     } else {
       setText(this.duration, formatDuration(task.durationMs));
       const end = task.completeTime ?? task.startTime;
-      setText(this.when, end ? formatAgo(now - end) : '');
+      setText(this.when, end ? formatAgo(Math.max(0, now - end)) : '');
       setAttr(this.when, 'title', end ? new Date(end).toLocaleString() : null);
     }
   }
@@ -364,7 +365,7 @@ function factsList(task) {
     ['Tokens', task.running ? '' : `${formatInteger(task.inputTokens)} in · ${formatInteger(task.outputTokens)} out`],
     ['Cache', task.cacheReadTokens || task.cacheCreationTokens ? `${formatInteger(task.cacheReadTokens)} read · ${formatInteger(task.cacheCreationTokens)} written` : ''],
     ['Cost', task.running ? '' : formatUSD(task.costUsd)],
-    ['Waited for capacity', task.waitedMs ? formatDuration(task.waitedMs) : ''],
+    ['Waited for capacity', task.waitedMs >= 10 ? formatDuration(task.waitedMs) : ''],
     ['Stop reason', task.stopReason],
     ['Started', task.startTime ? formatClock(task.startTime) : ''],
     ['Finished', task.completeTime ? formatClock(task.completeTime) : ''],

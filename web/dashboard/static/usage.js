@@ -64,29 +64,29 @@ function niceCeiling(value) {
   return 10 * magnitude;
 }
 
-const CHART = { width: 560, height: 168, left: 48, right: 8, top: 10, bottom: 22 };
+const CHART = { width: 560, height: 168, minLeft: 32, right: 8, top: 10, bottom: 22 };
 
 /**
  * Draws a per-minute bar chart into an <svg>.
  * series: [{key, className, label}] stacked bottom-up; format formats axis values.
  */
 export function drawBarChart(target, buckets, { series, format, describe, emptyText }) {
-  const { width, height, left, right, top, bottom } = CHART;
-  const plotWidth = width - left - right;
-  const plotHeight = height - top - bottom;
+  const { width, height, right, top, bottom } = CHART;
   const totals = buckets.map((b) => series.reduce((sum, s) => sum + b[s.key], 0));
   const max = niceCeiling(Math.max(0, ...totals));
+  const isEmpty = totals.every((t) => t === 0);
+  const axis = (isEmpty ? [0] : [0, 0.5, 1]).map((f) => ({ value: max * f, label: format(max * f) }));
+  // Room for the longest axis label (about 6 units a character at this size).
+  const left = Math.max(CHART.minLeft, 10 + 6 * Math.max(...axis.map((a) => a.label.length)));
+  const plotWidth = width - left - right;
+  const plotHeight = height - top - bottom;
   const y = (v) => top + plotHeight - (v / max) * plotHeight;
   const slot = plotWidth / buckets.length;
   const barWidth = Math.max(1, slot - 2);
 
-  const isEmpty = totals.every((t) => t === 0);
-  const grid = (isEmpty ? [0] : [0, 0.5, 1]).map((f) => {
-    const value = max * f;
-    return svg('g', { class: 'chart-grid' },
-      svg('line', { x1: left, x2: width - right, y1: y(value), y2: y(value) }),
-      svg('text', { class: 'chart-axis', x: left - 6, y: y(value) + 3, 'text-anchor': 'end' }, format(value)));
-  });
+  const grid = axis.map(({ value, label }) => svg('g', { class: 'chart-grid' },
+    svg('line', { x1: left, x2: width - right, y1: y(value), y2: y(value) }),
+    svg('text', { class: 'chart-axis', x: left - 6, y: y(value) + 3, 'text-anchor': 'end' }, label)));
 
   const ticks = [0, 15, 30, 45, buckets.length - 1].map((i) => svg('text', {
     class: 'chart-axis', x: left + i * slot + slot / 2, y: height - 6,
