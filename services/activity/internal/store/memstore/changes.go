@@ -24,23 +24,7 @@ func (s *Store) ChangesSince(ctx context.Context, orgID string, q store.ChangeQu
 		}
 	}
 	slices.SortFunc(matches, func(x, y *record) int { return cmp.Compare(x.changeSeq, y.changeSeq) })
-	out := make([]store.Change, 0, min(len(matches), max(q.Limit, 0)))
-	total := 0
-	for _, r := range matches {
-		if len(out) >= q.Limit {
-			break
-		}
-		total += r.size()
-		if q.MaxBytes > 0 && total > q.MaxBytes && len(out) > 0 {
-			break
-		}
-		c, err := r.change()
-		if err != nil {
-			return nil, false, err
-		}
-		out = append(out, c)
-	}
-	return out, len(out) < len(matches), nil
+	return page(matches, q.Limit, q.MaxBytes, (*record).change)
 }
 
 // RecentChangesStart implements store.Store.

@@ -272,23 +272,31 @@ func (s *Store) ListActivities(ctx context.Context, orgID string, q store.ListQu
 	slices.SortFunc(matches, func(x, y *record) int {
 		return listCompare(store.CursorOf(x.a), store.CursorOf(y.a))
 	})
-	out := make([]store.Activity, 0, min(len(matches), max(q.Limit, 0)))
+	return page(matches, q.Limit, q.MaxBytes, (*record).activity)
+}
+
+// page converts matches, in order, into at most limit items whose stored
+// size stays within maxBytes (zero: no bound; the first item is always
+// taken, so a page is never empty while matches are not); more says
+// whether matches were left out.
+func page[T any](matches []*record, limit, maxBytes int, convert func(*record) (T, error)) (items []T, more bool, err error) {
+	items = make([]T, 0, min(len(matches), max(limit, 0)))
 	total := 0
 	for _, r := range matches {
-		if len(out) >= q.Limit {
+		if len(items) >= limit {
 			break
 		}
 		total += r.size()
-		if q.MaxBytes > 0 && total > q.MaxBytes && len(out) > 0 {
+		if maxBytes > 0 && total > maxBytes && len(items) > 0 {
 			break
 		}
-		a, err := r.activity()
+		item, err := convert(r)
 		if err != nil {
 			return nil, false, err
 		}
-		out = append(out, a)
+		items = append(items, item)
 	}
-	return out, len(out) < len(matches), nil
+	return items, len(items) < len(matches), nil
 }
 
 func matchesFilter(a store.Activity, f store.ListFilter) bool {
