@@ -273,6 +273,61 @@ func (Outcome) EnumDescriptor() ([]byte, []int) {
 	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{3}
 }
 
+// LegacyKey names the key a legacy-mode call (one without a lease) ran on.
+type LegacyKey int32
+
+const (
+	// The operator's environment key (ANTHROPIC_API_KEY), as before this
+	// field existed.
+	LegacyKey_LEGACY_KEY_UNSPECIFIED LegacyKey = 0
+	// The organization's own default key (SetDefaultKey). A 401, 402 or 403
+	// on it marks it invalid until it is set again.
+	LegacyKey_LEGACY_KEY_ORGANIZATION_DEFAULT LegacyKey = 1
+	// The operator's environment key, said explicitly.
+	LegacyKey_LEGACY_KEY_ENVIRONMENT LegacyKey = 2
+)
+
+// Enum value maps for LegacyKey.
+var (
+	LegacyKey_name = map[int32]string{
+		0: "LEGACY_KEY_UNSPECIFIED",
+		1: "LEGACY_KEY_ORGANIZATION_DEFAULT",
+		2: "LEGACY_KEY_ENVIRONMENT",
+	}
+	LegacyKey_value = map[string]int32{
+		"LEGACY_KEY_UNSPECIFIED":          0,
+		"LEGACY_KEY_ORGANIZATION_DEFAULT": 1,
+		"LEGACY_KEY_ENVIRONMENT":          2,
+	}
+)
+
+func (x LegacyKey) Enum() *LegacyKey {
+	p := new(LegacyKey)
+	*p = x
+	return p
+}
+
+func (x LegacyKey) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LegacyKey) Descriptor() protoreflect.EnumDescriptor {
+	return file_switchyard_accountpool_v1_accountpool_proto_enumTypes[4].Descriptor()
+}
+
+func (LegacyKey) Type() protoreflect.EnumType {
+	return &file_switchyard_accountpool_v1_accountpool_proto_enumTypes[4]
+}
+
+func (x LegacyKey) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LegacyKey.Descriptor instead.
+func (LegacyKey) EnumDescriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{4}
+}
+
 // Account is one Anthropic API key registered with the pool. The key itself
 // is never part of this message.
 type Account struct {
@@ -1281,9 +1336,14 @@ type SelectAccountRequest struct {
 	// and answers with a lease or, at the end of the wait (or before the
 	// call's deadline), RESOURCE_EXHAUSTED. It never waits for an open
 	// circuit breaker.
-	MaxWait       *durationpb.Duration `protobuf:"bytes,11,opt,name=max_wait,json=maxWait,proto3" json:"max_wait,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MaxWait *durationpb.Duration `protobuf:"bytes,11,opt,name=max_wait,json=maxWait,proto3" json:"max_wait,omitempty"`
+	// When the organization has no accounts in service, answer with its
+	// valid default key (SelectAccountResponse.default_key) instead of
+	// NotFound. Only the Orchestrator principal may call SelectAccount, so
+	// only it ever receives the key.
+	AcceptDefaultKey bool `protobuf:"varint,12,opt,name=accept_default_key,json=acceptDefaultKey,proto3" json:"accept_default_key,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *SelectAccountRequest) Reset() {
@@ -1393,6 +1453,13 @@ func (x *SelectAccountRequest) GetMaxWait() *durationpb.Duration {
 	return nil
 }
 
+func (x *SelectAccountRequest) GetAcceptDefaultKey() bool {
+	if x != nil {
+		return x.AcceptDefaultKey
+	}
+	return false
+}
+
 // Lease is one selected account, its decrypted key and the capacity reserved
 // on it. The lease is settled by RecordRequest.
 type Lease struct {
@@ -1484,7 +1551,10 @@ type SelectAccountResponse struct {
 	Lease    *Lease                 `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
 	Strategy SelectionStrategy      `protobuf:"varint,2,opt,name=strategy,proto3,enum=switchyard.accountpool.v1.SelectionStrategy" json:"strategy,omitempty"`
 	// Why each candidate was or was not chosen.
-	Candidates    []*Candidate `protobuf:"bytes,3,rep,name=candidates,proto3" json:"candidates,omitempty"`
+	Candidates []*Candidate `protobuf:"bytes,3,rep,name=candidates,proto3" json:"candidates,omitempty"`
+	// Set, with no lease, when the organization has no accounts in service
+	// and the request accepted its default key.
+	DefaultKey    *DefaultKey `protobuf:"bytes,4,opt,name=default_key,json=defaultKey,proto3" json:"default_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1540,6 +1610,69 @@ func (x *SelectAccountResponse) GetCandidates() []*Candidate {
 	return nil
 }
 
+func (x *SelectAccountResponse) GetDefaultKey() *DefaultKey {
+	if x != nil {
+		return x.DefaultKey
+	}
+	return nil
+}
+
+// DefaultKey is an organization's decrypted default key, for one legacy
+// call. Settle the call with RecordRequest's legacy_key set to
+// LEGACY_KEY_ORGANIZATION_DEFAULT.
+type DefaultKey struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	ApiKey string                 `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	// Version of the key-encryption key it was stored under.
+	KeyVersion    int32 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DefaultKey) Reset() {
+	*x = DefaultKey{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DefaultKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DefaultKey) ProtoMessage() {}
+
+func (x *DefaultKey) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DefaultKey.ProtoReflect.Descriptor instead.
+func (*DefaultKey) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DefaultKey) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
+func (x *DefaultKey) GetKeyVersion() int32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
 // Candidate explains one account's part in a selection.
 type Candidate struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -1556,7 +1689,7 @@ type Candidate struct {
 
 func (x *Candidate) Reset() {
 	*x = Candidate{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[18]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1701,7 @@ func (x *Candidate) String() string {
 func (*Candidate) ProtoMessage() {}
 
 func (x *Candidate) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[18]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1714,7 @@ func (x *Candidate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Candidate.ProtoReflect.Descriptor instead.
 func (*Candidate) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{18}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Candidate) GetAccountId() string {
@@ -1639,7 +1772,7 @@ type RateLimitHeaders struct {
 
 func (x *RateLimitHeaders) Reset() {
 	*x = RateLimitHeaders{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[19]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1784,7 @@ func (x *RateLimitHeaders) String() string {
 func (*RateLimitHeaders) ProtoMessage() {}
 
 func (x *RateLimitHeaders) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[19]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1797,7 @@ func (x *RateLimitHeaders) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimitHeaders.ProtoReflect.Descriptor instead.
 func (*RateLimitHeaders) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{19}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RateLimitHeaders) GetRequestsLimit() int64 {
@@ -1760,13 +1893,17 @@ type RecordRequestRequest struct {
 	ErrorMessage      string `protobuf:"bytes,18,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
 	UpstreamRequestId string `protobuf:"bytes,19,opt,name=upstream_request_id,json=upstreamRequestId,proto3" json:"upstream_request_id,omitempty"`
 	DurationMs        int64  `protobuf:"varint,20,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// For a legacy-mode call (neither lease_id nor account_id): the key it
+	// ran on. Its usage row's account name is "default" for the
+	// organization's default key and "environment" for the environment key.
+	LegacyKey     LegacyKey `protobuf:"varint,21,opt,name=legacy_key,json=legacyKey,proto3,enum=switchyard.accountpool.v1.LegacyKey" json:"legacy_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RecordRequestRequest) Reset() {
 	*x = RecordRequestRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[20]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1915,7 @@ func (x *RecordRequestRequest) String() string {
 func (*RecordRequestRequest) ProtoMessage() {}
 
 func (x *RecordRequestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[20]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1928,7 @@ func (x *RecordRequestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRequestRequest.ProtoReflect.Descriptor instead.
 func (*RecordRequestRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{20}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecordRequestRequest) GetOrganizationId() string {
@@ -1934,6 +2071,13 @@ func (x *RecordRequestRequest) GetDurationMs() int64 {
 	return 0
 }
 
+func (x *RecordRequestRequest) GetLegacyKey() LegacyKey {
+	if x != nil {
+		return x.LegacyKey
+	}
+	return LegacyKey_LEGACY_KEY_UNSPECIFIED
+}
+
 type RecordRequestResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Cost of the attempt from the pricing table.
@@ -1949,7 +2093,7 @@ type RecordRequestResponse struct {
 
 func (x *RecordRequestResponse) Reset() {
 	*x = RecordRequestResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[21]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2105,7 @@ func (x *RecordRequestResponse) String() string {
 func (*RecordRequestResponse) ProtoMessage() {}
 
 func (x *RecordRequestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[21]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2118,7 @@ func (x *RecordRequestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordRequestResponse.ProtoReflect.Descriptor instead.
 func (*RecordRequestResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{21}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RecordRequestResponse) GetCostUsd() float64 {
@@ -2004,13 +2148,15 @@ type OrganizationSettings struct {
 	OrganizationId    string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
 	SelectionStrategy SelectionStrategy      `protobuf:"varint,2,opt,name=selection_strategy,json=selectionStrategy,proto3,enum=switchyard.accountpool.v1.SelectionStrategy" json:"selection_strategy,omitempty"`
 	UpdateTime        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The organization's default key, without the key itself.
+	DefaultKey    *DefaultKeyInfo `protobuf:"bytes,4,opt,name=default_key,json=defaultKey,proto3" json:"default_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *OrganizationSettings) Reset() {
 	*x = OrganizationSettings{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[22]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2022,7 +2168,7 @@ func (x *OrganizationSettings) String() string {
 func (*OrganizationSettings) ProtoMessage() {}
 
 func (x *OrganizationSettings) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[22]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2035,7 +2181,7 @@ func (x *OrganizationSettings) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OrganizationSettings.ProtoReflect.Descriptor instead.
 func (*OrganizationSettings) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{22}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *OrganizationSettings) GetOrganizationId() string {
@@ -2059,6 +2205,272 @@ func (x *OrganizationSettings) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *OrganizationSettings) GetDefaultKey() *DefaultKeyInfo {
+	if x != nil {
+		return x.DefaultKey
+	}
+	return nil
+}
+
+// DefaultKeyInfo describes an organization's default key; the key itself
+// is never returned.
+type DefaultKeyInfo struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Configured bool                   `protobuf:"varint,1,opt,name=configured,proto3" json:"configured,omitempty"`
+	// Version of the key-encryption key that encrypted it; 0 when not
+	// configured.
+	KeyVersion int32 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	// True once the upstream rejected the key (401, 402 or 403); legacy
+	// mode then no longer uses it until it is set again.
+	Invalid       bool                   `protobuf:"varint,3,opt,name=invalid,proto3" json:"invalid,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DefaultKeyInfo) Reset() {
+	*x = DefaultKeyInfo{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DefaultKeyInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DefaultKeyInfo) ProtoMessage() {}
+
+func (x *DefaultKeyInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DefaultKeyInfo.ProtoReflect.Descriptor instead.
+func (*DefaultKeyInfo) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DefaultKeyInfo) GetConfigured() bool {
+	if x != nil {
+		return x.Configured
+	}
+	return false
+}
+
+func (x *DefaultKeyInfo) GetKeyVersion() int32 {
+	if x != nil {
+		return x.KeyVersion
+	}
+	return 0
+}
+
+func (x *DefaultKeyInfo) GetInvalid() bool {
+	if x != nil {
+		return x.Invalid
+	}
+	return false
+}
+
+func (x *DefaultKeyInfo) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+type SetDefaultKeyRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	// The Anthropic API key (sk-ant-...), validated like an account's key.
+	ApiKey        string `protobuf:"bytes,2,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDefaultKeyRequest) Reset() {
+	*x = SetDefaultKeyRequest{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDefaultKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDefaultKeyRequest) ProtoMessage() {}
+
+func (x *SetDefaultKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDefaultKeyRequest.ProtoReflect.Descriptor instead.
+func (*SetDefaultKeyRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SetDefaultKeyRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+func (x *SetDefaultKeyRequest) GetApiKey() string {
+	if x != nil {
+		return x.ApiKey
+	}
+	return ""
+}
+
+type SetDefaultKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *OrganizationSettings  `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetDefaultKeyResponse) Reset() {
+	*x = SetDefaultKeyResponse{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetDefaultKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetDefaultKeyResponse) ProtoMessage() {}
+
+func (x *SetDefaultKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetDefaultKeyResponse.ProtoReflect.Descriptor instead.
+func (*SetDefaultKeyResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SetDefaultKeyResponse) GetSettings() *OrganizationSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+type ClearDefaultKeyRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *ClearDefaultKeyRequest) Reset() {
+	*x = ClearDefaultKeyRequest{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearDefaultKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearDefaultKeyRequest) ProtoMessage() {}
+
+func (x *ClearDefaultKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearDefaultKeyRequest.ProtoReflect.Descriptor instead.
+func (*ClearDefaultKeyRequest) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ClearDefaultKeyRequest) GetOrganizationId() string {
+	if x != nil {
+		return x.OrganizationId
+	}
+	return ""
+}
+
+type ClearDefaultKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Settings      *OrganizationSettings  `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClearDefaultKeyResponse) Reset() {
+	*x = ClearDefaultKeyResponse{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClearDefaultKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClearDefaultKeyResponse) ProtoMessage() {}
+
+func (x *ClearDefaultKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClearDefaultKeyResponse.ProtoReflect.Descriptor instead.
+func (*ClearDefaultKeyResponse) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ClearDefaultKeyResponse) GetSettings() *OrganizationSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
 type GetOrganizationSettingsRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
@@ -2068,7 +2480,7 @@ type GetOrganizationSettingsRequest struct {
 
 func (x *GetOrganizationSettingsRequest) Reset() {
 	*x = GetOrganizationSettingsRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[23]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2492,7 @@ func (x *GetOrganizationSettingsRequest) String() string {
 func (*GetOrganizationSettingsRequest) ProtoMessage() {}
 
 func (x *GetOrganizationSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[23]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2505,7 @@ func (x *GetOrganizationSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetOrganizationSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{23}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetOrganizationSettingsRequest) GetOrganizationId() string {
@@ -2112,7 +2524,7 @@ type GetOrganizationSettingsResponse struct {
 
 func (x *GetOrganizationSettingsResponse) Reset() {
 	*x = GetOrganizationSettingsResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2124,7 +2536,7 @@ func (x *GetOrganizationSettingsResponse) String() string {
 func (*GetOrganizationSettingsResponse) ProtoMessage() {}
 
 func (x *GetOrganizationSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2137,7 +2549,7 @@ func (x *GetOrganizationSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationSettingsResponse.ProtoReflect.Descriptor instead.
 func (*GetOrganizationSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetOrganizationSettingsResponse) GetSettings() *OrganizationSettings {
@@ -2158,7 +2570,7 @@ type UpdateOrganizationSettingsRequest struct {
 
 func (x *UpdateOrganizationSettingsRequest) Reset() {
 	*x = UpdateOrganizationSettingsRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2582,7 @@ func (x *UpdateOrganizationSettingsRequest) String() string {
 func (*UpdateOrganizationSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateOrganizationSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2595,7 @@ func (x *UpdateOrganizationSettingsRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use UpdateOrganizationSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateOrganizationSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{25}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UpdateOrganizationSettingsRequest) GetOrganizationId() string {
@@ -2209,7 +2621,7 @@ type UpdateOrganizationSettingsResponse struct {
 
 func (x *UpdateOrganizationSettingsResponse) Reset() {
 	*x = UpdateOrganizationSettingsResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2221,7 +2633,7 @@ func (x *UpdateOrganizationSettingsResponse) String() string {
 func (*UpdateOrganizationSettingsResponse) ProtoMessage() {}
 
 func (x *UpdateOrganizationSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2646,7 @@ func (x *UpdateOrganizationSettingsResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use UpdateOrganizationSettingsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateOrganizationSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{26}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UpdateOrganizationSettingsResponse) GetSettings() *OrganizationSettings {
@@ -2264,7 +2676,7 @@ type GetUsageRequest struct {
 
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2276,7 +2688,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2289,7 +2701,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{27}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetUsageRequest) GetOrganizationId() string {
@@ -2359,7 +2771,7 @@ type UsageTotals struct {
 
 func (x *UsageTotals) Reset() {
 	*x = UsageTotals{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2371,7 +2783,7 @@ func (x *UsageTotals) String() string {
 func (*UsageTotals) ProtoMessage() {}
 
 func (x *UsageTotals) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2384,7 +2796,7 @@ func (x *UsageTotals) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageTotals.ProtoReflect.Descriptor instead.
 func (*UsageTotals) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{28}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UsageTotals) GetAccountId() string {
@@ -2480,7 +2892,7 @@ type UsageRecord struct {
 
 func (x *UsageRecord) Reset() {
 	*x = UsageRecord{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2492,7 +2904,7 @@ func (x *UsageRecord) String() string {
 func (*UsageRecord) ProtoMessage() {}
 
 func (x *UsageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2505,7 +2917,7 @@ func (x *UsageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRecord.ProtoReflect.Descriptor instead.
 func (*UsageRecord) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{29}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UsageRecord) GetId() string {
@@ -2667,7 +3079,7 @@ type GetUsageResponse struct {
 
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2679,7 +3091,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2692,7 +3104,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{30}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GetUsageResponse) GetTotal() *UsageTotals {
@@ -2736,7 +3148,7 @@ type WatchAccountsRequest struct {
 
 func (x *WatchAccountsRequest) Reset() {
 	*x = WatchAccountsRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2748,7 +3160,7 @@ func (x *WatchAccountsRequest) String() string {
 func (*WatchAccountsRequest) ProtoMessage() {}
 
 func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2761,7 +3173,7 @@ func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAccountsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{31}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *WatchAccountsRequest) GetOrganizationId() string {
@@ -2791,7 +3203,7 @@ type WatchAccountsResponse struct {
 
 func (x *WatchAccountsResponse) Reset() {
 	*x = WatchAccountsResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2803,7 +3215,7 @@ func (x *WatchAccountsResponse) String() string {
 func (*WatchAccountsResponse) ProtoMessage() {}
 
 func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2816,7 +3228,7 @@ func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAccountsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{32}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchAccountsResponse) GetAccounts() []*Account {
@@ -2929,7 +3341,7 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"account_id\x18\x02 \x01(\tR\taccountId\x12\x1c\n" +
 	"\aapi_key\x18\x03 \x01(\tB\x03\x80\x01\x01R\x06apiKey\"X\n" +
 	"\x18RotateAccountKeyResponse\x12<\n" +
-	"\aaccount\x18\x01 \x01(\v2\".switchyard.accountpool.v1.AccountR\aaccount\"\xff\x03\n" +
+	"\aaccount\x18\x01 \x01(\v2\".switchyard.accountpool.v1.AccountR\aaccount\"\xad\x04\n" +
 	"\x14SelectAccountRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x124\n" +
@@ -2944,7 +3356,8 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\n" +
 	" \x01(\tR\trequestId\x124\n" +
-	"\bmax_wait\x18\v \x01(\v2\x19.google.protobuf.DurationR\amaxWait\"\xd3\x01\n" +
+	"\bmax_wait\x18\v \x01(\v2\x19.google.protobuf.DurationR\amaxWait\x12,\n" +
+	"\x12accept_default_key\x18\f \x01(\bR\x10acceptDefaultKey\"\xd3\x01\n" +
 	"\x05Lease\x12\x19\n" +
 	"\blease_id\x18\x01 \x01(\tR\aleaseId\x12\x1d\n" +
 	"\n" +
@@ -2953,13 +3366,20 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x04tier\x18\x04 \x01(\tR\x04tier\x12\x1c\n" +
 	"\aapi_key\x18\x05 \x01(\tB\x03\x80\x01\x01R\x06apiKey\x12;\n" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xdf\x01\n" +
+	"expireTime\"\xa7\x02\n" +
 	"\x15SelectAccountResponse\x126\n" +
 	"\x05lease\x18\x01 \x01(\v2 .switchyard.accountpool.v1.LeaseR\x05lease\x12H\n" +
 	"\bstrategy\x18\x02 \x01(\x0e2,.switchyard.accountpool.v1.SelectionStrategyR\bstrategy\x12D\n" +
 	"\n" +
 	"candidates\x18\x03 \x03(\v2$.switchyard.accountpool.v1.CandidateR\n" +
-	"candidates\"\xa2\x01\n" +
+	"candidates\x12F\n" +
+	"\vdefault_key\x18\x04 \x01(\v2%.switchyard.accountpool.v1.DefaultKeyR\n" +
+	"defaultKey\"K\n" +
+	"\n" +
+	"DefaultKey\x12\x1c\n" +
+	"\aapi_key\x18\x01 \x01(\tB\x03\x80\x01\x01R\x06apiKey\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\x05R\n" +
+	"keyVersion\"\xa2\x01\n" +
 	"\tCandidate\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12!\n" +
@@ -2979,7 +3399,7 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x17output_tokens_remaining\x18\b \x01(\x03R\x15outputTokensRemaining\x12J\n" +
 	"\x13output_tokens_reset\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x11outputTokensReset\x12.\n" +
 	"\x13retry_after_seconds\x18\n" +
-	" \x01(\x03R\x11retryAfterSeconds\"\x84\x06\n" +
+	" \x01(\x03R\x11retryAfterSeconds\"\xc9\x06\n" +
 	"\x14RecordRequestRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x1d\n" +
@@ -3008,16 +3428,38 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\rerror_message\x18\x12 \x01(\tR\ferrorMessage\x12.\n" +
 	"\x13upstream_request_id\x18\x13 \x01(\tR\x11upstreamRequestId\x12\x1f\n" +
 	"\vduration_ms\x18\x14 \x01(\x03R\n" +
-	"durationMs\"k\n" +
+	"durationMs\x12C\n" +
+	"\n" +
+	"legacy_key\x18\x15 \x01(\x0e2$.switchyard.accountpool.v1.LegacyKeyR\tlegacyKey\"k\n" +
 	"\x15RecordRequestResponse\x12\x19\n" +
 	"\bcost_usd\x18\x01 \x01(\x01R\acostUsd\x12\x19\n" +
 	"\busage_id\x18\x02 \x01(\tR\ausageId\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\xd9\x01\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\xa5\x02\n" +
 	"\x14OrganizationSettings\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12[\n" +
 	"\x12selection_strategy\x18\x02 \x01(\x0e2,.switchyard.accountpool.v1.SelectionStrategyR\x11selectionStrategy\x12;\n" +
 	"\vupdate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"I\n" +
+	"updateTime\x12J\n" +
+	"\vdefault_key\x18\x04 \x01(\v2).switchyard.accountpool.v1.DefaultKeyInfoR\n" +
+	"defaultKey\"\xa8\x01\n" +
+	"\x0eDefaultKeyInfo\x12\x1e\n" +
+	"\n" +
+	"configured\x18\x01 \x01(\bR\n" +
+	"configured\x12\x1f\n" +
+	"\vkey_version\x18\x02 \x01(\x05R\n" +
+	"keyVersion\x12\x18\n" +
+	"\ainvalid\x18\x03 \x01(\bR\ainvalid\x12;\n" +
+	"\vupdate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"]\n" +
+	"\x14SetDefaultKeyRequest\x12'\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x1c\n" +
+	"\aapi_key\x18\x02 \x01(\tB\x03\x80\x01\x01R\x06apiKey\"d\n" +
+	"\x15SetDefaultKeyResponse\x12K\n" +
+	"\bsettings\x18\x01 \x01(\v2/.switchyard.accountpool.v1.OrganizationSettingsR\bsettings\"A\n" +
+	"\x16ClearDefaultKeyRequest\x12'\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\"f\n" +
+	"\x17ClearDefaultKeyResponse\x12K\n" +
+	"\bsettings\x18\x01 \x01(\v2/.switchyard.accountpool.v1.OrganizationSettingsR\bsettings\"I\n" +
 	"\x1eGetOrganizationSettingsRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\"n\n" +
 	"\x1fGetOrganizationSettingsResponse\x12K\n" +
@@ -3116,7 +3558,11 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x13OUTCOME_AUTH_FAILED\x10\x04\x12\x1a\n" +
 	"\x16OUTCOME_UPSTREAM_ERROR\x10\x05\x12\x18\n" +
 	"\x14OUTCOME_CLIENT_ERROR\x10\x06\x12\x15\n" +
-	"\x11OUTCOME_CANCELLED\x10\a2\xc1\v\n" +
+	"\x11OUTCOME_CANCELLED\x10\a*h\n" +
+	"\tLegacyKey\x12\x1a\n" +
+	"\x16LEGACY_KEY_UNSPECIFIED\x10\x00\x12#\n" +
+	"\x1fLEGACY_KEY_ORGANIZATION_DEFAULT\x10\x01\x12\x1a\n" +
+	"\x16LEGACY_KEY_ENVIRONMENT\x10\x022\xaf\r\n" +
 	"\x12AccountPoolService\x12x\n" +
 	"\x0fRegisterAccount\x121.switchyard.accountpool.v1.RegisterAccountRequest\x1a2.switchyard.accountpool.v1.RegisterAccountResponse\x12i\n" +
 	"\n" +
@@ -3128,7 +3574,9 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\rSelectAccount\x12/.switchyard.accountpool.v1.SelectAccountRequest\x1a0.switchyard.accountpool.v1.SelectAccountResponse\x12r\n" +
 	"\rRecordRequest\x12/.switchyard.accountpool.v1.RecordRequestRequest\x1a0.switchyard.accountpool.v1.RecordRequestResponse\x12\x90\x01\n" +
 	"\x17GetOrganizationSettings\x129.switchyard.accountpool.v1.GetOrganizationSettingsRequest\x1a:.switchyard.accountpool.v1.GetOrganizationSettingsResponse\x12\x99\x01\n" +
-	"\x1aUpdateOrganizationSettings\x12<.switchyard.accountpool.v1.UpdateOrganizationSettingsRequest\x1a=.switchyard.accountpool.v1.UpdateOrganizationSettingsResponse\x12c\n" +
+	"\x1aUpdateOrganizationSettings\x12<.switchyard.accountpool.v1.UpdateOrganizationSettingsRequest\x1a=.switchyard.accountpool.v1.UpdateOrganizationSettingsResponse\x12r\n" +
+	"\rSetDefaultKey\x12/.switchyard.accountpool.v1.SetDefaultKeyRequest\x1a0.switchyard.accountpool.v1.SetDefaultKeyResponse\x12x\n" +
+	"\x0fClearDefaultKey\x121.switchyard.accountpool.v1.ClearDefaultKeyRequest\x1a2.switchyard.accountpool.v1.ClearDefaultKeyResponse\x12c\n" +
 	"\bGetUsage\x12*.switchyard.accountpool.v1.GetUsageRequest\x1a+.switchyard.accountpool.v1.GetUsageResponse\x12t\n" +
 	"\rWatchAccounts\x12/.switchyard.accountpool.v1.WatchAccountsRequest\x1a0.switchyard.accountpool.v1.WatchAccountsResponse0\x01BRZPgithub.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1;accountpoolv1b\x06proto3"
 
@@ -3144,123 +3592,140 @@ func file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP() []byte {
 	return file_switchyard_accountpool_v1_accountpool_proto_rawDescData
 }
 
-var file_switchyard_accountpool_v1_accountpool_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_switchyard_accountpool_v1_accountpool_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_switchyard_accountpool_v1_accountpool_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_switchyard_accountpool_v1_accountpool_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_switchyard_accountpool_v1_accountpool_proto_goTypes = []any{
 	(AccountStatus)(0),                         // 0: switchyard.accountpool.v1.AccountStatus
 	(BreakerState)(0),                          // 1: switchyard.accountpool.v1.BreakerState
 	(SelectionStrategy)(0),                     // 2: switchyard.accountpool.v1.SelectionStrategy
 	(Outcome)(0),                               // 3: switchyard.accountpool.v1.Outcome
-	(*Account)(nil),                            // 4: switchyard.accountpool.v1.Account
-	(*CircuitBreaker)(nil),                     // 5: switchyard.accountpool.v1.CircuitBreaker
-	(*Capacity)(nil),                           // 6: switchyard.accountpool.v1.Capacity
-	(*RegisterAccountRequest)(nil),             // 7: switchyard.accountpool.v1.RegisterAccountRequest
-	(*RegisterAccountResponse)(nil),            // 8: switchyard.accountpool.v1.RegisterAccountResponse
-	(*GetAccountRequest)(nil),                  // 9: switchyard.accountpool.v1.GetAccountRequest
-	(*GetAccountResponse)(nil),                 // 10: switchyard.accountpool.v1.GetAccountResponse
-	(*ListAccountsRequest)(nil),                // 11: switchyard.accountpool.v1.ListAccountsRequest
-	(*ListAccountsResponse)(nil),               // 12: switchyard.accountpool.v1.ListAccountsResponse
-	(*UpdateAccountRequest)(nil),               // 13: switchyard.accountpool.v1.UpdateAccountRequest
-	(*UpdateAccountResponse)(nil),              // 14: switchyard.accountpool.v1.UpdateAccountResponse
-	(*DeleteAccountRequest)(nil),               // 15: switchyard.accountpool.v1.DeleteAccountRequest
-	(*DeleteAccountResponse)(nil),              // 16: switchyard.accountpool.v1.DeleteAccountResponse
-	(*RotateAccountKeyRequest)(nil),            // 17: switchyard.accountpool.v1.RotateAccountKeyRequest
-	(*RotateAccountKeyResponse)(nil),           // 18: switchyard.accountpool.v1.RotateAccountKeyResponse
-	(*SelectAccountRequest)(nil),               // 19: switchyard.accountpool.v1.SelectAccountRequest
-	(*Lease)(nil),                              // 20: switchyard.accountpool.v1.Lease
-	(*SelectAccountResponse)(nil),              // 21: switchyard.accountpool.v1.SelectAccountResponse
-	(*Candidate)(nil),                          // 22: switchyard.accountpool.v1.Candidate
-	(*RateLimitHeaders)(nil),                   // 23: switchyard.accountpool.v1.RateLimitHeaders
-	(*RecordRequestRequest)(nil),               // 24: switchyard.accountpool.v1.RecordRequestRequest
-	(*RecordRequestResponse)(nil),              // 25: switchyard.accountpool.v1.RecordRequestResponse
-	(*OrganizationSettings)(nil),               // 26: switchyard.accountpool.v1.OrganizationSettings
-	(*GetOrganizationSettingsRequest)(nil),     // 27: switchyard.accountpool.v1.GetOrganizationSettingsRequest
-	(*GetOrganizationSettingsResponse)(nil),    // 28: switchyard.accountpool.v1.GetOrganizationSettingsResponse
-	(*UpdateOrganizationSettingsRequest)(nil),  // 29: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
-	(*UpdateOrganizationSettingsResponse)(nil), // 30: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
-	(*GetUsageRequest)(nil),                    // 31: switchyard.accountpool.v1.GetUsageRequest
-	(*UsageTotals)(nil),                        // 32: switchyard.accountpool.v1.UsageTotals
-	(*UsageRecord)(nil),                        // 33: switchyard.accountpool.v1.UsageRecord
-	(*GetUsageResponse)(nil),                   // 34: switchyard.accountpool.v1.GetUsageResponse
-	(*WatchAccountsRequest)(nil),               // 35: switchyard.accountpool.v1.WatchAccountsRequest
-	(*WatchAccountsResponse)(nil),              // 36: switchyard.accountpool.v1.WatchAccountsResponse
-	nil,                                        // 37: switchyard.accountpool.v1.Account.LabelsEntry
-	nil,                                        // 38: switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),              // 39: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),                // 40: google.protobuf.Duration
+	(LegacyKey)(0),                             // 4: switchyard.accountpool.v1.LegacyKey
+	(*Account)(nil),                            // 5: switchyard.accountpool.v1.Account
+	(*CircuitBreaker)(nil),                     // 6: switchyard.accountpool.v1.CircuitBreaker
+	(*Capacity)(nil),                           // 7: switchyard.accountpool.v1.Capacity
+	(*RegisterAccountRequest)(nil),             // 8: switchyard.accountpool.v1.RegisterAccountRequest
+	(*RegisterAccountResponse)(nil),            // 9: switchyard.accountpool.v1.RegisterAccountResponse
+	(*GetAccountRequest)(nil),                  // 10: switchyard.accountpool.v1.GetAccountRequest
+	(*GetAccountResponse)(nil),                 // 11: switchyard.accountpool.v1.GetAccountResponse
+	(*ListAccountsRequest)(nil),                // 12: switchyard.accountpool.v1.ListAccountsRequest
+	(*ListAccountsResponse)(nil),               // 13: switchyard.accountpool.v1.ListAccountsResponse
+	(*UpdateAccountRequest)(nil),               // 14: switchyard.accountpool.v1.UpdateAccountRequest
+	(*UpdateAccountResponse)(nil),              // 15: switchyard.accountpool.v1.UpdateAccountResponse
+	(*DeleteAccountRequest)(nil),               // 16: switchyard.accountpool.v1.DeleteAccountRequest
+	(*DeleteAccountResponse)(nil),              // 17: switchyard.accountpool.v1.DeleteAccountResponse
+	(*RotateAccountKeyRequest)(nil),            // 18: switchyard.accountpool.v1.RotateAccountKeyRequest
+	(*RotateAccountKeyResponse)(nil),           // 19: switchyard.accountpool.v1.RotateAccountKeyResponse
+	(*SelectAccountRequest)(nil),               // 20: switchyard.accountpool.v1.SelectAccountRequest
+	(*Lease)(nil),                              // 21: switchyard.accountpool.v1.Lease
+	(*SelectAccountResponse)(nil),              // 22: switchyard.accountpool.v1.SelectAccountResponse
+	(*DefaultKey)(nil),                         // 23: switchyard.accountpool.v1.DefaultKey
+	(*Candidate)(nil),                          // 24: switchyard.accountpool.v1.Candidate
+	(*RateLimitHeaders)(nil),                   // 25: switchyard.accountpool.v1.RateLimitHeaders
+	(*RecordRequestRequest)(nil),               // 26: switchyard.accountpool.v1.RecordRequestRequest
+	(*RecordRequestResponse)(nil),              // 27: switchyard.accountpool.v1.RecordRequestResponse
+	(*OrganizationSettings)(nil),               // 28: switchyard.accountpool.v1.OrganizationSettings
+	(*DefaultKeyInfo)(nil),                     // 29: switchyard.accountpool.v1.DefaultKeyInfo
+	(*SetDefaultKeyRequest)(nil),               // 30: switchyard.accountpool.v1.SetDefaultKeyRequest
+	(*SetDefaultKeyResponse)(nil),              // 31: switchyard.accountpool.v1.SetDefaultKeyResponse
+	(*ClearDefaultKeyRequest)(nil),             // 32: switchyard.accountpool.v1.ClearDefaultKeyRequest
+	(*ClearDefaultKeyResponse)(nil),            // 33: switchyard.accountpool.v1.ClearDefaultKeyResponse
+	(*GetOrganizationSettingsRequest)(nil),     // 34: switchyard.accountpool.v1.GetOrganizationSettingsRequest
+	(*GetOrganizationSettingsResponse)(nil),    // 35: switchyard.accountpool.v1.GetOrganizationSettingsResponse
+	(*UpdateOrganizationSettingsRequest)(nil),  // 36: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
+	(*UpdateOrganizationSettingsResponse)(nil), // 37: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
+	(*GetUsageRequest)(nil),                    // 38: switchyard.accountpool.v1.GetUsageRequest
+	(*UsageTotals)(nil),                        // 39: switchyard.accountpool.v1.UsageTotals
+	(*UsageRecord)(nil),                        // 40: switchyard.accountpool.v1.UsageRecord
+	(*GetUsageResponse)(nil),                   // 41: switchyard.accountpool.v1.GetUsageResponse
+	(*WatchAccountsRequest)(nil),               // 42: switchyard.accountpool.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil),              // 43: switchyard.accountpool.v1.WatchAccountsResponse
+	nil,                                        // 44: switchyard.accountpool.v1.Account.LabelsEntry
+	nil,                                        // 45: switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),              // 46: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),                // 47: google.protobuf.Duration
 }
 var file_switchyard_accountpool_v1_accountpool_proto_depIdxs = []int32{
 	0,  // 0: switchyard.accountpool.v1.Account.status:type_name -> switchyard.accountpool.v1.AccountStatus
-	37, // 1: switchyard.accountpool.v1.Account.labels:type_name -> switchyard.accountpool.v1.Account.LabelsEntry
-	39, // 2: switchyard.accountpool.v1.Account.create_time:type_name -> google.protobuf.Timestamp
-	39, // 3: switchyard.accountpool.v1.Account.update_time:type_name -> google.protobuf.Timestamp
-	5,  // 4: switchyard.accountpool.v1.Account.breaker:type_name -> switchyard.accountpool.v1.CircuitBreaker
-	6,  // 5: switchyard.accountpool.v1.Account.capacity:type_name -> switchyard.accountpool.v1.Capacity
-	39, // 6: switchyard.accountpool.v1.Account.cooldown_until:type_name -> google.protobuf.Timestamp
+	44, // 1: switchyard.accountpool.v1.Account.labels:type_name -> switchyard.accountpool.v1.Account.LabelsEntry
+	46, // 2: switchyard.accountpool.v1.Account.create_time:type_name -> google.protobuf.Timestamp
+	46, // 3: switchyard.accountpool.v1.Account.update_time:type_name -> google.protobuf.Timestamp
+	6,  // 4: switchyard.accountpool.v1.Account.breaker:type_name -> switchyard.accountpool.v1.CircuitBreaker
+	7,  // 5: switchyard.accountpool.v1.Account.capacity:type_name -> switchyard.accountpool.v1.Capacity
+	46, // 6: switchyard.accountpool.v1.Account.cooldown_until:type_name -> google.protobuf.Timestamp
 	1,  // 7: switchyard.accountpool.v1.CircuitBreaker.state:type_name -> switchyard.accountpool.v1.BreakerState
-	39, // 8: switchyard.accountpool.v1.CircuitBreaker.open_until:type_name -> google.protobuf.Timestamp
-	38, // 9: switchyard.accountpool.v1.RegisterAccountRequest.labels:type_name -> switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
-	4,  // 10: switchyard.accountpool.v1.RegisterAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
-	4,  // 11: switchyard.accountpool.v1.GetAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
-	4,  // 12: switchyard.accountpool.v1.ListAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
+	46, // 8: switchyard.accountpool.v1.CircuitBreaker.open_until:type_name -> google.protobuf.Timestamp
+	45, // 9: switchyard.accountpool.v1.RegisterAccountRequest.labels:type_name -> switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
+	5,  // 10: switchyard.accountpool.v1.RegisterAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
+	5,  // 11: switchyard.accountpool.v1.GetAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
+	5,  // 12: switchyard.accountpool.v1.ListAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
 	0,  // 13: switchyard.accountpool.v1.UpdateAccountRequest.status:type_name -> switchyard.accountpool.v1.AccountStatus
-	4,  // 14: switchyard.accountpool.v1.UpdateAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
-	4,  // 15: switchyard.accountpool.v1.RotateAccountKeyResponse.account:type_name -> switchyard.accountpool.v1.Account
+	5,  // 14: switchyard.accountpool.v1.UpdateAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
+	5,  // 15: switchyard.accountpool.v1.RotateAccountKeyResponse.account:type_name -> switchyard.accountpool.v1.Account
 	2,  // 16: switchyard.accountpool.v1.SelectAccountRequest.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	40, // 17: switchyard.accountpool.v1.SelectAccountRequest.max_wait:type_name -> google.protobuf.Duration
-	39, // 18: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
-	20, // 19: switchyard.accountpool.v1.SelectAccountResponse.lease:type_name -> switchyard.accountpool.v1.Lease
+	47, // 17: switchyard.accountpool.v1.SelectAccountRequest.max_wait:type_name -> google.protobuf.Duration
+	46, // 18: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
+	21, // 19: switchyard.accountpool.v1.SelectAccountResponse.lease:type_name -> switchyard.accountpool.v1.Lease
 	2,  // 20: switchyard.accountpool.v1.SelectAccountResponse.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	22, // 21: switchyard.accountpool.v1.SelectAccountResponse.candidates:type_name -> switchyard.accountpool.v1.Candidate
-	39, // 22: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
-	39, // 23: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
-	39, // 24: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
-	3,  // 25: switchyard.accountpool.v1.RecordRequestRequest.outcome:type_name -> switchyard.accountpool.v1.Outcome
-	23, // 26: switchyard.accountpool.v1.RecordRequestRequest.rate_limit:type_name -> switchyard.accountpool.v1.RateLimitHeaders
-	2,  // 27: switchyard.accountpool.v1.OrganizationSettings.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	39, // 28: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
-	26, // 29: switchyard.accountpool.v1.GetOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	2,  // 30: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	26, // 31: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	39, // 32: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
-	39, // 33: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
-	3,  // 34: switchyard.accountpool.v1.UsageRecord.outcome:type_name -> switchyard.accountpool.v1.Outcome
-	39, // 35: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
-	32, // 36: switchyard.accountpool.v1.GetUsageResponse.total:type_name -> switchyard.accountpool.v1.UsageTotals
-	32, // 37: switchyard.accountpool.v1.GetUsageResponse.by_account:type_name -> switchyard.accountpool.v1.UsageTotals
-	33, // 38: switchyard.accountpool.v1.GetUsageResponse.records:type_name -> switchyard.accountpool.v1.UsageRecord
-	40, // 39: switchyard.accountpool.v1.WatchAccountsRequest.min_interval:type_name -> google.protobuf.Duration
-	4,  // 40: switchyard.accountpool.v1.WatchAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
-	39, // 41: switchyard.accountpool.v1.WatchAccountsResponse.observe_time:type_name -> google.protobuf.Timestamp
-	7,  // 42: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
-	9,  // 43: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
-	11, // 44: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
-	13, // 45: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
-	15, // 46: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
-	17, // 47: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:input_type -> switchyard.accountpool.v1.RotateAccountKeyRequest
-	19, // 48: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
-	24, // 49: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
-	27, // 50: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
-	29, // 51: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
-	31, // 52: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
-	35, // 53: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:input_type -> switchyard.accountpool.v1.WatchAccountsRequest
-	8,  // 54: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
-	10, // 55: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
-	12, // 56: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
-	14, // 57: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
-	16, // 58: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
-	18, // 59: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:output_type -> switchyard.accountpool.v1.RotateAccountKeyResponse
-	21, // 60: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
-	25, // 61: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
-	28, // 62: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
-	30, // 63: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
-	34, // 64: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
-	36, // 65: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:output_type -> switchyard.accountpool.v1.WatchAccountsResponse
-	54, // [54:66] is the sub-list for method output_type
-	42, // [42:54] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	24, // 21: switchyard.accountpool.v1.SelectAccountResponse.candidates:type_name -> switchyard.accountpool.v1.Candidate
+	23, // 22: switchyard.accountpool.v1.SelectAccountResponse.default_key:type_name -> switchyard.accountpool.v1.DefaultKey
+	46, // 23: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
+	46, // 24: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
+	46, // 25: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
+	3,  // 26: switchyard.accountpool.v1.RecordRequestRequest.outcome:type_name -> switchyard.accountpool.v1.Outcome
+	25, // 27: switchyard.accountpool.v1.RecordRequestRequest.rate_limit:type_name -> switchyard.accountpool.v1.RateLimitHeaders
+	4,  // 28: switchyard.accountpool.v1.RecordRequestRequest.legacy_key:type_name -> switchyard.accountpool.v1.LegacyKey
+	2,  // 29: switchyard.accountpool.v1.OrganizationSettings.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	46, // 30: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
+	29, // 31: switchyard.accountpool.v1.OrganizationSettings.default_key:type_name -> switchyard.accountpool.v1.DefaultKeyInfo
+	46, // 32: switchyard.accountpool.v1.DefaultKeyInfo.update_time:type_name -> google.protobuf.Timestamp
+	28, // 33: switchyard.accountpool.v1.SetDefaultKeyResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	28, // 34: switchyard.accountpool.v1.ClearDefaultKeyResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	28, // 35: switchyard.accountpool.v1.GetOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	2,  // 36: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	28, // 37: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	46, // 38: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	46, // 39: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	3,  // 40: switchyard.accountpool.v1.UsageRecord.outcome:type_name -> switchyard.accountpool.v1.Outcome
+	46, // 41: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
+	39, // 42: switchyard.accountpool.v1.GetUsageResponse.total:type_name -> switchyard.accountpool.v1.UsageTotals
+	39, // 43: switchyard.accountpool.v1.GetUsageResponse.by_account:type_name -> switchyard.accountpool.v1.UsageTotals
+	40, // 44: switchyard.accountpool.v1.GetUsageResponse.records:type_name -> switchyard.accountpool.v1.UsageRecord
+	47, // 45: switchyard.accountpool.v1.WatchAccountsRequest.min_interval:type_name -> google.protobuf.Duration
+	5,  // 46: switchyard.accountpool.v1.WatchAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
+	46, // 47: switchyard.accountpool.v1.WatchAccountsResponse.observe_time:type_name -> google.protobuf.Timestamp
+	8,  // 48: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
+	10, // 49: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
+	12, // 50: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
+	14, // 51: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
+	16, // 52: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
+	18, // 53: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:input_type -> switchyard.accountpool.v1.RotateAccountKeyRequest
+	20, // 54: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
+	26, // 55: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
+	34, // 56: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
+	36, // 57: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
+	30, // 58: switchyard.accountpool.v1.AccountPoolService.SetDefaultKey:input_type -> switchyard.accountpool.v1.SetDefaultKeyRequest
+	32, // 59: switchyard.accountpool.v1.AccountPoolService.ClearDefaultKey:input_type -> switchyard.accountpool.v1.ClearDefaultKeyRequest
+	38, // 60: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
+	42, // 61: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:input_type -> switchyard.accountpool.v1.WatchAccountsRequest
+	9,  // 62: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
+	11, // 63: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
+	13, // 64: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
+	15, // 65: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
+	17, // 66: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
+	19, // 67: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:output_type -> switchyard.accountpool.v1.RotateAccountKeyResponse
+	22, // 68: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
+	27, // 69: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
+	35, // 70: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
+	37, // 71: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
+	31, // 72: switchyard.accountpool.v1.AccountPoolService.SetDefaultKey:output_type -> switchyard.accountpool.v1.SetDefaultKeyResponse
+	33, // 73: switchyard.accountpool.v1.AccountPoolService.ClearDefaultKey:output_type -> switchyard.accountpool.v1.ClearDefaultKeyResponse
+	41, // 74: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
+	43, // 75: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:output_type -> switchyard.accountpool.v1.WatchAccountsResponse
+	62, // [62:76] is the sub-list for method output_type
+	48, // [48:62] is the sub-list for method input_type
+	48, // [48:48] is the sub-list for extension type_name
+	48, // [48:48] is the sub-list for extension extendee
+	0,  // [0:48] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_accountpool_v1_accountpool_proto_init() }
@@ -3274,8 +3739,8 @@ func file_switchyard_accountpool_v1_accountpool_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_accountpool_v1_accountpool_proto_rawDesc), len(file_switchyard_accountpool_v1_accountpool_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   35,
+			NumEnums:      5,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

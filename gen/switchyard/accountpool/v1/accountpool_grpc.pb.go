@@ -29,6 +29,8 @@ const (
 	AccountPoolService_RecordRequest_FullMethodName              = "/switchyard.accountpool.v1.AccountPoolService/RecordRequest"
 	AccountPoolService_GetOrganizationSettings_FullMethodName    = "/switchyard.accountpool.v1.AccountPoolService/GetOrganizationSettings"
 	AccountPoolService_UpdateOrganizationSettings_FullMethodName = "/switchyard.accountpool.v1.AccountPoolService/UpdateOrganizationSettings"
+	AccountPoolService_SetDefaultKey_FullMethodName              = "/switchyard.accountpool.v1.AccountPoolService/SetDefaultKey"
+	AccountPoolService_ClearDefaultKey_FullMethodName            = "/switchyard.accountpool.v1.AccountPoolService/ClearDefaultKey"
 	AccountPoolService_GetUsage_FullMethodName                   = "/switchyard.accountpool.v1.AccountPoolService/GetUsage"
 	AccountPoolService_WatchAccounts_FullMethodName              = "/switchyard.accountpool.v1.AccountPoolService/WatchAccounts"
 )
@@ -67,8 +69,15 @@ type AccountPoolServiceClient interface {
 	// SelectAccount picks the best account for one model call and reserves the
 	// estimated capacity on it. Called by the Orchestrator.
 	//
-	// Errors: NotFound when the organization has no accounts in service (the
-	// caller then runs in legacy mode); ResourceExhausted, with a
+	// When the organization has no accounts in service and the request sets
+	// accept_default_key, the answer is the organization's default key
+	// (default_key, no lease) when it has a valid one.
+	//
+	// Errors: NotFound when the organization has no accounts in service and
+	// no default key is handed out (the caller then runs in legacy mode on
+	// its environment key; a google.rpc.ErrorInfo with reason
+	// DEFAULT_KEY_INVALID says the organization has a default key that the
+	// upstream rejected, reason NO_ACCOUNTS that it has none); ResourceExhausted, with a
 	// google.rpc.RetryInfo detail giving the earliest time an account frees up,
 	// when every account is excluded, busy, cooling down or has an open breaker.
 	SelectAccount(ctx context.Context, in *SelectAccountRequest, opts ...grpc.CallOption) (*SelectAccountResponse, error)
@@ -84,6 +93,18 @@ type AccountPoolServiceClient interface {
 	GetOrganizationSettings(ctx context.Context, in *GetOrganizationSettingsRequest, opts ...grpc.CallOption) (*GetOrganizationSettingsResponse, error)
 	// UpdateOrganizationSettings changes the fields that are set in the request.
 	UpdateOrganizationSettings(ctx context.Context, in *UpdateOrganizationSettingsRequest, opts ...grpc.CallOption) (*UpdateOrganizationSettingsResponse, error)
+	// SetDefaultKey sets or replaces the organization's default key: the
+	// API key legacy mode runs on while the organization has no account in
+	// service (none registered, or all of them disabled), before the
+	// operator's environment key. It is encrypted like an account's key and
+	// never returned by any admin RPC; the settings show whether it is
+	// configured, its key version and whether the upstream has rejected it.
+	// Setting it again (a rotation) makes a rejected key valid again.
+	SetDefaultKey(ctx context.Context, in *SetDefaultKeyRequest, opts ...grpc.CallOption) (*SetDefaultKeyResponse, error)
+	// ClearDefaultKey removes the organization's default key; legacy mode
+	// then runs on the environment key. Clearing a key that is not set is
+	// not an error.
+	ClearDefaultKey(ctx context.Context, in *ClearDefaultKeyRequest, opts ...grpc.CallOption) (*ClearDefaultKeyResponse, error)
 	// GetUsage sums the usage ledger by account over a time range and, when
 	// asked, returns the rows themselves, newest first.
 	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
@@ -208,6 +229,26 @@ func (c *accountPoolServiceClient) UpdateOrganizationSettings(ctx context.Contex
 	return out, nil
 }
 
+func (c *accountPoolServiceClient) SetDefaultKey(ctx context.Context, in *SetDefaultKeyRequest, opts ...grpc.CallOption) (*SetDefaultKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetDefaultKeyResponse)
+	err := c.cc.Invoke(ctx, AccountPoolService_SetDefaultKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *accountPoolServiceClient) ClearDefaultKey(ctx context.Context, in *ClearDefaultKeyRequest, opts ...grpc.CallOption) (*ClearDefaultKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClearDefaultKeyResponse)
+	err := c.cc.Invoke(ctx, AccountPoolService_ClearDefaultKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *accountPoolServiceClient) GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GetUsageResponse)
@@ -271,8 +312,15 @@ type AccountPoolServiceServer interface {
 	// SelectAccount picks the best account for one model call and reserves the
 	// estimated capacity on it. Called by the Orchestrator.
 	//
-	// Errors: NotFound when the organization has no accounts in service (the
-	// caller then runs in legacy mode); ResourceExhausted, with a
+	// When the organization has no accounts in service and the request sets
+	// accept_default_key, the answer is the organization's default key
+	// (default_key, no lease) when it has a valid one.
+	//
+	// Errors: NotFound when the organization has no accounts in service and
+	// no default key is handed out (the caller then runs in legacy mode on
+	// its environment key; a google.rpc.ErrorInfo with reason
+	// DEFAULT_KEY_INVALID says the organization has a default key that the
+	// upstream rejected, reason NO_ACCOUNTS that it has none); ResourceExhausted, with a
 	// google.rpc.RetryInfo detail giving the earliest time an account frees up,
 	// when every account is excluded, busy, cooling down or has an open breaker.
 	SelectAccount(context.Context, *SelectAccountRequest) (*SelectAccountResponse, error)
@@ -288,6 +336,18 @@ type AccountPoolServiceServer interface {
 	GetOrganizationSettings(context.Context, *GetOrganizationSettingsRequest) (*GetOrganizationSettingsResponse, error)
 	// UpdateOrganizationSettings changes the fields that are set in the request.
 	UpdateOrganizationSettings(context.Context, *UpdateOrganizationSettingsRequest) (*UpdateOrganizationSettingsResponse, error)
+	// SetDefaultKey sets or replaces the organization's default key: the
+	// API key legacy mode runs on while the organization has no account in
+	// service (none registered, or all of them disabled), before the
+	// operator's environment key. It is encrypted like an account's key and
+	// never returned by any admin RPC; the settings show whether it is
+	// configured, its key version and whether the upstream has rejected it.
+	// Setting it again (a rotation) makes a rejected key valid again.
+	SetDefaultKey(context.Context, *SetDefaultKeyRequest) (*SetDefaultKeyResponse, error)
+	// ClearDefaultKey removes the organization's default key; legacy mode
+	// then runs on the environment key. Clearing a key that is not set is
+	// not an error.
+	ClearDefaultKey(context.Context, *ClearDefaultKeyRequest) (*ClearDefaultKeyResponse, error)
 	// GetUsage sums the usage ledger by account over a time range and, when
 	// asked, returns the rows themselves, newest first.
 	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
@@ -341,6 +401,12 @@ func (UnimplementedAccountPoolServiceServer) GetOrganizationSettings(context.Con
 }
 func (UnimplementedAccountPoolServiceServer) UpdateOrganizationSettings(context.Context, *UpdateOrganizationSettingsRequest) (*UpdateOrganizationSettingsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateOrganizationSettings not implemented")
+}
+func (UnimplementedAccountPoolServiceServer) SetDefaultKey(context.Context, *SetDefaultKeyRequest) (*SetDefaultKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetDefaultKey not implemented")
+}
+func (UnimplementedAccountPoolServiceServer) ClearDefaultKey(context.Context, *ClearDefaultKeyRequest) (*ClearDefaultKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ClearDefaultKey not implemented")
 }
 func (UnimplementedAccountPoolServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetUsage not implemented")
@@ -549,6 +615,42 @@ func _AccountPoolService_UpdateOrganizationSettings_Handler(srv interface{}, ctx
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AccountPoolService_SetDefaultKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetDefaultKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountPoolServiceServer).SetDefaultKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountPoolService_SetDefaultKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountPoolServiceServer).SetDefaultKey(ctx, req.(*SetDefaultKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AccountPoolService_ClearDefaultKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClearDefaultKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AccountPoolServiceServer).ClearDefaultKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AccountPoolService_ClearDefaultKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AccountPoolServiceServer).ClearDefaultKey(ctx, req.(*ClearDefaultKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AccountPoolService_GetUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GetUsageRequest)
 	if err := dec(in); err != nil {
@@ -624,6 +726,14 @@ var AccountPoolService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateOrganizationSettings",
 			Handler:    _AccountPoolService_UpdateOrganizationSettings_Handler,
+		},
+		{
+			MethodName: "SetDefaultKey",
+			Handler:    _AccountPoolService_SetDefaultKey_Handler,
+		},
+		{
+			MethodName: "ClearDefaultKey",
+			Handler:    _AccountPoolService_ClearDefaultKey_Handler,
 		},
 		{
 			MethodName: "GetUsage",

@@ -941,8 +941,12 @@ type TaskMetadata struct {
 	// are delivered, in order, once it can. cost_usd is 0 for an attempt whose
 	// usage record is still queued.
 	BookkeepingPending []string `protobuf:"bytes,20,rep,name=bookkeeping_pending,json=bookkeepingPending,proto3" json:"bookkeeping_pending,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// In legacy mode, which key ran the task: "default" for the
+	// organization's own default key, "environment" for the operator's
+	// environment key; empty when the task ran on a pool account.
+	LegacyKey     string `protobuf:"bytes,21,opt,name=legacy_key,json=legacyKey,proto3" json:"legacy_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskMetadata) Reset() {
@@ -1113,6 +1117,13 @@ func (x *TaskMetadata) GetBookkeepingPending() []string {
 		return x.BookkeepingPending
 	}
 	return nil
+}
+
+func (x *TaskMetadata) GetLegacyKey() string {
+	if x != nil {
+		return x.LegacyKey
+	}
+	return ""
 }
 
 // Attempt is one model call of a task.
@@ -1309,7 +1320,7 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"\x06status\x18\x01 \x01(\x0e2&.switchyard.orchestrator.v1.TaskStatusR\x06status\x12\x16\n" +
 	"\x06output\x18\x02 \x01(\tR\x06output\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12D\n" +
-	"\bmetadata\x18\x04 \x01(\v2(.switchyard.orchestrator.v1.TaskMetadataR\bmetadata\"\x83\x06\n" +
+	"\bmetadata\x18\x04 \x01(\v2(.switchyard.orchestrator.v1.TaskMetadataR\bmetadata\"\xa2\x06\n" +
 	"\fTaskMetadata\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12!\n" +
 	"\finput_tokens\x18\x02 \x01(\x03R\vinputTokens\x12#\n" +
@@ -1337,7 +1348,9 @@ const file_switchyard_orchestrator_v1_orchestrator_proto_rawDesc = "" +
 	"legacyMode\x12\x1a\n" +
 	"\breplayed\x18\x12 \x01(\bR\breplayed\x12)\n" +
 	"\x10output_truncated\x18\x13 \x01(\bR\x0foutputTruncated\x12/\n" +
-	"\x13bookkeeping_pending\x18\x14 \x03(\tR\x12bookkeepingPending\"\xdf\x02\n" +
+	"\x13bookkeeping_pending\x18\x14 \x03(\tR\x12bookkeepingPending\x12\x1d\n" +
+	"\n" +
+	"legacy_key\x18\x15 \x01(\tR\tlegacyKey\"\xdf\x02\n" +
 	"\aAttempt\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x05R\x06number\x12\x1d\n" +
 	"\n" +

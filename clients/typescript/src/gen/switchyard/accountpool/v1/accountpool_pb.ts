@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file switchyard/accountpool/v1/accountpool.proto.
  */
 export const file_switchyard_accountpool_v1_accountpool: GenFile = /*@__PURE__*/
-  fileDesc("Citzd2l0Y2h5YXJkL2FjY291bnRwb29sL3YxL2FjY291bnRwb29sLnByb3RvEhlzd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxIsgECgdBY2NvdW50EgoKAmlkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEgwKBHRpZXIYBCABKAkSOAoGc3RhdHVzGAUgASgOMiguc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5BY2NvdW50U3RhdHVzEg4KBndlaWdodBgGIAEoBRIQCghwcmlvcml0eRgHIAEoBRITCgtxdW90YV9ncm91cBgIIAEoCRI+CgZsYWJlbHMYCSADKAsyLi5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLkFjY291bnQuTGFiZWxzRW50cnkSEwoLa2V5X3ZlcnNpb24YCiABKAUSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI6CgdicmVha2VyGA0gASgLMikuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5DaXJjdWl0QnJlYWtlchI1CghjYXBhY2l0eRgOIAMoCzIjLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQ2FwYWNpdHkSMgoOY29vbGRvd25fdW50aWwYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEilgEKDkNpcmN1aXRCcmVha2VyEjYKBXN0YXRlGAEgASgOMicuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5CcmVha2VyU3RhdGUSHAoUY29uc2VjdXRpdmVfZmFpbHVyZXMYAiABKAUSLgoKb3Blbl91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAizgEKCENhcGFjaXR5EhQKDG1vZGVsX2ZhbWlseRgBIAEoCRIWCg5yZXF1ZXN0c19saW1pdBgCIAEoAxIaChJyZXF1ZXN0c19yZW1haW5pbmcYAyABKAMSGgoSaW5wdXRfdG9rZW5zX2xpbWl0GAQgASgDEh4KFmlucHV0X3Rva2Vuc19yZW1haW5pbmcYBSABKAMSGwoTb3V0cHV0X3Rva2Vuc19saW1pdBgGIAEoAxIfChdvdXRwdXRfdG9rZW5zX3JlbWFpbmluZxgHIAEoAyKYAgoWUmVnaXN0ZXJBY2NvdW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDAoEbmFtZRgCIAEoCRIUCgdhcGlfa2V5GAMgASgJQgOAAQESDAoEdGllchgEIAEoCRIOCgZ3ZWlnaHQYBSABKAUSEAoIcHJpb3JpdHkYBiABKAUSEwoLcXVvdGFfZ3JvdXAYByABKAkSTQoGbGFiZWxzGAggAygLMj0uc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5SZWdpc3RlckFjY291bnRSZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTgoXUmVnaXN0ZXJBY2NvdW50UmVzcG9uc2USMwoHYWNjb3VudBgBIAEoCzIiLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudCJAChFHZXRBY2NvdW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSEgoKYWNjb3VudF9pZBgCIAEoCSJJChJHZXRBY2NvdW50UmVzcG9uc2USMwoHYWNjb3VudBgBIAEoCzIiLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudCIuChNMaXN0QWNjb3VudHNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCSJMChRMaXN0QWNjb3VudHNSZXNwb25zZRI0CghhY2NvdW50cxgBIAMoCzIiLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudCKjAgoUVXBkYXRlQWNjb3VudFJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSEQoEbmFtZRgDIAEoCUgAiAEBEhEKBHRpZXIYBCABKAlIAYgBARITCgZ3ZWlnaHQYBSABKAVIAogBARIVCghwcmlvcml0eRgGIAEoBUgDiAEBEjgKBnN0YXR1cxgHIAEoDjIoLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudFN0YXR1cxIYCgtxdW90YV9ncm91cBgIIAEoCUgEiAEBQgcKBV9uYW1lQgcKBV90aWVyQgkKB193ZWlnaHRCCwoJX3ByaW9yaXR5Qg4KDF9xdW90YV9ncm91cCJMChVVcGRhdGVBY2NvdW50UmVzcG9uc2USMwoHYWNjb3VudBgBIAEoCzIiLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudCJDChREZWxldGVBY2NvdW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSEgoKYWNjb3VudF9pZBgCIAEoCSIXChVEZWxldGVBY2NvdW50UmVzcG9uc2UiXAoXUm90YXRlQWNjb3VudEtleVJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSFAoHYXBpX2tleRgDIAEoCUIDgAEBIk8KGFJvdGF0ZUFjY291bnRLZXlSZXNwb25zZRIzCgdhY2NvdW50GAEgASgLMiIuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5BY2NvdW50IuECChRTZWxlY3RBY2NvdW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDQoFbW9kZWwYAiABKAkSHgoWZXN0aW1hdGVkX2lucHV0X3Rva2VucxgDIAEoAxIfChdlc3RpbWF0ZWRfb3V0cHV0X3Rva2VucxgEIAEoAxIQCghjYXRlZ29yeRgFIAEoCRIcChRleGNsdWRlZF9hY2NvdW50X2lkcxgGIAMoCRIbChNhbGxvd2VkX2FjY291bnRfaWRzGAcgAygJEhIKCnNlc3Npb25faWQYCCABKAkSPgoIc3RyYXRlZ3kYCSABKA4yLC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlNlbGVjdGlvblN0cmF0ZWd5EhIKCnJlcXVlc3RfaWQYCiABKAkSKwoIbWF4X3dhaXQYCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24imAEKBUxlYXNlEhAKCGxlYXNlX2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSFAoMYWNjb3VudF9uYW1lGAMgASgJEgwKBHRpZXIYBCABKAkSFAoHYXBpX2tleRgFIAEoCUIDgAEBEi8KC2V4cGlyZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLCAQoVU2VsZWN0QWNjb3VudFJlc3BvbnNlEi8KBWxlYXNlGAEgASgLMiAuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5MZWFzZRI+CghzdHJhdGVneRgCIAEoDjIsLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuU2VsZWN0aW9uU3RyYXRlZ3kSOAoKY2FuZGlkYXRlcxgDIAMoCzIkLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQ2FuZGlkYXRlImwKCUNhbmRpZGF0ZRISCgphY2NvdW50X2lkGAEgASgJEhQKDGFjY291bnRfbmFtZRgCIAEoCRIOCgZjaG9zZW4YAyABKAgSEwoLc2tpcF9yZWFzb24YBCABKAkSEAoIaGVhZHJvb20YBSABKAEiggMKEFJhdGVMaW1pdEhlYWRlcnMSFgoOcmVxdWVzdHNfbGltaXQYASABKAMSGgoScmVxdWVzdHNfcmVtYWluaW5nGAIgASgDEjIKDnJlcXVlc3RzX3Jlc2V0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIaChJpbnB1dF90b2tlbnNfbGltaXQYBCABKAMSHgoWaW5wdXRfdG9rZW5zX3JlbWFpbmluZxgFIAEoAxI2ChJpbnB1dF90b2tlbnNfcmVzZXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE291dHB1dF90b2tlbnNfbGltaXQYByABKAMSHwoXb3V0cHV0X3Rva2Vuc19yZW1haW5pbmcYCCABKAMSNwoTb3V0cHV0X3Rva2Vuc19yZXNldBgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGwoTcmV0cnlfYWZ0ZXJfc2Vjb25kcxgKIAEoAyKPBAoUUmVjb3JkUmVxdWVzdFJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhAKCGxlYXNlX2lkGAIgASgJEhIKCmFjY291bnRfaWQYAyABKAkSEgoKcmVxdWVzdF9pZBgEIAEoCRIPCgdhdHRlbXB0GAUgASgFEjMKB291dGNvbWUYBiABKA4yIi5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLk91dGNvbWUSDQoFbW9kZWwYByABKAkSEAoIY2F0ZWdvcnkYCCABKAkSEgoKc2Vzc2lvbl9pZBgJIAEoCRIPCgd1c2VyX2lkGAogASgJEhQKDGlucHV0X3Rva2VucxgLIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAwgASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGA0gASgDEh0KFWNhY2hlX2NyZWF0aW9uX3Rva2VucxgOIAEoAxI/CgpyYXRlX2xpbWl0GA8gASgLMisuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5SYXRlTGltaXRIZWFkZXJzEhMKC2h0dHBfc3RhdHVzGBAgASgFEhIKCmVycm9yX3R5cGUYESABKAkSFQoNZXJyb3JfbWVzc2FnZRgSIAEoCRIbChN1cHN0cmVhbV9yZXF1ZXN0X2lkGBMgASgJEhMKC2R1cmF0aW9uX21zGBQgASgDIk4KFVJlY29yZFJlcXVlc3RSZXNwb25zZRIQCghjb3N0X3VzZBgBIAEoARIQCgh1c2FnZV9pZBgCIAEoCRIRCglkdXBsaWNhdGUYAyABKAgiqgEKFE9yZ2FuaXphdGlvblNldHRpbmdzEhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRJIChJzZWxlY3Rpb25fc3RyYXRlZ3kYAiABKA4yLC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlNlbGVjdGlvblN0cmF0ZWd5Ei8KC3VwZGF0ZV90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCI5Ch5HZXRPcmdhbml6YXRpb25TZXR0aW5nc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJImQKH0dldE9yZ2FuaXphdGlvblNldHRpbmdzUmVzcG9uc2USQQoIc2V0dGluZ3MYASABKAsyLy5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLk9yZ2FuaXphdGlvblNldHRpbmdzIoYBCiFVcGRhdGVPcmdhbml6YXRpb25TZXR0aW5nc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEkgKEnNlbGVjdGlvbl9zdHJhdGVneRgCIAEoDjIsLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuU2VsZWN0aW9uU3RyYXRlZ3kiZwoiVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3NSZXNwb25zZRJBCghzZXR0aW5ncxgBIAEoCzIvLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuT3JnYW5pemF0aW9uU2V0dGluZ3Mi3AEKD0dldFVzYWdlUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSLgoKc3RhcnRfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmFjY291bnRfaWQYBCABKAkSFwoPaW5jbHVkZV9yZWNvcmRzGAUgASgIEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJItsBCgtVc2FnZVRvdGFscxISCgphY2NvdW50X2lkGAEgASgJEhQKDGFjY291bnRfbmFtZRgCIAEoCRIQCghyZXF1ZXN0cxgDIAEoAxIXCg9mYWlsZWRfcmVxdWVzdHMYBCABKAMSFAoMaW5wdXRfdG9rZW5zGAUgASgDEhUKDW91dHB1dF90b2tlbnMYBiABKAMSGQoRY2FjaGVfcmVhZF90b2tlbnMYByABKAMSHQoVY2FjaGVfY3JlYXRpb25fdG9rZW5zGAggASgDEhAKCGNvc3RfdXNkGAkgASgBIoEECgtVc2FnZVJlY29yZBIKCgJpZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSEgoKYWNjb3VudF9pZBgDIAEoCRIUCgxhY2NvdW50X25hbWUYBCABKAkSEgoKcmVxdWVzdF9pZBgFIAEoCRIPCgdhdHRlbXB0GAYgASgFEjMKB291dGNvbWUYByABKA4yIi5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLk91dGNvbWUSDQoFbW9kZWwYCCABKAkSEAoIY2F0ZWdvcnkYCSABKAkSEgoKc2Vzc2lvbl9pZBgKIAEoCRIPCgd1c2VyX2lkGAsgASgJEhQKDGlucHV0X3Rva2VucxgMIAEoAxIVCg1vdXRwdXRfdG9rZW5zGA0gASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGA4gASgDEh0KFWNhY2hlX2NyZWF0aW9uX3Rva2VucxgPIAEoAxIQCghjb3N0X3VzZBgQIAEoARITCgtodHRwX3N0YXR1cxgRIAEoBRISCgplcnJvcl90eXBlGBIgASgJEhsKE3Vwc3RyZWFtX3JlcXVlc3RfaWQYEyABKAkSEwoLZHVyYXRpb25fbXMYFCABKAMSLwoLY3JlYXRlX3RpbWUYFSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wItcBChBHZXRVc2FnZVJlc3BvbnNlEjUKBXRvdGFsGAEgASgLMiYuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5Vc2FnZVRvdGFscxI6CgpieV9hY2NvdW50GAIgAygLMiYuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5Vc2FnZVRvdGFscxI3CgdyZWNvcmRzGAMgAygLMiYuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5Vc2FnZVJlY29yZBIXCg9uZXh0X3BhZ2VfdG9rZW4YBCABKAkiYAoUV2F0Y2hBY2NvdW50c1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEi8KDG1pbl9pbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJ/ChVXYXRjaEFjY291bnRzUmVzcG9uc2USNAoIYWNjb3VudHMYASADKAsyIi5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLkFjY291bnQSMAoMb2JzZXJ2ZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqDAQoNQWNjb3VudFN0YXR1cxIeChpBQ0NPVU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhkKFUFDQ09VTlRfU1RBVFVTX0FDVElWRRABEhsKF0FDQ09VTlRfU1RBVFVTX0RJU0FCTEVEEAISGgoWQUNDT1VOVF9TVEFUVVNfSU5WQUxJRBADKnwKDEJyZWFrZXJTdGF0ZRIdChlCUkVBS0VSX1NUQVRFX1VOU1BFQ0lGSUVEEAASGAoUQlJFQUtFUl9TVEFURV9DTE9TRUQQARIWChJCUkVBS0VSX1NUQVRFX09QRU4QAhIbChdCUkVBS0VSX1NUQVRFX0hBTEZfT1BFThADKusBChFTZWxlY3Rpb25TdHJhdGVneRIiCh5TRUxFQ1RJT05fU1RSQVRFR1lfVU5TUEVDSUZJRUQQABIjCh9TRUxFQ1RJT05fU1RSQVRFR1lfTEVBU1RfTE9BREVEEAESIgoeU0VMRUNUSU9OX1NUUkFURUdZX1JPVU5EX1JPQklOEAISHwobU0VMRUNUSU9OX1NUUkFURUdZX1dFSUdIVEVEEAMSHwobU0VMRUNUSU9OX1NUUkFURUdZX1BSSU9SSVRZEAQSJwojU0VMRUNUSU9OX1NUUkFURUdZX1NFU1NJT05fQUZGSU5JVFkQBSrSAQoHT3V0Y29tZRIXChNPVVRDT01FX1VOU1BFQ0lGSUVEEAASEwoPT1VUQ09NRV9TVUNDRVNTEAESGAoUT1VUQ09NRV9SQVRFX0xJTUlURUQQAhIZChVPVVRDT01FX1NQRU5EX0xJTUlURUQQAxIXChNPVVRDT01FX0FVVEhfRkFJTEVEEAQSGgoWT1VUQ09NRV9VUFNUUkVBTV9FUlJPUhAFEhgKFE9VVENPTUVfQ0xJRU5UX0VSUk9SEAYSFQoRT1VUQ09NRV9DQU5DRUxMRUQQBzLBCwoSQWNjb3VudFBvb2xTZXJ2aWNlEngKD1JlZ2lzdGVyQWNjb3VudBIxLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuUmVnaXN0ZXJBY2NvdW50UmVxdWVzdBoyLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuUmVnaXN0ZXJBY2NvdW50UmVzcG9uc2USaQoKR2V0QWNjb3VudBIsLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuR2V0QWNjb3VudFJlcXVlc3QaLS5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLkdldEFjY291bnRSZXNwb25zZRJvCgxMaXN0QWNjb3VudHMSLi5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLkxpc3RBY2NvdW50c1JlcXVlc3QaLy5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLkxpc3RBY2NvdW50c1Jlc3BvbnNlEnIKDVVwZGF0ZUFjY291bnQSLy5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlVwZGF0ZUFjY291bnRSZXF1ZXN0GjAuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5VcGRhdGVBY2NvdW50UmVzcG9uc2UScgoNRGVsZXRlQWNjb3VudBIvLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuRGVsZXRlQWNjb3VudFJlcXVlc3QaMC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLkRlbGV0ZUFjY291bnRSZXNwb25zZRJ7ChBSb3RhdGVBY2NvdW50S2V5EjIuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5Sb3RhdGVBY2NvdW50S2V5UmVxdWVzdBozLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuUm90YXRlQWNjb3VudEtleVJlc3BvbnNlEnIKDVNlbGVjdEFjY291bnQSLy5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlNlbGVjdEFjY291bnRSZXF1ZXN0GjAuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5TZWxlY3RBY2NvdW50UmVzcG9uc2UScgoNUmVjb3JkUmVxdWVzdBIvLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuUmVjb3JkUmVxdWVzdFJlcXVlc3QaMC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlJlY29yZFJlcXVlc3RSZXNwb25zZRKQAQoXR2V0T3JnYW5pemF0aW9uU2V0dGluZ3MSOS5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLkdldE9yZ2FuaXphdGlvblNldHRpbmdzUmVxdWVzdBo6LnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuR2V0T3JnYW5pemF0aW9uU2V0dGluZ3NSZXNwb25zZRKZAQoaVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3MSPC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlVwZGF0ZU9yZ2FuaXphdGlvblNldHRpbmdzUmVxdWVzdBo9LnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3NSZXNwb25zZRJjCghHZXRVc2FnZRIqLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuR2V0VXNhZ2VSZXF1ZXN0Gisuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5HZXRVc2FnZVJlc3BvbnNlEnQKDVdhdGNoQWNjb3VudHMSLy5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLldhdGNoQWNjb3VudHNSZXF1ZXN0GjAuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5XYXRjaEFjY291bnRzUmVzcG9uc2UwAUJSWlBnaXRodWIuY29tL3N3aXRjaHlhcmQtZGV2L3N3aXRjaHlhcmQvZ2VuL3N3aXRjaHlhcmQvYWNjb3VudHBvb2wvdjE7YWNjb3VudHBvb2x2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Citzd2l0Y2h5YXJkL2FjY291bnRwb29sL3YxL2FjY291bnRwb29sLnByb3RvEhlzd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxIsgECgdBY2NvdW50EgoKAmlkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEgwKBHRpZXIYBCABKAkSOAoGc3RhdHVzGAUgASgOMiguc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5BY2NvdW50U3RhdHVzEg4KBndlaWdodBgGIAEoBRIQCghwcmlvcml0eRgHIAEoBRITCgtxdW90YV9ncm91cBgIIAEoCRI+CgZsYWJlbHMYCSADKAsyLi5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLkFjY291bnQuTGFiZWxzRW50cnkSEwoLa2V5X3ZlcnNpb24YCiABKAUSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI6CgdicmVha2VyGA0gASgLMikuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5DaXJjdWl0QnJlYWtlchI1CghjYXBhY2l0eRgOIAMoCzIjLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQ2FwYWNpdHkSMgoOY29vbGRvd25fdW50aWwYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEilgEKDkNpcmN1aXRCcmVha2VyEjYKBXN0YXRlGAEgASgOMicuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5CcmVha2VyU3RhdGUSHAoUY29uc2VjdXRpdmVfZmFpbHVyZXMYAiABKAUSLgoKb3Blbl91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAizgEKCENhcGFjaXR5EhQKDG1vZGVsX2ZhbWlseRgBIAEoCRIWCg5yZXF1ZXN0c19saW1pdBgCIAEoAxIaChJyZXF1ZXN0c19yZW1haW5pbmcYAyABKAMSGgoSaW5wdXRfdG9rZW5zX2xpbWl0GAQgASgDEh4KFmlucHV0X3Rva2Vuc19yZW1haW5pbmcYBSABKAMSGwoTb3V0cHV0X3Rva2Vuc19saW1pdBgGIAEoAxIfChdvdXRwdXRfdG9rZW5zX3JlbWFpbmluZxgHIAEoAyKYAgoWUmVnaXN0ZXJBY2NvdW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDAoEbmFtZRgCIAEoCRIUCgdhcGlfa2V5GAMgASgJQgOAAQESDAoEdGllchgEIAEoCRIOCgZ3ZWlnaHQYBSABKAUSEAoIcHJpb3JpdHkYBiABKAUSEwoLcXVvdGFfZ3JvdXAYByABKAkSTQoGbGFiZWxzGAggAygLMj0uc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5SZWdpc3RlckFjY291bnRSZXF1ZXN0LkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiTgoXUmVnaXN0ZXJBY2NvdW50UmVzcG9uc2USMwoHYWNjb3VudBgBIAEoCzIiLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudCJAChFHZXRBY2NvdW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSEgoKYWNjb3VudF9pZBgCIAEoCSJJChJHZXRBY2NvdW50UmVzcG9uc2USMwoHYWNjb3VudBgBIAEoCzIiLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudCIuChNMaXN0QWNjb3VudHNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCSJMChRMaXN0QWNjb3VudHNSZXNwb25zZRI0CghhY2NvdW50cxgBIAMoCzIiLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudCKjAgoUVXBkYXRlQWNjb3VudFJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSEQoEbmFtZRgDIAEoCUgAiAEBEhEKBHRpZXIYBCABKAlIAYgBARITCgZ3ZWlnaHQYBSABKAVIAogBARIVCghwcmlvcml0eRgGIAEoBUgDiAEBEjgKBnN0YXR1cxgHIAEoDjIoLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudFN0YXR1cxIYCgtxdW90YV9ncm91cBgIIAEoCUgEiAEBQgcKBV9uYW1lQgcKBV90aWVyQgkKB193ZWlnaHRCCwoJX3ByaW9yaXR5Qg4KDF9xdW90YV9ncm91cCJMChVVcGRhdGVBY2NvdW50UmVzcG9uc2USMwoHYWNjb3VudBgBIAEoCzIiLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuQWNjb3VudCJDChREZWxldGVBY2NvdW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSEgoKYWNjb3VudF9pZBgCIAEoCSIXChVEZWxldGVBY2NvdW50UmVzcG9uc2UiXAoXUm90YXRlQWNjb3VudEtleVJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhIKCmFjY291bnRfaWQYAiABKAkSFAoHYXBpX2tleRgDIAEoCUIDgAEBIk8KGFJvdGF0ZUFjY291bnRLZXlSZXNwb25zZRIzCgdhY2NvdW50GAEgASgLMiIuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5BY2NvdW50Iv0CChRTZWxlY3RBY2NvdW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDQoFbW9kZWwYAiABKAkSHgoWZXN0aW1hdGVkX2lucHV0X3Rva2VucxgDIAEoAxIfChdlc3RpbWF0ZWRfb3V0cHV0X3Rva2VucxgEIAEoAxIQCghjYXRlZ29yeRgFIAEoCRIcChRleGNsdWRlZF9hY2NvdW50X2lkcxgGIAMoCRIbChNhbGxvd2VkX2FjY291bnRfaWRzGAcgAygJEhIKCnNlc3Npb25faWQYCCABKAkSPgoIc3RyYXRlZ3kYCSABKA4yLC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlNlbGVjdGlvblN0cmF0ZWd5EhIKCnJlcXVlc3RfaWQYCiABKAkSKwoIbWF4X3dhaXQYCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SGgoSYWNjZXB0X2RlZmF1bHRfa2V5GAwgASgIIpgBCgVMZWFzZRIQCghsZWFzZV9pZBgBIAEoCRISCgphY2NvdW50X2lkGAIgASgJEhQKDGFjY291bnRfbmFtZRgDIAEoCRIMCgR0aWVyGAQgASgJEhQKB2FwaV9rZXkYBSABKAlCA4ABARIvCgtleHBpcmVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi/gEKFVNlbGVjdEFjY291bnRSZXNwb25zZRIvCgVsZWFzZRgBIAEoCzIgLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuTGVhc2USPgoIc3RyYXRlZ3kYAiABKA4yLC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlNlbGVjdGlvblN0cmF0ZWd5EjgKCmNhbmRpZGF0ZXMYAyADKAsyJC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLkNhbmRpZGF0ZRI6CgtkZWZhdWx0X2tleRgEIAEoCzIlLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuRGVmYXVsdEtleSI3CgpEZWZhdWx0S2V5EhQKB2FwaV9rZXkYASABKAlCA4ABARITCgtrZXlfdmVyc2lvbhgCIAEoBSJsCglDYW5kaWRhdGUSEgoKYWNjb3VudF9pZBgBIAEoCRIUCgxhY2NvdW50X25hbWUYAiABKAkSDgoGY2hvc2VuGAMgASgIEhMKC3NraXBfcmVhc29uGAQgASgJEhAKCGhlYWRyb29tGAUgASgBIoIDChBSYXRlTGltaXRIZWFkZXJzEhYKDnJlcXVlc3RzX2xpbWl0GAEgASgDEhoKEnJlcXVlc3RzX3JlbWFpbmluZxgCIAEoAxIyCg5yZXF1ZXN0c19yZXNldBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGgoSaW5wdXRfdG9rZW5zX2xpbWl0GAQgASgDEh4KFmlucHV0X3Rva2Vuc19yZW1haW5pbmcYBSABKAMSNgoSaW5wdXRfdG9rZW5zX3Jlc2V0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIbChNvdXRwdXRfdG9rZW5zX2xpbWl0GAcgASgDEh8KF291dHB1dF90b2tlbnNfcmVtYWluaW5nGAggASgDEjcKE291dHB1dF90b2tlbnNfcmVzZXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhsKE3JldHJ5X2FmdGVyX3NlY29uZHMYCiABKAMiyQQKFFJlY29yZFJlcXVlc3RSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIQCghsZWFzZV9pZBgCIAEoCRISCgphY2NvdW50X2lkGAMgASgJEhIKCnJlcXVlc3RfaWQYBCABKAkSDwoHYXR0ZW1wdBgFIAEoBRIzCgdvdXRjb21lGAYgASgOMiIuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5PdXRjb21lEg0KBW1vZGVsGAcgASgJEhAKCGNhdGVnb3J5GAggASgJEhIKCnNlc3Npb25faWQYCSABKAkSDwoHdXNlcl9pZBgKIAEoCRIUCgxpbnB1dF90b2tlbnMYCyABKAMSFQoNb3V0cHV0X3Rva2VucxgMIAEoAxIZChFjYWNoZV9yZWFkX3Rva2VucxgNIAEoAxIdChVjYWNoZV9jcmVhdGlvbl90b2tlbnMYDiABKAMSPwoKcmF0ZV9saW1pdBgPIAEoCzIrLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuUmF0ZUxpbWl0SGVhZGVycxITCgtodHRwX3N0YXR1cxgQIAEoBRISCgplcnJvcl90eXBlGBEgASgJEhUKDWVycm9yX21lc3NhZ2UYEiABKAkSGwoTdXBzdHJlYW1fcmVxdWVzdF9pZBgTIAEoCRITCgtkdXJhdGlvbl9tcxgUIAEoAxI4CgpsZWdhY3lfa2V5GBUgASgOMiQuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5MZWdhY3lLZXkiTgoVUmVjb3JkUmVxdWVzdFJlc3BvbnNlEhAKCGNvc3RfdXNkGAEgASgBEhAKCHVzYWdlX2lkGAIgASgJEhEKCWR1cGxpY2F0ZRgDIAEoCCLqAQoUT3JnYW5pemF0aW9uU2V0dGluZ3MSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEkgKEnNlbGVjdGlvbl9zdHJhdGVneRgCIAEoDjIsLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuU2VsZWN0aW9uU3RyYXRlZ3kSLwoLdXBkYXRlX3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEj4KC2RlZmF1bHRfa2V5GAQgASgLMikuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5EZWZhdWx0S2V5SW5mbyJ7Cg5EZWZhdWx0S2V5SW5mbxISCgpjb25maWd1cmVkGAEgASgIEhMKC2tleV92ZXJzaW9uGAIgASgFEg8KB2ludmFsaWQYAyABKAgSLwoLdXBkYXRlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkUKFFNldERlZmF1bHRLZXlSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIUCgdhcGlfa2V5GAIgASgJQgOAAQEiWgoVU2V0RGVmYXVsdEtleVJlc3BvbnNlEkEKCHNldHRpbmdzGAEgASgLMi8uc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5Pcmdhbml6YXRpb25TZXR0aW5ncyIxChZDbGVhckRlZmF1bHRLZXlSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCSJcChdDbGVhckRlZmF1bHRLZXlSZXNwb25zZRJBCghzZXR0aW5ncxgBIAEoCzIvLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuT3JnYW5pemF0aW9uU2V0dGluZ3MiOQoeR2V0T3JnYW5pemF0aW9uU2V0dGluZ3NSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCSJkCh9HZXRPcmdhbml6YXRpb25TZXR0aW5nc1Jlc3BvbnNlEkEKCHNldHRpbmdzGAEgASgLMi8uc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5Pcmdhbml6YXRpb25TZXR0aW5ncyKGAQohVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3NSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRJIChJzZWxlY3Rpb25fc3RyYXRlZ3kYAiABKA4yLC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlNlbGVjdGlvblN0cmF0ZWd5ImcKIlVwZGF0ZU9yZ2FuaXphdGlvblNldHRpbmdzUmVzcG9uc2USQQoIc2V0dGluZ3MYASABKAsyLy5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLk9yZ2FuaXphdGlvblNldHRpbmdzItwBCg9HZXRVc2FnZVJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEi4KCnN0YXJ0X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgphY2NvdW50X2lkGAQgASgJEhcKD2luY2x1ZGVfcmVjb3JkcxgFIAEoCBIRCglwYWdlX3NpemUYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCSLbAQoLVXNhZ2VUb3RhbHMSEgoKYWNjb3VudF9pZBgBIAEoCRIUCgxhY2NvdW50X25hbWUYAiABKAkSEAoIcmVxdWVzdHMYAyABKAMSFwoPZmFpbGVkX3JlcXVlc3RzGAQgASgDEhQKDGlucHV0X3Rva2VucxgFIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAYgASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAcgASgDEh0KFWNhY2hlX2NyZWF0aW9uX3Rva2VucxgIIAEoAxIQCghjb3N0X3VzZBgJIAEoASKBBAoLVXNhZ2VSZWNvcmQSCgoCaWQYASABKAkSFwoPb3JnYW5pemF0aW9uX2lkGAIgASgJEhIKCmFjY291bnRfaWQYAyABKAkSFAoMYWNjb3VudF9uYW1lGAQgASgJEhIKCnJlcXVlc3RfaWQYBSABKAkSDwoHYXR0ZW1wdBgGIAEoBRIzCgdvdXRjb21lGAcgASgOMiIuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5PdXRjb21lEg0KBW1vZGVsGAggASgJEhAKCGNhdGVnb3J5GAkgASgJEhIKCnNlc3Npb25faWQYCiABKAkSDwoHdXNlcl9pZBgLIAEoCRIUCgxpbnB1dF90b2tlbnMYDCABKAMSFQoNb3V0cHV0X3Rva2VucxgNIAEoAxIZChFjYWNoZV9yZWFkX3Rva2VucxgOIAEoAxIdChVjYWNoZV9jcmVhdGlvbl90b2tlbnMYDyABKAMSEAoIY29zdF91c2QYECABKAESEwoLaHR0cF9zdGF0dXMYESABKAUSEgoKZXJyb3JfdHlwZRgSIAEoCRIbChN1cHN0cmVhbV9yZXF1ZXN0X2lkGBMgASgJEhMKC2R1cmF0aW9uX21zGBQgASgDEi8KC2NyZWF0ZV90aW1lGBUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLXAQoQR2V0VXNhZ2VSZXNwb25zZRI1CgV0b3RhbBgBIAEoCzImLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuVXNhZ2VUb3RhbHMSOgoKYnlfYWNjb3VudBgCIAMoCzImLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuVXNhZ2VUb3RhbHMSNwoHcmVjb3JkcxgDIAMoCzImLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuVXNhZ2VSZWNvcmQSFwoPbmV4dF9wYWdlX3Rva2VuGAQgASgJImAKFFdhdGNoQWNjb3VudHNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIvCgxtaW5faW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ifwoVV2F0Y2hBY2NvdW50c1Jlc3BvbnNlEjQKCGFjY291bnRzGAEgAygLMiIuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5BY2NvdW50EjAKDG9ic2VydmVfdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqgwEKDUFjY291bnRTdGF0dXMSHgoaQUNDT1VOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIZChVBQ0NPVU5UX1NUQVRVU19BQ1RJVkUQARIbChdBQ0NPVU5UX1NUQVRVU19ESVNBQkxFRBACEhoKFkFDQ09VTlRfU1RBVFVTX0lOVkFMSUQQAyp8CgxCcmVha2VyU3RhdGUSHQoZQlJFQUtFUl9TVEFURV9VTlNQRUNJRklFRBAAEhgKFEJSRUFLRVJfU1RBVEVfQ0xPU0VEEAESFgoSQlJFQUtFUl9TVEFURV9PUEVOEAISGwoXQlJFQUtFUl9TVEFURV9IQUxGX09QRU4QAyrrAQoRU2VsZWN0aW9uU3RyYXRlZ3kSIgoeU0VMRUNUSU9OX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASIwofU0VMRUNUSU9OX1NUUkFURUdZX0xFQVNUX0xPQURFRBABEiIKHlNFTEVDVElPTl9TVFJBVEVHWV9ST1VORF9ST0JJThACEh8KG1NFTEVDVElPTl9TVFJBVEVHWV9XRUlHSFRFRBADEh8KG1NFTEVDVElPTl9TVFJBVEVHWV9QUklPUklUWRAEEicKI1NFTEVDVElPTl9TVFJBVEVHWV9TRVNTSU9OX0FGRklOSVRZEAUq0gEKB091dGNvbWUSFwoTT1VUQ09NRV9VTlNQRUNJRklFRBAAEhMKD09VVENPTUVfU1VDQ0VTUxABEhgKFE9VVENPTUVfUkFURV9MSU1JVEVEEAISGQoVT1VUQ09NRV9TUEVORF9MSU1JVEVEEAMSFwoTT1VUQ09NRV9BVVRIX0ZBSUxFRBAEEhoKFk9VVENPTUVfVVBTVFJFQU1fRVJST1IQBRIYChRPVVRDT01FX0NMSUVOVF9FUlJPUhAGEhUKEU9VVENPTUVfQ0FOQ0VMTEVEEAcqaAoJTGVnYWN5S2V5EhoKFkxFR0FDWV9LRVlfVU5TUEVDSUZJRUQQABIjCh9MRUdBQ1lfS0VZX09SR0FOSVpBVElPTl9ERUZBVUxUEAESGgoWTEVHQUNZX0tFWV9FTlZJUk9OTUVOVBACMq8NChJBY2NvdW50UG9vbFNlcnZpY2USeAoPUmVnaXN0ZXJBY2NvdW50EjEuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5SZWdpc3RlckFjY291bnRSZXF1ZXN0GjIuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5SZWdpc3RlckFjY291bnRSZXNwb25zZRJpCgpHZXRBY2NvdW50Eiwuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5HZXRBY2NvdW50UmVxdWVzdBotLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuR2V0QWNjb3VudFJlc3BvbnNlEm8KDExpc3RBY2NvdW50cxIuLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuTGlzdEFjY291bnRzUmVxdWVzdBovLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuTGlzdEFjY291bnRzUmVzcG9uc2UScgoNVXBkYXRlQWNjb3VudBIvLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuVXBkYXRlQWNjb3VudFJlcXVlc3QaMC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlVwZGF0ZUFjY291bnRSZXNwb25zZRJyCg1EZWxldGVBY2NvdW50Ei8uc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5EZWxldGVBY2NvdW50UmVxdWVzdBowLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuRGVsZXRlQWNjb3VudFJlc3BvbnNlEnsKEFJvdGF0ZUFjY291bnRLZXkSMi5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlJvdGF0ZUFjY291bnRLZXlSZXF1ZXN0GjMuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5Sb3RhdGVBY2NvdW50S2V5UmVzcG9uc2UScgoNU2VsZWN0QWNjb3VudBIvLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuU2VsZWN0QWNjb3VudFJlcXVlc3QaMC5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlNlbGVjdEFjY291bnRSZXNwb25zZRJyCg1SZWNvcmRSZXF1ZXN0Ei8uc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5SZWNvcmRSZXF1ZXN0UmVxdWVzdBowLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuUmVjb3JkUmVxdWVzdFJlc3BvbnNlEpABChdHZXRPcmdhbml6YXRpb25TZXR0aW5ncxI5LnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuR2V0T3JnYW5pemF0aW9uU2V0dGluZ3NSZXF1ZXN0Gjouc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5HZXRPcmdhbml6YXRpb25TZXR0aW5nc1Jlc3BvbnNlEpkBChpVcGRhdGVPcmdhbml6YXRpb25TZXR0aW5ncxI8LnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuVXBkYXRlT3JnYW5pemF0aW9uU2V0dGluZ3NSZXF1ZXN0Gj0uc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5VcGRhdGVPcmdhbml6YXRpb25TZXR0aW5nc1Jlc3BvbnNlEnIKDVNldERlZmF1bHRLZXkSLy5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLlNldERlZmF1bHRLZXlSZXF1ZXN0GjAuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5TZXREZWZhdWx0S2V5UmVzcG9uc2USeAoPQ2xlYXJEZWZhdWx0S2V5EjEuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5DbGVhckRlZmF1bHRLZXlSZXF1ZXN0GjIuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5DbGVhckRlZmF1bHRLZXlSZXNwb25zZRJjCghHZXRVc2FnZRIqLnN3aXRjaHlhcmQuYWNjb3VudHBvb2wudjEuR2V0VXNhZ2VSZXF1ZXN0Gisuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5HZXRVc2FnZVJlc3BvbnNlEnQKDVdhdGNoQWNjb3VudHMSLy5zd2l0Y2h5YXJkLmFjY291bnRwb29sLnYxLldhdGNoQWNjb3VudHNSZXF1ZXN0GjAuc3dpdGNoeWFyZC5hY2NvdW50cG9vbC52MS5XYXRjaEFjY291bnRzUmVzcG9uc2UwAUJSWlBnaXRodWIuY29tL3N3aXRjaHlhcmQtZGV2L3N3aXRjaHlhcmQvZ2VuL3N3aXRjaHlhcmQvYWNjb3VudHBvb2wvdjE7YWNjb3VudHBvb2x2MWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * Account is one Anthropic API key registered with the pool. The key itself
@@ -564,6 +564,16 @@ export type SelectAccountRequest = Message<"switchyard.accountpool.v1.SelectAcco
    * @generated from field: google.protobuf.Duration max_wait = 11;
    */
   maxWait?: Duration | undefined;
+
+  /**
+   * When the organization has no accounts in service, answer with its
+   * valid default key (SelectAccountResponse.default_key) instead of
+   * NotFound. Only the Orchestrator principal may call SelectAccount, so
+   * only it ever receives the key.
+   *
+   * @generated from field: bool accept_default_key = 12;
+   */
+  acceptDefaultKey: boolean;
 };
 
 /**
@@ -638,6 +648,14 @@ export type SelectAccountResponse = Message<"switchyard.accountpool.v1.SelectAcc
    * @generated from field: repeated switchyard.accountpool.v1.Candidate candidates = 3;
    */
   candidates: Candidate[];
+
+  /**
+   * Set, with no lease, when the organization has no accounts in service
+   * and the request accepted its default key.
+   *
+   * @generated from field: switchyard.accountpool.v1.DefaultKey default_key = 4;
+   */
+  defaultKey?: DefaultKey | undefined;
 };
 
 /**
@@ -646,6 +664,34 @@ export type SelectAccountResponse = Message<"switchyard.accountpool.v1.SelectAcc
  */
 export const SelectAccountResponseSchema: GenMessage<SelectAccountResponse> = /*@__PURE__*/
   messageDesc(file_switchyard_accountpool_v1_accountpool, 17);
+
+/**
+ * DefaultKey is an organization's decrypted default key, for one legacy
+ * call. Settle the call with RecordRequest's legacy_key set to
+ * LEGACY_KEY_ORGANIZATION_DEFAULT.
+ *
+ * @generated from message switchyard.accountpool.v1.DefaultKey
+ */
+export type DefaultKey = Message<"switchyard.accountpool.v1.DefaultKey"> & {
+  /**
+   * @generated from field: string api_key = 1;
+   */
+  apiKey: string;
+
+  /**
+   * Version of the key-encryption key it was stored under.
+   *
+   * @generated from field: int32 key_version = 2;
+   */
+  keyVersion: number;
+};
+
+/**
+ * Describes the message switchyard.accountpool.v1.DefaultKey.
+ * Use `create(DefaultKeySchema)` to create a new message.
+ */
+export const DefaultKeySchema: GenMessage<DefaultKey> = /*@__PURE__*/
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 18);
 
 /**
  * Candidate explains one account's part in a selection.
@@ -688,7 +734,7 @@ export type Candidate = Message<"switchyard.accountpool.v1.Candidate"> & {
  * Use `create(CandidateSchema)` to create a new message.
  */
 export const CandidateSchema: GenMessage<Candidate> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 18);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 19);
 
 /**
  * RateLimitHeaders carries the upstream's anthropic-ratelimit-* and
@@ -753,7 +799,7 @@ export type RateLimitHeaders = Message<"switchyard.accountpool.v1.RateLimitHeade
  * Use `create(RateLimitHeadersSchema)` to create a new message.
  */
 export const RateLimitHeadersSchema: GenMessage<RateLimitHeaders> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 19);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 20);
 
 /**
  * @generated from message switchyard.accountpool.v1.RecordRequestRequest
@@ -860,6 +906,15 @@ export type RecordRequestRequest = Message<"switchyard.accountpool.v1.RecordRequ
    * @generated from field: int64 duration_ms = 20;
    */
   durationMs: bigint;
+
+  /**
+   * For a legacy-mode call (neither lease_id nor account_id): the key it
+   * ran on. Its usage row's account name is "default" for the
+   * organization's default key and "environment" for the environment key.
+   *
+   * @generated from field: switchyard.accountpool.v1.LegacyKey legacy_key = 21;
+   */
+  legacyKey: LegacyKey;
 };
 
 /**
@@ -867,7 +922,7 @@ export type RecordRequestRequest = Message<"switchyard.accountpool.v1.RecordRequ
  * Use `create(RecordRequestRequestSchema)` to create a new message.
  */
 export const RecordRequestRequestSchema: GenMessage<RecordRequestRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 20);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 21);
 
 /**
  * @generated from message switchyard.accountpool.v1.RecordRequestResponse
@@ -901,7 +956,7 @@ export type RecordRequestResponse = Message<"switchyard.accountpool.v1.RecordReq
  * Use `create(RecordRequestResponseSchema)` to create a new message.
  */
 export const RecordRequestResponseSchema: GenMessage<RecordRequestResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 21);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 22);
 
 /**
  * OrganizationSettings are an organization's pool preferences.
@@ -923,6 +978,13 @@ export type OrganizationSettings = Message<"switchyard.accountpool.v1.Organizati
    * @generated from field: google.protobuf.Timestamp update_time = 3;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * The organization's default key, without the key itself.
+   *
+   * @generated from field: switchyard.accountpool.v1.DefaultKeyInfo default_key = 4;
+   */
+  defaultKey?: DefaultKeyInfo | undefined;
 };
 
 /**
@@ -930,7 +992,123 @@ export type OrganizationSettings = Message<"switchyard.accountpool.v1.Organizati
  * Use `create(OrganizationSettingsSchema)` to create a new message.
  */
 export const OrganizationSettingsSchema: GenMessage<OrganizationSettings> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 22);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 23);
+
+/**
+ * DefaultKeyInfo describes an organization's default key; the key itself
+ * is never returned.
+ *
+ * @generated from message switchyard.accountpool.v1.DefaultKeyInfo
+ */
+export type DefaultKeyInfo = Message<"switchyard.accountpool.v1.DefaultKeyInfo"> & {
+  /**
+   * @generated from field: bool configured = 1;
+   */
+  configured: boolean;
+
+  /**
+   * Version of the key-encryption key that encrypted it; 0 when not
+   * configured.
+   *
+   * @generated from field: int32 key_version = 2;
+   */
+  keyVersion: number;
+
+  /**
+   * True once the upstream rejected the key (401, 402 or 403); legacy
+   * mode then no longer uses it until it is set again.
+   *
+   * @generated from field: bool invalid = 3;
+   */
+  invalid: boolean;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp update_time = 4;
+   */
+  updateTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message switchyard.accountpool.v1.DefaultKeyInfo.
+ * Use `create(DefaultKeyInfoSchema)` to create a new message.
+ */
+export const DefaultKeyInfoSchema: GenMessage<DefaultKeyInfo> = /*@__PURE__*/
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 24);
+
+/**
+ * @generated from message switchyard.accountpool.v1.SetDefaultKeyRequest
+ */
+export type SetDefaultKeyRequest = Message<"switchyard.accountpool.v1.SetDefaultKeyRequest"> & {
+  /**
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * The Anthropic API key (sk-ant-...), validated like an account's key.
+   *
+   * @generated from field: string api_key = 2;
+   */
+  apiKey: string;
+};
+
+/**
+ * Describes the message switchyard.accountpool.v1.SetDefaultKeyRequest.
+ * Use `create(SetDefaultKeyRequestSchema)` to create a new message.
+ */
+export const SetDefaultKeyRequestSchema: GenMessage<SetDefaultKeyRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 25);
+
+/**
+ * @generated from message switchyard.accountpool.v1.SetDefaultKeyResponse
+ */
+export type SetDefaultKeyResponse = Message<"switchyard.accountpool.v1.SetDefaultKeyResponse"> & {
+  /**
+   * @generated from field: switchyard.accountpool.v1.OrganizationSettings settings = 1;
+   */
+  settings?: OrganizationSettings | undefined;
+};
+
+/**
+ * Describes the message switchyard.accountpool.v1.SetDefaultKeyResponse.
+ * Use `create(SetDefaultKeyResponseSchema)` to create a new message.
+ */
+export const SetDefaultKeyResponseSchema: GenMessage<SetDefaultKeyResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 26);
+
+/**
+ * @generated from message switchyard.accountpool.v1.ClearDefaultKeyRequest
+ */
+export type ClearDefaultKeyRequest = Message<"switchyard.accountpool.v1.ClearDefaultKeyRequest"> & {
+  /**
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+};
+
+/**
+ * Describes the message switchyard.accountpool.v1.ClearDefaultKeyRequest.
+ * Use `create(ClearDefaultKeyRequestSchema)` to create a new message.
+ */
+export const ClearDefaultKeyRequestSchema: GenMessage<ClearDefaultKeyRequest> = /*@__PURE__*/
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 27);
+
+/**
+ * @generated from message switchyard.accountpool.v1.ClearDefaultKeyResponse
+ */
+export type ClearDefaultKeyResponse = Message<"switchyard.accountpool.v1.ClearDefaultKeyResponse"> & {
+  /**
+   * @generated from field: switchyard.accountpool.v1.OrganizationSettings settings = 1;
+   */
+  settings?: OrganizationSettings | undefined;
+};
+
+/**
+ * Describes the message switchyard.accountpool.v1.ClearDefaultKeyResponse.
+ * Use `create(ClearDefaultKeyResponseSchema)` to create a new message.
+ */
+export const ClearDefaultKeyResponseSchema: GenMessage<ClearDefaultKeyResponse> = /*@__PURE__*/
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 28);
 
 /**
  * @generated from message switchyard.accountpool.v1.GetOrganizationSettingsRequest
@@ -947,7 +1125,7 @@ export type GetOrganizationSettingsRequest = Message<"switchyard.accountpool.v1.
  * Use `create(GetOrganizationSettingsRequestSchema)` to create a new message.
  */
 export const GetOrganizationSettingsRequestSchema: GenMessage<GetOrganizationSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 23);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 29);
 
 /**
  * @generated from message switchyard.accountpool.v1.GetOrganizationSettingsResponse
@@ -964,7 +1142,7 @@ export type GetOrganizationSettingsResponse = Message<"switchyard.accountpool.v1
  * Use `create(GetOrganizationSettingsResponseSchema)` to create a new message.
  */
 export const GetOrganizationSettingsResponseSchema: GenMessage<GetOrganizationSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 24);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 30);
 
 /**
  * @generated from message switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
@@ -988,7 +1166,7 @@ export type UpdateOrganizationSettingsRequest = Message<"switchyard.accountpool.
  * Use `create(UpdateOrganizationSettingsRequestSchema)` to create a new message.
  */
 export const UpdateOrganizationSettingsRequestSchema: GenMessage<UpdateOrganizationSettingsRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 25);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 31);
 
 /**
  * @generated from message switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
@@ -1005,7 +1183,7 @@ export type UpdateOrganizationSettingsResponse = Message<"switchyard.accountpool
  * Use `create(UpdateOrganizationSettingsResponseSchema)` to create a new message.
  */
 export const UpdateOrganizationSettingsResponseSchema: GenMessage<UpdateOrganizationSettingsResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 26);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 32);
 
 /**
  * @generated from message switchyard.accountpool.v1.GetUsageRequest
@@ -1062,7 +1240,7 @@ export type GetUsageRequest = Message<"switchyard.accountpool.v1.GetUsageRequest
  * Use `create(GetUsageRequestSchema)` to create a new message.
  */
 export const GetUsageRequestSchema: GenMessage<GetUsageRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 27);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 33);
 
 /**
  * UsageTotals sums ledger rows.
@@ -1121,7 +1299,7 @@ export type UsageTotals = Message<"switchyard.accountpool.v1.UsageTotals"> & {
  * Use `create(UsageTotalsSchema)` to create a new message.
  */
 export const UsageTotalsSchema: GenMessage<UsageTotals> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 28);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 34);
 
 /**
  * UsageRecord is one ledger row: one successful or failed model call.
@@ -1240,7 +1418,7 @@ export type UsageRecord = Message<"switchyard.accountpool.v1.UsageRecord"> & {
  * Use `create(UsageRecordSchema)` to create a new message.
  */
 export const UsageRecordSchema: GenMessage<UsageRecord> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 29);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 35);
 
 /**
  * @generated from message switchyard.accountpool.v1.GetUsageResponse
@@ -1272,7 +1450,7 @@ export type GetUsageResponse = Message<"switchyard.accountpool.v1.GetUsageRespon
  * Use `create(GetUsageResponseSchema)` to create a new message.
  */
 export const GetUsageResponseSchema: GenMessage<GetUsageResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 30);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 36);
 
 /**
  * @generated from message switchyard.accountpool.v1.WatchAccountsRequest
@@ -1298,7 +1476,7 @@ export type WatchAccountsRequest = Message<"switchyard.accountpool.v1.WatchAccou
  * Use `create(WatchAccountsRequestSchema)` to create a new message.
  */
 export const WatchAccountsRequestSchema: GenMessage<WatchAccountsRequest> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 31);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 37);
 
 /**
  * @generated from message switchyard.accountpool.v1.WatchAccountsResponse
@@ -1325,7 +1503,7 @@ export type WatchAccountsResponse = Message<"switchyard.accountpool.v1.WatchAcco
  * Use `create(WatchAccountsResponseSchema)` to create a new message.
  */
 export const WatchAccountsResponseSchema: GenMessage<WatchAccountsResponse> = /*@__PURE__*/
-  messageDesc(file_switchyard_accountpool_v1_accountpool, 32);
+  messageDesc(file_switchyard_accountpool_v1_accountpool, 38);
 
 /**
  * AccountStatus is an account's administrative state.
@@ -1526,6 +1704,42 @@ export const OutcomeSchema: GenEnum<Outcome> = /*@__PURE__*/
   enumDesc(file_switchyard_accountpool_v1_accountpool, 3);
 
 /**
+ * LegacyKey names the key a legacy-mode call (one without a lease) ran on.
+ *
+ * @generated from enum switchyard.accountpool.v1.LegacyKey
+ */
+export enum LegacyKey {
+  /**
+   * The operator's environment key (ANTHROPIC_API_KEY), as before this
+   * field existed.
+   *
+   * @generated from enum value: LEGACY_KEY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The organization's own default key (SetDefaultKey). A 401, 402 or 403
+   * on it marks it invalid until it is set again.
+   *
+   * @generated from enum value: LEGACY_KEY_ORGANIZATION_DEFAULT = 1;
+   */
+  ORGANIZATION_DEFAULT = 1,
+
+  /**
+   * The operator's environment key, said explicitly.
+   *
+   * @generated from enum value: LEGACY_KEY_ENVIRONMENT = 2;
+   */
+  ENVIRONMENT = 2,
+}
+
+/**
+ * Describes the enum switchyard.accountpool.v1.LegacyKey.
+ */
+export const LegacyKeySchema: GenEnum<LegacyKey> = /*@__PURE__*/
+  enumDesc(file_switchyard_accountpool_v1_accountpool, 4);
+
+/**
  * AccountPoolService owns an organization's Anthropic API accounts: their
  * encrypted keys, selection, capacity, circuit breakers and the usage ledger.
  *
@@ -1608,8 +1822,15 @@ export const AccountPoolService: GenService<{
    * SelectAccount picks the best account for one model call and reserves the
    * estimated capacity on it. Called by the Orchestrator.
    *
-   * Errors: NotFound when the organization has no accounts in service (the
-   * caller then runs in legacy mode); ResourceExhausted, with a
+   * When the organization has no accounts in service and the request sets
+   * accept_default_key, the answer is the organization's default key
+   * (default_key, no lease) when it has a valid one.
+   *
+   * Errors: NotFound when the organization has no accounts in service and
+   * no default key is handed out (the caller then runs in legacy mode on
+   * its environment key; a google.rpc.ErrorInfo with reason
+   * DEFAULT_KEY_INVALID says the organization has a default key that the
+   * upstream rejected, reason NO_ACCOUNTS that it has none); ResourceExhausted, with a
    * google.rpc.RetryInfo detail giving the earliest time an account frees up,
    * when every account is excluded, busy, cooling down or has an open breaker.
    *
@@ -1655,6 +1876,34 @@ export const AccountPoolService: GenService<{
     methodKind: "unary";
     input: typeof UpdateOrganizationSettingsRequestSchema;
     output: typeof UpdateOrganizationSettingsResponseSchema;
+  },
+  /**
+   * SetDefaultKey sets or replaces the organization's default key: the
+   * API key legacy mode runs on while the organization has no account in
+   * service (none registered, or all of them disabled), before the
+   * operator's environment key. It is encrypted like an account's key and
+   * never returned by any admin RPC; the settings show whether it is
+   * configured, its key version and whether the upstream has rejected it.
+   * Setting it again (a rotation) makes a rejected key valid again.
+   *
+   * @generated from rpc switchyard.accountpool.v1.AccountPoolService.SetDefaultKey
+   */
+  setDefaultKey: {
+    methodKind: "unary";
+    input: typeof SetDefaultKeyRequestSchema;
+    output: typeof SetDefaultKeyResponseSchema;
+  },
+  /**
+   * ClearDefaultKey removes the organization's default key; legacy mode
+   * then runs on the environment key. Clearing a key that is not set is
+   * not an error.
+   *
+   * @generated from rpc switchyard.accountpool.v1.AccountPoolService.ClearDefaultKey
+   */
+  clearDefaultKey: {
+    methodKind: "unary";
+    input: typeof ClearDefaultKeyRequestSchema;
+    output: typeof ClearDefaultKeyResponseSchema;
   },
   /**
    * GetUsage sums the usage ledger by account over a time range and, when
