@@ -106,6 +106,21 @@ END
 $$;
 -- +goose StatementEnd
 
+-- Like abandon_expired, the change functions are the application role's
+-- alone, and resolve names on a fixed path, never the caller's.
+REVOKE ALL ON FUNCTION activity_changes_lock(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION activity_changes_lock(text[]) TO switchyard_app;
+REVOKE ALL ON FUNCTION stamp_activity_changes(text[], uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION stamp_activity_changes(text[], uuid[]) TO switchyard_app;
+-- +goose StatementBegin
+DO $$
+BEGIN
+  EXECUTE format('ALTER FUNCTION activity_changes_lock(text[]) SET search_path = %I, pg_temp', current_schema());
+  EXECUTE format('ALTER FUNCTION stamp_activity_changes(text[], uuid[]) SET search_path = %I, pg_temp', current_schema());
+END
+$$;
+-- +goose StatementEnd
+
 -- abandon_expired as in 00002, but stamping what it abandons: it first
 -- locks the expired rows (skipping those other transactions hold), then
 -- takes their organizations' change locks, then abandons and numbers them

@@ -1085,7 +1085,9 @@ type WatchActivitiesRequest struct {
 	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
 	// Resume after this cursor: the cursor of the last message the client
 	// processed. Every activity changed since is sent first, oldest change
-	// first. InvalidArgument if it is not a cursor this service issued.
+	// first. InvalidArgument if it is not a cursor this service issued for
+	// the organization, or is ahead of the change feed (the store was reset
+	// since, e.g. an embedded store restarted): then start again without it.
 	Cursor string `protobuf:"bytes,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
 	// Without a cursor: first send this many of the organization's most
 	// recently changed activities, oldest change first (default 0, at most

@@ -83,6 +83,18 @@ func (t *Tracker) Watch(ctx context.Context, in WatchInput, send func(WatchEvent
 		if after, err = t.store.RecentChangesStart(ctx, org, in.Backlog); err != nil {
 			return fmt.Errorf("watching the activities of organization %s: %w", org, err)
 		}
+	} else {
+		// A cursor this feed issued never passes its newest change. One
+		// that does comes from a store that was since reset (an embedded
+		// store restarted, a database restored): resuming from it would
+		// skip every change until the feed caught up, so it is refused.
+		newest, err := t.store.RecentChangesStart(ctx, org, 0)
+		if err != nil {
+			return fmt.Errorf("watching the activities of organization %s: %w", org, err)
+		}
+		if after > newest {
+			return invalid("cursor", "is ahead of this service's change feed (its store was reset since the cursor was issued); omit the cursor to start again from the backlog")
+		}
 	}
 	after, err := t.sendChanges(ctx, org, after, send)
 	if err != nil {

@@ -302,3 +302,27 @@ func TestWatchReturnsTheSendError(t *testing.T) {
 	err := tr.Watch(context.Background(), tracker.WatchInput{OrganizationID: "org"}, func(tracker.WatchEvent) error { return gone })
 	require.ErrorIs(t, err, gone)
 }
+
+// A cursor from a store that was since reset (a restarted embedded
+// store) is ahead of the feed: resuming from it would silently skip every
+// change until the feed caught up, so it is refused and the client
+// starts over.
+func TestWatchRejectsACursorAheadOfTheFeed(t *testing.T) {
+	old, _ := newWatchTracker(memstore.New(), noPoll)
+	a := start(t, old, tracker.StartInput{OrganizationID: "org"})
+	b := start(t, old, tracker.StartInput{OrganizationID: "org"})
+	w := startWatch(t, old, tracker.WatchInput{OrganizationID: "org", Backlog: 2})
+	w.nextChange(t, a.ID, store.StatusRunning)
+	w.nextChange(t, b.ID, store.StatusRunning)
+	cursor := w.caughtUp(t)
+	require.ErrorIs(t, w.stop(), context.Canceled)
+
+	reset, _ := newWatchTracker(memstore.New(), noPoll)
+	start(t, reset, tracker.StartInput{OrganizationID: "org"})
+	send := func(tracker.WatchEvent) error { return errors.New("nothing is sent") }
+	requireInvalid(t, reset.Watch(context.Background(), tracker.WatchInput{OrganizationID: "org", Cursor: cursor}, send), "cursor")
+
+	// On the store that issued it, the same cursor resumes.
+	again := startWatch(t, old, tracker.WatchInput{OrganizationID: "org", Cursor: cursor})
+	require.Equal(t, cursor, again.caughtUp(t))
+}

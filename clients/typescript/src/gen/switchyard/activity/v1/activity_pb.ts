@@ -515,7 +515,9 @@ export type WatchActivitiesRequest = Message<"switchyard.activity.v1.WatchActivi
   /**
    * Resume after this cursor: the cursor of the last message the client
    * processed. Every activity changed since is sent first, oldest change
-   * first. InvalidArgument if it is not a cursor this service issued.
+   * first. InvalidArgument if it is not a cursor this service issued for
+   * the organization, or is ahead of the change feed (the store was reset
+   * since, e.g. an embedded store restarted): then start again without it.
    *
    * @generated from field: string cursor = 2;
    */
