@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/template"
 
@@ -160,10 +161,19 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	g.Go(func() error { return act.Serve(depsCtx) })
 	g.Go(func() error { return pool.Serve(depsCtx) })
+	orchCtx, stopOrch := context.WithCancel(gctx)
+	defer stopOrch()
 	g.Go(func() error {
 		defer stopDeps()
-		return orch.Serve(gctx)
+		return orch.Serve(orchCtx)
 	})
+	// abort stops the stack that has started, in the same order, when dev
+	// cannot go on.
+	abort := func(err error) error {
+		stopOrch()
+		_ = g.Wait()
+		return err
+	}
 
 	addrs := devAddresses{Orchestrator: orch.Addr().String(), AccountPool: pool.Addr().String(), Activity: act.Addr().String(),
 		Simulator: "http://" + simLis.Addr().String(), AdminToken: devTokens.admin.Reveal(), AcmeToken: devTokens.acme.Reveal()}
@@ -175,14 +185,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		"Sim": addrs.Simulator, "Upstream": of.baseURL, "Store": storeBanner(store), "Dashboard": addrs.Dashboard,
 		"AdminToken": addrs.AdminToken, "AcmeToken": addrs.AcmeToken,
 	}); err != nil {
-		return err
+		return abort(err)
 	}
 	if readyFile != "" {
 		if err := writeReadyFile(readyFile, addrs); err != nil {
-			stopDeps()
-			_ = g.Wait()
-			return err
+			return abort(err)
 		}
+		// The tokens die with the run; so does the file that holds them.
+		defer os.Remove(readyFile)
 	}
 	return g.Wait()
 }
@@ -224,17 +234,27 @@ type devAddresses struct {
 
 // writeReadyFile writes the addresses atomically (a reader sees no file
 // or the whole of it), readable by the owner only, since it holds tokens.
+// The temporary file is created afresh (never one that already exists, or
+// a link planted in its place) in the same directory, then renamed.
 func writeReadyFile(path string, addrs devAddresses) error {
 	b, err := json.MarshalIndent(addrs, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".ready-*.json")
+	if err != nil {
 		return fmt.Errorf("writing the ready file: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing the ready file: %w", err)
+	_, werr := tmp.Write(append(b, '\n'))
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp.Name(), path)
+	}
+	if werr != nil {
+		_ = os.Remove(tmp.Name())
+		return fmt.Errorf("writing the ready file: %w", werr)
 	}
 	return nil
 }

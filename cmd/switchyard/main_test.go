@@ -109,6 +109,27 @@ func TestDevStartsEverythingAndStopsCleanly(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("dev did not stop after cancellation")
 	}
+	require.NoFileExists(t, readyFile, "the tokens it holds end with the run")
+}
+
+// A ready file dev cannot write ends dev, with everything it started
+// stopped, rather than leave a waiting script hanging.
+func TestDevStopsWhenItCannotWriteTheReadyFile(t *testing.T) {
+	t.Setenv(envKeyring, "")
+	t.Setenv(envAnthropicAPIKey, "")
+	done := make(chan error, 1)
+	go func() {
+		done <- run(context.Background(), []string{"dev",
+			"-orchestrator-addr", "127.0.0.1:0", "-accountpool-addr", "127.0.0.1:0",
+			"-activity-addr", "127.0.0.1:0", "-sim-addr", "127.0.0.1:0", "-dashboard-addr", "127.0.0.1:0",
+			"-ready-file", filepath.Join(t.TempDir(), "no-such-dir", "ready.json"), "-skills-dir", "../../skills"}, io.Discard, io.Discard)
+	}()
+	select {
+	case err := <-done:
+		require.ErrorContains(t, err, "writing the ready file")
+	case <-time.After(30 * time.Second):
+		t.Fatal("dev kept running without its ready file")
+	}
 }
 
 // -h answers what was asked: main exits 0 for it, for every command.

@@ -194,6 +194,7 @@ func TestWatchAccounts(t *testing.T) {
 
 	// A burst of calls on bravo changes the list every few milliseconds;
 	// the messages still come at most once per interval.
+	beforeBurst := len(all)
 	burstEnd := time.Now().Add(6 * interval)
 	for i := 0; time.Now().Before(burstEnd); i++ {
 		sel, err := s.orchestrator.SelectAccount(octx, &accountpoolv1.SelectAccountRequest{AllowedAccountIds: []string{ids["bravo"]}, EstimatedInputTokens: 100})
@@ -215,7 +216,9 @@ func TestWatchAccounts(t *testing.T) {
 			collecting = false
 		}
 	}
-	require.GreaterOrEqual(t, len(all), 4, "the burst's changes are sent")
+	// How many messages the burst makes depends on the machine's speed;
+	// that it makes some, and never two closer than the interval, does not.
+	require.Greater(t, len(all), beforeBurst, "the burst's changes are sent")
 	for i := 1; i < len(all); i++ {
 		prev, cur := all[i-1], all[i]
 		gap := cur.msg.GetObserveTime().AsTime().Sub(prev.msg.GetObserveTime().AsTime())
