@@ -82,6 +82,10 @@ when status finds keys under a version the keyring lacks.`, stderr)
 	fmt.Fprintf(stdout, "rewrap under version %d: %d rewrapped, %d already current, %d skipped (changed while rewrapping), %d failed, in %d organizations\n",
 		r.CurrentVersion, r.Rewrapped, r.AlreadyCurrent, r.Skipped, len(r.Failed), r.Organizations)
 	for _, f := range r.Failed {
+		if f.DefaultKey {
+			fmt.Fprintf(stdout, "failed: organization %s, default key, key version %d: %s\n", f.OrganizationID, f.KeyVersion, f.Reason)
+			continue
+		}
 		fmt.Fprintf(stdout, "failed: organization %s, account %s, key version %d: %s\n", f.OrganizationID, f.AccountID, f.KeyVersion, f.Reason)
 	}
 	if err != nil {
@@ -99,11 +103,12 @@ when status finds keys under a version the keyring lacks.`, stderr)
 	return nil
 }
 
-// printKeyStatus writes a table of the key versions, then what it means
-// for retiring old versions.
+// printKeyStatus writes a table of the key versions (accounts' keys and
+// organizations' default keys counted apart), then what it means for
+// retiring old versions.
 func printKeyStatus(w io.Writer, st accountpool.KeyStatusReport) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "VERSION\tACCOUNTS\tKEYRING")
+	fmt.Fprintln(tw, "VERSION\tACCOUNTS\tDEFAULT KEYS\tKEYRING")
 	for _, v := range st.AllVersions() {
 		role := "decrypts"
 		switch {
@@ -112,15 +117,15 @@ func printKeyStatus(w io.Writer, st accountpool.KeyStatusReport) error {
 		case !slices.Contains(st.KeyringVersions, v):
 			role = "MISSING: these keys cannot be decrypted"
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%s\n", v, st.Versions[v], role)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\n", v, st.Versions[v], st.DefaultKeyVersions[v], role)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if n := st.Outdated(); n > 0 {
-		_, err := fmt.Fprintf(w, "%d accounts in %d organizations; %d not under version %d: run 'switchyard keys rewrap'\n", st.Accounts, st.Organizations, n, st.CurrentVersion)
+		_, err := fmt.Fprintf(w, "%d accounts and %d default keys in %d organizations; %d not under version %d: run 'switchyard keys rewrap'\n", st.Accounts, st.DefaultKeys, st.Organizations, n, st.CurrentVersion)
 		return err
 	}
-	_, err := fmt.Fprintf(w, "%d accounts in %d organizations, all under version %d: older versions can be removed from the keyring\n", st.Accounts, st.Organizations, st.CurrentVersion)
+	_, err := fmt.Fprintf(w, "%d accounts and %d default keys in %d organizations, all under version %d: older versions can be removed from the keyring\n", st.Accounts, st.DefaultKeys, st.Organizations, st.CurrentVersion)
 	return err
 }

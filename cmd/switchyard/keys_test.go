@@ -37,6 +37,30 @@ func kekEntry(t *testing.T, version int) string {
 // AccountPool on dbURL running with keyring, and stops it.
 func registerUnder(t *testing.T, dbURL, keyring, org string, names ...string) {
 	t.Helper()
+	withAccountPool(t, dbURL, keyring, func(ctx context.Context, client accountpoolv1.AccountPoolServiceClient) {
+		for _, name := range names {
+			reg, err := client.RegisterAccount(ctx, &accountpoolv1.RegisterAccountRequest{OrganizationId: org, Name: name, ApiKey: "sk-ant-api03-keys-" + name, Tier: "tier2"})
+			require.NoError(t, err)
+			require.EqualValues(t, 1, reg.GetAccount().GetKeyVersion())
+		}
+	})
+}
+
+// setDefaultKeyUnder sets org's default key through an AccountPool on
+// dbURL running with keyring, and stops it.
+func setDefaultKeyUnder(t *testing.T, dbURL, keyring, org string) {
+	t.Helper()
+	withAccountPool(t, dbURL, keyring, func(ctx context.Context, client accountpoolv1.AccountPoolServiceClient) {
+		resp, err := client.SetDefaultKey(ctx, &accountpoolv1.SetDefaultKeyRequest{OrganizationId: org, ApiKey: "sk-ant-api03-keys-default-" + org})
+		require.NoError(t, err)
+		require.EqualValues(t, 1, resp.GetSettings().GetDefaultKey().GetKeyVersion())
+	})
+}
+
+// withAccountPool runs fn against an AccountPool on dbURL running with
+// keyring, then stops it.
+func withAccountPool(t *testing.T, dbURL, keyring string, fn func(ctx context.Context, client accountpoolv1.AccountPoolServiceClient)) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	svc, err := accountpool.New(ctx, accountpool.Config{
@@ -55,19 +79,15 @@ func registerUnder(t *testing.T, dbURL, keyring, org string, names ...string) {
 		resp, err := health.Check(ctx, &healthpb.HealthCheckRequest{})
 		return err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING
 	}, 30*time.Second, 10*time.Millisecond)
-	client := accountpoolv1.NewAccountPoolServiceClient(conn)
-	for _, name := range names {
-		reg, err := client.RegisterAccount(ctx, &accountpoolv1.RegisterAccountRequest{OrganizationId: org, Name: name, ApiKey: "sk-ant-api03-keys-" + name, Tier: "tier2"})
-		require.NoError(t, err)
-		require.EqualValues(t, 1, reg.GetAccount().GetKeyVersion())
-	}
+	fn(ctx, accountpoolv1.NewAccountPoolServiceClient(conn))
 	cancel()
 	require.NoError(t, <-done)
 }
 
-// statusRow matches a row of the status table: version, count, role.
-func statusRow(version, accounts int, role string) *regexp.Regexp {
-	return regexp.MustCompile(fmt.Sprintf(`(?m)^%d\s+%d\s+%s`, version, accounts, regexp.QuoteMeta(role)))
+// statusRow matches a row of the status table: version, accounts,
+// default keys, role.
+func statusRow(version, accounts, defaults int, role string) *regexp.Regexp {
+	return regexp.MustCompile(fmt.Sprintf(`(?m)^%d\s+%d\s+%d\s+%s`, version, accounts, defaults, regexp.QuoteMeta(role)))
 }
 
 func TestKeysRewrapAndStatus(t *testing.T) {
@@ -84,6 +104,10 @@ func TestKeysRewrapAndStatus(t *testing.T) {
 	v1, v2 := kekEntry(t, 1), kekEntry(t, 2)
 	registerUnder(t, schema.AppURL, v1, "acme", "alpha", "bravo")
 	registerUnder(t, schema.AppURL, v1, "beta", "charlie")
+	// Default keys: one of an organization with accounts, one of an
+	// organization with none.
+	setDefaultKeyUnder(t, schema.AppURL, v1, "beta")
+	setDefaultKeyUnder(t, schema.AppURL, v1, "gamma")
 
 	t.Setenv(envDatabaseURL, schema.AppURL)
 	t.Setenv("DATABASE_URL", "")
@@ -93,24 +117,24 @@ func TestKeysRewrapAndStatus(t *testing.T) {
 
 	out, err := sh("keys", "status")
 	require.NoError(t, err, out)
-	require.Regexp(t, statusRow(1, 3, "decrypts"), out)
-	require.Regexp(t, statusRow(2, 0, "encrypts (current)"), out)
-	require.Contains(t, out, "3 accounts in 2 organizations; 3 not under version 2")
+	require.Regexp(t, statusRow(1, 3, 2, "decrypts"), out)
+	require.Regexp(t, statusRow(2, 0, 0, "encrypts (current)"), out)
+	require.Contains(t, out, "3 accounts and 2 default keys in 3 organizations; 5 not under version 2")
 
 	out, err = sh("keys", "rewrap")
 	require.NoError(t, err, out)
-	require.Contains(t, out, "rewrap under version 2: 3 rewrapped, 0 already current, 0 skipped (changed while rewrapping), 0 failed, in 2 organizations")
-	require.Regexp(t, statusRow(1, 0, "decrypts"), out)
-	require.Regexp(t, statusRow(2, 3, "encrypts (current)"), out)
+	require.Contains(t, out, "rewrap under version 2: 5 rewrapped, 0 already current, 0 skipped (changed while rewrapping), 0 failed, in 3 organizations")
+	require.Regexp(t, statusRow(1, 0, 0, "decrypts"), out)
+	require.Regexp(t, statusRow(2, 3, 2, "encrypts (current)"), out)
 
 	out, err = sh("keys", "status")
 	require.NoError(t, err, out)
-	require.Regexp(t, statusRow(2, 3, "encrypts (current)"), out)
-	require.Contains(t, out, "3 accounts in 2 organizations, all under version 2: older versions can be removed")
+	require.Regexp(t, statusRow(2, 3, 2, "encrypts (current)"), out)
+	require.Contains(t, out, "3 accounts and 2 default keys in 3 organizations, all under version 2: older versions can be removed")
 
 	out, err = sh("keys", "rewrap")
 	require.NoError(t, err, out)
-	require.Contains(t, out, "0 rewrapped, 3 already current", "running again rewraps nothing")
+	require.Contains(t, out, "0 rewrapped, 5 already current", "running again rewraps nothing")
 
 	// Version 1 retired, the keyring from a file: nothing is missing.
 	file := filepath.Join(t.TempDir(), "keyring")
@@ -118,19 +142,21 @@ func TestKeysRewrapAndStatus(t *testing.T) {
 	t.Setenv(envKeyring, "")
 	out, err = sh("keys", "-keyring-file", file, "status")
 	require.NoError(t, err, out)
-	require.Regexp(t, statusRow(2, 3, "encrypts (current)"), out)
+	require.Regexp(t, statusRow(2, 3, 2, "encrypts (current)"), out)
 	require.NotRegexp(t, `(?m)^1\s`, out, "version 1 is neither in the keyring nor in use")
 
 	// A keyring without version 2 strands every key: status and rewrap
 	// say so and exit non-zero.
 	t.Setenv(envKeyring, kekEntry(t, 3))
 	out, err = sh("keys", "status")
-	require.ErrorContains(t, err, "3 stored keys use a key-encryption key version this keyring lacks")
-	require.Regexp(t, statusRow(2, 3, "MISSING"), out)
+	require.ErrorContains(t, err, "5 stored keys use a key-encryption key version this keyring lacks")
+	require.Regexp(t, statusRow(2, 3, 2, "MISSING"), out)
 	out, err = sh("keys", "rewrap")
-	require.ErrorContains(t, err, "3 stored keys could not be rewrapped")
-	require.Contains(t, out, "0 rewrapped, 0 already current, 0 skipped (changed while rewrapping), 3 failed")
+	require.ErrorContains(t, err, "5 stored keys could not be rewrapped")
+	require.Contains(t, out, "0 rewrapped, 0 already current, 0 skipped (changed while rewrapping), 5 failed")
 	require.Regexp(t, `failed: organization acme, account [0-9a-f-]{36}, key version 2: `, out)
+	require.Regexp(t, `failed: organization gamma, default key, key version 2: `, out)
+	require.NotContains(t, out, "sk-ant-api03-keys-", "no key in the output")
 }
 
 func TestKeysUsageErrors(t *testing.T) {

@@ -31,8 +31,9 @@ type RewrapConfig struct {
 	Logger *slog.Logger
 }
 
-// KeyStatusReport counts the stored API keys by the version of the
-// key-encryption key that encrypts them.
+// KeyStatusReport counts the stored API keys, accounts' and organizations'
+// default keys, by the version of the key-encryption key that encrypts
+// them.
 type KeyStatusReport struct {
 	// CurrentVersion is the keyring's highest version, the one new keys
 	// are encrypted under.
@@ -46,26 +47,38 @@ type KeyStatusReport struct {
 	// Versions maps each key version in use to its number of accounts;
 	// versions no account uses are absent.
 	Versions map[int32]int
+	// DefaultKeys is how many of the organizations have a default key.
+	DefaultKeys int
+	// DefaultKeyVersions maps each key version in use to its number of
+	// default keys; versions no default key uses are absent.
+	DefaultKeyVersions map[int32]int
 }
 
-// Outdated is the number of accounts whose key is not under the current
-// version: zero means every older version can be removed from the keyring.
-func (r KeyStatusReport) Outdated() int { return r.Accounts - r.Versions[r.CurrentVersion] }
+// Outdated is the number of stored keys (accounts' and default keys) not
+// under the current version: zero means every older version can be
+// removed from the keyring.
+func (r KeyStatusReport) Outdated() int {
+	return r.Accounts - r.Versions[r.CurrentVersion] + r.DefaultKeys - r.DefaultKeyVersions[r.CurrentVersion]
+}
 
-// Undecryptable is the number of accounts whose key version the keyring
-// does not hold: with this keyring they cannot be selected.
+// Undecryptable is the number of stored keys (accounts' and default keys)
+// whose key version the keyring does not hold: with this keyring they
+// cannot be used.
 func (r KeyStatusReport) Undecryptable() int {
 	n := 0
-	for v, count := range r.Versions {
-		if !slices.Contains(r.KeyringVersions, v) {
-			n += count
+	for _, m := range []map[int32]int{r.Versions, r.DefaultKeyVersions} {
+		for v, count := range m {
+			if !slices.Contains(r.KeyringVersions, v) {
+				n += count
+			}
 		}
 	}
 	return n
 }
 
-// RewrapReport is what Rewrap did. Every account visited is counted in
-// exactly one of Rewrapped, AlreadyCurrent, Skipped and Failed.
+// RewrapReport is what Rewrap did. Every key visited, an account's or an
+// organization's default key, is counted in exactly one of Rewrapped,
+// AlreadyCurrent, Skipped and Failed.
 type RewrapReport struct {
 	// CurrentVersion is the version keys were re-encrypted under.
 	CurrentVersion int32
@@ -91,10 +104,14 @@ type RewrapReport struct {
 	Status KeyStatusReport
 }
 
-// RewrapFailure names an account whose key could not be re-encrypted.
+// RewrapFailure names an account, or an organization's default key, whose
+// key could not be re-encrypted.
 type RewrapFailure struct {
 	OrganizationID string
-	AccountID      string
+	// AccountID is empty for the organization's default key.
+	AccountID string
+	// DefaultKey is set for the organization's default key.
+	DefaultKey bool
 	// KeyVersion is the version the account's key is stored under.
 	KeyVersion int32
 	// Reason says why; it never holds key material.
@@ -192,7 +209,7 @@ func openMaintenance(ctx context.Context, cfg RewrapConfig) (maintenance, error)
 
 // keyStatus counts st's accounts per key version.
 func keyStatus(ctx context.Context, st store.Store, keys *crypto.Keyring) (KeyStatusReport, error) {
-	r := KeyStatusReport{CurrentVersion: keys.CurrentVersion(), KeyringVersions: keys.Versions(), Versions: map[int32]int{}}
+	r := KeyStatusReport{CurrentVersion: keys.CurrentVersion(), KeyringVersions: keys.Versions(), Versions: map[int32]int{}, DefaultKeyVersions: map[int32]int{}}
 	orgs, err := st.ListOrganizations(ctx)
 	if err != nil {
 		return KeyStatusReport{}, err
@@ -206,6 +223,14 @@ func keyStatus(ctx context.Context, st store.Store, keys *crypto.Keyring) (KeySt
 		r.Accounts += len(accounts)
 		for _, a := range accounts {
 			r.Versions[a.KeyVersion]++
+		}
+		k, err := st.GetDefaultKey(ctx, org)
+		switch {
+		case err == nil:
+			r.DefaultKeys++
+			r.DefaultKeyVersions[k.KeyVersion]++
+		case !errors.Is(err, store.ErrNotFound):
+			return KeyStatusReport{}, err
 		}
 	}
 	return r, nil
@@ -228,6 +253,8 @@ const (
 	alreadyCurrent
 	skipped
 	failed
+	// absent: the organization has no default key; nothing is counted.
+	absent
 )
 
 // rewrap is Rewrap on an open store, organization by organization,
@@ -261,11 +288,20 @@ func (w *rewrapper) organization(ctx context.Context, org string) error {
 	}
 	w.report.Organizations++
 	before := w.report
+	outcomes := make([]outcome, 0, len(accounts)+1)
 	for _, a := range accounts {
 		o, err := w.account(ctx, a)
 		if err != nil {
 			return fmt.Errorf("organization %s, account %s: %w", org, a.ID, err)
 		}
+		outcomes = append(outcomes, o)
+	}
+	o, err := w.defaultKey(ctx, org)
+	if err != nil {
+		return fmt.Errorf("organization %s, default key: %w", org, err)
+	}
+	outcomes = append(outcomes, o)
+	for _, o := range outcomes {
 		switch o {
 		case rewrapped:
 			w.report.Rewrapped++
@@ -332,10 +368,10 @@ func (w *rewrapper) account(ctx context.Context, a store.Account) (outcome, erro
 	}
 }
 
-// AllVersions returns every version the keyring holds or an account uses,
-// ascending: the rows of a status table.
+// AllVersions returns every version the keyring holds or a stored key
+// uses, ascending: the rows of a status table.
 func (r KeyStatusReport) AllVersions() []int32 {
-	vs := slices.Concat(r.KeyringVersions, slices.Collect(maps.Keys(r.Versions)))
+	vs := slices.Concat(r.KeyringVersions, slices.Collect(maps.Keys(r.Versions)), slices.Collect(maps.Keys(r.DefaultKeyVersions)))
 	slices.Sort(vs)
 	return slices.Compact(vs)
 }

@@ -297,7 +297,7 @@ func TestKeyStatusCounts(t *testing.T) {
 	f.put("org-b", "b1", k1)
 	r, err := keyStatus(t.Context(), f.store, k2)
 	require.NoError(t, err)
-	require.Equal(t, KeyStatusReport{CurrentVersion: 2, KeyringVersions: []int32{1, 2}, Organizations: 2, Accounts: 3, Versions: map[int32]int{1: 2, 2: 1}}, r)
+	require.Equal(t, KeyStatusReport{CurrentVersion: 2, KeyringVersions: []int32{1, 2}, Organizations: 2, Accounts: 3, Versions: map[int32]int{1: 2, 2: 1}, DefaultKeyVersions: map[int32]int{}}, r)
 	require.Equal(t, 2, r.Outdated())
 	require.Zero(t, r.Undecryptable())
 

@@ -38,6 +38,13 @@ type secured struct {
 
 func startSecured(t *testing.T) *secured {
 	t.Helper()
+	return startSecuredLogging(t, io.Discard)
+}
+
+// startSecuredLogging is startSecured with the service's log written to
+// logs, as text at debug level.
+func startSecuredLogging(t *testing.T, logs io.Writer) *secured {
+	t.Helper()
 	org := newOrg()
 	tokens := map[string]string{"org:" + org: "org-token", "orchestrator": "orchestrator-token", "admin": "admin-token"}
 	spec := ""
@@ -52,7 +59,7 @@ func startSecured(t *testing.T) *secured {
 	svc, err := accountpool.New(ctx, accountpool.Config{
 		Addr:    "127.0.0.1:0",
 		Keyring: keyring,
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:  slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Tokens:  table,
 	})
 	require.NoError(t, err)

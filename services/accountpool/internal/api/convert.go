@@ -125,11 +125,19 @@ func outcomeToProto(o store.Outcome) accountpoolv1.Outcome {
 	return accountpoolv1.Outcome_OUTCOME_UNSPECIFIED
 }
 
-func settingsToProto(s store.Settings) *accountpoolv1.OrganizationSettings {
+// settingsToProto describes the default key, never carries it: DefaultKeyInfo
+// has no field that could.
+func settingsToProto(s store.Settings, k pool.DefaultKeyInfo) *accountpoolv1.OrganizationSettings {
 	return &accountpoolv1.OrganizationSettings{
 		OrganizationId:    s.OrganizationID,
 		SelectionStrategy: strategyToProto(s.SelectionStrategy),
 		UpdateTime:        ts(s.UpdateTime),
+		DefaultKey: &accountpoolv1.DefaultKeyInfo{
+			Configured: k.Configured,
+			KeyVersion: k.KeyVersion,
+			Invalid:    k.Invalid,
+			UpdateTime: ts(k.UpdateTime),
+		},
 	}
 }
 

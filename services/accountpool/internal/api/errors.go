@@ -15,12 +15,18 @@ import (
 )
 
 // errorDomain is the google.rpc.ErrorInfo domain of this service's errors.
-const errorDomain = "accountpool.switchyard.dev"
+const errorDomain = "switchyard.accountpool"
 
-// ErrorInfo reasons, stable for callers that branch on them.
+// ErrorInfo reasons, stable for callers that branch on them (the
+// SelectAccount contract in accountpool.proto names them).
 const (
-	ReasonNoAccounts = "NO_ACCOUNTS_IN_SERVICE"
-	ReasonExhausted  = "ACCOUNTS_EXHAUSTED"
+	// ReasonNoAccounts: no account in service and no default key handed
+	// out (none configured, or not accepted).
+	ReasonNoAccounts = "NO_ACCOUNTS"
+	// ReasonDefaultKeyInvalid: no account in service, and the
+	// organization's default key was rejected by the upstream.
+	ReasonDefaultKeyInvalid = "DEFAULT_KEY_INVALID"
+	ReasonExhausted         = "ACCOUNTS_EXHAUSTED"
 )
 
 // ToStatus translates an error from the pool or the store into a gRPC
@@ -41,9 +47,13 @@ func ToStatus(err error) error {
 		return withDetails(codes.InvalidArgument, field.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field.Field, Description: field.Problem}},
 		})
+	case errors.Is(err, pool.ErrDefaultKeyInvalid):
+		return withDetails(codes.NotFound,
+			"the organization has no accounts in service (none active or invalid) and the upstream rejected its default key; set the default key again (SetDefaultKey), or the orchestrator runs it in legacy mode on its environment key only if its operator allows that",
+			&errdetails.ErrorInfo{Reason: ReasonDefaultKeyInvalid, Domain: errorDomain})
 	case errors.Is(err, pool.ErrNoAccounts):
 		return withDetails(codes.NotFound,
-			"the organization has no accounts in service (none active or invalid); the orchestrator runs such an organization in legacy mode on its environment key (ANTHROPIC_API_KEY)",
+			"the organization has no accounts in service (none active or invalid) and no default key was handed out; the orchestrator runs such an organization in legacy mode on its environment key (ANTHROPIC_API_KEY)",
 			&errdetails.ErrorInfo{Reason: ReasonNoAccounts, Domain: errorDomain})
 	case errors.As(err, &exhausted):
 		details := []protoadapt.MessageV1{&errdetails.ErrorInfo{Reason: ReasonExhausted, Domain: errorDomain}}

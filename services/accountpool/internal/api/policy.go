@@ -22,6 +22,8 @@ func Policy() auth.Policy {
 		accountpoolv1.AccountPoolService_RotateAccountKey_FullMethodName:           admin,
 		accountpoolv1.AccountPoolService_GetOrganizationSettings_FullMethodName:    admin,
 		accountpoolv1.AccountPoolService_UpdateOrganizationSettings_FullMethodName: admin,
+		accountpoolv1.AccountPoolService_SetDefaultKey_FullMethodName:              admin,
+		accountpoolv1.AccountPoolService_ClearDefaultKey_FullMethodName:            admin,
 		accountpoolv1.AccountPoolService_GetUsage_FullMethodName:                   admin,
 		accountpoolv1.AccountPoolService_SelectAccount_FullMethodName:              orchestrator,
 		accountpoolv1.AccountPoolService_RecordRequest_FullMethodName:              orchestrator,

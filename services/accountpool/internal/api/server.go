@@ -3,8 +3,9 @@
 // place that picks status codes).
 //
 // The API key crosses this package twice and is never logged: inbound in
-// RegisterAccount, straight into a secret.String, and outbound in the
-// SelectAccount lease. No admin response has a field that could carry it.
+// RegisterAccount, RotateAccountKey and SetDefaultKey, straight into a
+// secret.String, and outbound in the SelectAccount lease or default_key.
+// No admin response has a field that could carry it.
 package api
 
 import (
@@ -213,11 +214,15 @@ func (s *Server) SelectAccount(ctx context.Context, req *accountpoolv1.SelectAcc
 		Allowed:               allowed,
 		Strategy:              strategy,
 		SessionID:             req.GetSessionId(),
+		AcceptDefaultKey:      req.GetAcceptDefaultKey(),
 		// The response's contract includes the explanation.
 		Explain: true,
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "SelectAccount", err)
+	}
+	if sel.DefaultKey != nil {
+		return defaultKeyResponse(sel.DefaultKey), nil
 	}
 	out := &accountpoolv1.SelectAccountResponse{
 		Lease: &accountpoolv1.Lease{
@@ -250,7 +255,9 @@ func (s *Server) RecordRequest(ctx context.Context, req *accountpoolv1.RecordReq
 		return nil, s.fail(ctx, "RecordRequest", err)
 	}
 	// Without a lease and an account the call ran in legacy mode, on the
-	// orchestrator's fallback key: only its ledger row is recorded.
+	// organization's default key or the orchestrator's environment key
+	// (legacy_key): only its ledger row is recorded, and an AUTH_FAILED on
+	// the default key marks it invalid.
 	var leaseID, accountID string
 	if req.GetLeaseId() != "" || req.GetAccountId() != "" {
 		var err error
@@ -262,6 +269,10 @@ func (s *Server) RecordRequest(ctx context.Context, req *accountpoolv1.RecordReq
 		}
 	}
 	outcome, err := outcomeFromProto(req.GetOutcome())
+	if err != nil {
+		return nil, s.fail(ctx, "RecordRequest", err)
+	}
+	legacyKey, err := legacyKeyFromProto(req.GetLegacyKey())
 	if err != nil {
 		return nil, s.fail(ctx, "RecordRequest", err)
 	}
@@ -325,6 +336,7 @@ func (s *Server) RecordRequest(ctx context.Context, req *accountpoolv1.RecordReq
 		ErrorType:         req.GetErrorType(),
 		UpstreamRequestID: req.GetUpstreamRequestId(),
 		DurationMS:        req.GetDurationMs(),
+		LegacyKey:         legacyKey,
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "RecordRequest", err)
@@ -341,7 +353,11 @@ func (s *Server) GetOrganizationSettings(ctx context.Context, req *accountpoolv1
 	if err != nil {
 		return nil, s.fail(ctx, "GetOrganizationSettings", err)
 	}
-	return &accountpoolv1.GetOrganizationSettingsResponse{Settings: settingsToProto(st)}, nil
+	k, err := s.pool.DefaultKeyInfo(ctx, req.GetOrganizationId())
+	if err != nil {
+		return nil, s.fail(ctx, "GetOrganizationSettings", err)
+	}
+	return &accountpoolv1.GetOrganizationSettingsResponse{Settings: settingsToProto(st, k)}, nil
 }
 
 // UpdateOrganizationSettings implements AccountPoolServiceServer.
@@ -357,7 +373,11 @@ func (s *Server) UpdateOrganizationSettings(ctx context.Context, req *accountpoo
 	if err != nil {
 		return nil, s.fail(ctx, "UpdateOrganizationSettings", err)
 	}
-	return &accountpoolv1.UpdateOrganizationSettingsResponse{Settings: settingsToProto(st)}, nil
+	k, err := s.pool.DefaultKeyInfo(ctx, req.GetOrganizationId())
+	if err != nil {
+		return nil, s.fail(ctx, "UpdateOrganizationSettings", err)
+	}
+	return &accountpoolv1.UpdateOrganizationSettingsResponse{Settings: settingsToProto(st, k)}, nil
 }
 
 // GetUsage implements AccountPoolServiceServer.

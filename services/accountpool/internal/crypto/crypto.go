@@ -13,7 +13,10 @@
 // keyring decrypts, and old ciphertexts are re-encrypted at leisure. The
 // associated data binds a ciphertext to its organization and account id
 // (and to its own header), so a ciphertext copied onto another row, even of
-// the same organization, does not decrypt.
+// the same organization, does not decrypt. An organization's default key
+// (EncryptDefaultKey) has associated data of its own purpose, bound to the
+// organization alone: a default key's ciphertext copied onto an account, or
+// an account's onto the default key, does not decrypt either.
 package crypto
 
 import (
@@ -124,9 +127,43 @@ func (k *Keyring) Versions() []int32 {
 	return out
 }
 
+// Purposes of the associated data: what a ciphertext is for. They differ,
+// so a ciphertext made for one purpose never decrypts as another.
+const (
+	purposeAccountKey = "switchyard.accountpool.v1.api-key"
+	purposeDefaultKey = "switchyard.accountpool.v1.default-key"
+)
+
 // Encrypt seals plaintext for one account of one organization under the
 // current KEK and returns the ciphertext and the KEK version.
 func (k *Keyring) Encrypt(plaintext secret.String, orgID, accountID string) ([]byte, int32, error) {
+	return k.seal(plaintext, func(header []byte) []byte { return associatedData(purposeAccountKey, header, orgID, accountID) })
+}
+
+// Decrypt opens a ciphertext produced by Encrypt for the same organization
+// and account. It returns ErrUnknownKeyVersion or ErrDecrypt, and never
+// panics, whatever the input.
+func (k *Keyring) Decrypt(ciphertext []byte, orgID, accountID string) (secret.String, error) {
+	return k.open(ciphertext, func(header []byte) []byte { return associatedData(purposeAccountKey, header, orgID, accountID) })
+}
+
+// EncryptDefaultKey seals an organization's default key under the current
+// KEK, in the same format as Encrypt, with associated data that binds it to
+// the organization and to the default-key purpose.
+func (k *Keyring) EncryptDefaultKey(plaintext secret.String, orgID string) ([]byte, int32, error) {
+	return k.seal(plaintext, func(header []byte) []byte { return associatedData(purposeDefaultKey, header, orgID) })
+}
+
+// DecryptDefaultKey opens a ciphertext produced by EncryptDefaultKey for
+// the same organization; an account key's ciphertext, of any organization,
+// is ErrDecrypt. Errors and guarantees as Decrypt.
+func (k *Keyring) DecryptDefaultKey(ciphertext []byte, orgID string) (secret.String, error) {
+	return k.open(ciphertext, func(header []byte) []byte { return associatedData(purposeDefaultKey, header, orgID) })
+}
+
+// seal encrypts under the current KEK; ad makes the associated data from
+// the header.
+func (k *Keyring) seal(plaintext secret.String, ad func(header []byte) []byte) ([]byte, int32, error) {
 	out := make([]byte, headerSize+nonceSize, headerSize+nonceSize+len(plaintext.Reveal())+tagSize)
 	out[0] = formatV1
 	binary.BigEndian.PutUint32(out[1:headerSize], k.current)
@@ -134,14 +171,13 @@ func (k *Keyring) Encrypt(plaintext secret.String, orgID, accountID string) ([]b
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, 0, fmt.Errorf("generating nonce: %w", err)
 	}
-	out = k.aeads[k.current].Seal(out, nonce, []byte(plaintext.Reveal()), associatedData(out[:headerSize], orgID, accountID))
+	out = k.aeads[k.current].Seal(out, nonce, []byte(plaintext.Reveal()), ad(out[:headerSize]))
 	return out, int32(k.current), nil
 }
 
-// Decrypt opens a ciphertext produced by Encrypt for the same organization
-// and account. It returns ErrUnknownKeyVersion or ErrDecrypt, and never
-// panics, whatever the input.
-func (k *Keyring) Decrypt(ciphertext []byte, orgID, accountID string) (secret.String, error) {
+// open decrypts a ciphertext of the package's format; ad makes the
+// associated data from its header.
+func (k *Keyring) open(ciphertext []byte, ad func(header []byte) []byte) (secret.String, error) {
 	if len(ciphertext) < headerSize+nonceSize+tagSize || ciphertext[0] != formatV1 {
 		return secret.String{}, ErrDecrypt
 	}
@@ -151,24 +187,29 @@ func (k *Keyring) Decrypt(ciphertext []byte, orgID, accountID string) (secret.St
 		return secret.String{}, fmt.Errorf("version %d: %w", ver, ErrUnknownKeyVersion)
 	}
 	nonce := ciphertext[headerSize : headerSize+nonceSize]
-	plain, err := aead.Open(nil, nonce, ciphertext[headerSize+nonceSize:], associatedData(ciphertext[:headerSize], orgID, accountID))
+	plain, err := aead.Open(nil, nonce, ciphertext[headerSize+nonceSize:], ad(ciphertext[:headerSize]))
 	if err != nil {
 		return secret.String{}, ErrDecrypt
 	}
 	return secret.New(string(plain)), nil
 }
 
-// associatedData encodes (purpose, header, org, account) unambiguously:
-// each variable part is length-prefixed, so ("ab","c") and ("a","bc")
-// differ.
-func associatedData(header []byte, orgID, accountID string) []byte {
-	const purpose = "switchyard.accountpool.v1.api-key"
-	ad := make([]byte, 0, len(purpose)+len(header)+8+len(orgID)+len(accountID))
+// associatedData encodes (purpose, header, parts...) unambiguously: each
+// part is length-prefixed, so ("ab","c") and ("a","bc") differ. For an
+// account key the parts are (org, account), which keeps the encoding of
+// every ciphertext written before default keys existed; for a default key
+// (org) alone, under another purpose.
+func associatedData(purpose string, header []byte, parts ...string) []byte {
+	n := len(purpose) + len(header)
+	for _, p := range parts {
+		n += 4 + len(p)
+	}
+	ad := make([]byte, 0, n)
 	ad = append(ad, purpose...)
 	ad = append(ad, header...)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(orgID)))
-	ad = append(ad, orgID...)
-	ad = binary.BigEndian.AppendUint32(ad, uint32(len(accountID)))
-	ad = append(ad, accountID...)
+	for _, p := range parts {
+		ad = binary.BigEndian.AppendUint32(ad, uint32(len(p)))
+		ad = append(ad, p...)
+	}
 	return ad
 }

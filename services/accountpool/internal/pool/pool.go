@@ -14,7 +14,9 @@
 // (redisstate).
 //
 // Key plaintext exists only inside Select, between decryption and the
-// returned Selection, as a secret.String.
+// returned Selection, as a secret.String; that holds for an organization's
+// default key too (defaultkey.go), which Select hands out only when the
+// organization has no account in service and the caller accepts it.
 package pool
 
 import (
@@ -33,10 +35,14 @@ import (
 )
 
 // Keys encrypts and decrypts API keys bound to their organization and
-// account; *crypto.Keyring implements it.
+// account, and organizations' default keys bound to their organization and
+// the default-key purpose (so neither decrypts as the other);
+// *crypto.Keyring implements it.
 type Keys interface {
 	Encrypt(plaintext secret.String, orgID, accountID string) ([]byte, int32, error)
 	Decrypt(ciphertext []byte, orgID, accountID string) (secret.String, error)
+	EncryptDefaultKey(plaintext secret.String, orgID string) ([]byte, int32, error)
+	DecryptDefaultKey(ciphertext []byte, orgID string) (secret.String, error)
 }
 
 // Config configures a Pool. Store and Keys are required; every other zero

@@ -29,6 +29,9 @@ type RecordRequest struct {
 	ErrorType         string
 	UpstreamRequestID string
 	DurationMS        int64
+	// LegacyKey, for a legacy-mode call (no AccountID), names the key it
+	// ran on; it is ignored otherwise.
+	LegacyKey LegacyKey
 }
 
 // RecordResult is what Record did.
@@ -47,15 +50,13 @@ func writesRow(o store.Outcome) bool {
 	return o != store.OutcomeRateLimited && o != store.OutcomeSpendLimited
 }
 
-// LegacyAccountName is the account name of usage rows recorded in legacy
-// mode, where the orchestrator ran a task on its fallback key.
-const LegacyAccountName = "default"
-
 // Record settles a lease with what the upstream answered.
 //
-// A request without an account id records a legacy-mode call: it only
-// writes the ledger row (account name LegacyAccountName), since no pool
-// account, lease, bucket or breaker was involved.
+// A request without an account id records a legacy-mode call: it writes
+// the ledger row (account name DefaultKeyAccountName or
+// EnvironmentKeyAccountName, by LegacyKey), since no pool account, lease,
+// bucket or breaker was involved, and an AUTH_FAILED outcome on the
+// organization's default key marks that key invalid (recordLegacy).
 //
 // The ledger insert comes first; the row is keyed by the upstream call
 // (request id, attempt, upstream request id), so a retried RecordRequest
@@ -73,8 +74,7 @@ const LegacyAccountName = "default"
 func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error) {
 	now := p.now()
 	if r.AccountID == "" {
-		res, err := p.insertUsage(ctx, r, "", LegacyAccountName, now)
-		return res, err
+		return p.recordLegacy(ctx, r, now)
 	}
 	v, err := p.view(ctx, r.OrgID)
 	if err != nil {

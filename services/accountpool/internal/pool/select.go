@@ -32,6 +32,10 @@ type SelectRequest struct {
 	// MaxWait is how long Select may wait for an account to free up when
 	// none can take the request now; zero answers at once.
 	MaxWait time.Duration
+	// AcceptDefaultKey asks, when the organization has no account in
+	// service, for its valid default key (Selection.DefaultKey) instead of
+	// ErrNoAccounts.
+	AcceptDefaultKey bool
 	// Explain asks for Selection.Candidates. Formatting why each account
 	// was skipped costs more than the selection itself, so callers that do
 	// not show it leave this off. An ExhaustedError always explains.
@@ -74,6 +78,9 @@ type Selection struct {
 	// Candidates explains every account of the organization, in name
 	// order; set only when SelectRequest.Explain is.
 	Candidates []Candidate
+	// DefaultKey, when set, is the organization's default key and every
+	// other field is zero: no lease (see Pool.selectDefaultKey).
+	DefaultKey *DefaultKey
 }
 
 // block is one reason live state keeps an account out of a selection.
@@ -550,8 +557,9 @@ func (p *Pool) Select(ctx context.Context, r SelectRequest) (Selection, error) {
 // account that lost a race to another selection is dropped and the scan
 // runs again, so buckets are never overdrawn.
 //
-// Errors: ErrNoAccounts when the organization has no account ACTIVE or
-// INVALID; *ExhaustedError when none of them can take the request now;
+// Errors: ErrNoAccounts (ErrDefaultKeyInvalid when its default key was
+// rejected) when the organization has no account ACTIVE or INVALID and no
+// default key is handed out; *ExhaustedError when none of them can take the request now;
 // *FieldError for an unknown strategy.
 func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error) {
 	if r.Strategy != "" && !validStrategy(r.Strategy) {
@@ -565,7 +573,7 @@ func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error
 		return Selection{}, err
 	}
 	if !slices.ContainsFunc(v.accounts, inService) {
-		return Selection{}, ErrNoAccounts
+		return p.selectDefaultKey(v, &r)
 	}
 	strategy := cmp.Or(r.Strategy, v.settings.SelectionStrategy, store.StrategyLeastLoaded)
 	now := p.now()

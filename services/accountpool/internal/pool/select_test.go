@@ -619,7 +619,7 @@ func TestLegacyRecordWritesOnlyTheLedgerRow(t *testing.T) {
 	rep, err := f.pool.Usage(f.ctx, f.org, UsageQuery{IncludeRecords: true, PageSize: 10})
 	require.NoError(t, err)
 	require.Len(t, rep.Records, 1)
-	require.Equal(t, LegacyAccountName, rep.Records[0].AccountName)
+	require.Equal(t, EnvironmentKeyAccountName, rep.Records[0].AccountName, "an unspecified legacy key is the environment key")
 	require.Empty(t, rep.Records[0].AccountID)
 }
 

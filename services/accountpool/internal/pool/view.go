@@ -26,6 +26,9 @@ type orgView struct {
 	accounts []*account // ordered by name, then id
 	byID     map[string]*account
 	settings store.Settings
+	// defaultKey is the organization's default key (ciphertext), nil when
+	// it has none; see defaultkey.go.
+	defaultKey *store.DefaultKey
 	// gone keeps deleted accounts for a while, so a lease issued before the
 	// delete can still write its usage row.
 	gone map[string]goneAccount
@@ -88,8 +91,8 @@ func (p *Pool) loadLocked(ctx context.Context, orgID string, e *orgEntry) (*orgV
 	return p.reloadLocked(ctx, orgID, e)
 }
 
-// reloadLocked reads the organization's accounts and settings from the
-// store and publishes them as its view. e.mu must be held.
+// reloadLocked reads the organization's accounts, settings and default
+// key from the store and publishes them as its view. e.mu must be held.
 //
 // What the store does not hold carries over from the previous view:
 // recently deleted accounts (gone), plus the accounts that vanished since,
@@ -110,7 +113,11 @@ func (p *Pool) reloadLocked(ctx context.Context, orgID string, e *orgEntry) (*or
 	if err != nil {
 		return nil, fmt.Errorf("loading settings of organization %s: %w", orgID, err)
 	}
-	v := &orgView{byID: make(map[string]*account, len(accounts)), settings: settings, index: &viewIndex{}}
+	defaultKey, err := p.loadDefaultKey(ctx, orgID)
+	if err != nil {
+		return nil, err
+	}
+	v := &orgView{byID: make(map[string]*account, len(accounts)), settings: settings, defaultKey: defaultKey, index: &viewIndex{}}
 	for _, sa := range accounts {
 		a := newAccount(sa)
 		v.accounts = append(v.accounts, a)
@@ -184,11 +191,12 @@ func (p *Pool) modify(ctx context.Context, orgID string, fn func(v *orgView) (*o
 
 func (v *orgView) clone() *orgView {
 	return &orgView{
-		accounts: slices.Clone(v.accounts),
-		byID:     maps.Clone(v.byID),
-		settings: v.settings,
-		gone:     maps.Clone(v.gone),
-		index:    &viewIndex{},
+		accounts:   slices.Clone(v.accounts),
+		byID:       maps.Clone(v.byID),
+		settings:   v.settings,
+		defaultKey: v.defaultKey, // never modified in place: replaced
+		gone:       maps.Clone(v.gone),
+		index:      &viewIndex{},
 	}
 }
 

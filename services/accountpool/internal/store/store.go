@@ -170,6 +170,20 @@ func DefaultSettings(orgID string) Settings {
 	return Settings{OrganizationID: orgID, SelectionStrategy: StrategyLeastLoaded}
 }
 
+// DefaultKey is an organization's default key: the API key legacy mode
+// runs on while the organization has no account in service. The key is
+// held only as ciphertext, bound to the organization and to the default-key
+// purpose (crypto.Keyring.EncryptDefaultKey), never to an account.
+type DefaultKey struct {
+	OrganizationID string
+	Ciphertext     []byte
+	KeyVersion     int32
+	// Invalid is set once the upstream rejected the key (401/402/403);
+	// legacy mode no longer hands it out until it is set again.
+	Invalid    bool
+	UpdateTime time.Time
+}
+
 // UsageRecord is one ledger row: one successful or failed model call.
 type UsageRecord struct {
 	ID             string // UUID, assigned by the caller
@@ -267,8 +281,8 @@ type Store interface {
 	ReplaceKey(ctx context.Context, orgID, id string, old []byte, key EncryptedKey, now time.Time) error
 
 	// ListOrganizations returns the id of every organization that has
-	// accounts, in byte order, without duplicates; it may also name
-	// organizations whose accounts were all deleted. It is for maintenance
+	// accounts or a default key, in byte order, without duplicates; it may
+	// also name organizations whose accounts (or default key) were deleted. It is for maintenance
 	// that must visit every tenant (re-encrypting keys), the one read that is
 	// not scoped to an organization, and it returns ids only. It returns no
 	// sentinel error.
@@ -280,6 +294,30 @@ type Store interface {
 	// PutSettings creates or replaces the organization's settings
 	// (s.OrganizationID). It returns no sentinel error.
 	PutSettings(ctx context.Context, s Settings) error
+
+	// GetDefaultKey returns the organization's default key. ErrNotFound
+	// when it has none.
+	GetDefaultKey(ctx context.Context, orgID string) (DefaultKey, error)
+	// PutDefaultKey creates or replaces the organization's default key
+	// (k.OrganizationID) with k as given, Invalid included: setting a key
+	// again passes Invalid false. It returns no sentinel error.
+	PutDefaultKey(ctx context.Context, k DefaultKey) error
+	// DeleteDefaultKey removes the organization's default key. Deleting a
+	// key that is not set is not an error; it returns no sentinel error.
+	DeleteDefaultKey(ctx context.Context, orgID string) error
+	// InvalidateDefaultKey marks the organization's default key invalid
+	// and sets its update time to now, but only if the stored ciphertext
+	// still equals ciphertext byte for byte, so an upstream's rejection of
+	// a key can never mark the key that replaced it. ErrNotFound when the
+	// organization has no default key; ErrConflict when it has another
+	// ciphertext. Either way nothing changes. Marking a key already invalid
+	// succeeds.
+	InvalidateDefaultKey(ctx context.Context, orgID string, ciphertext []byte, now time.Time) error
+	// ReplaceDefaultKey is ReplaceKey for the organization's default key:
+	// a compare-and-swap of the ciphertext and version (the invalid flag
+	// stays), for re-encryption. ErrNotFound when the organization has no
+	// default key; ErrConflict when it has another ciphertext.
+	ReplaceDefaultKey(ctx context.Context, orgID string, old []byte, key EncryptedKey, now time.Time) error
 
 	// InsertUsage appends a ledger row and returns it as stored. When the
 	// organization already has a row for the same upstream call
@@ -305,14 +343,14 @@ type Store interface {
 const AllOrganizations = ""
 
 // ChangeWatcher is an optional capability of a Store that other processes
-// share (pgstore): it reports changes to an organization's accounts or
-// settings, whoever made them, so each process can refresh its in-memory
+// share (pgstore): it reports changes to an organization's accounts,
+// settings or default key, whoever made them, so each process can refresh its in-memory
 // view instead of serving a stale one until restart. Stores that only one
 // process can see (memstore) do not implement it. Callers discover it with
 // a type assertion.
 type ChangeWatcher interface {
 	// WatchChanges calls onChange with an organization's id after a change
-	// to its accounts or settings has committed, including changes this
+	// to its accounts, settings or default key has committed, including changes this
 	// process made. It calls onChange(AllOrganizations) whenever changes
 	// may have been missed, in particular once the feed is (re)established,
 	// so a caller that reloads what it caches on that call never keeps a

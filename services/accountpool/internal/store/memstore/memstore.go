@@ -24,6 +24,7 @@ type Store struct {
 	mu       sync.Mutex
 	accounts map[string]store.Account // by account id
 	settings map[string]store.Settings
+	defaults map[string]store.DefaultKey    // by organization
 	usage    map[string][]store.UsageRecord // by organization, in insert order
 	usageKey map[usageKey]int               // index into usage[org]
 }
@@ -41,6 +42,7 @@ func New() *Store {
 	return &Store{
 		accounts: map[string]store.Account{},
 		settings: map[string]store.Settings{},
+		defaults: map[string]store.DefaultKey{},
 		usage:    map[string][]store.UsageRecord{},
 		usageKey: map[usageKey]int{},
 	}
@@ -165,13 +167,17 @@ func (s *Store) ReplaceKey(_ context.Context, orgID, id string, old []byte, key 
 }
 
 // ListOrganizations implements store.Store: the organizations that have
-// accounts now (a process-local store has no registry to outlive them).
+// accounts or a default key now (a process-local store has no registry to
+// outlive them).
 func (s *Store) ListOrganizations(context.Context) ([]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[string]bool{}
 	for _, a := range s.accounts {
 		seen[a.OrganizationID] = true
+	}
+	for org := range s.defaults {
+		seen[org] = true
 	}
 	return slices.Sorted(maps.Keys(seen)), nil
 }

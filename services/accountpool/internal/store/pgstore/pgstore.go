@@ -317,8 +317,8 @@ func (s *Store) ReplaceKey(ctx context.Context, orgID, id string, old []byte, ke
 }
 
 // ListOrganizations implements store.Store from the organizations
-// registry (migration 2), which a trigger fills on every account insert
-// and nothing empties: it has no row-level security, since it holds ids
+// registry (migration 2), which triggers fill on every account and
+// default-key insert (migration 4) and nothing empties: it has no row-level security, since it holds ids
 // only, so this is the one statement sent without a tenant.
 func (s *Store) ListOrganizations(ctx context.Context) ([]string, error) {
 	rows, err := s.db.Query(ctx, `SELECT id FROM organizations ORDER BY id COLLATE "C"`)

@@ -12,8 +12,8 @@ import (
 )
 
 // Channel is the channel the schema's triggers notify, with the
-// organization id as payload, on every change to accounts or
-// organization_settings (migrations/accountpool).
+// organization id as payload, on every change to accounts,
+// organization_settings or default_keys (migrations/accountpool).
 const Channel = "switchyard_accountpool"
 
 // Reconnect backoff of the change feed: doubling from the first to the

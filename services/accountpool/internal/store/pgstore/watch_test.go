@@ -81,6 +81,16 @@ func TestWatchChanges(t *testing.T) {
 	_, err = s.UpdateAccount(ctx, orgA, a.ID, store.AccountUpdate{Status: &disabled, UpdateTime: a.CreateTime})
 	require.NoError(t, err)
 	require.Equal(t, orgA, next())
+	// Default keys are part of the view: every write to one notifies.
+	dk := store.DefaultKey{OrganizationID: orgB, Ciphertext: []byte{1, 2}, KeyVersion: 1, UpdateTime: a.CreateTime}
+	require.NoError(t, s.PutDefaultKey(ctx, dk))
+	require.Equal(t, orgB, next(), "default key set")
+	require.NoError(t, s.InvalidateDefaultKey(ctx, orgB, dk.Ciphertext, a.CreateTime))
+	require.Equal(t, orgB, next(), "default key marked invalid")
+	require.NoError(t, s.ReplaceDefaultKey(ctx, orgB, dk.Ciphertext, store.EncryptedKey{Ciphertext: []byte{3}, Version: 2}, a.CreateTime))
+	require.Equal(t, orgB, next(), "default key re-encrypted")
+	require.NoError(t, s.DeleteDefaultKey(ctx, orgB))
+	require.Equal(t, orgB, next(), "default key cleared")
 	// The ledger is not a view anyone caches: it notifies nothing.
 	_, err = s.InsertUsage(ctx, usageRow(orgA, "r", 1))
 	require.NoError(t, err)

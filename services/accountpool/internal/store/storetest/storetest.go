@@ -38,6 +38,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ReplaceKeyConcurrentOneWins", testReplaceKeyConcurrent},
 		{"ListOrganizations", testListOrganizations},
 		{"SettingsDefaultsAndUpdate", testSettings},
+		{"DefaultKeyLifecycle", testDefaultKeyLifecycle},
+		{"DefaultKeyCompareAndSwap", testDefaultKeyCompareAndSwap},
+		{"DefaultKeyOrganizationIsolation", testDefaultKeyIsolation},
+		{"DefaultKeyListsItsOrganization", testDefaultKeyListsOrganization},
 		{"UsageInsertIdempotent", testUsageIdempotent},
 		{"UsageInsertIdempotentConcurrent", testUsageIdempotentConcurrent},
 		{"UsageTotals", testUsageTotals},
@@ -600,7 +604,7 @@ func testUsageLegacy(t *testing.T, s store.Store) {
 	org := newOrg()
 	acct := uuid.NewString()
 	legacy := usage(org, acct, "legacy-1", 1, base)
-	legacy.AccountID, legacy.AccountName = "", "default"
+	legacy.AccountID, legacy.AccountName = "", "environment"
 	got, err := s.InsertUsage(ctx, legacy)
 	require.NoError(t, err)
 	require.Equal(t, normUsage(legacy), normUsage(got))
@@ -622,8 +626,8 @@ func testUsageLegacy(t *testing.T, s store.Store) {
 	totals, err := s.SumUsage(ctx, org, store.UsageFilter{})
 	require.NoError(t, err)
 	require.Len(t, totals, 2)
-	require.Equal(t, "", totals[1].AccountID, "ordered by name: acct-… before default")
-	require.Equal(t, "default", totals[1].AccountName)
+	require.Equal(t, "", totals[1].AccountID, "ordered by name: acct-… before environment")
+	require.Equal(t, "environment", totals[1].AccountName)
 	require.Equal(t, int64(1), totals[1].Requests)
 
 	only, err := s.SumUsage(ctx, org, store.UsageFilter{AccountID: acct})
