@@ -163,6 +163,38 @@ func TestCanaryKeyNeverLeaks(t *testing.T) {
 	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus(), resp.GetError())
 	record(resp, err)
 
+	// An organization's default key, through legacy mode: set, refused,
+	// rejected by the upstream (marked invalid), set again, used, cleared.
+	defaultKey, defaultRotated := canaryKey(t), canaryKey(t)
+	set, err := s.pool.SetDefaultKey(ctx, &accountpoolv1.SetDefaultKeyRequest{OrganizationId: "solo", ApiKey: defaultKey})
+	require.NoError(t, err)
+	record(set, err)
+	badSet, err := s.pool.SetDefaultKey(ctx, &accountpoolv1.SetDefaultKeyRequest{OrganizationId: "solo", ApiKey: defaultKey + " " + defaultKey})
+	require.Error(t, err)
+	record(badSet, err)
+	s.sim.SetFault(defaultKey, anthropicsim.Fault{Status: 401, Count: 1})
+	legacy, err := s.orchestrator.DelegateTask(ctx, quickTask("solo"))
+	require.NoError(t, err)
+	require.Equal(t, "default", legacy.GetMetadata().GetLegacyKey())
+	record(legacy, err)
+	require.NoError(t, s.flush(ctx))
+	refused, err := s.orchestrator.DelegateTask(ctx, quickTask("solo")) // the key is invalid now
+	require.Error(t, err)
+	record(refused, err)
+	set, err = s.pool.SetDefaultKey(ctx, &accountpoolv1.SetDefaultKeyRequest{OrganizationId: "solo", ApiKey: defaultRotated})
+	require.NoError(t, err)
+	record(set, err)
+	legacy, err = s.orchestrator.DelegateTask(ctx, quickTask("solo"))
+	require.NoError(t, err)
+	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, legacy.GetStatus(), legacy.GetError())
+	record(legacy, err)
+	settings, err := s.pool.GetOrganizationSettings(ctx, &accountpoolv1.GetOrganizationSettingsRequest{OrganizationId: "solo"})
+	record(settings, err)
+	cleared, err := s.pool.ClearDefaultKey(ctx, &accountpoolv1.ClearDefaultKeyRequest{OrganizationId: "solo"})
+	record(cleared, err)
+	soloUsage, err := s.pool.GetUsage(ctx, &accountpoolv1.GetUsageRequest{OrganizationId: "solo", IncludeRecords: true})
+	record(soloUsage, err)
+
 	// Every read path.
 	g, err := s.pool.GetAccount(ctx, &accountpoolv1.GetAccountRequest{OrganizationId: "acme", AccountId: id})
 	record(g, err)
@@ -196,7 +228,7 @@ func TestCanaryKeyNeverLeaks(t *testing.T) {
 	}
 
 	require.NotEmpty(t, logs.String())
-	for _, key := range []string{canary, rotated} {
+	for _, key := range []string{canary, rotated, defaultKey, defaultRotated} {
 		require.NotContains(t, logs.String(), key, "logs")
 		for _, text := range seen {
 			require.NotContains(t, text, key, "responses and errors")

@@ -32,6 +32,7 @@ const (
 	// envAnthropicAPIKeyFile names a file holding it.
 	envAnthropicAPIKeyFile = "ANTHROPIC_API_KEY_FILE"
 	envFailPoolDown        = "SWITCHYARD_FAIL_WHEN_POOL_UNAVAILABLE"
+	envLegacyEnvFallback   = "SWITCHYARD_LEGACY_ENVIRONMENT_FALLBACK"
 	envCategoriesFile      = "SWITCHYARD_CATEGORIES_FILE"
 	envSkillsDir           = "SWITCHYARD_SKILLS_DIR"
 	envKeyring             = "SWITCHYARD_KEYRING"
@@ -210,6 +211,7 @@ var settings = []setting{
 	{envAnthropicAPIKey, nil},
 	{envAnthropicAPIKeyFile, nil},
 	{envFailPoolDown, []string{"fail-when-pool-unavailable"}},
+	{envLegacyEnvFallback, []string{"legacy-environment-fallback-on-invalid-key"}},
 	{envCategoriesFile, []string{"categories-file"}},
 	{envSkillsDir, []string{"skills-dir"}},
 	{envAttemptTimeout, []string{"attempt-timeout"}},

@@ -28,6 +28,7 @@ func TestBadVariablesStopTheCommand(t *testing.T) {
 	cancel()
 	for _, tc := range []struct{ cmd, env, value, want string }{
 		{"orchestrator", envFailPoolDown, "yes", `SWITCHYARD_FAIL_WHEN_POOL_UNAVAILABLE: "yes" is not a boolean; use true or false (or 1, 0, t, f)`},
+		{"orchestrator", envLegacyEnvFallback, "on", `SWITCHYARD_LEGACY_ENVIRONMENT_FALLBACK: "on" is not a boolean`},
 		{"activity", envInsecureNoAuth, "on", `SWITCHYARD_INSECURE_NO_AUTH: "on" is not a boolean`},
 		{"orchestrator", envMaxWait, "10", `SWITCHYARD_MAX_WAIT: "10" is not a duration; use a Go duration such as 10s or 1m30s`},
 		{"orchestrator", envAttemptTimeout, "30", `SWITCHYARD_ATTEMPT_TIMEOUT: "30" is not a duration; use a Go duration such as 10s or 1m30s`},
@@ -63,6 +64,7 @@ func TestBadFlagsStopTheCommand(t *testing.T) {
 		want string
 	}{
 		{[]string{"orchestrator", "-fail-when-pool-unavailable=yes"}, `invalid boolean value "yes" for -fail-when-pool-unavailable: not a boolean; use true or false`},
+		{[]string{"orchestrator", "-legacy-environment-fallback-on-invalid-key=yes"}, `invalid boolean value "yes" for -legacy-environment-fallback-on-invalid-key: not a boolean`},
 		{[]string{"orchestrator", "-max-wait", "10"}, `invalid value "10" for flag -max-wait: not a duration; use a Go duration such as 10s or 1m30s`},
 		{[]string{"orchestrator", "-attempt-timeout", "0"}, `invalid value "0" for flag -attempt-timeout: not a positive duration`},
 		{[]string{"dev", "-select-timeout", "-1s"}, `invalid value "-1s" for flag -select-timeout: not a positive duration`},
@@ -126,6 +128,24 @@ func TestSettingsTakeTheirAcceptedForms(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 90*time.Second, of.attemptTimeout)
 	require.Equal(t, 250, of.outboxMax)
+}
+
+// The environment fallback for a rejected default key is off unless the
+// operator turns it on, and reaches the orchestrator's configuration.
+func TestLegacyEnvironmentFallbackIsOffByDefault(t *testing.T) {
+	config := func(of orchestratorFlags) bool {
+		return of.config(slog.New(slog.DiscardHandler), telemetry.Providers{}, secret.String{}, security{}).LegacyEnvironmentFallbackOnInvalidKey
+	}
+	of, err := orchestratorSettings(t)
+	require.NoError(t, err)
+	require.False(t, config(of))
+	t.Setenv(envLegacyEnvFallback, "true")
+	of, err = orchestratorSettings(t)
+	require.NoError(t, err)
+	require.True(t, config(of))
+	of, err = orchestratorSettings(t, "-legacy-environment-fallback-on-invalid-key=false")
+	require.NoError(t, err)
+	require.False(t, config(of), "the flag wins over the variable")
 }
 
 // -max-wait 0 disables waiting, as the README says: the orchestrator

@@ -22,7 +22,7 @@ import (
 type orchestratorFlags struct {
 	securityFlags
 	addr, poolAddr, activityAddr, baseURL, categories, skills string
-	failPoolDown                                              bool
+	failPoolDown, legacyEnvFallback                           bool
 	attemptTimeout, maxWait, selectTimeout, progressInterval  time.Duration
 	drainTimeout                                              time.Duration
 	outboxDir                                                 string
@@ -33,6 +33,8 @@ func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL st
 	fs.StringVar(&f.addr, prefix+"addr", env(envOrchestratorAddr, defaultOrchestrator), "orchestrator gRPC listen address ("+envOrchestratorAddr+")")
 	fs.StringVar(&f.baseURL, "anthropic-base-url", env(envAnthropicBaseURL, defaultBaseURL), "Anthropic Messages API base URL ("+envAnthropicBaseURL+")")
 	envVar(fs, &f.failPoolDown, "fail-when-pool-unavailable", envFailPoolDown, false, parseBool, "fail tasks with Unavailable when the AccountPool is unreachable instead of using ANTHROPIC_API_KEY")
+	envVar(fs, &f.legacyEnvFallback, "legacy-environment-fallback-on-invalid-key", envLegacyEnvFallback, false, parseBool,
+		"run an organization without accounts whose default key the upstream rejected on ANTHROPIC_API_KEY instead of failing its tasks with FailedPrecondition")
 	fs.StringVar(&f.categories, "categories-file", env(envCategoriesFile, ""), "JSON file extending or overriding the category table ("+envCategoriesFile+")")
 	fs.StringVar(&f.skills, "skills-dir", env(envSkillsDir, defaultSkillsDir), "directory of skills that load_skills can name ("+envSkillsDir+")")
 	envVar(fs, &f.maxWait, "max-wait", envMaxWait, 10*time.Second, parseDuration, "how long a task may wait for a busy pool to free an account; 0 disables waiting")
@@ -68,6 +70,8 @@ func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers,
 		OutboxMaxRecords:        f.outboxMax,
 		Logger:                  logger.With("service", "orchestrator"),
 		Telemetry:               tel,
+
+		LegacyEnvironmentFallbackOnInvalidKey: f.legacyEnvFallback,
 	}
 }
 

@@ -58,9 +58,15 @@ type Config struct {
 	// AnthropicBaseURL is the Messages API (or simulator) base URL; default
 	// DefaultAnthropicBaseURL.
 	AnthropicBaseURL string
-	// FallbackAPIKey is the key of legacy mode, for organizations without
-	// accounts (ANTHROPIC_API_KEY).
+	// FallbackAPIKey is the environment key of legacy mode, for
+	// organizations with neither accounts in service nor a default key of
+	// their own (ANTHROPIC_API_KEY).
 	FallbackAPIKey secret.String
+	// LegacyEnvironmentFallbackOnInvalidKey runs an organization without
+	// accounts whose default key the upstream rejected on FallbackAPIKey
+	// instead of failing its tasks with FailedPrecondition (the default, so
+	// that a broken customer key never silently bills the operator).
+	LegacyEnvironmentFallbackOnInvalidKey bool
 	// FailWhenPoolUnavailable fails tasks with Unavailable when the
 	// AccountPool cannot be reached, instead of running them on
 	// FallbackAPIKey (the default, as in the original system).
@@ -235,6 +241,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		ProgressInterval:        cfg.ProgressInterval,
 		OutboxDir:               cfg.OutboxDir,
 		OutboxMaxRecords:        cfg.OutboxMaxRecords,
+
+		EnvironmentFallbackOnInvalidKey: cfg.LegacyEnvironmentFallbackOnInvalidKey,
 	}, accountpoolv1.NewAccountPoolServiceClient(poolConn), activityv1.NewActivityServiceClient(activityConn), exec, cfg.Logger, tracerOrNoop(cfg.Telemetry))
 	if err != nil {
 		_ = poolConn.Close()

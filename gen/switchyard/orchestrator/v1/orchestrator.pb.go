@@ -587,7 +587,8 @@ type AttemptStarted struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Number    int32                  `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
 	AccountId string                 `protobuf:"bytes,2,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
-	// "default" in legacy mode.
+	// In legacy mode "default" (the organization's default key) or
+	// "environment" (the operator's environment key).
 	AccountName   string `protobuf:"bytes,3,opt,name=account_name,json=accountName,proto3" json:"account_name,omitempty"`
 	LegacyMode    bool   `protobuf:"varint,4,opt,name=legacy_mode,json=legacyMode,proto3" json:"legacy_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -911,7 +912,8 @@ type TaskMetadata struct {
 	CacheCreationTokens int64                  `protobuf:"varint,5,opt,name=cache_creation_tokens,json=cacheCreationTokens,proto3" json:"cache_creation_tokens,omitempty"`
 	CostUsd             float64                `protobuf:"fixed64,6,opt,name=cost_usd,json=costUsd,proto3" json:"cost_usd,omitempty"`
 	DurationMs          int64                  `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
-	// The account of the last attempt; "default" in legacy mode.
+	// The account of the last attempt; in legacy mode "default" or
+	// "environment", as legacy_key.
 	AccountId   string `protobuf:"bytes,8,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
 	AccountName string `protobuf:"bytes,9,opt,name=account_name,json=accountName,proto3" json:"account_name,omitempty"`
 	ActivityId  string `protobuf:"bytes,10,opt,name=activity_id,json=activityId,proto3" json:"activity_id,omitempty"`

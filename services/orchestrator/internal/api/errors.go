@@ -27,7 +27,11 @@ func toStatus(err error) error {
 		}
 		return st.Err()
 	case errors.Is(err, delegate.ErrNoAccounts):
-		return status.Error(codes.FailedPrecondition, err.Error()+": register an account with AccountPoolService.RegisterAccount or set ANTHROPIC_API_KEY for the orchestrator")
+		return status.Error(codes.FailedPrecondition, err.Error()+": register an account with AccountPoolService.RegisterAccount, set the organization's default key with AccountPoolService.SetDefaultKey, or set ANTHROPIC_API_KEY for the orchestrator")
+	case errors.Is(err, delegate.ErrDefaultKeyInvalid):
+		// The caller's to fix (set the key again, or register an account);
+		// the message names no key material.
+		return status.Error(codes.FailedPrecondition, err.Error()+", or register an account with AccountPoolService.RegisterAccount")
 	case errors.Is(err, delegate.ErrInProgress):
 		return status.Error(codes.Aborted, err.Error())
 	case errors.Is(err, delegate.ErrRequestIDReused):

@@ -65,6 +65,9 @@ func (run *taskRun) recordRequest(ctx context.Context, a attempt, sel selection)
 		ErrorMessage:        res.ErrorMessage,
 		UpstreamRequestId:   res.UpstreamRequestID,
 		DurationMs:          res.Duration.Milliseconds(),
+		// Which key a legacy attempt ran on: the ledger's account name,
+		// and a 401/402/403 on the default key marks it invalid.
+		LegacyKey: legacyKeyToProto(sel.legacyKey),
 	}
 	resp := &accountpoolv1.RecordRequestResponse{}
 	if !run.enqueue(ctx, targetPool, accountpoolv1.AccountPoolService_RecordRequest_FullMethodName, fmt.Sprintf("recording attempt %d", a.number), req, resp) {
@@ -324,6 +327,7 @@ func (run *taskRun) trackComplete(ctx context.Context, resp *orchestratorv1.Dele
 			"attempts":     md.GetAttempts(),
 			"task_status":  resp.GetStatus().String(),
 			"legacy_mode":  md.GetLegacyMode(),
+			"legacy_key":   md.GetLegacyKey(),
 			"duration_ms":  md.GetDurationMs(),
 			"waited_ms":    run.waited.Milliseconds(),
 			"selections":   run.selections,

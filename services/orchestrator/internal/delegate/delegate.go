@@ -27,10 +27,18 @@
 //     response's bookkeeping_pending; one the target refused in
 //     bookkeeping_errors. Neither fails the task.
 //   - Legacy mode (the organization has no accounts in service) makes exactly
-//     one attempt with the fallback key: there is no other account to fail
-//     over to. The fallback key is also used when the AccountPool cannot be
-//     reached at all (Unavailable), unless FailWhenPoolUnavailable; any
-//     other answer of the pool, a slow selection included, fails the task.
+//     one attempt: there is no other account to fail over to. It runs on
+//     the organization's own default key when SelectAccount hands one out
+//     (account name and legacy_key "default"), else on the environment key
+//     FallbackKey ("environment"), so an organization is billed to the
+//     operator only when it has no key of its own. A default key the
+//     upstream rejected (DEFAULT_KEY_INVALID) fails the task unless
+//     EnvironmentFallbackOnInvalidKey. The environment key is also used
+//     when the AccountPool cannot be reached at all (Unavailable), unless
+//     FailWhenPoolUnavailable; any other answer of the pool, a slow
+//     selection included, fails the task. The default key is a secret like
+//     a lease's key: it lives in a secret.String and is never logged,
+//     traced, stored or put in an error.
 //   - Errors that are not an account's fault (the request could not be
 //     sent, the upstream said the request is invalid) are not retried on
 //     another account and do not count against the account's breaker.
@@ -70,9 +78,15 @@ type Config struct {
 	Skills     *skills.Library
 	// MaxAttempts bounds the model calls of one task; default 3.
 	MaxAttempts int
-	// FallbackKey is the key of legacy mode (ANTHROPIC_API_KEY); zero means
-	// organizations without accounts get FailedPrecondition.
+	// FallbackKey is the environment key of legacy mode (ANTHROPIC_API_KEY),
+	// for organizations with neither accounts in service nor a default key
+	// of their own; zero means those get FailedPrecondition.
 	FallbackKey secret.String
+	// EnvironmentFallbackOnInvalidKey runs an organization whose default
+	// key the upstream rejected on FallbackKey. Off by default: a broken
+	// customer key then fails the task (ErrDefaultKeyInvalid) instead of
+	// silently billing the operator until the customer sets it again.
+	EnvironmentFallbackOnInvalidKey bool
 	// FailWhenPoolUnavailable makes an unreachable AccountPool fail the task
 	// with Unavailable instead of running it on FallbackKey.
 	FailWhenPoolUnavailable bool
@@ -131,7 +145,6 @@ const (
 	defaultPromptSize = 512 << 10
 	agentType         = "ai_executor"
 	agentName         = "built-in"
-	legacyAccountName = "default"
 )
 
 // Runner runs tasks. It is safe for concurrent use. Its outbox delivers
@@ -238,8 +251,13 @@ type Task struct {
 // package maps each to its gRPC code.
 var (
 	// ErrNoAccounts: the organization has no accounts in service and no
-	// fallback key is configured.
-	ErrNoAccounts = errors.New("the organization has no accounts in service and the orchestrator has no fallback ANTHROPIC_API_KEY")
+	// default key, and no fallback key is configured.
+	ErrNoAccounts = errors.New("the organization has no accounts in service and no default key, and the orchestrator has no fallback ANTHROPIC_API_KEY")
+	// ErrDefaultKeyInvalid: the organization has no accounts in service
+	// and its default key was rejected by the upstream (401, 402 or 403);
+	// falling back to the environment key is off
+	// (EnvironmentFallbackOnInvalidKey) or there is none. Nothing ran.
+	ErrDefaultKeyInvalid = errors.New("the organization has no accounts in service and its default key was rejected by the upstream; set it again with AccountPoolService.SetDefaultKey")
 	// ErrInProgress: a task with the same request_id is still running.
 	ErrInProgress = errors.New("a task with this request_id is still running")
 	// ErrRequestIDReused: the request_id was used before for a different task.
@@ -276,7 +294,8 @@ func (e *PoolError) Error() string { return "the account pool refused the select
 
 // Run executes one task. The returned response carries the task's outcome
 // (SUCCESS, FAILED, RATE_LIMITED); an error means the task could not be run
-// at all (*InvalidArgumentError, *PoolError, ErrNoAccounts, ErrInProgress,
+// at all (*InvalidArgumentError, *PoolError, ErrNoAccounts,
+// ErrDefaultKeyInvalid, ErrInProgress,
 // ErrRequestIDReused, ErrPoolUnavailable, ErrSelectionTimeout,
 // ErrActivityUnavailable, or the caller's context error).
 func (r *Runner) Run(ctx context.Context, t Task) (*orchestratorv1.DelegateTaskResponse, error) {

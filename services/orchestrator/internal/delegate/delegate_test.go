@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -32,6 +33,12 @@ type harness struct {
 
 func newHarness(t *testing.T, cfg delegate.Config, accounts ...fakeAccount) *harness {
 	t.Helper()
+	return newHarnessWith(t, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), noop.NewTracerProvider(), accounts...)
+}
+
+// newHarnessWith is newHarness with the runner's logger and tracer.
+func newHarnessWith(t *testing.T, cfg delegate.Config, logger *slog.Logger, tp trace.TracerProvider, accounts ...fakeAccount) *harness {
+	t.Helper()
 	h := &harness{
 		sleeper:  &sleeper{},
 		pool:     &fakePool{accounts: accounts},
@@ -44,7 +51,7 @@ func newHarness(t *testing.T, cfg delegate.Config, accounts ...fakeAccount) *har
 	if cfg.Jitter == nil {
 		cfg.Jitter = func(time.Duration) time.Duration { return 0 }
 	}
-	runner, err := delegate.New(cfg, h.pool, h.activity, h.exec, slog.New(slog.NewTextHandler(io.Discard, nil)), noop.NewTracerProvider())
+	runner, err := delegate.New(cfg, h.pool, h.activity, h.exec, logger, tp)
 	require.NoError(t, err)
 	h.runner = runner
 	ctx, cancel := context.WithCancel(context.Background())
@@ -240,17 +247,21 @@ func TestMixedFailuresEndFailedNotRateLimited(t *testing.T) {
 	require.Zero(t, resp.GetMetadata().GetRetryAfterMs())
 }
 
+// An older AccountPool answers NotFound without ErrorInfo: the
+// environment key, named "environment".
 func TestLegacyModeUsesTheFallbackKey(t *testing.T) {
 	h := newHarness(t, delegate.Config{FallbackKey: secret.New("env-key")})
 	resp, err := h.runner.Run(context.Background(), task())
 	require.NoError(t, err)
 	require.Equal(t, orchestratorv1.TaskStatus_TASK_STATUS_SUCCESS, resp.GetStatus())
-	require.Equal(t, "default", resp.GetMetadata().GetAccountName())
+	require.Equal(t, "environment", resp.GetMetadata().GetAccountName())
+	require.Equal(t, "environment", resp.GetMetadata().GetLegacyKey())
 	require.Empty(t, resp.GetMetadata().GetAccountId())
 	require.True(t, resp.GetMetadata().GetLegacyMode())
 	require.Equal(t, []string{"env-key"}, h.exec.keysCalled())
 	require.Len(t, h.pool.records, 1, "legacy usage is recorded too")
 	require.Empty(t, h.pool.records[0].GetAccountId())
+	require.Equal(t, accountpoolv1.LegacyKey_LEGACY_KEY_ENVIRONMENT, h.pool.records[0].GetLegacyKey())
 }
 
 func TestLegacyModeMakesOneAttempt(t *testing.T) {
@@ -277,6 +288,8 @@ func TestPoolUnavailable(t *testing.T) {
 	resp, err := h.runner.Run(context.Background(), task())
 	require.NoError(t, err, "by default an unreachable pool falls back to the environment key")
 	require.True(t, resp.GetMetadata().GetLegacyMode())
+	require.Equal(t, "environment", resp.GetMetadata().GetLegacyKey())
+	require.Equal(t, "environment", resp.GetMetadata().GetAccountName())
 	require.Equal(t, []string{"env-key"}, h.exec.keysCalled())
 	require.NotEmpty(t, resp.GetMetadata().GetBookkeepingErrors(), "the fallback is reported")
 

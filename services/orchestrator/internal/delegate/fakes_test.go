@@ -34,6 +34,12 @@ type fakePool struct {
 	busyCalls int
 	busyDelay time.Duration
 	recordErr error
+	// defaultKey, when set, is the organization's default key: with no
+	// accounts, a request that accepts it gets it (and no lease).
+	defaultKey string
+	// notFoundReason, when set, is the ErrorInfo reason (in the
+	// AccountPool's domain) of the NotFound answered with no accounts.
+	notFoundReason string
 	// onSelect, when set, runs at the start of every SelectAccount.
 	onSelect func()
 	selects  []*accountpoolv1.SelectAccountRequest
@@ -64,7 +70,14 @@ func (p *fakePool) SelectAccount(ctx context.Context, req *accountpoolv1.SelectA
 		return nil, st.Err()
 	}
 	if len(p.accounts) == 0 {
-		return nil, status.Error(codes.NotFound, "organization has no accounts in service")
+		if p.defaultKey != "" && req.GetAcceptDefaultKey() {
+			return &accountpoolv1.SelectAccountResponse{DefaultKey: &accountpoolv1.DefaultKey{ApiKey: p.defaultKey, KeyVersion: 3}}, nil
+		}
+		st := status.New(codes.NotFound, "organization has no accounts in service")
+		if p.notFoundReason != "" {
+			st, _ = st.WithDetails(&errdetails.ErrorInfo{Reason: p.notFoundReason, Domain: "switchyard.accountpool"})
+		}
+		return nil, st.Err()
 	}
 	excluded := map[string]bool{}
 	for _, id := range req.GetExcludedAccountIds() {

@@ -34,7 +34,10 @@ type taskRun struct {
 
 	activityStarted bool
 	legacy          bool
-	tried           []attempt
+	// legacyKey names the key of a legacy-mode task (legacyKeyDefault or
+	// legacyKeyEnvironment); empty for a task on pool accounts.
+	legacyKey string
+	tried     []attempt
 	// exhausted says why no further account could be selected, and
 	// retryAfter when the pool expects one to free up; set when the
 	// selection that ended the attempts was exhausted.
@@ -93,7 +96,7 @@ func (run *taskRun) attempts(ctx context.Context, first *prefetch) error {
 			run.exhausted, run.retryAfter = sel.reason, sel.retryAfter
 			return nil
 		case selectedLegacy:
-			run.legacy = true
+			run.legacy, run.legacyKey = true, sel.legacyKey
 		}
 		a := run.call(ctx, n, sel)
 		run.tried = append(run.tried, a)
@@ -130,13 +133,13 @@ func (run *taskRun) backoff(n int) time.Duration {
 	return run.r.cfg.Jitter(min(2*time.Second, 100*time.Millisecond<<(n-2)))
 }
 
-// call makes attempt n on the selected account (or the fallback key in
-// legacy mode), streams its text to the observer and the activity's
-// progress, and settles it with the pool.
+// call makes attempt n on the selected account (or, in legacy mode, on the
+// selection's key under its name), streams its text to the observer and
+// the activity's progress, and settles it with the pool.
 func (run *taskRun) call(ctx context.Context, n int, sel selection) attempt {
 	p := run.p
-	a := attempt{number: n, accountName: legacyAccountName}
-	key := run.r.cfg.FallbackKey
+	a := attempt{number: n, accountName: sel.legacyKey}
+	key := sel.key
 	if sel.lease != nil {
 		a.accountID, a.accountName, key = sel.lease.GetAccountId(), sel.lease.GetAccountName(), secret.New(sel.lease.GetApiKey())
 	}
@@ -145,6 +148,7 @@ func (run *taskRun) call(ctx context.Context, n int, sel selection) attempt {
 		attribute.String("switchyard.account_id", a.accountID),
 		attribute.String("switchyard.account_name", a.accountName),
 		attribute.Bool("switchyard.legacy_mode", run.legacy),
+		attribute.String("switchyard.legacy_key", sel.legacyKey),
 		attribute.String("gen_ai.request.model", p.category.Model),
 	))
 	defer span.End()

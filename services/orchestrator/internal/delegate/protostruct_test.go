@@ -59,7 +59,7 @@ func TestProtoStructMatchesProtojson(t *testing.T) {
 			CacheCreationTokens: int64(rng.IntN(2)), CostUsd: rng.Float64() * 10, DurationMs: rng.Int64N(1e6),
 			AccountId: str(), AccountName: str(), ActivityId: str(), Attempts: int32(rng.IntN(4)), RequestId: str(),
 			StopReason: str(), RetryAfterMs: rng.Int64N(1e5), LegacyMode: rng.IntN(2) == 0, Replayed: rng.IntN(2) == 0,
-			OutputTruncated: rng.IntN(2) == 0,
+			OutputTruncated: rng.IntN(2) == 0, LegacyKey: str(),
 		}
 		for range rng.IntN(4) {
 			md.AttemptDetails = append(md.AttemptDetails, &orchestratorv1.Attempt{

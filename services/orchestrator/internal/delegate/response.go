@@ -21,6 +21,7 @@ func (run *taskRun) response() *orchestratorv1.DelegateTaskResponse {
 		Attempts:   int32(len(run.tried)),
 		RequestId:  p.clientRequestID,
 		LegacyMode: run.legacy,
+		LegacyKey:  run.legacyKey,
 	}
 	if !run.activityStarted {
 		md.ActivityId = ""
@@ -138,6 +139,10 @@ func selectionSummary(resp *accountpoolv1.SelectAccountResponse) map[string]any 
 	summary := map[string]any{
 		"strategy": resp.GetStrategy().String(),
 		"account":  resp.GetLease().GetAccountName(),
+	}
+	if dk := resp.GetDefaultKey(); resp.GetLease() == nil && dk.GetApiKey() != "" {
+		// Only what names the key, never the key.
+		summary["account"], summary["legacy_key"], summary["key_version"] = legacyKeyDefault, legacyKeyDefault, dk.GetKeyVersion()
 	}
 	var skipped []any
 	omitted := 0

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
 )
 
@@ -20,7 +22,9 @@ type selectionKind int
 const (
 	// selectedAccount: run the attempt on lease.
 	selectedAccount selectionKind = iota + 1
-	// selectedLegacy: run the attempt on the fallback key.
+	// selectedLegacy: run the attempt in legacy mode on key, the
+	// organization's default key or the environment key (legacyKey says
+	// which).
 	selectedLegacy
 	// selectedNone: no account can take the task (reason; retryAfter when
 	// one is expected to free up).
@@ -31,10 +35,64 @@ const (
 
 // selection is the explicit result of choosing where an attempt runs.
 type selection struct {
-	kind       selectionKind
-	lease      *accountpoolv1.Lease
+	kind  selectionKind
+	lease *accountpoolv1.Lease
+	// key and legacyKey are a legacy selection's key and its name
+	// (legacyKeyDefault or legacyKeyEnvironment), which is also the
+	// attempt's account name.
+	key        secret.String
+	legacyKey  string
 	reason     string
 	retryAfter time.Duration
+}
+
+// Names of the two keys legacy mode runs on: the attempt's account name,
+// TaskMetadata.legacy_key and the activity's "legacy_key", and the usage
+// row's account name the AccountPool writes for RecordRequest.legacy_key.
+const (
+	// legacyKeyDefault is the organization's own default key
+	// (SetDefaultKey), handed out by SelectAccount.
+	legacyKeyDefault = "default"
+	// legacyKeyEnvironment is the operator's ANTHROPIC_API_KEY.
+	legacyKeyEnvironment = "environment"
+)
+
+// The AccountPool's ErrorInfo on SelectAccount's NotFound: its domain, and
+// the reason saying the organization has a default key the upstream
+// rejected (reasonNoAccounts: it has none, as does a NotFound without
+// ErrorInfo from an older pool).
+const (
+	poolErrorDomain         = "switchyard.accountpool"
+	reasonDefaultKeyInvalid = "DEFAULT_KEY_INVALID"
+	reasonNoAccounts        = "NO_ACCOUNTS"
+)
+
+// legacyKeyToProto is RecordRequest's legacy_key for a legacy attempt on
+// the named key; UNSPECIFIED for an attempt on a lease.
+func legacyKeyToProto(name string) accountpoolv1.LegacyKey {
+	switch name {
+	case legacyKeyDefault:
+		return accountpoolv1.LegacyKey_LEGACY_KEY_ORGANIZATION_DEFAULT
+	case legacyKeyEnvironment:
+		return accountpoolv1.LegacyKey_LEGACY_KEY_ENVIRONMENT
+	}
+	return accountpoolv1.LegacyKey_LEGACY_KEY_UNSPECIFIED
+}
+
+// environmentSelection is legacy mode on the operator's environment key.
+func (run *taskRun) environmentSelection() selection {
+	return selection{kind: selectedLegacy, key: run.r.cfg.FallbackKey, legacyKey: legacyKeyEnvironment}
+}
+
+// notFoundReason is the AccountPool's ErrorInfo reason of a NotFound
+// (reasonNoAccounts when it has none of its domain).
+func notFoundReason(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == poolErrorDomain && info.GetReason() != "" {
+			return info.GetReason()
+		}
+	}
+	return reasonNoAccounts
 }
 
 // selectAccount asks the pool for an account, waiting (within MaxWait and
@@ -158,8 +216,16 @@ func (run *taskRun) mayWait(ctx context.Context, retryAfter time.Duration) bool 
 // selectOnce makes one SelectAccount call and reads its answer:
 //
 //   - a lease: run on it;
-//   - NotFound (no account in service): legacy mode on the fallback key
-//     before the first attempt, else no further account;
+//   - the organization's default key (it has no account in service; the
+//     request always accepts it, so legacy mode costs no extra round
+//     trip): legacy mode on that key before the first attempt, else no
+//     further account;
+//   - NotFound (no account in service, no default key handed out): before
+//     the first attempt, legacy mode on the environment key, except that a
+//     DEFAULT_KEY_INVALID reason (the organization's own key was rejected
+//     by the upstream) fails the task with ErrDefaultKeyInvalid unless
+//     EnvironmentFallbackOnInvalidKey: a broken customer key must not
+//     silently bill the operator. After an attempt: no further account;
 //   - ResourceExhausted: no account now, maybe one after RetryInfo;
 //   - Unavailable (the pool cannot be reached): the fallback key, unless
 //     FailWhenPoolUnavailable or there is none;
@@ -192,13 +258,22 @@ func (run *taskRun) selectOnce(ctx context.Context) (selection, error) {
 		ExcludedAccountIds:    run.excludedAccounts(),
 		SessionId:             p.SessionID,
 		RequestId:             p.RequestID,
+		AcceptDefaultKey:      true,
 	})
 	if err == nil {
 		run.selections = append(run.selections, selectionSummary(resp))
-		if resp.GetLease() == nil {
-			return selection{}, &PoolError{Code: int(codes.Internal), Message: "the pool answered without a lease"}
+		switch {
+		case resp.GetLease() != nil:
+			return selection{kind: selectedAccount, lease: resp.GetLease()}, nil
+		case resp.GetDefaultKey().GetApiKey() != "":
+			if len(run.tried) > 0 {
+				// Every account tried went out of service meanwhile; legacy
+				// mode is one attempt of a task, not a failover target.
+				return selection{kind: selectedNone, reason: "the organization has no other account in service"}, nil
+			}
+			return selection{kind: selectedLegacy, key: secret.New(resp.GetDefaultKey().GetApiKey()), legacyKey: legacyKeyDefault}, nil
 		}
-		return selection{kind: selectedAccount, lease: resp.GetLease()}, nil
+		return selection{}, &PoolError{Code: int(codes.Internal), Message: "the pool answered without a lease or a default key"}
 	}
 	if ctx.Err() != nil {
 		return selection{kind: selectedStop}, nil
@@ -209,10 +284,16 @@ func (run *taskRun) selectOnce(ctx context.Context) (selection, error) {
 		if len(run.tried) > 0 {
 			return selection{kind: selectedNone, reason: "the organization has no other account in service"}, nil
 		}
+		if notFoundReason(st) == reasonDefaultKeyInvalid {
+			if !run.r.cfg.EnvironmentFallbackOnInvalidKey || run.r.cfg.FallbackKey.IsZero() {
+				return selection{}, ErrDefaultKeyInvalid
+			}
+			return run.environmentSelection(), nil
+		}
 		if run.r.cfg.FallbackKey.IsZero() {
 			return selection{}, ErrNoAccounts
 		}
-		return selection{kind: selectedLegacy}, nil
+		return run.environmentSelection(), nil
 	case codes.ResourceExhausted:
 		reason, retryAfter := exhaustedDetails(err)
 		return selection{kind: selectedNone, reason: reason, retryAfter: retryAfter}, nil
@@ -223,7 +304,7 @@ func (run *taskRun) selectOnce(ctx context.Context) (selection, error) {
 		// organizations' calls must not be billed to the operator.
 		if len(run.tried) == 0 && !run.r.cfg.FailWhenPoolUnavailable && !run.r.cfg.FallbackKey.IsZero() && !run.r.cfg.PoolConnected() {
 			run.bookkeepingFailed(ctx, "account pool unavailable, running on the fallback key", err)
-			return selection{kind: selectedLegacy}, nil
+			return run.environmentSelection(), nil
 		}
 		if len(run.tried) > 0 {
 			return selection{kind: selectedNone, reason: "the account pool became unavailable: " + st.Message()}, nil

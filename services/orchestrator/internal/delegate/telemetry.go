@@ -87,6 +87,7 @@ const (
 	attrStatus       = attribute.Key("switchyard.task.status")
 	attrAttempts     = attribute.Key("switchyard.task.attempts")
 	attrLegacy       = attribute.Key("switchyard.legacy_mode")
+	attrLegacyKey    = attribute.Key("switchyard.legacy_key")
 	attrWaitMS       = attribute.Key("switchyard.task.wait_ms")
 	// The names of the original design, kept for the dashboards built on
 	// them.
@@ -158,6 +159,9 @@ func (run *taskRun) report(ctx context.Context, resp *orchestratorv1.DelegateTas
 	if p.UserID != "" {
 		attrs = append(attrs, semconv.UserID(p.UserID))
 	}
+	if run.legacyKey != "" {
+		attrs = append(attrs, attrLegacyKey.String(run.legacyKey))
+	}
 	if id := md.GetAccountId(); id != "" {
 		attrs = append(attrs, attrAccountID.String(id), attrAccountName.String(md.GetAccountName()))
 	}
@@ -188,6 +192,6 @@ func (run *taskRun) report(ctx context.Context, resp *orchestratorv1.DelegateTas
 	run.r.logger.InfoContext(ctx, "task finished",
 		"request_id", p.RequestID, "organization_id", p.OrganizationID, "category", p.Category,
 		"status", status, "attempts", len(run.tried), "account_id", md.GetAccountId(), "account_name", md.GetAccountName(),
-		"legacy_mode", run.legacy, "duration_ms", elapsed.Milliseconds(), "wait_ms", run.waited.Milliseconds(),
+		"legacy_mode", run.legacy, "legacy_key", run.legacyKey, "duration_ms", elapsed.Milliseconds(), "wait_ms", run.waited.Milliseconds(),
 		"input_tokens", md.GetInputTokens(), "output_tokens", md.GetOutputTokens(), "cost_usd", md.GetCostUsd())
 }

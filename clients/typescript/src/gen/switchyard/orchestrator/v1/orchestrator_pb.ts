@@ -239,7 +239,8 @@ export type AttemptStarted = Message<"switchyard.orchestrator.v1.AttemptStarted"
   accountId: string;
 
   /**
-   * "default" in legacy mode.
+   * In legacy mode "default" (the organization's default key) or
+   * "environment" (the operator's environment key).
    *
    * @generated from field: string account_name = 3;
    */
@@ -425,7 +426,8 @@ export type TaskMetadata = Message<"switchyard.orchestrator.v1.TaskMetadata"> & 
   durationMs: bigint;
 
   /**
-   * The account of the last attempt; "default" in legacy mode.
+   * The account of the last attempt; in legacy mode "default" or
+   * "environment", as legacy_key.
    *
    * @generated from field: string account_id = 8;
    */
