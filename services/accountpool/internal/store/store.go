@@ -326,8 +326,9 @@ type Store interface {
 	// of the same call. Rows that differ only in UpstreamRequestID are two
 	// real calls and are both kept.
 	InsertUsage(ctx context.Context, r UsageRecord) (UsageRecord, error)
-	// SumUsage returns one total per account with rows matching f, ordered
-	// by account name then account id; empty when nothing matches.
+	// SumUsage returns one total per account with rows matching f, and for
+	// legacy rows (no account) one total per account name, ordered by
+	// account name then account id; empty when nothing matches.
 	SumUsage(ctx context.Context, orgID string, f UsageFilter) ([]UsageTotals, error)
 	// ListUsage returns at most limit (> 0) rows matching f, newest first
 	// (CreateTime descending, then ID descending), starting strictly after

@@ -226,13 +226,19 @@ func (s *Store) SumUsage(_ context.Context, orgID string, f store.UsageFilter) (
 		if !matches(r, f) {
 			continue
 		}
-		t := byAccount[r.AccountID]
+		// Legacy rows have no account: each key name is a total of its
+		// own. The NUL keeps them apart from any account id.
+		key := r.AccountID
+		if key == "" {
+			key = "\x00" + r.AccountName
+		}
+		t := byAccount[key]
 		if t == nil {
 			t = &store.UsageTotals{AccountID: r.AccountID}
-			byAccount[r.AccountID] = t
+			byAccount[key] = t
 		}
-		if n, ok := newest[r.AccountID]; !ok || newerFirst(r, n) < 0 {
-			newest[r.AccountID] = r
+		if n, ok := newest[key]; !ok || newerFirst(r, n) < 0 {
+			newest[key] = r
 			t.AccountName = r.AccountName
 		}
 		t.Requests++

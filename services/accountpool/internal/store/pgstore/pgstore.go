@@ -441,7 +441,8 @@ func (s *Store) SumUsage(ctx context.Context, orgID string, f store.UsageFilter)
 			sum(input_tokens)::bigint, sum(output_tokens)::bigint,
 			sum(cache_read_tokens)::bigint, sum(cache_creation_tokens)::bigint, sum(cost_usd)
 		FROM usage_records` + w.sql.String() + `
-		GROUP BY usage_records.account_id
+		GROUP BY usage_records.account_id,
+			CASE WHEN usage_records.account_id IS NULL THEN usage_records.account_name END
 	) t ORDER BY t.account_name COLLATE "C", t.account_id COLLATE "C"`
 	var out []store.UsageTotals
 	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {

@@ -598,7 +598,9 @@ func testUsageTotals(t *testing.T, s store.Store) {
 }
 
 // testUsageLegacy: legacy-mode rows (no pool account) are stored, read and
-// summed under the empty account id, separately from every account.
+// summed under the empty account id, separately from every account and
+// one total per key name: the organization's default key and the
+// environment key are billed apart.
 func testUsageLegacy(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org := newOrg()
@@ -610,10 +612,14 @@ func testUsageLegacy(t *testing.T, s store.Store) {
 	require.Equal(t, normUsage(legacy), normUsage(got))
 	_, err = s.InsertUsage(ctx, usage(org, acct, "pooled-1", 1, base))
 	require.NoError(t, err)
+	own := usage(org, acct, "legacy-own", 1, base)
+	own.AccountID, own.AccountName = "", "default"
+	_, err = s.InsertUsage(ctx, own)
+	require.NoError(t, err)
 
 	rows, _, err := s.ListUsage(ctx, org, store.UsageFilter{}, 10, nil)
 	require.NoError(t, err)
-	require.Len(t, rows, 2)
+	require.Len(t, rows, 3)
 	var found bool
 	for _, r := range rows {
 		if r.ID == legacy.ID {
@@ -625,10 +631,13 @@ func testUsageLegacy(t *testing.T, s store.Store) {
 
 	totals, err := s.SumUsage(ctx, org, store.UsageFilter{})
 	require.NoError(t, err)
-	require.Len(t, totals, 2)
-	require.Equal(t, "", totals[1].AccountID, "ordered by name: acct-… before environment")
-	require.Equal(t, "environment", totals[1].AccountName)
+	require.Len(t, totals, 3)
+	require.Equal(t, "", totals[1].AccountID, "ordered by name: acct-…, default, environment")
+	require.Equal(t, "default", totals[1].AccountName)
 	require.Equal(t, int64(1), totals[1].Requests)
+	require.Equal(t, "", totals[2].AccountID)
+	require.Equal(t, "environment", totals[2].AccountName)
+	require.Equal(t, int64(1), totals[2].Requests)
 
 	only, err := s.SumUsage(ctx, org, store.UsageFilter{AccountID: acct})
 	require.NoError(t, err)
