@@ -1624,7 +1624,11 @@ type DefaultKey struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	ApiKey string                 `protobuf:"bytes,1,opt,name=api_key,json=apiKey,proto3" json:"api_key,omitempty"`
 	// Version of the key-encryption key it was stored under.
-	KeyVersion    int32 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	KeyVersion int32 `protobuf:"varint,2,opt,name=key_version,json=keyVersion,proto3" json:"key_version,omitempty"`
+	// Opaque: which setting of the key this is. Echo it in
+	// RecordRequestRequest.default_key_generation, so that a rejection of
+	// this key never marks a key set after it.
+	Generation    string `protobuf:"bytes,3,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1671,6 +1675,13 @@ func (x *DefaultKey) GetKeyVersion() int32 {
 		return x.KeyVersion
 	}
 	return 0
+}
+
+func (x *DefaultKey) GetGeneration() string {
+	if x != nil {
+		return x.Generation
+	}
+	return ""
 }
 
 // Candidate explains one account's part in a selection.
@@ -1896,9 +1907,14 @@ type RecordRequestRequest struct {
 	// For a legacy-mode call (neither lease_id nor account_id): the key it
 	// ran on. Its usage row's account name is "default" for the
 	// organization's default key and "environment" for the environment key.
-	LegacyKey     LegacyKey `protobuf:"varint,21,opt,name=legacy_key,json=legacyKey,proto3,enum=switchyard.accountpool.v1.LegacyKey" json:"legacy_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LegacyKey LegacyKey `protobuf:"varint,21,opt,name=legacy_key,json=legacyKey,proto3,enum=switchyard.accountpool.v1.LegacyKey" json:"legacy_key,omitempty"`
+	// With LEGACY_KEY_ORGANIZATION_DEFAULT: the generation of the
+	// DefaultKey the call ran on. An AUTH_FAILED outcome marks the default
+	// key invalid only while it is still that key; without a generation
+	// (an older caller) it marks whatever default key the pool holds.
+	DefaultKeyGeneration string `protobuf:"bytes,22,opt,name=default_key_generation,json=defaultKeyGeneration,proto3" json:"default_key_generation,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *RecordRequestRequest) Reset() {
@@ -2076,6 +2092,13 @@ func (x *RecordRequestRequest) GetLegacyKey() LegacyKey {
 		return x.LegacyKey
 	}
 	return LegacyKey_LEGACY_KEY_UNSPECIFIED
+}
+
+func (x *RecordRequestRequest) GetDefaultKeyGeneration() string {
+	if x != nil {
+		return x.DefaultKeyGeneration
+	}
+	return ""
 }
 
 type RecordRequestResponse struct {
@@ -3374,12 +3397,15 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"candidates\x18\x03 \x03(\v2$.switchyard.accountpool.v1.CandidateR\n" +
 	"candidates\x12F\n" +
 	"\vdefault_key\x18\x04 \x01(\v2%.switchyard.accountpool.v1.DefaultKeyR\n" +
-	"defaultKey\"K\n" +
+	"defaultKey\"k\n" +
 	"\n" +
 	"DefaultKey\x12\x1c\n" +
 	"\aapi_key\x18\x01 \x01(\tB\x03\x80\x01\x01R\x06apiKey\x12\x1f\n" +
 	"\vkey_version\x18\x02 \x01(\x05R\n" +
-	"keyVersion\"\xa2\x01\n" +
+	"keyVersion\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\tR\n" +
+	"generation\"\xa2\x01\n" +
 	"\tCandidate\x12\x1d\n" +
 	"\n" +
 	"account_id\x18\x01 \x01(\tR\taccountId\x12!\n" +
@@ -3399,7 +3425,7 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x17output_tokens_remaining\x18\b \x01(\x03R\x15outputTokensRemaining\x12J\n" +
 	"\x13output_tokens_reset\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x11outputTokensReset\x12.\n" +
 	"\x13retry_after_seconds\x18\n" +
-	" \x01(\x03R\x11retryAfterSeconds\"\xc9\x06\n" +
+	" \x01(\x03R\x11retryAfterSeconds\"\xff\x06\n" +
 	"\x14RecordRequestRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x19\n" +
 	"\blease_id\x18\x02 \x01(\tR\aleaseId\x12\x1d\n" +
@@ -3430,7 +3456,8 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\vduration_ms\x18\x14 \x01(\x03R\n" +
 	"durationMs\x12C\n" +
 	"\n" +
-	"legacy_key\x18\x15 \x01(\x0e2$.switchyard.accountpool.v1.LegacyKeyR\tlegacyKey\"k\n" +
+	"legacy_key\x18\x15 \x01(\x0e2$.switchyard.accountpool.v1.LegacyKeyR\tlegacyKey\x124\n" +
+	"\x16default_key_generation\x18\x16 \x01(\tR\x14defaultKeyGeneration\"k\n" +
 	"\x15RecordRequestResponse\x12\x19\n" +
 	"\bcost_usd\x18\x01 \x01(\x01R\acostUsd\x12\x19\n" +
 	"\busage_id\x18\x02 \x01(\tR\ausageId\x12\x1c\n" +

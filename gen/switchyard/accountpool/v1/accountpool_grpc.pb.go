@@ -85,8 +85,10 @@ type AccountPoolServiceClient interface {
 	// reconciles capacity, feeds the circuit breaker and, except for
 	// rate-limited attempts, writes one usage row. Idempotent on
 	// (request_id, attempt). A request with neither lease_id nor account_id
-	// records a legacy-mode call (the orchestrator's fallback key): only its
-	// usage row is written, under the account name "default".
+	// records a legacy-mode call: its usage row is written under the account
+	// name "default" (the organization's default key) or "environment" (the
+	// operator's key), as legacy_key says, and an AUTH_FAILED on the default
+	// key marks it invalid.
 	RecordRequest(ctx context.Context, in *RecordRequestRequest, opts ...grpc.CallOption) (*RecordRequestResponse, error)
 	// GetOrganizationSettings returns the organization's settings; an
 	// organization that never saved any gets the defaults.
@@ -328,8 +330,10 @@ type AccountPoolServiceServer interface {
 	// reconciles capacity, feeds the circuit breaker and, except for
 	// rate-limited attempts, writes one usage row. Idempotent on
 	// (request_id, attempt). A request with neither lease_id nor account_id
-	// records a legacy-mode call (the orchestrator's fallback key): only its
-	// usage row is written, under the account name "default".
+	// records a legacy-mode call: its usage row is written under the account
+	// name "default" (the organization's default key) or "environment" (the
+	// operator's key), as legacy_key says, and an AUTH_FAILED on the default
+	// key marks it invalid.
 	RecordRequest(context.Context, *RecordRequestRequest) (*RecordRequestResponse, error)
 	// GetOrganizationSettings returns the organization's settings; an
 	// organization that never saved any gets the defaults.

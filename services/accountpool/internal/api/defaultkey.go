@@ -47,9 +47,13 @@ func (s *Server) ClearDefaultKey(ctx context.Context, req *accountpoolv1.ClearDe
 // candidates. Besides the lease, the one place a key leaves the service.
 func defaultKeyResponse(k *pool.DefaultKey) *accountpoolv1.SelectAccountResponse {
 	return &accountpoolv1.SelectAccountResponse{
-		DefaultKey: &accountpoolv1.DefaultKey{ApiKey: k.APIKey.Reveal(), KeyVersion: k.KeyVersion},
+		DefaultKey: &accountpoolv1.DefaultKey{ApiKey: k.APIKey.Reveal(), KeyVersion: k.KeyVersion, Generation: k.Generation},
 	}
 }
+
+// maxDefaultKeyGenerationLen bounds RecordRequest's default_key_generation;
+// the pool's generations are 16 characters.
+const maxDefaultKeyGenerationLen = 64
 
 // legacyKeyFromProto maps RecordRequestRequest.legacy_key; UNSPECIFIED is
 // the environment key, as before the field existed.

@@ -276,6 +276,9 @@ func (s *Server) RecordRequest(ctx context.Context, req *accountpoolv1.RecordReq
 	if err != nil {
 		return nil, s.fail(ctx, "RecordRequest", err)
 	}
+	if len(req.GetDefaultKeyGeneration()) > maxDefaultKeyGenerationLen {
+		return nil, s.fail(ctx, "RecordRequest", invalid("default_key_generation", "must be at most %d bytes: pass the generation SelectAccount's default_key carried, unchanged", maxDefaultKeyGenerationLen))
+	}
 	var attemptErr error
 	if req.GetAttempt() < 1 {
 		attemptErr = invalid("attempt", "must be 1 or more (the first attempt of a request is 1), got %d", req.GetAttempt())
@@ -331,12 +334,13 @@ func (s *Server) RecordRequest(ctx context.Context, req *accountpoolv1.RecordReq
 			CacheRead:     req.GetCacheReadTokens(),
 			CacheCreation: req.GetCacheCreationTokens(),
 		},
-		Headers:           headers,
-		HTTPStatus:        req.GetHttpStatus(),
-		ErrorType:         req.GetErrorType(),
-		UpstreamRequestID: req.GetUpstreamRequestId(),
-		DurationMS:        req.GetDurationMs(),
-		LegacyKey:         legacyKey,
+		Headers:              headers,
+		HTTPStatus:           req.GetHttpStatus(),
+		ErrorType:            req.GetErrorType(),
+		UpstreamRequestID:    req.GetUpstreamRequestId(),
+		DurationMS:           req.GetDurationMs(),
+		LegacyKey:            legacyKey,
+		DefaultKeyGeneration: req.GetDefaultKeyGeneration(),
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "RecordRequest", err)

@@ -2,6 +2,8 @@ package pool
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"time"
@@ -54,6 +56,21 @@ type DefaultKey struct {
 	APIKey secret.String
 	// KeyVersion is the key-encryption key version it is stored under.
 	KeyVersion int32
+	// Generation identifies this setting of the key (see
+	// defaultKeyGeneration); a rejection reported with it marks the key
+	// invalid only while the organization still has this one.
+	Generation string
+}
+
+// defaultKeyGeneration names one stored default key without revealing
+// anything of it: a digest of its ciphertext, which a new SetDefaultKey
+// always changes (a fresh nonce). A rewrap changes it too, so a rejection
+// reported across a rewrap marks nothing, and the key's next rejection
+// does: the safe side, since marking a working key invalid would stop the
+// organization's tasks.
+func defaultKeyGeneration(ciphertext []byte) string {
+	sum := sha256.Sum256(ciphertext)
+	return base64.RawURLEncoding.EncodeToString(sum[:12])
 }
 
 // DefaultKeyInfo describes an organization's default key without the key.
@@ -164,7 +181,7 @@ func (p *Pool) selectDefaultKey(v *orgView, r *SelectRequest) (Selection, error)
 	if err != nil {
 		return Selection{}, fmt.Errorf("decrypting the default key of organization %s (key version %d): %w", k.OrganizationID, k.KeyVersion, err)
 	}
-	return Selection{DefaultKey: &DefaultKey{APIKey: key, KeyVersion: k.KeyVersion}}, nil
+	return Selection{DefaultKey: &DefaultKey{APIKey: key, KeyVersion: k.KeyVersion, Generation: defaultKeyGeneration(k.Ciphertext)}}, nil
 }
 
 // recordLegacy records a legacy-mode call: its ledger row under the name
@@ -181,23 +198,29 @@ func (p *Pool) recordLegacy(ctx context.Context, r RecordRequest, now time.Time)
 	if err != nil || res.Duplicate || r.LegacyKey != LegacyKeyOrganizationDefault || r.Outcome != store.OutcomeAuthFailed {
 		return res, err
 	}
-	if err := p.invalidateDefaultKey(ctx, r.OrgID, r.HTTPStatus); err != nil {
+	if err := p.invalidateDefaultKey(ctx, r.OrgID, r.DefaultKeyGeneration, r.HTTPStatus); err != nil {
 		return RecordResult{}, err
 	}
 	return res, nil
 }
 
 // invalidateDefaultKey marks the organization's default key, as its view
-// holds it, invalid. The store's compare-and-swap on the ciphertext makes
-// a rejection of a key that another process replaced meanwhile mark
-// nothing; the view, behind the store then, is marked stale and reloads on
+// holds it, invalid — when it is the key the call ran on: generation (when
+// the caller sent one) must name the view's key, so a rejection of a key
+// replaced since, however late it arrives (the orchestrator's outbox may
+// deliver it long after), marks nothing. The store's compare-and-swap on
+// the ciphertext covers a view behind the store (another process replaced
+// the key): nothing is marked, and the view is marked stale and reloads on
 // its next use.
-func (p *Pool) invalidateDefaultKey(ctx context.Context, orgID string, httpStatus int32) error {
+func (p *Pool) invalidateDefaultKey(ctx context.Context, orgID, generation string, httpStatus int32) error {
 	now := store.Normalize(p.now())
 	_, err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
 		k := v.defaultKey
 		if k == nil || k.Invalid {
 			return v, nil
+		}
+		if generation != "" && generation != defaultKeyGeneration(k.Ciphertext) {
+			return v, nil // the rejected key was replaced since
 		}
 		err := p.store.InvalidateDefaultKey(ctx, orgID, k.Ciphertext, now)
 		if errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict) {

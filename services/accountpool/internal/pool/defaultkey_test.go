@@ -177,6 +177,44 @@ func TestAuthFailedNeverMarksAKeyReplacedElsewhere(t *testing.T) {
 	require.Equal(t, "sk-ant-api03-replaced", sel.DefaultKey.APIKey.Reveal(), "the view, stale after the conflict, reloaded")
 }
 
+// The usual recovery: a key is rejected, its admin sets a new one, and
+// the rejection arrives after that (late, from the orchestrator's outbox)
+// in this same process. Its generation names the old key, so the new one
+// stays valid; a rejection reported with the new key's generation marks
+// it.
+func TestALateRejectionNeverMarksTheKeyThatReplacedIt(t *testing.T) {
+	f := newFixture(t)
+	_, err := f.pool.SetDefaultKey(f.ctx, f.org, secret.New(defaultKeyPlain))
+	require.NoError(t, err)
+	old, err := f.selectDefault()
+	require.NoError(t, err)
+	_, err = f.pool.SetDefaultKey(f.ctx, f.org, secret.New("sk-ant-api03-replaced"))
+	require.NoError(t, err)
+	current, err := f.selectDefault()
+	require.NoError(t, err)
+	require.NotEqual(t, old.DefaultKey.Generation, current.DefaultKey.Generation)
+
+	record := func(requestID, generation string) {
+		t.Helper()
+		_, err := f.pool.Record(f.ctx, RecordRequest{OrgID: f.org, RequestID: requestID, Attempt: 1, Outcome: store.OutcomeAuthFailed,
+			Model: "claude-sonnet-4-5", HTTPStatus: 401, LegacyKey: LegacyKeyOrganizationDefault, DefaultKeyGeneration: generation})
+		require.NoError(t, err)
+	}
+	record("late-401", old.DefaultKey.Generation)
+	stored, err := f.store.GetDefaultKey(f.ctx, f.org)
+	require.NoError(t, err)
+	require.False(t, stored.Invalid, "the rejection was of the replaced key")
+	_, err = f.selectDefault()
+	require.NoError(t, err, "the new key is still handed out")
+
+	record("current-401", current.DefaultKey.Generation)
+	stored, err = f.store.GetDefaultKey(f.ctx, f.org)
+	require.NoError(t, err)
+	require.True(t, stored.Invalid, "a rejection of the current key marks it")
+	_, err = f.selectDefault()
+	require.ErrorIs(t, err, ErrDefaultKeyInvalid)
+}
+
 func TestWatchAppliesDefaultKeyChangesFromAnotherProcess(t *testing.T) {
 	f, feed, other := watched(t)
 	_, err := f.selectDefault()

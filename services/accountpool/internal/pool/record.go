@@ -32,6 +32,9 @@ type RecordRequest struct {
 	// LegacyKey, for a legacy-mode call (no AccountID), names the key it
 	// ran on; it is ignored otherwise.
 	LegacyKey LegacyKey
+	// DefaultKeyGeneration is, with LegacyKeyOrganizationDefault, the
+	// DefaultKey.Generation the call ran on; empty from an older caller.
+	DefaultKeyGeneration string
 }
 
 // RecordResult is what Record did.

@@ -67,7 +67,8 @@ func (run *taskRun) recordRequest(ctx context.Context, a attempt, sel selection)
 		DurationMs:          res.Duration.Milliseconds(),
 		// Which key a legacy attempt ran on: the ledger's account name,
 		// and a 401/402/403 on the default key marks it invalid.
-		LegacyKey: legacyKeyToProto(sel.legacyKey),
+		LegacyKey:            legacyKeyToProto(sel.legacyKey),
+		DefaultKeyGeneration: sel.generation,
 	}
 	resp := &accountpoolv1.RecordRequestResponse{}
 	if !run.enqueue(ctx, targetPool, accountpoolv1.AccountPoolService_RecordRequest_FullMethodName, fmt.Sprintf("recording attempt %d", a.number), req, resp) {

@@ -71,7 +71,7 @@ func (p *fakePool) SelectAccount(ctx context.Context, req *accountpoolv1.SelectA
 	}
 	if len(p.accounts) == 0 {
 		if p.defaultKey != "" && req.GetAcceptDefaultKey() {
-			return &accountpoolv1.SelectAccountResponse{DefaultKey: &accountpoolv1.DefaultKey{ApiKey: p.defaultKey, KeyVersion: 3}}, nil
+			return &accountpoolv1.SelectAccountResponse{DefaultKey: &accountpoolv1.DefaultKey{ApiKey: p.defaultKey, KeyVersion: 3, Generation: fakeGeneration}}, nil
 		}
 		st := status.New(codes.NotFound, "organization has no accounts in service")
 		if p.notFoundReason != "" {
@@ -329,3 +329,6 @@ func (s *sleeper) total() time.Duration {
 	}
 	return t
 }
+
+// fakeGeneration is the generation the fake pool gives its default key.
+const fakeGeneration = "gen-1"

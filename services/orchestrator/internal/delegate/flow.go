@@ -143,14 +143,17 @@ func (run *taskRun) call(ctx context.Context, n int, sel selection) attempt {
 	if sel.lease != nil {
 		a.accountID, a.accountName, key = sel.lease.GetAccountId(), sel.lease.GetAccountName(), secret.New(sel.lease.GetApiKey())
 	}
-	ctx, span := run.r.tracer.Start(ctx, "delegate.attempt", trace.WithAttributes(
+	attrs := []attribute.KeyValue{
 		attribute.Int("switchyard.attempt", n),
 		attribute.String("switchyard.account_id", a.accountID),
 		attribute.String("switchyard.account_name", a.accountName),
 		attribute.Bool("switchyard.legacy_mode", run.legacy),
-		attribute.String("switchyard.legacy_key", sel.legacyKey),
 		attribute.String("gen_ai.request.model", p.category.Model),
-	))
+	}
+	if sel.legacyKey != "" {
+		attrs = append(attrs, attribute.String("switchyard.legacy_key", sel.legacyKey))
+	}
+	ctx, span := run.r.tracer.Start(ctx, "delegate.attempt", trace.WithAttributes(attrs...))
 	defer span.End()
 	if run.voidText != 0 {
 		run.emit(Event{Kind: EventRestart, Attempt: run.voidText})

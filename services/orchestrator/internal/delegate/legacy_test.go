@@ -45,6 +45,11 @@ func legacyAttempt(t *testing.T, h *harness, resp *orchestratorv1.DelegateTaskRe
 	require.Len(t, h.pool.records, 1)
 	rec := h.pool.records[0]
 	require.Equal(t, recorded, rec.GetLegacyKey())
+	if recorded == accountpoolv1.LegacyKey_LEGACY_KEY_ORGANIZATION_DEFAULT {
+		require.Equal(t, fakeGeneration, rec.GetDefaultKeyGeneration(), "a rejection names the key it was of")
+	} else {
+		require.Empty(t, rec.GetDefaultKeyGeneration())
+	}
 	require.Empty(t, rec.GetLeaseId())
 	require.Empty(t, rec.GetAccountId())
 
@@ -76,15 +81,14 @@ func TestLegacyModeRunsOnTheOrganizationsDefaultKey(t *testing.T) {
 }
 
 // Every selection accepts the default key, also with accounts in service.
-func TestEverySelectionAcceptsTheDefaultKey(t *testing.T) {
+func TestOnlyTheFirstSelectionAcceptsTheDefaultKey(t *testing.T) {
 	h := newHarness(t, delegate.Config{}, threeAccounts...)
 	h.exec.scripts["key-a"] = []executor.Result{failed(executor.RateLimited, 429, "rate_limit_error")}
 	_, err := h.runner.Run(context.Background(), task())
 	require.NoError(t, err)
 	require.Len(t, h.pool.selects, 2)
-	for _, s := range h.pool.selects {
-		require.True(t, s.GetAcceptDefaultKey())
-	}
+	require.True(t, h.pool.selects[0].GetAcceptDefaultKey(), "a task's first selection may run in legacy mode")
+	require.False(t, h.pool.selects[1].GetAcceptDefaultKey(), "a failover is never answered with the default key")
 }
 
 // A 401 on the default key is settled as the default key's, so the

@@ -40,8 +40,11 @@ type selection struct {
 	// key and legacyKey are a legacy selection's key and its name
 	// (legacyKeyDefault or legacyKeyEnvironment), which is also the
 	// attempt's account name.
-	key        secret.String
-	legacyKey  string
+	key       secret.String
+	legacyKey string
+	// generation is the default key's DefaultKey.generation, sent back
+	// with its RecordRequest so that a rejection marks only this key.
+	generation string
 	reason     string
 	retryAfter time.Duration
 }
@@ -258,7 +261,9 @@ func (run *taskRun) selectOnce(ctx context.Context) (selection, error) {
 		ExcludedAccountIds:    run.excludedAccounts(),
 		SessionId:             p.SessionID,
 		RequestId:             p.RequestID,
-		AcceptDefaultKey:      true,
+		// Legacy mode is one attempt of a task, never a failover target:
+		// only the first selection may be answered with the key.
+		AcceptDefaultKey: len(run.tried) == 0,
 	})
 	if err == nil {
 		run.selections = append(run.selections, selectionSummary(resp))
@@ -271,7 +276,8 @@ func (run *taskRun) selectOnce(ctx context.Context) (selection, error) {
 				// mode is one attempt of a task, not a failover target.
 				return selection{kind: selectedNone, reason: "the organization has no other account in service"}, nil
 			}
-			return selection{kind: selectedLegacy, key: secret.New(resp.GetDefaultKey().GetApiKey()), legacyKey: legacyKeyDefault}, nil
+			return selection{kind: selectedLegacy, key: secret.New(resp.GetDefaultKey().GetApiKey()), legacyKey: legacyKeyDefault,
+				generation: resp.GetDefaultKey().GetGeneration()}, nil
 		}
 		return selection{}, &PoolError{Code: int(codes.Internal), Message: "the pool answered without a lease or a default key"}
 	}
