@@ -202,3 +202,56 @@ func TestActivityDownKeepsAbandonedAsFailed(t *testing.T) {
 	_, err = p.Up(ctx)
 	require.NoError(t, err)
 }
+
+// Legacy rows written before default keys existed ran on the environment
+// key under the name "default", which now names the organization's own
+// key: accountpool version 4 renames them, and its down migration names
+// them "default" again.
+func TestDefaultKeysMigrationRenamesOldLegacyRows(t *testing.T) {
+	ctx := context.Background()
+	schema := pgtest.NewEmptySchema(t)
+	db, err := sql.Open("pgx", schema.OwnerURL)
+	require.NoError(t, err)
+	defer db.Close()
+	p, err := migrations.AccountPool.Provider(db, nil)
+	require.NoError(t, err)
+	_, err = p.UpTo(ctx, 3)
+	require.NoError(t, err)
+
+	pool, err := pgxutil.Connect(ctx, schema.AppURL, "test")
+	require.NoError(t, err)
+	defer pool.Close()
+	require.NoError(t, pgxutil.InTenantTx(ctx, pool, "org", func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO usage_records (id, organization_id, account_id, account_name, request_id, attempt, outcome, model, category,
+				session_id, user_id, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd, http_status, error_type,
+				upstream_request_id, duration_ms, create_time)
+			VALUES (gen_random_uuid(), 'org', NULL, 'default', 'legacy', 1, 'success', 'm', 'quick', '', '', 1, 1, 0, 0, 0, 200, '', 'u1', 1, now()),
+			       (gen_random_uuid(), 'org', gen_random_uuid(), 'default', 'pooled', 1, 'success', 'm', 'quick', '', '', 1, 1, 0, 0, 0, 200, '', 'u2', 1, now())`)
+		return err
+	}))
+	names := func() map[string]string {
+		out := map[string]string{}
+		require.NoError(t, pgxutil.InTenantTx(ctx, pool, "org", func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, `SELECT request_id, account_name FROM usage_records`)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id, name string
+				if err := rows.Scan(&id, &name); err != nil {
+					return err
+				}
+				out[id] = name
+			}
+			return rows.Err()
+		}))
+		return out
+	}
+
+	_, err = p.UpTo(ctx, 4)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"legacy": "environment", "pooled": "default"}, names(), "only legacy rows are renamed; an account named default keeps its name")
+	_, err = p.DownTo(ctx, 3)
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{"legacy": "default", "pooled": "default"}, names())
+}

@@ -33,7 +33,20 @@ CREATE TRIGGER default_keys_notify AFTER INSERT OR UPDATE OR DELETE ON default_k
 CREATE TRIGGER default_keys_register_organization AFTER INSERT ON default_keys
   FOR EACH ROW EXECUTE FUNCTION register_organization();
 
+-- Legacy-mode usage rows were named "default" when the environment key was
+-- the only legacy key; "default" now names the organization's own key, so
+-- the rows written before are renamed to what they ran on. The owner is
+-- subject to the forced row-level security too, so it is lifted for this
+-- one statement, inside the migration's transaction.
+ALTER TABLE usage_records NO FORCE ROW LEVEL SECURITY;
+UPDATE usage_records SET account_name = 'environment' WHERE account_id IS NULL AND account_name = 'default';
+ALTER TABLE usage_records FORCE ROW LEVEL SECURITY;
+
 -- +goose Down
 -- Drops the keys: organizations then run legacy mode on the environment
--- key. The registry keeps their ids, which is harmless (ids only).
+-- key. The registry keeps their ids, which is harmless (ids only). Legacy
+-- rows of either key are named "default" again, as before.
+ALTER TABLE usage_records NO FORCE ROW LEVEL SECURITY;
+UPDATE usage_records SET account_name = 'default' WHERE account_id IS NULL AND account_name = 'environment';
+ALTER TABLE usage_records FORCE ROW LEVEL SECURITY;
 DROP TABLE default_keys;
