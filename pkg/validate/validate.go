@@ -14,9 +14,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // Limits shared by the services.
@@ -33,6 +36,12 @@ const (
 	MaxObjectJSON = 1 << 20
 	// MaxEcho bounds how much of a bad value an error message quotes.
 	MaxEcho = 64
+	// MaxStructDepth bounds the nesting of structured data (a
+	// google.protobuf.Struct and what it holds, or the same data as a
+	// map[string]any): the outermost object is level 1 and every object or
+	// list inside another adds a level. Deeper data is InvalidArgument,
+	// so that no store, encoder or reader recurses without bound on it.
+	MaxStructDepth = 64
 )
 
 // FieldError is a request field the caller must fix. Both fields are safe
@@ -135,8 +144,8 @@ func Text(field, v string, limit int) error {
 }
 
 // JSONObject checks a structured object against what every store keeps:
-// strings (keys too) that are valid UTF-8 without NUL, and at most limit
-// bytes as JSON. The size is measured on encoding/json's output, which
+// strings (keys too) that are valid UTF-8 without NUL, nesting of at most
+// MaxStructDepth levels, and at most limit bytes as JSON. The size is measured on encoding/json's output, which
 // escapes <, > and & as \u003c and so can be six times the raw text: a
 // prompt that fits a byte limit may not fit once encoded. Objects whose
 // worst-case encoding fits the limit are not encoded at all, so the check
@@ -145,7 +154,7 @@ func JSONObject(field string, m map[string]any, limit int) error {
 	if len(m) == 0 {
 		return nil
 	}
-	bound, err := inspectJSON(field, m)
+	bound, err := inspectJSON(field, m, 1)
 	if err != nil {
 		return err
 	}
@@ -168,8 +177,10 @@ const unboundedJSON = math.MaxInt / 2
 
 // inspectJSON rejects strings, keys included, that a store cannot keep and
 // returns an upper bound of v's encoded size: six bytes per string byte
-// (the longest escape), quotes, separators, 24 per number.
-func inspectJSON(field string, v any) (int, error) {
+// (the longest escape), quotes, separators, 24 per number. depth is the
+// level v would have as an object or list; deeper than MaxStructDepth is
+// rejected, which also bounds the recursion.
+func inspectJSON(field string, v any, depth int) (int, error) {
 	switch v := v.(type) {
 	case string:
 		if !utf8.ValidString(v) {
@@ -180,13 +191,16 @@ func inspectJSON(field string, v any) (int, error) {
 		}
 		return 6*len(v) + 2, nil
 	case map[string]any:
+		if depth > MaxStructDepth {
+			return 0, tooDeepIn(field)
+		}
 		total := 2
 		for k, e := range v {
-			kb, err := inspectJSON(field, k)
+			kb, err := inspectJSON(field, k, depth)
 			if err != nil {
 				return 0, err
 			}
-			eb, err := inspectJSON(field, e)
+			eb, err := inspectJSON(field, e, depth+1)
 			if err != nil {
 				return 0, err
 			}
@@ -194,9 +208,12 @@ func inspectJSON(field string, v any) (int, error) {
 		}
 		return total, nil
 	case []any:
+		if depth > MaxStructDepth {
+			return 0, tooDeepIn(field)
+		}
 		total := 2
 		for _, e := range v {
-			eb, err := inspectJSON(field, e)
+			eb, err := inspectJSON(field, e, depth+1)
 			if err != nil {
 				return 0, err
 			}
@@ -212,6 +229,70 @@ func inspectJSON(field string, v any) (int, error) {
 		return 24, nil
 	}
 	return unboundedJSON, nil
+}
+
+// Struct checks a google.protobuf.Struct from a request before it is
+// converted: every number finite (NaN and ±Inf have no JSON form, and
+// converting them would silently turn them into strings) and nesting at
+// most MaxStructDepth levels. The error's Field is the first bad value's
+// path below field, such as input_data.a.b[2]. The walk stops at the
+// limit, so its own recursion is bounded by MaxStructDepth whatever the
+// input. A nil Struct is valid. Strings and size are JSONObject's to
+// check, after conversion.
+func Struct(field string, s *structpb.Struct) error {
+	if p := checkStruct(s, 1); p != nil {
+		p.Field = Truncate(field+p.Field, 4*MaxEcho)
+		return p
+	}
+	return nil
+}
+
+// checkStruct checks s, an object at level depth. A problem's Field is
+// its path relative to s, built only when there is one.
+func checkStruct(s *structpb.Struct, depth int) *FieldError {
+	if depth > MaxStructDepth {
+		return tooDeep()
+	}
+	for k, v := range s.GetFields() {
+		if p := checkValue(v, depth); p != nil {
+			p.Field = "." + Truncate(k, MaxEcho) + p.Field
+			return p
+		}
+	}
+	return nil
+}
+
+// checkValue checks v, held by an object or list at level depth.
+func checkValue(v *structpb.Value, depth int) *FieldError {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_NumberValue:
+		if f := k.NumberValue; math.IsNaN(f) || math.IsInf(f, 0) {
+			return &FieldError{Problem: fmt.Sprintf("is %v, which JSON cannot represent; send a finite number, or a string or null instead", f)}
+		}
+	case *structpb.Value_StructValue:
+		return checkStruct(k.StructValue, depth+1)
+	case *structpb.Value_ListValue:
+		if depth+1 > MaxStructDepth {
+			return tooDeep()
+		}
+		for i, e := range k.ListValue.GetValues() {
+			if p := checkValue(e, depth+1); p != nil {
+				p.Field = "[" + strconv.Itoa(i) + "]" + p.Field
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+func tooDeepIn(field string) error {
+	p := tooDeep()
+	p.Field = field
+	return p
+}
+
+func tooDeep() *FieldError {
+	return &FieldError{Problem: fmt.Sprintf("is nested more than %d levels deep (every object and list is a level); flatten the data", MaxStructDepth)}
 }
 
 func printableASCII(s string) bool {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"testing"
@@ -40,6 +41,10 @@ func TestToStatus(t *testing.T) {
 			code: codes.InvalidArgument, contains: []string{"tier: unknown tier", "tier1"}, badField: "tier"},
 		{name: "wrapped field error", err: fmt.Errorf("registering: %w", &pool.FieldError{Field: "name", Problem: "required"}),
 			code: codes.InvalidArgument, contains: []string{"name: required"}, badField: "name"},
+		{name: "forged page token", err: pageTokenError("v2|1|{0b6f3f0e-8f6b-4c1a-9d2e-3c5a7f1e2d4b}|fp"),
+			code: codes.InvalidArgument, contains: []string{"page_token: not a token", "omit it"}, badField: "page_token"},
+		{name: "mismatched page token", err: pageTokenError("v2|1|0b6f3f0e-8f6b-4c1a-9d2e-3c5a7f1e2d4b|other"),
+			code: codes.InvalidArgument, contains: []string{"page_token: was issued for a different"}, badField: "page_token"},
 		{name: "no accounts", err: pool.ErrNoAccounts, code: codes.NotFound,
 			contains: []string{"no accounts in service", "legacy mode"}, errorReason: ReasonNoAccounts},
 		{name: "exhausted", err: exhausted, code: codes.ResourceExhausted,
@@ -102,4 +107,11 @@ func TestToStatus(t *testing.T) {
 			require.Equal(t, tc.errorReason, reason)
 		})
 	}
+}
+
+// pageTokenError is decodePageToken's error for the token encoding raw,
+// checked against fingerprint "fp".
+func pageTokenError(raw string) error {
+	_, err := decodePageToken(base64.RawURLEncoding.EncodeToString([]byte(raw)), "fp")
+	return err
 }

@@ -411,14 +411,15 @@ func (s *Server) GetUsage(ctx context.Context, req *accountpoolv1.GetUsageReques
 	case n > 0:
 		q.PageSize = min(int(n), maxPageSize)
 	}
-	if q.After, err = decodePageToken(req.GetPageToken()); err != nil {
+	fp := usageFingerprint(req.GetOrganizationId(), q.Filter)
+	if q.After, err = decodePageToken(req.GetPageToken(), fp); err != nil {
 		return nil, s.fail(ctx, "GetUsage", err)
 	}
 	rep, err := s.pool.Usage(ctx, req.GetOrganizationId(), q)
 	if err != nil {
 		return nil, s.fail(ctx, "GetUsage", err)
 	}
-	out := &accountpoolv1.GetUsageResponse{Total: totalsToProto(rep.Total), NextPageToken: encodePageToken(rep.Next)}
+	out := &accountpoolv1.GetUsageResponse{Total: totalsToProto(rep.Total), NextPageToken: encodePageToken(rep.Next, fp)}
 	for _, t := range rep.ByAccount {
 		out.ByAccount = append(out.ByAccount, totalsToProto(t))
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"strconv"
@@ -257,36 +258,79 @@ func timeFromProto(field string, ts *timestamppb.Timestamp) (time.Time, error) {
 	return ts.AsTime(), nil
 }
 
-// Page tokens are opaque to callers: "v1|<unix micros>|<row id>", base64url.
-const pageTokenVersion = "v1"
+// Page tokens are opaque to callers: base64url of
+// "v2|<unix micros>|<row id>|<fingerprint>", where the fingerprint ties the
+// token to the organization and filter it was issued for. Tokens are not
+// signed (a forged one can only move a caller within its own
+// organization's ledger), so decodePageToken checks every part and no
+// store ever sees a cursor it cannot use.
+const (
+	pageTokenVersion = "v2"
+	// maxPageTokenBytes rejects garbage before decoding it; a real token
+	// is about 120 bytes.
+	maxPageTokenBytes = 256
+	// minCursorMicros and maxCursorMicros bound a cursor's time to years
+	// 1 to 9999 (what a google.protobuf.Timestamp can hold): every ledger
+	// row is in that range and every store can compare against it.
+	minCursorMicros = -62135596800000000 // 0001-01-01T00:00:00Z
+	maxCursorMicros = 253402300799999999 // 9999-12-31T23:59:59.999999Z
+)
 
-func encodePageToken(c *store.UsageCursor) string {
+// usageFingerprint identifies an organization and a usage filter, so that
+// a page token is honoured only for the query it was issued for.
+func usageFingerprint(org string, f store.UsageFilter) string {
+	micros := func(t time.Time) int64 {
+		if t.IsZero() {
+			return 0
+		}
+		return store.Normalize(t).UnixMicro()
+	}
+	h := sha256.Sum256(fmt.Appendf(nil, "%q|%q|%d|%d", org, f.AccountID, micros(f.Start), micros(f.End)))
+	return base64.RawURLEncoding.EncodeToString(h[:12])
+}
+
+// encodePageToken is the token for cursor c of the query fingerprinted fp;
+// "" for no cursor (the last page).
+func encodePageToken(c *store.UsageCursor, fp string) string {
 	if c == nil {
 		return ""
 	}
-	raw := pageTokenVersion + "|" + strconv.FormatInt(c.CreateTime.UnixMicro(), 10) + "|" + c.ID
+	raw := pageTokenVersion + "|" + strconv.FormatInt(c.CreateTime.UnixMicro(), 10) + "|" + c.ID + "|" + fp
 	return base64.RawURLEncoding.EncodeToString([]byte(raw))
 }
 
-func decodePageToken(tok string) (*store.UsageCursor, error) {
+// decodePageToken returns the cursor of tok, nil for "", or an
+// InvalidArgument error for page_token: a token this service did not
+// issue (garbage, truncated, an older format, a time out of range, a row
+// id that is not a UUID in 8-4-4-4-12 form), or one issued for a query
+// other than the one fingerprinted fp. The cursor's id is a lowercase
+// canonical UUID and its time is between years 1 and 9999.
+func decodePageToken(tok, fp string) (*store.UsageCursor, error) {
 	if tok == "" {
 		return nil, nil
 	}
-	bad := invalid("page_token", "not a token from a previous GetUsage response; omit it to start from the newest row")
+	bad := invalid("page_token", "not a token from a previous GetUsage response; pass next_page_token unchanged, or omit it to start from the newest row")
+	if len(tok) > maxPageTokenBytes {
+		return nil, bad
+	}
 	raw, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil {
 		return nil, bad
 	}
 	parts := strings.Split(string(raw), "|")
-	if len(parts) != 3 || parts[0] != pageTokenVersion {
+	if len(parts) != 4 || parts[0] != pageTokenVersion {
 		return nil, bad
 	}
 	micros, err := strconv.ParseInt(parts[1], 10, 64)
-	if err != nil {
+	if err != nil || micros < minCursorMicros || micros > maxCursorMicros {
 		return nil, bad
 	}
-	if _, err := uuid.Parse(parts[2]); err != nil {
+	id, err := uuid.Parse(parts[2])
+	if err != nil || len(parts[2]) != 36 {
 		return nil, bad
 	}
-	return &store.UsageCursor{CreateTime: time.UnixMicro(micros).UTC(), ID: parts[2]}, nil
+	if parts[3] != fp {
+		return nil, invalid("page_token", "was issued for a different organization_id, account_id, start_time or end_time; keep them unchanged while paging, or omit page_token to start again")
+	}
+	return &store.UsageCursor{CreateTime: time.UnixMicro(micros).UTC(), ID: id.String()}, nil
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 )
 
@@ -43,20 +45,68 @@ func TestParseUUID(t *testing.T) {
 }
 
 func TestPageToken(t *testing.T) {
+	f := store.UsageFilter{Start: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC), AccountID: uuid.NewString()}
+	fp := usageFingerprint("org-a", f)
 	c := &store.UsageCursor{CreateTime: time.Date(2026, 5, 1, 12, 0, 0, 123456000, time.UTC), ID: uuid.NewString()}
-	got, err := decodePageToken(encodePageToken(c))
+	tok := encodePageToken(c, fp)
+	got, err := decodePageToken(tok, fp)
 	require.NoError(t, err)
 	require.Equal(t, c, got)
-	require.Empty(t, encodePageToken(nil))
-	none, err := decodePageToken("")
+	require.Empty(t, encodePageToken(nil, fp))
+	none, err := decodePageToken("", fp)
 	require.NoError(t, err)
 	require.Nil(t, none)
-	for _, bad := range []string{"!!!", "djF8eA", "djJ8MXx4", "djF8MTIzfG5vdC1hLXV1aWQ"} {
-		_, err := decodePageToken(bad)
-		require.Error(t, err, bad)
-		require.Contains(t, err.Error(), "page_token")
+
+	upper, err := decodePageToken(rawToken("v2|1|"+strings.ToUpper(c.ID)+"|"+fp), fp)
+	require.NoError(t, err)
+	require.Equal(t, c.ID, upper.ID, "the id reaches the store canonical")
+	edge, err := decodePageToken(rawToken("v2|253402300799999999|"+c.ID+"|"+fp), fp)
+	require.NoError(t, err)
+	require.Equal(t, 9999, edge.CreateTime.Year())
+
+	id := c.ID
+	for _, tc := range []struct {
+		name, tok, problem string
+	}{
+		{"not base64", "!!!", "not a token"},
+		{"not a token", "garbage", "not a token"},
+		{"truncated", tok[:len(tok)-6], ""},
+		{"too long", strings.Repeat("A", maxPageTokenBytes+1), "not a token"},
+		{"older format", rawToken("v1|123|" + id), "not a token"},
+		{"unknown version", rawToken("v9|123|" + id + "|" + fp), "not a token"},
+		{"extra part", rawToken("v2|123|" + id + "|" + fp + "|x"), "not a token"},
+		{"time not a number", rawToken("v2|x|" + id + "|" + fp), "not a token"},
+		{"time before year 1", rawToken("v2|-62135596800000001|" + id + "|" + fp), "not a token"},
+		{"time after year 9999", rawToken("v2|253402300800000000|" + id + "|" + fp), "not a token"},
+		{"time overflows", rawToken("v2|99999999999999999999|" + id + "|" + fp), "not a token"},
+		{"id not a UUID", rawToken("v2|123|not-a-uuid|" + fp), "not a token"},
+		{"id in braces", rawToken("v2|123|{" + id + "}|" + fp), "not a token"},
+		{"id as URN", rawToken("v2|123|urn:uuid:" + id + "|" + fp), "not a token"},
+		{"id without dashes", rawToken("v2|123|" + strings.ReplaceAll(id, "-", "") + "|" + fp), "not a token"},
+		{"another organization", encodePageToken(c, usageFingerprint("org-b", f)), "different organization_id"},
+		{"another account", encodePageToken(c, usageFingerprint("org-a", store.UsageFilter{Start: f.Start})), "different organization_id"},
+		{"another window", encodePageToken(c, usageFingerprint("org-a", store.UsageFilter{AccountID: f.AccountID})), "different organization_id"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := decodePageToken(tc.tok, fp)
+			require.Nil(t, got)
+			var fe *validate.FieldError
+			require.ErrorAs(t, err, &fe)
+			require.Equal(t, "page_token", fe.Field)
+			require.Contains(t, fe.Problem, tc.problem)
+			require.Contains(t, fe.Problem, "omit", "says what to do")
+		})
 	}
 }
+
+func TestUsageFingerprintIgnoresSubMicroseconds(t *testing.T) {
+	at := time.Date(2026, 5, 1, 0, 0, 0, 1000, time.UTC)
+	require.Equal(t, usageFingerprint("o", store.UsageFilter{Start: at}), usageFingerprint("o", store.UsageFilter{Start: at.Add(999)}),
+		"the stores compare microseconds")
+	require.NotEqual(t, usageFingerprint("o", store.UsageFilter{Start: at}), usageFingerprint("o", store.UsageFilter{End: at}))
+}
+
+func rawToken(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
 // Every strategy the store knows has a proto value and comes back as itself;
 // UNSPECIFIED means "unchanged" / "the organization's".

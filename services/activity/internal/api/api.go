@@ -46,6 +46,14 @@ func (s *Server) TrackStart(ctx context.Context, req *activityv1.TrackStartReque
 	if err != nil {
 		return nil, s.fail(ctx, "TrackStart", err)
 	}
+	input, err := structToMap("input_data", req.GetInputData())
+	if err != nil {
+		return nil, s.fail(ctx, "TrackStart", err)
+	}
+	metadata, err := structToMap("metadata", req.GetMetadata())
+	if err != nil {
+		return nil, s.fail(ctx, "TrackStart", err)
+	}
 	view := viewFromProto(req.GetResponseView())
 	a, created, err := s.tracker.Start(ctx, tracker.StartInput{
 		OrganizationID: req.GetOrganizationId(),
@@ -55,8 +63,8 @@ func (s *Server) TrackStart(ctx context.Context, req *activityv1.TrackStartReque
 		AgentType:      req.GetAgentType(),
 		AgentName:      req.GetAgentName(),
 		Category:       req.GetCategory(),
-		Input:          structToMap(req.GetInputData()),
-		Metadata:       structToMap(req.GetMetadata()),
+		Input:          input,
+		Metadata:       metadata,
 		Deadline:       deadline,
 	})
 	if err != nil {
@@ -74,11 +82,15 @@ func (s *Server) TrackStart(ctx context.Context, req *activityv1.TrackStartReque
 
 // TrackProgress implements activityv1.ActivityServiceServer.
 func (s *Server) TrackProgress(ctx context.Context, req *activityv1.TrackProgressRequest) (*activityv1.TrackProgressResponse, error) {
+	data, err := structToMap("data", req.GetData())
+	if err != nil {
+		return nil, s.fail(ctx, "TrackProgress", err)
+	}
 	ev, err := s.tracker.Progress(ctx, tracker.ProgressInput{
 		OrganizationID: req.GetOrganizationId(),
 		ActivityID:     req.GetActivityId(),
 		Message:        req.GetMessage(),
-		Data:           structToMap(req.GetData()),
+		Data:           data,
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "TrackProgress", err)
@@ -96,14 +108,22 @@ func (s *Server) TrackComplete(ctx context.Context, req *activityv1.TrackComplet
 	if err != nil {
 		return nil, s.fail(ctx, "TrackComplete", err)
 	}
+	output, err := structToMap("output_data", req.GetOutputData())
+	if err != nil {
+		return nil, s.fail(ctx, "TrackComplete", err)
+	}
+	metadata, err := structToMap("metadata", req.GetMetadata())
+	if err != nil {
+		return nil, s.fail(ctx, "TrackComplete", err)
+	}
 	view := viewFromProto(req.GetResponseView())
 	a, err := s.tracker.Complete(ctx, tracker.CompleteInput{
 		OrganizationID: req.GetOrganizationId(),
 		ActivityID:     req.GetActivityId(),
 		Status:         st,
-		Output:         structToMap(req.GetOutputData()),
+		Output:         output,
 		ErrorMessage:   req.GetErrorMessage(),
-		Metadata:       structToMap(req.GetMetadata()),
+		Metadata:       metadata,
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "TrackComplete", err)

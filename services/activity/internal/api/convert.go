@@ -8,19 +8,25 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/tracker"
 )
 
-// structToMap returns nil for an absent or empty struct: the domain does
-// not distinguish them. Non-finite numbers become the strings "NaN",
-// "Infinity" and "-Infinity", as protojson writes them
-// (structpb.Value.AsInterface), so every struct is storable as JSON.
-func structToMap(s *structpb.Struct) map[string]any {
+// structToMap converts the request's field, returning nil for an absent
+// or empty struct: the domain does not distinguish them. A struct that
+// validate.Struct rejects (a NaN or infinite number, nesting deeper than
+// validate.MaxStructDepth) is a *tracker.ValidationError naming the value's
+// path, and is never converted: conversion would turn non-finite numbers
+// into strings and recurse as deep as the input.
+func structToMap(field string, s *structpb.Struct) (map[string]any, error) {
 	if len(s.GetFields()) == 0 {
-		return nil
+		return nil, nil
 	}
-	return s.AsMap()
+	if err := validate.Struct(field, s); err != nil {
+		return nil, err
+	}
+	return s.AsMap(), nil
 }
 
 func mapToStruct(m map[string]any) (*structpb.Struct, error) {

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 
+	"github.com/switchyard-dev/switchyard/pkg/validate"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/tracker"
 )
@@ -31,6 +33,8 @@ func TestToStatus(t *testing.T) {
 		{"nil", nil, codes.OK, ""},
 		{"validation", validation, codes.InvalidArgument, "activity_id: must be a UUID"},
 		{"wrapped validation", fmt.Errorf("starting: %w", validation), codes.InvalidArgument, "activity_id: must be a UUID"},
+		{"struct too deep", validate.Struct("input_data", deepStruct(validate.MaxStructDepth+1)), codes.InvalidArgument,
+			"input_data" + strings.Repeat(".a", validate.MaxStructDepth) + ": is nested more than 64 levels deep (every object and list is a level); flatten the data"},
 		{"not found", store.ErrNotFound, codes.NotFound, msgNotFound},
 		{"wrapped not found", fmt.Errorf("querying %s: %w", secret, store.ErrNotFound), codes.NotFound, msgNotFound},
 		{"already ended", fmt.Errorf("appending progress: %w", store.ErrAlreadyEnded), codes.FailedPrecondition, msgAlreadyEnded},
