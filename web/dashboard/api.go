@@ -113,6 +113,7 @@ func (a *api) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	out, err := marshal.Marshal(resp)
 	if err != nil {
+		a.encodingFailed(ctx, m, err)
 		writeError(w, http.StatusInternalServerError, "internal", "encoding the answer: "+err.Error())
 		return
 	}
@@ -152,6 +153,7 @@ func (a *api) serveStream(ctx context.Context, w http.ResponseWriter, m method, 
 	for {
 		line, err := marshal.Marshal(msg)
 		if err != nil {
+			a.encodingFailed(ctx, m, err)
 			writeStreamError(w, status.Error(codes.Internal, "encoding a message: "+err.Error()))
 			return
 		}
@@ -171,6 +173,13 @@ func (a *api) serveStream(ctx context.Context, w http.ResponseWriter, m method, 
 			return
 		}
 	}
+}
+
+// encodingFailed logs a service answer that proto3 JSON cannot encode: a
+// bug on one side or the other, the only failure that is the dashboard's
+// own (the services log their errors, and the browser sees each).
+func (a *api) encodingFailed(ctx context.Context, m method, err error) {
+	a.logger.ErrorContext(ctx, "encoding a service's answer as JSON", "method", m.fullName, "error", err)
 }
 
 // bearer is the request's bearer token.
