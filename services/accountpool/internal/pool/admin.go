@@ -286,7 +286,7 @@ func (p *Pool) dropLive(ctx context.Context, a *account) error {
 			return fmt.Errorf("dropping live state of account %s: %w", a.ID, err)
 		}
 	}
-	p.changes.notify(a.OrganizationID)
+	p.changes.Notify(a.OrganizationID)
 	return nil
 }
 
@@ -299,7 +299,7 @@ func (p *Pool) closeBreaker(ctx context.Context, a *account) error {
 	if err != nil {
 		return fmt.Errorf("resetting breaker of account %s: %w", a.ID, err)
 	}
-	p.changes.notify(a.OrganizationID)
+	p.changes.Notify(a.OrganizationID)
 	return nil
 }
 

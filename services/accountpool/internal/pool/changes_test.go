@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"sync"
 	"testing"
 	"time"
 
@@ -112,100 +111,4 @@ func TestChangesWakeOnAReloadFromAnotherProcess(t *testing.T) {
 	list, err := f.pool.ListAccounts(f.ctx, f.org)
 	require.NoError(t, err)
 	require.Len(t, list, 2, "the list read after the wake-up has the account registered elsewhere")
-}
-
-// Notifying never blocks: wake-ups a watcher has not taken coalesce into
-// one. Stopping unsubscribes, once however often it is called, and the
-// table is empty again once nobody watches.
-func TestChangesCoalesceAndStop(t *testing.T) {
-	var c changes
-	first, stopFirst := c.subscribe("org-a")
-	second, stopSecond := c.subscribe("org-a")
-	for range 1_000 {
-		c.notify("org-a")
-	}
-	require.True(t, woke(first))
-	require.False(t, woke(first), "a thousand changes, one wake-up")
-	require.True(t, woke(second))
-
-	stopFirst()
-	stopFirst()
-	c.notify("org-a")
-	require.False(t, woke(first), "a stopped subscription is not woken")
-	require.True(t, woke(second), "stopping one leaves the other")
-	stopSecond()
-	require.Nil(t, c.subs.Load(), "nobody watches: notify is one atomic load")
-}
-
-// notify allocates nothing, watched or not: it runs on every selection and
-// every settled request.
-func TestChangesNotifyAllocatesNothing(t *testing.T) {
-	var c changes
-	require.Zero(t, testing.AllocsPerRun(100, func() { c.notify("org-a") }))
-	_, stopOther := c.subscribe("org-b")
-	defer stopOther()
-	require.Zero(t, testing.AllocsPerRun(100, func() { c.notify("org-a") }))
-	_, stop := c.subscribe("org-a")
-	defer stop()
-	require.Zero(t, testing.AllocsPerRun(100, func() { c.notify("org-a") }))
-}
-
-// Subscribing and stopping race notifies safely (run with -race), and a
-// subscription taken before a notify is always woken by it.
-func TestChangesConcurrentSubscribers(t *testing.T) {
-	var c changes
-	done := make(chan struct{})
-	var notifiers sync.WaitGroup
-	for range 2 {
-		notifiers.Go(func() {
-			for {
-				select {
-				case <-done:
-					return
-				default:
-					c.notify("org-a")
-				}
-			}
-		})
-	}
-	var watchers sync.WaitGroup
-	for range 4 {
-		watchers.Go(func() {
-			for range 100 {
-				ch, stop := c.subscribe("org-a")
-				<-ch
-				stop()
-			}
-		})
-	}
-	watchers.Wait()
-	close(done)
-	notifiers.Wait()
-	require.Nil(t, c.subs.Load())
-}
-
-// BenchmarkChangesNotify is what every selection and settled request pays
-// to tell watchers, with nobody watching, with watchers of another
-// organization only, and with a watcher of the organization.
-func BenchmarkChangesNotify(b *testing.B) {
-	for _, tc := range []struct {
-		name  string
-		watch []string
-	}{
-		{"unwatched", nil},
-		{"other-org-watched", []string{"org-b"}},
-		{"watched", []string{"org-a"}},
-	} {
-		b.Run(tc.name, func(b *testing.B) {
-			var c changes
-			for _, org := range tc.watch {
-				_, stop := c.subscribe(org)
-				defer stop()
-			}
-			b.ReportAllocs()
-			for b.Loop() {
-				c.notify("org-a")
-			}
-		})
-	}
 }

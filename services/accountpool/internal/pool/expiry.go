@@ -51,7 +51,7 @@ func (p *Pool) expireLeases(ctx context.Context) error {
 	expired, err := p.state.ExpireLeases(ctx, now, func(l Lease, live *Live) { releaseLease(l, live, now) })
 	p.countLeases(ctx, -int64(len(expired)))
 	for _, l := range expired {
-		p.changes.notify(l.Ref.OrgID)
+		p.changes.Notify(l.Ref.OrgID)
 	}
 	if err != nil {
 		return fmt.Errorf("expiring leases: %w", err)

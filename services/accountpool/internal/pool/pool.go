@@ -31,6 +31,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/switchyard-dev/switchyard/pkg/secret"
+	"github.com/switchyard-dev/switchyard/pkg/wakeup"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/store"
 )
 
@@ -123,7 +124,7 @@ type Pool struct {
 	metrics poolMetrics
 
 	// changes wakes the organization's watchers (Changes).
-	changes changes
+	changes wakeup.Hub
 }
 
 // New returns a Pool.

@@ -123,7 +123,7 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 		return RecordResult{}, fmt.Errorf("settling lease %s on account %s: %w", r.LeaseID, a.ID, err)
 	}
 	if st.was != LeaseSettled {
-		p.changes.notify(r.OrgID)
+		p.changes.Notify(r.OrgID)
 	}
 	if st.was == LeaseOpen {
 		p.countLeases(ctx, -1)

@@ -640,7 +640,7 @@ func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error
 			return Selection{}, fmt.Errorf("reserving capacity on account %s: %w", a.ID, err)
 		}
 		p.countLeases(ctx, 1)
-		p.changes.notify(r.OrgID)
+		p.changes.Notify(r.OrgID)
 		if affinity && a.ID != sc.pinned {
 			// The lease stands either way: a pin that failed to save costs
 			// the next call of the session a cache hit, not its account.

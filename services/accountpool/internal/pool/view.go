@@ -155,7 +155,7 @@ func (p *Pool) reloadLocked(ctx context.Context, orgID string, e *orgEntry) (*or
 			p.logger.WarnContext(ctx, "closing the breaker of an account set active elsewhere", "organization_id", orgID, "account_id", a.ID, "error", err)
 		}
 	}
-	p.changes.notify(orgID)
+	p.changes.Notify(orgID)
 	return v, nil
 }
 
@@ -184,7 +184,7 @@ func (p *Pool) modify(ctx context.Context, orgID string, fn func(v *orgView) (*o
 	}
 	e.view.Store(next)
 	if next != v {
-		p.changes.notify(orgID)
+		p.changes.Notify(orgID)
 	}
 	return next, nil
 }

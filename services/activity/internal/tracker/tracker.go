@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/switchyard-dev/switchyard/pkg/wakeup"
 	"github.com/switchyard-dev/switchyard/services/activity/internal/store"
 )
 
@@ -24,7 +25,7 @@ type Tracker struct {
 	now       func() time.Time
 	watchPoll time.Duration
 	// hub wakes this tracker's watches after its own writes (watch.go).
-	hub *hub
+	hub wakeup.Hub
 }
 
 // DefaultWatchPoll is how often a watch reads the store unprompted.
@@ -49,7 +50,7 @@ func New(s store.Store, cfg Config) *Tracker {
 	if cfg.WatchPoll <= 0 {
 		cfg.WatchPoll = DefaultWatchPoll
 	}
-	return &Tracker{store: s, now: cfg.Now, watchPoll: cfg.WatchPoll, hub: newHub()}
+	return &Tracker{store: s, now: cfg.Now, watchPoll: cfg.WatchPoll}
 }
 
 // clock is now in UTC with the microsecond precision stores keep, so a
@@ -126,7 +127,7 @@ func (t *Tracker) Start(ctx context.Context, in StartInput) (a store.Activity, c
 		return store.Activity{}, false, fmt.Errorf("creating activity %s: %w", id, err)
 	}
 	if created {
-		t.hub.notify(in.OrganizationID)
+		t.hub.Notify(in.OrganizationID)
 	}
 	return a, created, nil
 }
@@ -168,7 +169,7 @@ func (t *Tracker) Progress(ctx context.Context, in ProgressInput) (store.Progres
 	if err != nil {
 		return store.ProgressEvent{}, fmt.Errorf("appending progress to activity %s: %w", id, err)
 	}
-	t.hub.notify(in.OrganizationID)
+	t.hub.Notify(in.OrganizationID)
 	return ev, nil
 }
 
@@ -229,7 +230,7 @@ func (t *Tracker) Complete(ctx context.Context, in CompleteInput) (store.Activit
 		CompleteTime: t.clock(),
 	})
 	if err == nil {
-		t.hub.notify(in.OrganizationID)
+		t.hub.Notify(in.OrganizationID)
 		return stored, nil
 	}
 	if !errors.Is(err, store.ErrAlreadyEnded) {
@@ -394,7 +395,7 @@ func (t *Tracker) AbandonExpired(ctx context.Context, grace time.Duration, limit
 	}
 	n, err := t.store.AbandonExpired(ctx, t.clock(), grace.Truncate(time.Microsecond), limit)
 	if n > 0 {
-		t.hub.notifyAll()
+		t.hub.NotifyAll()
 	}
 	if err != nil {
 		return n, fmt.Errorf("abandoning expired activities: %w", err)

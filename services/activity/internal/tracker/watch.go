@@ -76,7 +76,7 @@ func (t *Tracker) Watch(ctx context.Context, in WatchInput, send func(WatchEvent
 
 	// Subscribed before the first read: a write that commits after a read
 	// began wakes the watch for another one, so none falls in between.
-	wake, unsubscribe := t.hub.subscribe(org)
+	wake, unsubscribe := t.hub.Subscribe(org)
 	defer unsubscribe()
 	if in.Cursor == "" {
 		var err error
