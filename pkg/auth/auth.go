@@ -188,13 +188,47 @@ func WithActingOrganization(ctx context.Context, org string) context.Context {
 func (t *Tokens) authenticate(ctx context.Context) (context.Context, error) {
 	token, err := grpcauth.AuthFromMD(ctx, "bearer")
 	if err != nil {
-		return nil, status.Error(codes.Unauthenticated, "missing bearer token: send 'authorization: Bearer <token>'")
+		return nil, errMissingToken
 	}
 	p, ok := t.byHash[sha256.Sum256([]byte(token))]
 	if !ok {
-		return nil, status.Error(codes.Unauthenticated, "unknown bearer token")
+		return nil, errUnknownToken
 	}
 	return context.WithValue(ctx, principalKey{}, p), nil
+}
+
+var (
+	errMissingToken = status.Error(codes.Unauthenticated, "missing bearer token: send 'authorization: Bearer <token>'")
+	errUnknownToken = status.Error(codes.Unauthenticated, "unknown bearer token")
+)
+
+// Admission returns the check grpcserver.Config.Admit runs when a call's
+// headers arrive: a call without a known bearer token is refused with
+// Unauthenticated before its body is read, so an unauthenticated caller
+// cannot make a server buffer request bodies. Authorization (which
+// methods, which organization) stays with the interceptors, which see the
+// request. Nil tokens (serving without authentication) give a nil check.
+func Admission(t *Tokens) func(method string, md metadata.MD) error {
+	if t == nil {
+		return nil
+	}
+	return func(method string, md metadata.MD) error {
+		if exempt(method) {
+			return nil
+		}
+		v := md.Get("authorization")
+		if len(v) == 0 {
+			return errMissingToken
+		}
+		scheme, token, ok := strings.Cut(v[0], " ")
+		if !ok || !strings.EqualFold(scheme, "bearer") {
+			return errMissingToken
+		}
+		if _, ok := t.byHash[sha256.Sum256([]byte(token))]; !ok {
+			return errUnknownToken
+		}
+		return nil
+	}
 }
 
 // Rule says which kinds of principal may call one RPC.

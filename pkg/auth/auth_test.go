@@ -155,3 +155,29 @@ func TestGeneratedTokensAreDistinctAndRedacted(t *testing.T) {
 	require.True(t, strings.HasPrefix(a.Reveal(), "sy_"))
 	require.NotContains(t, a.String(), a.Reveal())
 }
+
+func TestAdmissionRefusesUnknownTokensAtTheHeaders(t *testing.T) {
+	require.Nil(t, Admission(nil), "no tokens, no check")
+	admit := Admission(testTokens(t))
+	for name, tc := range map[string]struct {
+		method string
+		md     metadata.MD
+		want   codes.Code
+	}{
+		"known token":        {listMethod, metadata.Pairs("authorization", "Bearer "+orgToken), codes.OK},
+		"scheme in any case": {listMethod, metadata.Pairs("authorization", "bearer "+adminToken), codes.OK},
+		"no token":           {listMethod, metadata.MD{}, codes.Unauthenticated},
+		"other scheme":       {listMethod, metadata.Pairs("authorization", "Basic "+orgToken), codes.Unauthenticated},
+		"no scheme":          {listMethod, metadata.Pairs("authorization", orgToken), codes.Unauthenticated},
+		"unknown token":      {listMethod, metadata.Pairs("authorization", "Bearer nope"), codes.Unauthenticated},
+		"health is exempt":   {"/grpc.health.v1.Health/Check", metadata.MD{}, codes.OK},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := admit(tc.method, tc.md)
+			require.Equal(t, tc.want, status.Code(err), "%v", err)
+			if err != nil {
+				require.NotContains(t, err.Error(), orgToken)
+			}
+		})
+	}
+}

@@ -48,8 +48,14 @@ type Config struct {
 	// UnaryInterceptors run in order on every call.
 	UnaryInterceptors []grpc.UnaryClientInterceptor
 	// TLS, when set, connects with TLS (see pkg/tlsconfig for mutual TLS);
-	// otherwise the connection is plaintext.
+	// otherwise the connection is plaintext, which Dial refuses for a
+	// target that is not loopback (see PlaintextOffLoopback) unless
+	// InsecurePlaintext is set.
 	TLS *tls.Config
+	// InsecurePlaintext allows a plaintext connection to servers on other
+	// machines: bearer tokens and API keys then cross the network in
+	// cleartext. The caller should log that it is set.
+	InsecurePlaintext bool
 	// Credentials, when set, are sent with every call (a bearer token).
 	Credentials credentials.PerRPCCredentials
 	// RetryUnavailable lists full method names ("/pkg.Service/Method") that
@@ -77,12 +83,23 @@ func reconnectParams() grpc.ConnectParams {
 	}
 }
 
+// PlaintextOffLoopback reports whether a plaintext connection to target
+// would leave this machine: a target CheckTarget refuses counts as leaving.
+func PlaintextOffLoopback(target string) bool {
+	tgt, err := parseTarget(target)
+	return err != nil || !tgt.loopback()
+}
+
 // Dial creates a lazily connecting client connection. It fails at once
 // when cfg.Target is not a target CheckTarget accepts.
 func Dial(cfg Config) (*grpc.ClientConn, error) {
 	tgt, err := parseTarget(cfg.Target)
 	if err != nil {
 		return nil, fmt.Errorf("grpcclient: target: %w", err)
+	}
+	if cfg.TLS == nil && !cfg.InsecurePlaintext && !tgt.loopback() {
+		return nil, fmt.Errorf("grpcclient: %s reaches beyond this machine and no TLS is configured: configure TLS (the tls-cert-file, tls-key-file and tls-ca-file settings; "+
+			"`switchyard certs` makes a development set) or, on a network protected otherwise, allow plaintext with the insecure-plaintext setting", cfg.Target)
 	}
 	sc, err := serviceConfig(cfg.RetryUnavailable)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"google.golang.org/grpc/resolver"
+
+	"github.com/switchyard-dev/switchyard/pkg/tlsconfig"
 )
 
 // listScheme is the scheme of the resolver Dial gives a connection whose
@@ -23,6 +25,36 @@ type target struct {
 	// list holds the entries of a comma-separated list, served by a
 	// listResolver; nil for any other target.
 	list []string
+}
+
+// loopback reports whether every server the target names is on this
+// machine: each host (of a list, a dns or passthrough target) is
+// loopback (tlsconfig.IsLoopback), or the target is a Unix socket.
+func (t target) loopback() bool {
+	if t.list != nil {
+		for _, hp := range t.list {
+			if !tlsconfig.IsLoopbackAddr(hp) {
+				return false
+			}
+		}
+		return true
+	}
+	u, err := url.Parse(t.dial)
+	if err != nil || u.Scheme == "" || resolver.Get(u.Scheme) == nil {
+		return tlsconfig.IsLoopbackAddr(t.dial)
+	}
+	switch u.Scheme {
+	case "unix", "unix-abstract":
+		return true
+	case "dns", "passthrough":
+		endpoint := u.Path
+		if endpoint == "" {
+			endpoint = u.Opaque
+		}
+		return tlsconfig.IsLoopbackAddr(strings.TrimPrefix(endpoint, "/"))
+	default:
+		return false
+	}
 }
 
 // CheckTarget reports whether Dial accepts s as a target, and if not why,

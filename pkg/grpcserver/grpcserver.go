@@ -2,8 +2,10 @@
 // OpenTelemetry stats handler (spans and rpc.server.* metrics, health and
 // reflection left out), the go-grpc-middleware v2 interceptor chain (access
 // logging with trace ids, at debug for calls that end as expected — see
-// accessLogLevel —, panic recovery), message size limits, health and server
-// reflection, and graceful shutdown. Services only register their handlers.
+// accessLogLevel —, panic recovery), transport limits (Limits: connections,
+// streams, headers, message sizes, idle and read time, checked before a
+// call's body is read), health and server reflection, and graceful
+// shutdown. Services only register their handlers.
 package grpcserver
 
 import (
@@ -25,11 +27,12 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
+	"github.com/switchyard-dev/switchyard/pkg/tlsconfig"
 )
 
 // Config configures a server. The zero value of every field but Addr,
@@ -43,8 +46,16 @@ type Config struct {
 	Name      string
 	Logger    *slog.Logger
 	Telemetry telemetry.Providers
-	// MaxRecvMsgSize bounds a request message; default 4 MiB.
-	MaxRecvMsgSize int
+	// Limits bounds connections, streams, headers, messages and idle time
+	// for every caller; see Limits for the defaults.
+	Limits Limits
+	// Admit, when set, is asked about every call but health and
+	// reflection as soon as its headers arrive, before its body is read:
+	// a non-nil error (a gRPC status, e.g. Unauthenticated) refuses the
+	// call there. It runs on the connection's reader, so it must be quick
+	// and must not block — a token-table lookup (auth.Tokens.Admit), not
+	// a database read.
+	Admit func(method string, md metadata.MD) error
 	// ShutdownGrace is how long in-flight calls may finish after the
 	// context is cancelled before they are cut; default 10s. Health and
 	// reflection streams do not count: they are ended as soon as the
@@ -55,7 +66,15 @@ type Config struct {
 	// StreamInterceptors run after logging and recovery, in order.
 	StreamInterceptors []grpc.StreamServerInterceptor
 	// TLS, when set, serves TLS only (see pkg/tlsconfig for mutual TLS).
+	// Without it New refuses an Addr that is not loopback
+	// (tlsconfig.IsLoopbackAddr), unless InsecurePlaintext is set.
 	TLS *tls.Config
+	// InsecurePlaintext allows serving without TLS on an address other
+	// machines reach, where bearer tokens (and, from the AccountPool,
+	// decrypted API keys) then cross the network in cleartext. It is
+	// logged at warn when it takes effect. For a network that is
+	// protected otherwise (a service mesh's mTLS, say).
+	InsecurePlaintext bool
 	// DefaultTimeout bounds calls that arrive without a deadline; zero
 	// leaves them unbounded.
 	DefaultTimeout time.Duration
@@ -68,10 +87,21 @@ type Config struct {
 	Watches []string
 }
 
+// PlaintextOffLoopbackError refuses plaintext on an address other machines
+// reach: what crosses it (tokens, API keys) must be encrypted.
+type PlaintextOffLoopbackError struct{ Addr string }
+
+func (e PlaintextOffLoopbackError) Error() string {
+	return fmt.Sprintf("%s is not a loopback address and no TLS is configured: configure TLS (the tls-cert-file, tls-key-file and tls-ca-file settings; "+
+		"`switchyard certs` makes a development set) or, on a network protected otherwise, allow plaintext with the insecure-plaintext setting", e.Addr)
+}
+
 // Server is a listening gRPC server.
 type Server struct {
 	cfg    Config
 	lis    net.Listener
+	conns  *limitListener
+	admit  *admission
 	grpc   *grpc.Server
 	health *health.Server
 	infra  *cuttable
@@ -144,16 +174,23 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 	if cfg.Logger == nil {
 		return nil, errors.New("grpcserver: Logger is required")
 	}
-	if cfg.MaxRecvMsgSize == 0 {
-		cfg.MaxRecvMsgSize = 4 << 20
+	cfg.Limits = cfg.Limits.withDefaults()
+	if cfg.TLS == nil && !tlsconfig.IsLoopbackAddr(cfg.Addr) {
+		if !cfg.InsecurePlaintext {
+			return nil, fmt.Errorf("%s: %w", cfg.Name, PlaintextOffLoopbackError{Addr: cfg.Addr})
+		}
+		cfg.Logger.Warn("serving gRPC WITHOUT TLS on an address other machines reach: bearer tokens and API keys cross the network in cleartext",
+			"server", cfg.Name, "addr", cfg.Addr)
 	}
 	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = 10 * time.Second
 	}
-	lis, err := net.Listen("tcp", cfg.Addr)
+	tcp, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s for %s: %w", cfg.Addr, cfg.Name, err)
 	}
+	lis := &limitListener{Listener: tcp, max: int64(cfg.Limits.MaxConnections)}
+	admit := &admission{max: int64(cfg.Limits.MaxStreams), readTimeout: cfg.Limits.RequestReadTimeout, admit: cfg.Admit}
 
 	logger := cfg.Logger
 	logOpts := []logging.Option{
@@ -167,13 +204,20 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 		logger.ErrorContext(ctx, "recovered from panic in handler", "panic_type", fmt.Sprintf("%T", p), "stack", string(debug.Stack()))
 		return status.Error(codes.Internal, "internal error; the server logged the details")
 	})
-	srv := &Server{cfg: cfg, lis: lis, infra: newCuttable(cfg.Watches)}
+	srv := &Server{cfg: cfg, lis: lis, conns: lis, admit: admit, infra: newCuttable(cfg.Watches)}
+	if err := registerLimitMetrics(cfg.Telemetry.Meter, cfg.Name, lis, admit); err != nil {
+		_ = lis.Close()
+		return nil, fmt.Errorf("registering %s's limit metrics: %w", cfg.Name, err)
+	}
 	unary := append([]grpc.UnaryServerInterceptor{
+		admit.unary(),
 		logging.UnaryServerInterceptor(slogAdapter(logger), logOpts...),
 		recovery.UnaryServerInterceptor(recoverOpt),
+		methodSizes(cfg.Limits.MethodMaxRecvMsgSize),
 		defaultTimeout(cfg.DefaultTimeout),
 	}, cfg.UnaryInterceptors...)
 	stream := append([]grpc.StreamServerInterceptor{
+		admit.stream(),
 		srv.infra.stream(),
 		logging.StreamServerInterceptor(slogAdapter(logger), logOpts...),
 		recovery.StreamServerInterceptor(recoverOpt),
@@ -184,12 +228,11 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 		grpc.StatsHandler(otelgrpc.NewServerHandler(telemetry.GRPCOptions(cfg.Telemetry)...)),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		// Stop waits for the handlers it cancels, so Serve returns only
 		// once every call has finished its own bookkeeping.
 		grpc.WaitForHandlers(true),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
+	opts = append(opts, cfg.Limits.serverOptions(admit)...)
 	if cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(cfg.TLS)))
 	}
@@ -210,6 +253,14 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 
 // Addr is the address the server listens on.
 func (s *Server) Addr() net.Addr { return s.lis.Addr() }
+
+// OpenConnections is the number of connections open now (see
+// Limits.MaxConnections).
+func (s *Server) OpenConnections() int { return int(s.conns.open.Load()) }
+
+// CallsInFlight is the number of calls admitted and not yet ended (see
+// Limits.MaxStreams).
+func (s *Server) CallsInFlight() int { return int(s.admit.inFlight.Load()) }
 
 // SetServing marks every registered service (and the server as a whole)
 // SERVING or NOT_SERVING on the health service.
@@ -235,7 +286,7 @@ func (s *Server) SetServing(serving bool) {
 func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(s.lis) }()
-	s.cfg.Logger.Info("serving gRPC", "server", s.cfg.Name, "addr", s.Addr().String())
+	s.cfg.Logger.Info("serving gRPC", "server", s.cfg.Name, "addr", s.Addr().String(), "limits", s.cfg.Limits.String())
 
 	select {
 	case err := <-errc:
