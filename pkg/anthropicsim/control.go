@@ -1,11 +1,67 @@
 package anthropicsim
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
+
+// Bounds of a control token given in Config.ControlToken.
+const (
+	minControlToken = 16
+	maxControlToken = 1024
+)
+
+// GenerateControlToken returns a new random control token: "sy_sim_" and 26
+// base32 characters (130 bits from crypto/rand). The prefix lets log
+// scrubbers that mask sy_ tokens mask it too.
+func GenerateControlToken() string { return "sy_sim_" + rand.Text() }
+
+// CheckControlToken reports what is wrong with a control token given in
+// Config.ControlToken: it must be 16 to 1024 printable ASCII characters
+// without spaces, so that it fits an Authorization header as it is and is
+// not trivially guessed. The error never contains the token.
+func CheckControlToken(token string) error {
+	if len(token) < minControlToken || len(token) > maxControlToken {
+		return fmt.Errorf("the control token has %d characters; use %d to %d (or leave it empty to have one generated)", len(token), minControlToken, maxControlToken)
+	}
+	for i := 0; i < len(token); i++ {
+		if c := token[i]; c <= ' ' || c > '~' {
+			return errors.New("the control token may contain only printable ASCII characters other than space (character " + itoa(int64(i+1)) + " is not)")
+		}
+	}
+	return nil
+}
+
+// authorizeControl reports whether r carries "Authorization: Bearer <the
+// control token>", and otherwise answers 401 authentication_error. The
+// comparison is of SHA-256 digests in constant time, so that neither the
+// token's bytes nor its length leak through timing.
+func (s *Server) authorizeControl(w http.ResponseWriter, r *http.Request, reqID string) bool {
+	const bearer = "bearer "
+	a := r.Header.Get("Authorization")
+	if len(a) > len(bearer) && strings.EqualFold(a[:len(bearer)], bearer) {
+		sum := sha256.Sum256([]byte(strings.TrimSpace(a[len(bearer):])))
+		if subtle.ConstantTimeCompare(sum[:], s.controlSum[:]) == 1 {
+			return true
+		}
+	}
+	msg := "the /sim/ control endpoints need the header \"Authorization: Bearer <control token>\"; " +
+		"switchyard sim and switchyard dev print the token at start (dev also writes it to -ready-file as sim_control_token)"
+	if a != "" {
+		msg = "wrong control token: " + msg
+	}
+	s.log.Info("anthropicsim: control request refused", "path", r.URL.Path, "request_id", reqID, "authorization_present", a != "")
+	w.Header().Set("WWW-Authenticate", `Bearer realm="switchyard-sim"`)
+	writeError(w, reqID, apiError{status: http.StatusUnauthorized, typ: "authentication_error", msg: msg})
+	return false
+}
 
 // faultRequest is the body of POST /sim/faults.
 type faultRequest struct {
@@ -71,7 +127,10 @@ func (s *Server) handleSetFault(w http.ResponseWriter, r *http.Request, reqID st
 		StreamFailAfter: fr.StreamFailAfter,
 		StreamDelay:     time.Duration(fr.StreamDelayMS) * time.Millisecond,
 	}
-	s.SetFault(fr.APIKey, f)
+	if !s.setFault(fr.APIKey, f, s.maxKeys) {
+		writeError(w, reqID, invalidRequest(fmt.Sprintf("api_key: %d keys have a scripted fault already, the most this simulator keeps (Config.MaxKeys); clear some with DELETE /sim/faults", s.maxKeys)))
+		return
+	}
 	s.log.Info("anthropicsim: fault set", "key", fingerprint(fr.APIKey), "fault", fmt.Sprintf("%+v", f))
 	w.WriteHeader(http.StatusNoContent)
 }

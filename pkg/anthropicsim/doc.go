@@ -18,8 +18,17 @@
 //	GET    /sim/stats?api_key=K        K's [KeyStats] as JSON, with its [KeyUsage] under "usage"
 //	GET    /healthz                    200 {"status":"ok"}
 //
-// The /sim/ endpoints have no authentication: the simulator is a development tool
-// and must not be exposed beyond the machine or test that runs it.
+// The /sim/ endpoints need "Authorization: Bearer <control token>": without it, or
+// with another token, they answer 401 authentication_error (and a
+// WWW-Authenticate header) and do nothing. Otherwise anyone who can reach the
+// port could make every key answer 401 and so flip the accounts of every
+// organization of a stack using the simulator to INVALID. The token is
+// Config.ControlToken, or one New generates (crypto/rand); [Server.ControlToken]
+// returns it, and `switchyard sim` and `switchyard dev` print it at start (dev
+// also writes it to its -ready-file as sim_control_token). The comparison is in
+// constant time; the token is never logged. The Messages API and /healthz do not
+// use it. The simulator is still a development tool: do not expose it beyond the
+// machine or test that runs it.
 //
 // Every response carries a request-id header. Errors have Anthropic's shape:
 //
@@ -58,6 +67,22 @@
 // A fault set with [Server.SetFault] (or POST /sim/faults) for a key takes
 // precedence over its prefix behaviour; [Server.SetKeyTier] takes precedence over
 // a tier prefix.
+//
+// # Bounded state
+//
+// The server keeps state for at most Config.MaxKeys API keys (default
+// [DefaultMaxKeys], 10,000): buckets, [KeyStats], [KeyUsage] and the prompt
+// cache. A request with a new key beyond that evicts the least recently used
+// key that has no request in flight, choosing first among keys with no scripted
+// fault (SetFault, POST /sim/faults) and no SetKeyTier assignment, so the keys a
+// test set up on purpose go last. An evicted key, seen again, starts afresh: full
+// buckets, zero stats and usage, an empty prompt cache; its scripted fault and
+// tier assignment are kept apart and never evicted. Only when every tracked key
+// has a request in flight does the table exceed MaxKeys, by at most the requests
+// in flight. Each key's prompt cache holds at most 64 prefixes (those expiring
+// soonest go first). POST /sim/faults refuses (400) a fault for a new key once
+// MaxKeys keys have one; [Server.SetFault] and [Server.SetKeyTier], called
+// in-process, are not limited.
 //
 // # Order of checks for POST /v1/messages
 //

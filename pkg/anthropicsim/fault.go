@@ -3,6 +3,7 @@ package anthropicsim
 import (
 	"maps"
 	"net/http"
+	"slices"
 	"time"
 )
 
@@ -50,21 +51,37 @@ type faultState struct {
 // SetFault scripts f for apiKey (or for every key, with [AllKeys]), replacing the
 // key's previous fault. A zero Fault removes it. A key's own fault takes
 // precedence over AllKeys, and both over the key's prefix behaviour.
-func (s *Server) SetFault(apiKey string, f Fault) {
+//
+// SetFault is not limited by Config.MaxKeys (POST /sim/faults is): the
+// caller is in-process and trusted.
+func (s *Server) SetFault(apiKey string, f Fault) { s.setFault(apiKey, f, 0) }
+
+// setFault is SetFault refusing, when limit > 0, a fault for a new key once
+// limit keys have one; it reports whether f was set (or removed).
+func (s *Server) setFault(apiKey string, f Fault, limit int) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer s.relist(apiKey)
 	if f == (Fault{}) {
 		delete(s.faults, apiKey)
-		return
+		return true
+	}
+	if _, ok := s.faults[apiKey]; !ok && limit > 0 && len(s.faults) >= limit {
+		return false
 	}
 	s.faults[apiKey] = &faultState{f: f, left: f.Count}
+	return true
 }
 
 // ClearFaults removes every fault set with SetFault. Key-prefix behaviours stay.
 func (s *Server) ClearFaults() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	keys := slices.Collect(maps.Keys(s.faults))
 	clear(s.faults)
+	for _, k := range keys {
+		s.relist(k)
+	}
 }
 
 // takeFault returns the fault that applies to this request of apiKey, if any,
@@ -78,6 +95,7 @@ func (s *Server) takeFault(apiKey string, st *keyState) (Fault, bool) {
 		if fs.f.Count > 0 {
 			if fs.left--; fs.left <= 0 {
 				delete(s.faults, k)
+				s.relist(k)
 			}
 		}
 		st.stats.Faulted++

@@ -26,6 +26,7 @@ type env struct {
 	sim   *anthropicsim.Server
 	srv   *httptest.Server
 	clock *fakeclock.Clock
+	ctl   map[string]string // the header the /sim/ control endpoints need
 }
 
 func newEnv(t *testing.T) *env {
@@ -34,7 +35,7 @@ func newEnv(t *testing.T) *env {
 	sim := anthropicsim.New(anthropicsim.Config{Now: c.Now})
 	srv := httptest.NewServer(sim)
 	t.Cleanup(srv.Close)
-	return &env{sim: sim, srv: srv, clock: c}
+	return &env{sim: sim, srv: srv, clock: c, ctl: map[string]string{"Authorization": "Bearer " + sim.ControlToken()}}
 }
 
 // client is the official SDK pointed at the simulator, with its retries off as

@@ -148,7 +148,7 @@ func TestRoutingErrors(t *testing.T) {
 func TestControlSurface(t *testing.T) {
 	e := newEnv(t)
 	post := func(body string) (int, map[string]any) {
-		status, _, m := e.do(t, http.MethodPost, "/sim/faults", nil, body)
+		status, _, m := e.do(t, http.MethodPost, "/sim/faults", e.ctl, body)
 		return status, m
 	}
 
@@ -163,11 +163,11 @@ func TestControlSurface(t *testing.T) {
 	require.Equal(t, "3", apierr.Response.Header.Get("retry-after"))
 	e.fail(t, "k1", params("hi"), 429)
 
-	status, _, _ = e.do(t, http.MethodDelete, "/sim/faults?api_key=k1", nil, "")
+	status, _, _ = e.do(t, http.MethodDelete, "/sim/faults?api_key=k1", e.ctl, "")
 	require.Equal(t, http.StatusNoContent, status)
 	e.ok(t, "k1", params("hi"))
 
-	status, _, m := e.do(t, http.MethodGet, "/sim/stats?api_key=k1", nil, "")
+	status, _, m := e.do(t, http.MethodGet, "/sim/stats?api_key=k1", e.ctl, "")
 	require.Equal(t, http.StatusOK, status)
 	u := e.sim.Usage("k1")
 	require.Positive(t, u.OutputTokens)
@@ -189,7 +189,7 @@ func TestControlSurface(t *testing.T) {
 	require.Error(t, err)
 	require.False(t, isAPI)
 
-	status, _, _ = e.do(t, http.MethodDelete, "/sim/faults", nil, "")
+	status, _, _ = e.do(t, http.MethodDelete, "/sim/faults", e.ctl, "")
 	require.Equal(t, http.StatusNoContent, status)
 	e.ok(t, "k2", params("hi"))
 
@@ -198,7 +198,7 @@ func TestControlSurface(t *testing.T) {
 	e.ok(t, "k5", params("hi"))
 	require.EqualValues(t, 1, e.sim.Stats("k5").Faulted)
 
-	status, _, m = e.do(t, http.MethodGet, "/sim/stats?api_key=never-seen", nil, "")
+	status, _, m = e.do(t, http.MethodGet, "/sim/stats?api_key=never-seen", e.ctl, "")
 	require.Equal(t, http.StatusOK, status)
 	require.Equal(t, 0.0, m["requests"])
 }
@@ -216,18 +216,18 @@ func TestControlSurfaceRejectsBadInput(t *testing.T) {
 		`{"api_key":"k","status":500,"spend_limit":true}`:  "spend_limit",
 		`{"api_key":"k"}`:                                  "nothing to do",
 	} {
-		status, h, m := e.do(t, http.MethodPost, "/sim/faults", nil, body)
+		status, h, m := e.do(t, http.MethodPost, "/sim/faults", e.ctl, body)
 		require.Equal(t, http.StatusBadRequest, status, body)
 		_, msg := apiErr(t, h, m)
 		require.Contains(t, msg, want, body)
 	}
 	e.ok(t, "k", params("hi")) // nothing was set
 
-	status, h, m := e.do(t, http.MethodGet, "/sim/stats", nil, "")
+	status, h, m := e.do(t, http.MethodGet, "/sim/stats", e.ctl, "")
 	require.Equal(t, http.StatusBadRequest, status)
 	_, msg := apiErr(t, h, m)
 	require.Contains(t, msg, "api_key")
 
-	status, _, _ = e.do(t, http.MethodGet, "/sim/faults", nil, "")
+	status, _, _ = e.do(t, http.MethodGet, "/sim/faults", e.ctl, "")
 	require.Equal(t, http.StatusMethodNotAllowed, status)
 }

@@ -105,8 +105,10 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, reqID st
 		return
 	}
 	s.mu.Lock()
-	s.state(key, s.now()).stats.Requests++
+	st := s.acquire(key, s.now())
+	st.stats.Requests++
 	s.mu.Unlock()
+	defer s.release(st)
 
 	if r.Header.Get("anthropic-version") == "" {
 		writeError(w, reqID, invalidRequest("anthropic-version: header is required"))
@@ -312,6 +314,7 @@ func (st *keyState) commitCache(plan cachePlan, now time.Time) {
 	for _, e := range plan.entries {
 		st.cache[e.hash] = now.Add(e.ttl)
 	}
+	st.trimCache()
 }
 
 // writeString writes s length-prefixed, so that block boundaries are part of

@@ -1,6 +1,7 @@
 package anthropicsim
 
 import (
+	"container/list"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -44,8 +45,19 @@ type Config struct {
 	// Now is the clock for token buckets and cache expiry. Default time.Now.
 	Now func() time.Time
 	// Logger receives debug lines per request and info lines for control
-	// actions. Keys appear only as a short SHA-256 fingerprint. Default: discard.
+	// actions. Keys appear only as a short SHA-256 fingerprint, and the
+	// control token never. Default: discard.
 	Logger *slog.Logger
+	// ControlToken is the bearer token the /sim/ control endpoints require
+	// ("Authorization: Bearer <token>"). Empty: New generates one with
+	// crypto/rand; read it with [Server.ControlToken]. A token given must
+	// pass [CheckControlToken]. The Messages API does not use it.
+	ControlToken string
+	// MaxKeys bounds the API keys the server keeps state for (buckets,
+	// stats, usage, prompt cache) and the keys POST /sim/faults may script a
+	// fault for; see the package doc for which keys are evicted. Default
+	// (zero or less): DefaultMaxKeys.
+	MaxKeys int
 }
 
 // KeyStats counts what a key's requests to POST /v1/messages got.
@@ -77,24 +89,33 @@ type KeyUsage struct {
 }
 
 // Server simulates the Anthropic Messages API. Create it with [New]; it is safe
-// for concurrent use. It remembers every key it has seen (buckets, stats, prompt
-// cache) for its lifetime.
+// for concurrent use. It remembers up to Config.MaxKeys keys (buckets, stats,
+// prompt cache), evicting the least recently used beyond that.
 type Server struct {
-	tiers       map[string]Limits
-	defaultTier string
-	now         func() time.Time
-	log         *slog.Logger
+	tiers        map[string]Limits
+	defaultTier  string
+	now          func() time.Time
+	log          *slog.Logger
+	controlToken string
+	controlSum   [sha256.Size]byte // SHA-256 of controlToken, for the comparison
+	maxKeys      int
 
-	mu     sync.Mutex
-	keys   map[string]*keyState   // by API key
-	tierOf map[string]string      // SetKeyTier assignments
-	faults map[string]*faultState // by API key or AllKeys
+	mu       sync.Mutex
+	keys     map[string]*keyState   // by API key; at most maxKeys idle ones (keys.go)
+	plain    *list.List             // of *keyState without fault or tier, most recent first
+	scripted *list.List             // of *keyState with a fault or tier assignment
+	tierOf   map[string]string      // SetKeyTier assignments
+	faults   map[string]*faultState // by API key or AllKeys
 }
 
 var _ http.Handler = (*Server)(nil)
 
 // keyState is everything the server remembers about one API key.
 type keyState struct {
+	key          string
+	list         *list.List    // s.plain or s.scripted
+	elem         *list.Element // st's place in list
+	inflight     int           // requests using the state now; not evicted while > 0
 	tier         string
 	req, in, out bucket
 	stats        KeyStats
@@ -103,16 +124,30 @@ type keyState struct {
 }
 
 // New returns a Server for cfg. It panics if cfg.DefaultTier (or "scale" when
-// empty) is not in the tier table: that is a programming error.
+// empty) is not in the tier table, or if cfg.ControlToken is set and fails
+// [CheckControlToken]: those are programming errors.
 func New(cfg Config) *Server {
 	s := &Server{
-		tiers:       maps.Clone(cfg.Tiers),
-		defaultTier: cfg.DefaultTier,
-		now:         cfg.Now,
-		log:         cfg.Logger,
-		keys:        make(map[string]*keyState),
-		tierOf:      make(map[string]string),
-		faults:      make(map[string]*faultState),
+		tiers:        maps.Clone(cfg.Tiers),
+		defaultTier:  cfg.DefaultTier,
+		now:          cfg.Now,
+		log:          cfg.Logger,
+		controlToken: cfg.ControlToken,
+		maxKeys:      cfg.MaxKeys,
+		keys:         make(map[string]*keyState),
+		plain:        list.New(),
+		scripted:     list.New(),
+		tierOf:       make(map[string]string),
+		faults:       make(map[string]*faultState),
+	}
+	if s.controlToken == "" {
+		s.controlToken = GenerateControlToken()
+	} else if err := CheckControlToken(s.controlToken); err != nil {
+		panic("anthropicsim: Config.ControlToken: " + err.Error())
+	}
+	s.controlSum = sha256.Sum256([]byte(s.controlToken))
+	if s.maxKeys <= 0 {
+		s.maxKeys = DefaultMaxKeys
 	}
 	if s.tiers == nil {
 		s.tiers = DefaultTiers()
@@ -147,6 +182,7 @@ func (s *Server) SetKeyTier(apiKey, tier string) {
 		}
 		delete(s.tierOf, apiKey)
 	}
+	s.relist(apiKey)
 	if st, ok := s.keys[apiKey]; ok {
 		st.setTier(s.tierFor(apiKey), s.tiers, s.now())
 	}
@@ -172,10 +208,19 @@ func (s *Server) Usage(apiKey string) KeyUsage {
 	return KeyUsage{}
 }
 
-// ServeHTTP routes the Messages API, the /sim/ control surface and /healthz.
+// ControlToken is the bearer token the /sim/ control endpoints require: the
+// one Config.ControlToken gave, or the one New generated. It is a secret:
+// whoever has it can script every key's answers.
+func (s *Server) ControlToken() string { return s.controlToken }
+
+// ServeHTTP routes the Messages API, the /sim/ control surface (which needs
+// the control token) and /healthz.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := "req_sim_" + rand.Text()
 	w.Header().Set("request-id", reqID)
+	if strings.HasPrefix(r.URL.Path, "/sim/") && !s.authorizeControl(w, r, reqID) {
+		return
+	}
 	switch r.URL.Path {
 	case "/v1/messages":
 		if r.Method != http.MethodPost {
@@ -203,17 +248,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeError(w, reqID, apiError{status: http.StatusNotFound, typ: "not_found_error", msg: "Not found: " + r.URL.Path})
 	}
-}
-
-// state returns apiKey's state, creating it on first use. s.mu must be held.
-func (s *Server) state(apiKey string, now time.Time) *keyState {
-	st, ok := s.keys[apiKey]
-	if !ok {
-		st = &keyState{cache: make(map[[sha256.Size]byte]time.Time)}
-		st.setTier(s.tierFor(apiKey), s.tiers, now)
-		s.keys[apiKey] = st
-	}
-	return st
 }
 
 // tierFor resolves apiKey's tier: SetKeyTier, then a sk-ant-sim-<tier>- prefix,
