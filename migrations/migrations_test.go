@@ -55,7 +55,7 @@ func TestEveryTenantTableHasForcedRowLevelSecurity(t *testing.T) {
 		tables = append(tables, tb)
 	}
 	require.NoError(t, rows.Err())
-	require.Len(t, tables, 6, "settings, accounts, usage_records, default_keys, activities, progress_events")
+	require.Len(t, tables, 7, "settings, accounts, usage_records, usage_rollups, default_keys, activities, progress_events")
 	for _, tb := range tables {
 		require.True(t, tb.enabled, "%s: row-level security enabled", tb.name)
 		require.True(t, tb.forced, "%s: row-level security forced", tb.name)

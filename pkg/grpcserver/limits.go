@@ -311,3 +311,14 @@ func registerLimitMetrics(mp metric.MeterProvider, name string, conns *limitList
 	}, open, connRefused, calls, callRefused)
 	return err
 }
+
+// MethodLimits gives every unary method of desc the request size limit n,
+// for Limits.MethodMaxRecvMsgSize: a service none of whose requests
+// carries a prompt bounds them all well below the server's message limit.
+func MethodLimits(desc grpc.ServiceDesc, n int) map[string]int {
+	m := make(map[string]int, len(desc.Methods))
+	for _, md := range desc.Methods {
+		m["/"+desc.ServiceName+"/"+md.MethodName] = n
+	}
+	return m
+}

@@ -345,3 +345,8 @@ func TestPlaintextIsRefusedOffLoopback(t *testing.T) {
 	cancel()
 	require.NoError(t, srv.Serve(ctx))
 }
+
+func TestMethodLimitsNamesEveryUnaryMethod(t *testing.T) {
+	m := grpcserver.MethodLimits(healthpb.Health_ServiceDesc, 10)
+	require.Equal(t, map[string]int{checkMethod: 10, "/grpc.health.v1.Health/List": 10}, m)
+}

@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
@@ -34,7 +36,9 @@ import (
 type Option func(*options)
 
 type options struct {
-	tel telemetry.Providers
+	tel              telemetry.Providers
+	maxConns         int32
+	statementTimeout time.Duration
 }
 
 // WithTelemetry instruments the pool with a service's providers: a span per
@@ -45,6 +49,21 @@ type options struct {
 // statistics as observable pgxpool.* instruments (see ObservePool).
 func WithTelemetry(tel telemetry.Providers) Option {
 	return func(o *options) { o.tel = tel }
+}
+
+// WithMaxConns caps the pool at n connections (n > 0), overriding the
+// URL's pool_max_conns; without it the pool takes the URL's value, else
+// pgxpool's default (the larger of 4 and the number of CPUs).
+func WithMaxConns(n int32) Option {
+	return func(o *options) { o.maxConns = n }
+}
+
+// WithStatementTimeout sets statement_timeout on every connection of the
+// pool (d > 0), for a pool that serves only statements that must never run
+// longer: it also bounds what a per-transaction setting cannot, such as
+// the parsing of a statement waiting for a lock.
+func WithStatementTimeout(d time.Duration) Option {
+	return func(o *options) { o.statementTimeout = d }
 }
 
 // Open returns a connection pool that connects lazily: nothing is dialled
@@ -61,6 +80,13 @@ func Open(url, applicationName string, opts ...Option) (*pgxpool.Pool, error) {
 	if err != nil {
 		// The parse error can quote the URL, password included.
 		return nil, errors.New("parsing the database URL: it is not a valid PostgreSQL connection string")
+	}
+	if o.maxConns > 0 {
+		cfg.MaxConns = o.maxConns
+		cfg.MinConns = min(cfg.MinConns, o.maxConns)
+	}
+	if o.statementTimeout > 0 {
+		cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(max(o.statementTimeout.Milliseconds(), 1), 10)
 	}
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = applicationName

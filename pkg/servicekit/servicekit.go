@@ -63,9 +63,9 @@ type Postgres struct {
 // its application_name), traced and measured through tel (query spans
 // without parameters, pool gauges), and its readiness gate. Nothing is
 // dialled yet: a database that is down at start is waited for by the gate,
-// not fatal.
-func OpenPostgres(databaseURL, name string, set migrations.Set, logger *slog.Logger, tel telemetry.Providers) (Postgres, error) {
-	db, err := pgxutil.Open(databaseURL, "switchyard-"+name, pgxutil.WithTelemetry(tel))
+// not fatal. opts add to the pool's options (WithMaxConns).
+func OpenPostgres(databaseURL, name string, set migrations.Set, logger *slog.Logger, tel telemetry.Providers, opts ...pgxutil.Option) (Postgres, error) {
+	db, err := pgxutil.Open(databaseURL, "switchyard-"+name, append([]pgxutil.Option{pgxutil.WithTelemetry(tel)}, opts...)...)
 	if err != nil {
 		return Postgres{}, err
 	}

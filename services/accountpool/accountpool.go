@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
+	"github.com/switchyard-dev/switchyard/pkg/pgxutil"
 	"github.com/switchyard-dev/switchyard/pkg/servicekit"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
 	"github.com/switchyard-dev/switchyard/services/accountpool/internal/api"
@@ -69,6 +71,14 @@ type Config struct {
 	// LeaseTimeout is how long a lease never settled by RecordRequest holds
 	// its reservation; default 2m.
 	LeaseTimeout time.Duration
+	// MaxAccountsPerOrganization caps each organization's accounts, on
+	// every replica together (the store counts atomically with the
+	// insert); default DefaultMaxAccountsPerOrganization. RegisterAccount
+	// past it answers FailedPrecondition.
+	MaxAccountsPerOrganization int
+	// MaxLabelsPerAccount caps one account's labels, at most 64; default
+	// DefaultMaxLabelsPerAccount. More is InvalidArgument.
+	MaxLabelsPerAccount int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Store selects the storage backend: StoreMemory or StorePostgres.
@@ -85,6 +95,26 @@ type Config struct {
 	// not at the version this binary needs. Keep Keyring with it: keys
 	// stored under one keyring decrypt only with that keyring.
 	DatabaseURL string
+	// DBMaxConns sizes the PostgreSQL pool of the hot path (selection,
+	// settings, the usage ledger's group commit, the change feed's
+	// connection), overriding pool_max_conns in DatabaseURL; default
+	// DefaultDBMaxConns.
+	DBMaxConns int
+	// UsageQueryConns sizes a second, separate PostgreSQL pool that only
+	// GetUsage's reads use, so however many of them run they cannot take
+	// the hot path's connections: a read beyond it waits for a connection
+	// within its caller's deadline. Default DefaultUsageQueryConns.
+	UsageQueryConns int
+	// UsageQueryTimeout is the statement timeout of one usage read on
+	// PostgreSQL; a read stopped by it answers ResourceExhausted. Default
+	// 5s.
+	UsageQueryTimeout time.Duration
+	// UsageMaxRange is the longest range GetUsage sums at once; default
+	// 400 days. UsageMaxRecordsRange is the longest range it lists rows
+	// of (include_records); default 31 days. A longer range answers
+	// InvalidArgument naming the limit.
+	UsageMaxRange        time.Duration
+	UsageMaxRecordsRange time.Duration
 	// Tokens authenticates callers (see pkg/auth). Required unless
 	// InsecureNoAuth is set.
 	Tokens *auth.Tokens
@@ -94,6 +124,14 @@ type Config struct {
 	InsecureNoAuth bool
 	// TLS, when set, serves TLS only (pkg/tlsconfig builds mutual TLS).
 	TLS *tls.Config
+	// GRPCLimits bounds what any caller can make the server hold
+	// (connections, streams, headers, message sizes, idle and read time);
+	// zero fields take grpcserver's defaults.
+	GRPCLimits grpcserver.Limits
+	// InsecurePlaintext allows serving without TLS on an address other
+	// machines reach (see grpcserver.Config.InsecurePlaintext); without
+	// it such an Addr is refused unless TLS is set.
+	InsecurePlaintext bool
 	// State selects where the pool's live state (capacity, cool-downs,
 	// breakers, leases, session pins) lives: StateMemory, in this process,
 	// or StateRedis, at RedisURL, shared by every replica. Empty means
@@ -111,6 +149,23 @@ type Config struct {
 	// every limit; see pool.DegradingState).
 	RedisFailure string
 }
+
+// Organization limits' defaults (see Config).
+const (
+	DefaultMaxAccountsPerOrganization = pool.DefaultMaxAccountsPerOrganization
+	DefaultMaxLabelsPerAccount        = pool.DefaultMaxLabelsPerAccount
+	// MaxLabelsPerAccountCeiling is the most MaxLabelsPerAccount may be.
+	MaxLabelsPerAccountCeiling = pool.MaxLabelsPerAccountCeiling
+)
+
+// Defaults of the PostgreSQL pools and the usage reads (see Config).
+const (
+	DefaultDBMaxConns           = 10
+	DefaultUsageQueryConns      = 2
+	DefaultUsageQueryTimeout    = pgstore.DefaultUsageTimeout
+	DefaultUsageMaxRange        = pool.DefaultUsageMaxRange
+	DefaultUsageMaxRecordsRange = pool.DefaultUsageMaxRecordsRange
+)
 
 // The live states Config.State can name.
 const (
@@ -210,15 +265,18 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pricing, be backend, ls liveState,
 	unary []grpc.UnaryServerInterceptor, stream []grpc.StreamServerInterceptor) (*Service, error) {
 	p, err := pool.New(pool.Config{
-		Store:        be.store,
-		Keys:         keys,
-		State:        ls.state,
-		Tiers:        tiers,
-		Pricing:      pricing,
-		LeaseTimeout: cfg.LeaseTimeout,
-		Now:          cfg.Now,
-		Logger:       cfg.Logger,
-		Meter:        cfg.Telemetry.Meter,
+		Store:                      be.store,
+		Keys:                       keys,
+		State:                      ls.state,
+		Tiers:                      tiers,
+		Pricing:                    pricing,
+		LeaseTimeout:               cfg.LeaseTimeout,
+		Now:                        cfg.Now,
+		MaxAccountsPerOrganization: cfg.MaxAccountsPerOrganization,
+		MaxLabelsPerAccount:        cfg.MaxLabelsPerAccount,
+		Logger:                     cfg.Logger,
+		Meter:                      cfg.Telemetry.Meter,
+		Usage:                      pool.UsageLimits{MaxRange: cfg.UsageMaxRange, MaxRecordsRange: cfg.UsageMaxRecordsRange},
 	})
 	if err != nil {
 		return nil, err
@@ -231,6 +289,9 @@ func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pric
 		Telemetry:          cfg.Telemetry,
 		TLS:                cfg.TLS,
 		DefaultTimeout:     30 * time.Second,
+		Limits:             poolLimits(cfg.GRPCLimits),
+		Admit:              auth.Admission(cfg.Tokens),
+		InsecurePlaintext:  cfg.InsecurePlaintext,
 		UnaryInterceptors:  unary,
 		StreamInterceptors: stream,
 		// Ended at shutdown with Unavailable, for the client to reconnect
@@ -242,6 +303,17 @@ func build(cfg Config, keys *crypto.Keyring, tiers pool.Tiers, pricing pool.Pric
 		return nil, err
 	}
 	return &Service{server: srv, logger: cfg.Logger, pool: p, backend: be, state: ls}, nil
+}
+
+// maxRequestBytes bounds every AccountPool request: none carries a prompt,
+// and the largest, a registration with its labels at their caps, is a few
+// kilobytes.
+const maxRequestBytes = 256 << 10
+
+// poolLimits are the server's limits with maxRequestBytes on every method.
+func poolLimits(l grpcserver.Limits) grpcserver.Limits {
+	l.MethodMaxRecvMsgSize = grpcserver.MethodLimits(accountpoolv1.AccountPoolService_ServiceDesc, maxRequestBytes)
+	return l
 }
 
 // openState is the one place the live state is chosen.
@@ -311,13 +383,25 @@ func openStore(ctx context.Context, cfg Config) (backend, error) {
 		cfg.Logger.WarnContext(ctx, "accountpool uses the embedded in-memory store: accounts, keys, settings and usage are lost when the process exits; configure PostgreSQL for anything but development")
 		return backend{store: memstore.New(), close: func() {}}, nil
 	}
-	pg, err := servicekit.OpenPostgres(cfg.DatabaseURL, "accountpool", migrations.AccountPool, cfg.Logger, cfg.Telemetry)
+	pg, err := servicekit.OpenPostgres(cfg.DatabaseURL, "accountpool", migrations.AccountPool, cfg.Logger, cfg.Telemetry,
+		pgxutil.WithMaxConns(int32(min(cmp.Or(cfg.DBMaxConns, DefaultDBMaxConns), math.MaxInt32))))
 	if err != nil {
 		return backend{}, err
 	}
-	st := pgstore.New(pg.Pool, pgstore.Config{Logger: cfg.Logger, Meter: cfg.Telemetry.Meter})
+	// The usage reads' own pool: as lazy as the other, and as small as
+	// their concurrency.
+	usageDB, err := pgxutil.Open(cfg.DatabaseURL, "switchyard-accountpool-usage", pgxutil.WithTelemetry(cfg.Telemetry),
+		pgxutil.WithMaxConns(int32(min(cmp.Or(cfg.UsageQueryConns, DefaultUsageQueryConns), math.MaxInt32))),
+		pgxutil.WithStatementTimeout(cmp.Or(cfg.UsageQueryTimeout, DefaultUsageQueryTimeout)))
+	if err != nil {
+		pg.Pool.Close()
+		return backend{}, err
+	}
+	st := pgstore.New(pg.Pool, pgstore.Config{Logger: cfg.Logger, Meter: cfg.Telemetry.Meter,
+		UsageDB: usageDB, UsageTimeout: cfg.UsageQueryTimeout})
 	return backend{store: st, gate: pg.Gate, close: func() {
 		st.Close()
+		usageDB.Close()
 		pg.Pool.Close()
 	}}, nil
 }

@@ -1,9 +1,11 @@
 package accountpool_test
 
 import (
+	"cmp"
 	"context"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -127,7 +129,10 @@ func TestEndToEnd(t *testing.T) {
 			require.Len(t, a.GetCapacity(), 4, "one capacity entry per model family")
 			require.Equal(t, int64(1_000), a.GetCapacity()[0].GetRequestsLimit())
 		}
-		require.Equal(t, []string{"alpha", "bravo", "charlie"}, names, "ordered by name")
+		require.ElementsMatch(t, []string{"alpha", "bravo", "charlie"}, names)
+		require.True(t, slices.IsSortedFunc(list.GetAccounts(), func(a, b *accountpoolv1.Account) int {
+			return cmp.Or(a.GetCreateTime().AsTime().Compare(b.GetCreateTime().AsTime()), cmp.Compare(a.GetId(), b.GetId()))
+		}), "ordered by create time, then id")
 	})
 
 	t.Run("SelectRecordRoundTrip", func(t *testing.T) {

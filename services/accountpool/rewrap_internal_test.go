@@ -62,7 +62,7 @@ func (f *rewrapFixture) put(org, name string, keys *crypto.Keyring) store.Accoun
 		ID: id, OrganizationID: org, Name: name, Tier: "tier2", Status: store.StatusActive, Weight: 1,
 		KeyCiphertext: ct, KeyVersion: ver, CreateTime: rewrapNow.Add(-time.Hour), UpdateTime: rewrapNow.Add(-time.Hour),
 	}
-	require.NoError(f.t, f.store.CreateAccount(context.Background(), a))
+	require.NoError(f.t, f.store.CreateAccount(context.Background(), a, 0))
 	f.plain[id] = plain
 	return a
 }

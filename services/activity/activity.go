@@ -112,6 +112,14 @@ type Config struct {
 	InsecureNoAuth bool
 	// TLS, when set, serves TLS only (pkg/tlsconfig builds mutual TLS).
 	TLS *tls.Config
+	// GRPCLimits bounds what any caller can make the server hold
+	// (connections, streams, headers, message sizes, idle and read time);
+	// zero fields take grpcserver's defaults.
+	GRPCLimits grpcserver.Limits
+	// InsecurePlaintext allows serving without TLS on an address other
+	// machines reach (see grpcserver.Config.InsecurePlaintext); without
+	// it such an Addr is refused unless TLS is set.
+	InsecurePlaintext bool
 	// AbandonGrace is how long after its deadline a RUNNING activity is
 	// marked ABANDONED; default DefaultAbandonGrace. Negative is an error.
 	AbandonGrace time.Duration
@@ -183,6 +191,9 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		Telemetry:          cfg.Telemetry,
 		TLS:                cfg.TLS,
 		DefaultTimeout:     30 * time.Second,
+		Limits:             cfg.GRPCLimits,
+		Admit:              auth.Admission(cfg.Tokens),
+		InsecurePlaintext:  cfg.InsecurePlaintext,
 		UnaryInterceptors:  unary,
 		StreamInterceptors: stream,
 		Watches:            []string{activityv1.ActivityService_WatchActivities_FullMethodName},

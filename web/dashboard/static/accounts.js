@@ -49,12 +49,18 @@ export class AccountsView {
     this.now = now;
     this.cards = new Map(); // account id → AccountCard
     this.accounts = [];
+    this.omitted = 0; // accounts the server left out of its message (WatchAccounts' omitted_accounts)
     this.received = false;
   }
 
-  /** Shows this list of accounts (every account, ordered as the server sent them). */
-  update(accounts) {
+  /**
+   * Shows this list of accounts (ordered as the server sent them: every
+   * account, or the first of a very large organization, omitted counting
+   * the others).
+   */
+  update(accounts, omitted = 0) {
     this.received = true;
+    this.omitted = omitted;
     this.accounts = accounts.map(accountState);
     const seen = new Set();
     const ordered = [];
@@ -102,7 +108,7 @@ export class AccountsView {
   summary() {
     const now = this.now();
     return {
-      total: this.accounts.length,
+      total: this.accounts.length + this.omitted,
       active: this.accounts.filter((a) => a.status === 'ACTIVE').length,
       cooling: this.accounts.filter((a) => a.cooldownUntil && a.cooldownUntil > now).length,
       openBreakers: this.accounts.filter((a) => a.breaker !== 'CLOSED').length,

@@ -182,7 +182,7 @@ class Dashboard {
     showNotice('accounts-notice', '');
     const observed = timeMs(message.observeTime);
     if (observed !== null) this.estimateServerClock(observed);
-    this.accounts.update(message.accounts ?? []);
+    this.accounts.update(message.accounts ?? [], message.omittedAccounts ?? 0);
     setText($('accounts-updated'), `live · updated ${formatClock(observed ?? Date.now())}`);
     this.updateSummary();
   }

@@ -891,8 +891,16 @@ func (x *GetAccountResponse) GetAccount() *Account {
 type ListAccountsRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The most accounts to return: default 100, at most 1000 (larger values
+	// are taken as 1000). A page may hold fewer, and still be followed by
+	// more: it is also cut to stay well under the gRPC message limit.
+	PageSize int32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token of the previous response, unchanged; empty for the
+	// first page. A token is valid only for the organization it was issued
+	// for: any other is INVALID_ARGUMENT.
+	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListAccountsRequest) Reset() {
@@ -932,9 +940,25 @@ func (x *ListAccountsRequest) GetOrganizationId() string {
 	return ""
 }
 
+func (x *ListAccountsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListAccountsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListAccountsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Accounts      []*Account             `protobuf:"bytes,1,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Accounts []*Account             `protobuf:"bytes,1,rep,name=accounts,proto3" json:"accounts,omitempty"`
+	// Pass it as page_token for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -974,6 +998,13 @@ func (x *ListAccountsResponse) GetAccounts() []*Account {
 		return x.Accounts
 	}
 	return nil
+}
+
+func (x *ListAccountsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 // UpdateAccountRequest changes only the fields that are set.
@@ -1550,13 +1581,27 @@ type SelectAccountResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Lease    *Lease                 `protobuf:"bytes,1,opt,name=lease,proto3" json:"lease,omitempty"`
 	Strategy SelectionStrategy      `protobuf:"varint,2,opt,name=strategy,proto3,enum=switchyard.accountpool.v1.SelectionStrategy" json:"strategy,omitempty"`
-	// Why each candidate was or was not chosen.
+	// Why the chosen account was chosen and the best alternatives were not:
+	// the chosen one and at most 10 others (the eligible ones with the most
+	// headroom, then those that free up soonest, then the rest), listed in
+	// name order. An organization of up to 11 accounts is explained in full;
+	// a larger one is counted in omitted_candidates, so the answer stays
+	// small whatever the organization's size.
 	Candidates []*Candidate `protobuf:"bytes,3,rep,name=candidates,proto3" json:"candidates,omitempty"`
 	// Set, with no lease, when the organization has no accounts in service
 	// and the request accepted its default key.
-	DefaultKey    *DefaultKey `protobuf:"bytes,4,opt,name=default_key,json=defaultKey,proto3" json:"default_key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DefaultKey *DefaultKey `protobuf:"bytes,4,opt,name=default_key,json=defaultKey,proto3" json:"default_key,omitempty"`
+	// How many accounts candidates leaves out.
+	OmittedCandidates int32 `protobuf:"varint,5,opt,name=omitted_candidates,json=omittedCandidates,proto3" json:"omitted_candidates,omitempty"`
+	// The omitted accounts counted by why they were not chosen: "eligible"
+	// (not skipped; another was chosen), "excluded", "not_allowed",
+	// "disabled", "invalid", "unknown_tier", "key_undecryptable",
+	// "cooling_down", "spend_limited", "breaker_open", "probe_in_flight",
+	// "no_headroom". An account skipped for several reasons counts under
+	// each. Empty when nothing was omitted.
+	OmittedReasons map[string]int32 `protobuf:"bytes,6,rep,name=omitted_reasons,json=omittedReasons,proto3" json:"omitted_reasons,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *SelectAccountResponse) Reset() {
@@ -1613,6 +1658,20 @@ func (x *SelectAccountResponse) GetCandidates() []*Candidate {
 func (x *SelectAccountResponse) GetDefaultKey() *DefaultKey {
 	if x != nil {
 		return x.DefaultKey
+	}
+	return nil
+}
+
+func (x *SelectAccountResponse) GetOmittedCandidates() int32 {
+	if x != nil {
+		return x.OmittedCandidates
+	}
+	return 0
+}
+
+func (x *SelectAccountResponse) GetOmittedReasons() map[string]int32 {
+	if x != nil {
+		return x.OmittedReasons
 	}
 	return nil
 }
@@ -2172,7 +2231,10 @@ type OrganizationSettings struct {
 	SelectionStrategy SelectionStrategy      `protobuf:"varint,2,opt,name=selection_strategy,json=selectionStrategy,proto3,enum=switchyard.accountpool.v1.SelectionStrategy" json:"selection_strategy,omitempty"`
 	UpdateTime        *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// The organization's default key, without the key itself.
-	DefaultKey    *DefaultKeyInfo `protobuf:"bytes,4,opt,name=default_key,json=defaultKey,proto3" json:"default_key,omitempty"`
+	DefaultKey *DefaultKeyInfo `protobuf:"bytes,4,opt,name=default_key,json=defaultKey,proto3" json:"default_key,omitempty"`
+	// The organization's task limits in the Orchestrator. Always set in a
+	// response; a zero field means the orchestrator's service-wide default.
+	TaskLimits    *TaskLimits `protobuf:"bytes,5,opt,name=task_limits,json=taskLimits,proto3" json:"task_limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2235,6 +2297,85 @@ func (x *OrganizationSettings) GetDefaultKey() *DefaultKeyInfo {
 	return nil
 }
 
+func (x *OrganizationSettings) GetTaskLimits() *TaskLimits {
+	if x != nil {
+		return x.TaskLimits
+	}
+	return nil
+}
+
+// TaskLimits bound an organization's tasks in the Orchestrator, checked
+// before an account is selected: a task over a limit is refused with
+// RESOURCE_EXHAUSTED (and a google.rpc.RetryInfo) and leases nothing. A zero
+// field takes the orchestrator's service-wide default for it
+// (-org-max-concurrent-tasks, -org-tasks-per-second, -org-task-burst).
+// Orchestrators see a change within their settings cache's lifetime (30 s).
+type TaskLimits struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tasks of the organization running at once (DelegateTask and
+	// StreamDelegateTask together), per orchestrator replica; 0 to 100000.
+	MaxConcurrentTasks int32 `protobuf:"varint,1,opt,name=max_concurrent_tasks,json=maxConcurrentTasks,proto3" json:"max_concurrent_tasks,omitempty"`
+	// Tasks the organization may start per second, sustained, per
+	// orchestrator replica (a token bucket); 0 to 100000, finite.
+	TasksPerSecond float64 `protobuf:"fixed64,2,opt,name=tasks_per_second,json=tasksPerSecond,proto3" json:"tasks_per_second,omitempty"`
+	// Tasks the organization may start at once above the sustained rate
+	// (the bucket's size); 0 to 100000.
+	Burst         int32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TaskLimits) Reset() {
+	*x = TaskLimits{}
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TaskLimits) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TaskLimits) ProtoMessage() {}
+
+func (x *TaskLimits) ProtoReflect() protoreflect.Message {
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TaskLimits.ProtoReflect.Descriptor instead.
+func (*TaskLimits) Descriptor() ([]byte, []int) {
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TaskLimits) GetMaxConcurrentTasks() int32 {
+	if x != nil {
+		return x.MaxConcurrentTasks
+	}
+	return 0
+}
+
+func (x *TaskLimits) GetTasksPerSecond() float64 {
+	if x != nil {
+		return x.TasksPerSecond
+	}
+	return 0
+}
+
+func (x *TaskLimits) GetBurst() int32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
 // DefaultKeyInfo describes an organization's default key; the key itself
 // is never returned.
 type DefaultKeyInfo struct {
@@ -2253,7 +2394,7 @@ type DefaultKeyInfo struct {
 
 func (x *DefaultKeyInfo) Reset() {
 	*x = DefaultKeyInfo{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2265,7 +2406,7 @@ func (x *DefaultKeyInfo) String() string {
 func (*DefaultKeyInfo) ProtoMessage() {}
 
 func (x *DefaultKeyInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[24]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2278,7 +2419,7 @@ func (x *DefaultKeyInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DefaultKeyInfo.ProtoReflect.Descriptor instead.
 func (*DefaultKeyInfo) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{24}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DefaultKeyInfo) GetConfigured() bool {
@@ -2320,7 +2461,7 @@ type SetDefaultKeyRequest struct {
 
 func (x *SetDefaultKeyRequest) Reset() {
 	*x = SetDefaultKeyRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2332,7 +2473,7 @@ func (x *SetDefaultKeyRequest) String() string {
 func (*SetDefaultKeyRequest) ProtoMessage() {}
 
 func (x *SetDefaultKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[25]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2345,7 +2486,7 @@ func (x *SetDefaultKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDefaultKeyRequest.ProtoReflect.Descriptor instead.
 func (*SetDefaultKeyRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{25}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SetDefaultKeyRequest) GetOrganizationId() string {
@@ -2371,7 +2512,7 @@ type SetDefaultKeyResponse struct {
 
 func (x *SetDefaultKeyResponse) Reset() {
 	*x = SetDefaultKeyResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2383,7 +2524,7 @@ func (x *SetDefaultKeyResponse) String() string {
 func (*SetDefaultKeyResponse) ProtoMessage() {}
 
 func (x *SetDefaultKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[26]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2396,7 +2537,7 @@ func (x *SetDefaultKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetDefaultKeyResponse.ProtoReflect.Descriptor instead.
 func (*SetDefaultKeyResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{26}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SetDefaultKeyResponse) GetSettings() *OrganizationSettings {
@@ -2415,7 +2556,7 @@ type ClearDefaultKeyRequest struct {
 
 func (x *ClearDefaultKeyRequest) Reset() {
 	*x = ClearDefaultKeyRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2427,7 +2568,7 @@ func (x *ClearDefaultKeyRequest) String() string {
 func (*ClearDefaultKeyRequest) ProtoMessage() {}
 
 func (x *ClearDefaultKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[27]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2440,7 +2581,7 @@ func (x *ClearDefaultKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearDefaultKeyRequest.ProtoReflect.Descriptor instead.
 func (*ClearDefaultKeyRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{27}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ClearDefaultKeyRequest) GetOrganizationId() string {
@@ -2459,7 +2600,7 @@ type ClearDefaultKeyResponse struct {
 
 func (x *ClearDefaultKeyResponse) Reset() {
 	*x = ClearDefaultKeyResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2471,7 +2612,7 @@ func (x *ClearDefaultKeyResponse) String() string {
 func (*ClearDefaultKeyResponse) ProtoMessage() {}
 
 func (x *ClearDefaultKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[28]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2484,7 +2625,7 @@ func (x *ClearDefaultKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClearDefaultKeyResponse.ProtoReflect.Descriptor instead.
 func (*ClearDefaultKeyResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{28}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClearDefaultKeyResponse) GetSettings() *OrganizationSettings {
@@ -2503,7 +2644,7 @@ type GetOrganizationSettingsRequest struct {
 
 func (x *GetOrganizationSettingsRequest) Reset() {
 	*x = GetOrganizationSettingsRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2656,7 @@ func (x *GetOrganizationSettingsRequest) String() string {
 func (*GetOrganizationSettingsRequest) ProtoMessage() {}
 
 func (x *GetOrganizationSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[29]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2669,7 @@ func (x *GetOrganizationSettingsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationSettingsRequest.ProtoReflect.Descriptor instead.
 func (*GetOrganizationSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{29}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetOrganizationSettingsRequest) GetOrganizationId() string {
@@ -2547,7 +2688,7 @@ type GetOrganizationSettingsResponse struct {
 
 func (x *GetOrganizationSettingsResponse) Reset() {
 	*x = GetOrganizationSettingsResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2700,7 @@ func (x *GetOrganizationSettingsResponse) String() string {
 func (*GetOrganizationSettingsResponse) ProtoMessage() {}
 
 func (x *GetOrganizationSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[30]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2713,7 @@ func (x *GetOrganizationSettingsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOrganizationSettingsResponse.ProtoReflect.Descriptor instead.
 func (*GetOrganizationSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{30}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetOrganizationSettingsResponse) GetSettings() *OrganizationSettings {
@@ -2587,13 +2728,17 @@ type UpdateOrganizationSettingsRequest struct {
 	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
 	// UNSPECIFIED leaves the strategy unchanged.
 	SelectionStrategy SelectionStrategy `protobuf:"varint,2,opt,name=selection_strategy,json=selectionStrategy,proto3,enum=switchyard.accountpool.v1.SelectionStrategy" json:"selection_strategy,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// When set, replaces all three of the organization's task limits (a zero
+	// field returns that limit to the service default, so an empty message
+	// returns all three); unset leaves them unchanged.
+	TaskLimits    *TaskLimits `protobuf:"bytes,3,opt,name=task_limits,json=taskLimits,proto3" json:"task_limits,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateOrganizationSettingsRequest) Reset() {
 	*x = UpdateOrganizationSettingsRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2605,7 +2750,7 @@ func (x *UpdateOrganizationSettingsRequest) String() string {
 func (*UpdateOrganizationSettingsRequest) ProtoMessage() {}
 
 func (x *UpdateOrganizationSettingsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[31]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2618,7 +2763,7 @@ func (x *UpdateOrganizationSettingsRequest) ProtoReflect() protoreflect.Message 
 
 // Deprecated: Use UpdateOrganizationSettingsRequest.ProtoReflect.Descriptor instead.
 func (*UpdateOrganizationSettingsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{31}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *UpdateOrganizationSettingsRequest) GetOrganizationId() string {
@@ -2635,6 +2780,13 @@ func (x *UpdateOrganizationSettingsRequest) GetSelectionStrategy() SelectionStra
 	return SelectionStrategy_SELECTION_STRATEGY_UNSPECIFIED
 }
 
+func (x *UpdateOrganizationSettingsRequest) GetTaskLimits() *TaskLimits {
+	if x != nil {
+		return x.TaskLimits
+	}
+	return nil
+}
+
 type UpdateOrganizationSettingsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Settings      *OrganizationSettings  `protobuf:"bytes,1,opt,name=settings,proto3" json:"settings,omitempty"`
@@ -2644,7 +2796,7 @@ type UpdateOrganizationSettingsResponse struct {
 
 func (x *UpdateOrganizationSettingsResponse) Reset() {
 	*x = UpdateOrganizationSettingsResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2656,7 +2808,7 @@ func (x *UpdateOrganizationSettingsResponse) String() string {
 func (*UpdateOrganizationSettingsResponse) ProtoMessage() {}
 
 func (x *UpdateOrganizationSettingsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[32]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2669,7 +2821,7 @@ func (x *UpdateOrganizationSettingsResponse) ProtoReflect() protoreflect.Message
 
 // Deprecated: Use UpdateOrganizationSettingsResponse.ProtoReflect.Descriptor instead.
 func (*UpdateOrganizationSettingsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{32}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *UpdateOrganizationSettingsResponse) GetSettings() *OrganizationSettings {
@@ -2679,16 +2831,28 @@ func (x *UpdateOrganizationSettingsResponse) GetSettings() *OrganizationSettings
 	return nil
 }
 
+// GetUsageRequest asks for the totals of [start_time, end_time), and with
+// include_records a page of its rows. The range is bounded: at most 400
+// days for the totals and 31 days with include_records (the service's
+// -usage-max-range and -usage-max-records-range); a longer one is
+// INVALID_ARGUMENT naming the limit (a google.rpc.BadRequest on
+// start_time). A read that runs longer than the service allows
+// (-usage-query-timeout) is RESOURCE_EXHAUSTED: ask for a shorter range.
 type GetUsageRequest struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	OrganizationId string                 `protobuf:"bytes,1,opt,name=organization_id,json=organizationId,proto3" json:"organization_id,omitempty"`
-	// Inclusive start; unset means the beginning of the ledger.
+	// Inclusive start; unset means 24 hours before end_time. (Before the
+	// range was bounded, unset meant the beginning of the ledger.) A
+	// listing paged without start_time has a window that follows the clock
+	// from page to page: set start_time to page over a fixed range.
 	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	// Exclusive end; unset means now.
+	// Exclusive end; unset means now (a row written in the same instant as
+	// the query included), and the range's length is measured to now.
 	EndTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end_time,json=endTime,proto3" json:"end_time,omitempty"`
 	// When set, only this account.
 	AccountId string `protobuf:"bytes,4,opt,name=account_id,json=accountId,proto3" json:"account_id,omitempty"`
-	// When true, the response also carries the rows, newest first.
+	// When true, the response also carries the rows, newest first; the
+	// range may then span at most 31 days.
 	IncludeRecords bool `protobuf:"varint,5,opt,name=include_records,json=includeRecords,proto3" json:"include_records,omitempty"`
 	// At most this many rows (default 100, max 1000).
 	PageSize      int32  `protobuf:"varint,6,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
@@ -2699,7 +2863,7 @@ type GetUsageRequest struct {
 
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[33]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2711,7 +2875,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[33]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2724,7 +2888,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{33}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetUsageRequest) GetOrganizationId() string {
@@ -2794,7 +2958,7 @@ type UsageTotals struct {
 
 func (x *UsageTotals) Reset() {
 	*x = UsageTotals{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[34]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2806,7 +2970,7 @@ func (x *UsageTotals) String() string {
 func (*UsageTotals) ProtoMessage() {}
 
 func (x *UsageTotals) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[34]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2819,7 +2983,7 @@ func (x *UsageTotals) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageTotals.ProtoReflect.Descriptor instead.
 func (*UsageTotals) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{34}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UsageTotals) GetAccountId() string {
@@ -2915,7 +3079,7 @@ type UsageRecord struct {
 
 func (x *UsageRecord) Reset() {
 	*x = UsageRecord{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[35]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2927,7 +3091,7 @@ func (x *UsageRecord) String() string {
 func (*UsageRecord) ProtoMessage() {}
 
 func (x *UsageRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[35]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2940,7 +3104,7 @@ func (x *UsageRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRecord.ProtoReflect.Descriptor instead.
 func (*UsageRecord) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{35}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *UsageRecord) GetId() string {
@@ -3102,7 +3266,7 @@ type GetUsageResponse struct {
 
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[36]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3114,7 +3278,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[36]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3127,7 +3291,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{36}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetUsageResponse) GetTotal() *UsageTotals {
@@ -3171,7 +3335,7 @@ type WatchAccountsRequest struct {
 
 func (x *WatchAccountsRequest) Reset() {
 	*x = WatchAccountsRequest{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[37]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3183,7 +3347,7 @@ func (x *WatchAccountsRequest) String() string {
 func (*WatchAccountsRequest) ProtoMessage() {}
 
 func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[37]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3196,7 +3360,7 @@ func (x *WatchAccountsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAccountsRequest.ProtoReflect.Descriptor instead.
 func (*WatchAccountsRequest) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{37}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchAccountsRequest) GetOrganizationId() string {
@@ -3215,18 +3379,24 @@ func (x *WatchAccountsRequest) GetMinInterval() *durationpb.Duration {
 
 type WatchAccountsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Every account of the organization, ordered by name, with its live
-	// state.
+	// The organization's accounts, ordered by name, with their live state:
+	// every account, or, so that a message stays well under the gRPC message
+	// limit whatever the organization's size, the first 500 in name order,
+	// fewer if their labels are large (omitted_accounts counts the rest;
+	// page through ListAccounts for them).
 	Accounts []*Account `protobuf:"bytes,1,rep,name=accounts,proto3" json:"accounts,omitempty"`
 	// When the live state was read.
-	ObserveTime   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=observe_time,json=observeTime,proto3" json:"observe_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ObserveTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=observe_time,json=observeTime,proto3" json:"observe_time,omitempty"`
+	// How many of the organization's accounts this message leaves out; 0
+	// when accounts holds them all.
+	OmittedAccounts int32 `protobuf:"varint,3,opt,name=omitted_accounts,json=omittedAccounts,proto3" json:"omitted_accounts,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WatchAccountsResponse) Reset() {
 	*x = WatchAccountsResponse{}
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[38]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3238,7 +3408,7 @@ func (x *WatchAccountsResponse) String() string {
 func (*WatchAccountsResponse) ProtoMessage() {}
 
 func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[38]
+	mi := &file_switchyard_accountpool_v1_accountpool_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3251,7 +3421,7 @@ func (x *WatchAccountsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchAccountsResponse.ProtoReflect.Descriptor instead.
 func (*WatchAccountsResponse) Descriptor() ([]byte, []int) {
-	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{38}
+	return file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchAccountsResponse) GetAccounts() []*Account {
@@ -3266,6 +3436,13 @@ func (x *WatchAccountsResponse) GetObserveTime() *timestamppb.Timestamp {
 		return x.ObserveTime
 	}
 	return nil
+}
+
+func (x *WatchAccountsResponse) GetOmittedAccounts() int32 {
+	if x != nil {
+		return x.OmittedAccounts
+	}
+	return 0
 }
 
 var File_switchyard_accountpool_v1_accountpool_proto protoreflect.FileDescriptor
@@ -3330,11 +3507,15 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\n" +
 	"account_id\x18\x02 \x01(\tR\taccountId\"R\n" +
 	"\x12GetAccountResponse\x12<\n" +
-	"\aaccount\x18\x01 \x01(\v2\".switchyard.accountpool.v1.AccountR\aaccount\">\n" +
+	"\aaccount\x18\x01 \x01(\v2\".switchyard.accountpool.v1.AccountR\aaccount\"z\n" +
 	"\x13ListAccountsRequest\x12'\n" +
-	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\"V\n" +
+	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"~\n" +
 	"\x14ListAccountsResponse\x12>\n" +
-	"\baccounts\x18\x01 \x03(\v2\".switchyard.accountpool.v1.AccountR\baccounts\"\xf0\x02\n" +
+	"\baccounts\x18\x01 \x03(\v2\".switchyard.accountpool.v1.AccountR\baccounts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf0\x02\n" +
 	"\x14UpdateAccountRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12\x1d\n" +
 	"\n" +
@@ -3389,7 +3570,7 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x04tier\x18\x04 \x01(\tR\x04tier\x12\x1c\n" +
 	"\aapi_key\x18\x05 \x01(\tB\x03\x80\x01\x01R\x06apiKey\x12;\n" +
 	"\vexpire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\"\xa7\x02\n" +
+	"expireTime\"\x88\x04\n" +
 	"\x15SelectAccountResponse\x126\n" +
 	"\x05lease\x18\x01 \x01(\v2 .switchyard.accountpool.v1.LeaseR\x05lease\x12H\n" +
 	"\bstrategy\x18\x02 \x01(\x0e2,.switchyard.accountpool.v1.SelectionStrategyR\bstrategy\x12D\n" +
@@ -3397,7 +3578,12 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"candidates\x18\x03 \x03(\v2$.switchyard.accountpool.v1.CandidateR\n" +
 	"candidates\x12F\n" +
 	"\vdefault_key\x18\x04 \x01(\v2%.switchyard.accountpool.v1.DefaultKeyR\n" +
-	"defaultKey\"k\n" +
+	"defaultKey\x12-\n" +
+	"\x12omitted_candidates\x18\x05 \x01(\x05R\x11omittedCandidates\x12m\n" +
+	"\x0fomitted_reasons\x18\x06 \x03(\v2D.switchyard.accountpool.v1.SelectAccountResponse.OmittedReasonsEntryR\x0eomittedReasons\x1aA\n" +
+	"\x13OmittedReasonsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x05R\x05value:\x028\x01\"k\n" +
 	"\n" +
 	"DefaultKey\x12\x1c\n" +
 	"\aapi_key\x18\x01 \x01(\tB\x03\x80\x01\x01R\x06apiKey\x12\x1f\n" +
@@ -3461,14 +3647,21 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x15RecordRequestResponse\x12\x19\n" +
 	"\bcost_usd\x18\x01 \x01(\x01R\acostUsd\x12\x19\n" +
 	"\busage_id\x18\x02 \x01(\tR\ausageId\x12\x1c\n" +
-	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\xa5\x02\n" +
+	"\tduplicate\x18\x03 \x01(\bR\tduplicate\"\xed\x02\n" +
 	"\x14OrganizationSettings\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12[\n" +
 	"\x12selection_strategy\x18\x02 \x01(\x0e2,.switchyard.accountpool.v1.SelectionStrategyR\x11selectionStrategy\x12;\n" +
 	"\vupdate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x12J\n" +
 	"\vdefault_key\x18\x04 \x01(\v2).switchyard.accountpool.v1.DefaultKeyInfoR\n" +
-	"defaultKey\"\xa8\x01\n" +
+	"defaultKey\x12F\n" +
+	"\vtask_limits\x18\x05 \x01(\v2%.switchyard.accountpool.v1.TaskLimitsR\n" +
+	"taskLimits\"~\n" +
+	"\n" +
+	"TaskLimits\x120\n" +
+	"\x14max_concurrent_tasks\x18\x01 \x01(\x05R\x12maxConcurrentTasks\x12(\n" +
+	"\x10tasks_per_second\x18\x02 \x01(\x01R\x0etasksPerSecond\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\x05R\x05burst\"\xa8\x01\n" +
 	"\x0eDefaultKeyInfo\x12\x1e\n" +
 	"\n" +
 	"configured\x18\x01 \x01(\bR\n" +
@@ -3490,10 +3683,12 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x1eGetOrganizationSettingsRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\"n\n" +
 	"\x1fGetOrganizationSettingsResponse\x12K\n" +
-	"\bsettings\x18\x01 \x01(\v2/.switchyard.accountpool.v1.OrganizationSettingsR\bsettings\"\xa9\x01\n" +
+	"\bsettings\x18\x01 \x01(\v2/.switchyard.accountpool.v1.OrganizationSettingsR\bsettings\"\xf1\x01\n" +
 	"!UpdateOrganizationSettingsRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12[\n" +
-	"\x12selection_strategy\x18\x02 \x01(\x0e2,.switchyard.accountpool.v1.SelectionStrategyR\x11selectionStrategy\"q\n" +
+	"\x12selection_strategy\x18\x02 \x01(\x0e2,.switchyard.accountpool.v1.SelectionStrategyR\x11selectionStrategy\x12F\n" +
+	"\vtask_limits\x18\x03 \x01(\v2%.switchyard.accountpool.v1.TaskLimitsR\n" +
+	"taskLimits\"q\n" +
 	"\"UpdateOrganizationSettingsResponse\x12K\n" +
 	"\bsettings\x18\x01 \x01(\v2/.switchyard.accountpool.v1.OrganizationSettingsR\bsettings\"\xb0\x02\n" +
 	"\x0fGetUsageRequest\x12'\n" +
@@ -3556,10 +3751,11 @@ const file_switchyard_accountpool_v1_accountpool_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x04 \x01(\tR\rnextPageToken\"}\n" +
 	"\x14WatchAccountsRequest\x12'\n" +
 	"\x0forganization_id\x18\x01 \x01(\tR\x0eorganizationId\x12<\n" +
-	"\fmin_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vminInterval\"\x96\x01\n" +
+	"\fmin_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vminInterval\"\xc1\x01\n" +
 	"\x15WatchAccountsResponse\x12>\n" +
 	"\baccounts\x18\x01 \x03(\v2\".switchyard.accountpool.v1.AccountR\baccounts\x12=\n" +
-	"\fobserve_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vobserveTime*\x83\x01\n" +
+	"\fobserve_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vobserveTime\x12)\n" +
+	"\x10omitted_accounts\x18\x03 \x01(\x05R\x0fomittedAccounts*\x83\x01\n" +
 	"\rAccountStatus\x12\x1e\n" +
 	"\x1aACCOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15ACCOUNT_STATUS_ACTIVE\x10\x01\x12\x1b\n" +
@@ -3620,7 +3816,7 @@ func file_switchyard_accountpool_v1_accountpool_proto_rawDescGZIP() []byte {
 }
 
 var file_switchyard_accountpool_v1_accountpool_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_switchyard_accountpool_v1_accountpool_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_switchyard_accountpool_v1_accountpool_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_switchyard_accountpool_v1_accountpool_proto_goTypes = []any{
 	(AccountStatus)(0),                         // 0: switchyard.accountpool.v1.AccountStatus
 	(BreakerState)(0),                          // 1: switchyard.accountpool.v1.BreakerState
@@ -3651,37 +3847,39 @@ var file_switchyard_accountpool_v1_accountpool_proto_goTypes = []any{
 	(*RecordRequestRequest)(nil),               // 26: switchyard.accountpool.v1.RecordRequestRequest
 	(*RecordRequestResponse)(nil),              // 27: switchyard.accountpool.v1.RecordRequestResponse
 	(*OrganizationSettings)(nil),               // 28: switchyard.accountpool.v1.OrganizationSettings
-	(*DefaultKeyInfo)(nil),                     // 29: switchyard.accountpool.v1.DefaultKeyInfo
-	(*SetDefaultKeyRequest)(nil),               // 30: switchyard.accountpool.v1.SetDefaultKeyRequest
-	(*SetDefaultKeyResponse)(nil),              // 31: switchyard.accountpool.v1.SetDefaultKeyResponse
-	(*ClearDefaultKeyRequest)(nil),             // 32: switchyard.accountpool.v1.ClearDefaultKeyRequest
-	(*ClearDefaultKeyResponse)(nil),            // 33: switchyard.accountpool.v1.ClearDefaultKeyResponse
-	(*GetOrganizationSettingsRequest)(nil),     // 34: switchyard.accountpool.v1.GetOrganizationSettingsRequest
-	(*GetOrganizationSettingsResponse)(nil),    // 35: switchyard.accountpool.v1.GetOrganizationSettingsResponse
-	(*UpdateOrganizationSettingsRequest)(nil),  // 36: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
-	(*UpdateOrganizationSettingsResponse)(nil), // 37: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
-	(*GetUsageRequest)(nil),                    // 38: switchyard.accountpool.v1.GetUsageRequest
-	(*UsageTotals)(nil),                        // 39: switchyard.accountpool.v1.UsageTotals
-	(*UsageRecord)(nil),                        // 40: switchyard.accountpool.v1.UsageRecord
-	(*GetUsageResponse)(nil),                   // 41: switchyard.accountpool.v1.GetUsageResponse
-	(*WatchAccountsRequest)(nil),               // 42: switchyard.accountpool.v1.WatchAccountsRequest
-	(*WatchAccountsResponse)(nil),              // 43: switchyard.accountpool.v1.WatchAccountsResponse
-	nil,                                        // 44: switchyard.accountpool.v1.Account.LabelsEntry
-	nil,                                        // 45: switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),              // 46: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),                // 47: google.protobuf.Duration
+	(*TaskLimits)(nil),                         // 29: switchyard.accountpool.v1.TaskLimits
+	(*DefaultKeyInfo)(nil),                     // 30: switchyard.accountpool.v1.DefaultKeyInfo
+	(*SetDefaultKeyRequest)(nil),               // 31: switchyard.accountpool.v1.SetDefaultKeyRequest
+	(*SetDefaultKeyResponse)(nil),              // 32: switchyard.accountpool.v1.SetDefaultKeyResponse
+	(*ClearDefaultKeyRequest)(nil),             // 33: switchyard.accountpool.v1.ClearDefaultKeyRequest
+	(*ClearDefaultKeyResponse)(nil),            // 34: switchyard.accountpool.v1.ClearDefaultKeyResponse
+	(*GetOrganizationSettingsRequest)(nil),     // 35: switchyard.accountpool.v1.GetOrganizationSettingsRequest
+	(*GetOrganizationSettingsResponse)(nil),    // 36: switchyard.accountpool.v1.GetOrganizationSettingsResponse
+	(*UpdateOrganizationSettingsRequest)(nil),  // 37: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
+	(*UpdateOrganizationSettingsResponse)(nil), // 38: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
+	(*GetUsageRequest)(nil),                    // 39: switchyard.accountpool.v1.GetUsageRequest
+	(*UsageTotals)(nil),                        // 40: switchyard.accountpool.v1.UsageTotals
+	(*UsageRecord)(nil),                        // 41: switchyard.accountpool.v1.UsageRecord
+	(*GetUsageResponse)(nil),                   // 42: switchyard.accountpool.v1.GetUsageResponse
+	(*WatchAccountsRequest)(nil),               // 43: switchyard.accountpool.v1.WatchAccountsRequest
+	(*WatchAccountsResponse)(nil),              // 44: switchyard.accountpool.v1.WatchAccountsResponse
+	nil,                                        // 45: switchyard.accountpool.v1.Account.LabelsEntry
+	nil,                                        // 46: switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
+	nil,                                        // 47: switchyard.accountpool.v1.SelectAccountResponse.OmittedReasonsEntry
+	(*timestamppb.Timestamp)(nil),              // 48: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),                // 49: google.protobuf.Duration
 }
 var file_switchyard_accountpool_v1_accountpool_proto_depIdxs = []int32{
 	0,  // 0: switchyard.accountpool.v1.Account.status:type_name -> switchyard.accountpool.v1.AccountStatus
-	44, // 1: switchyard.accountpool.v1.Account.labels:type_name -> switchyard.accountpool.v1.Account.LabelsEntry
-	46, // 2: switchyard.accountpool.v1.Account.create_time:type_name -> google.protobuf.Timestamp
-	46, // 3: switchyard.accountpool.v1.Account.update_time:type_name -> google.protobuf.Timestamp
+	45, // 1: switchyard.accountpool.v1.Account.labels:type_name -> switchyard.accountpool.v1.Account.LabelsEntry
+	48, // 2: switchyard.accountpool.v1.Account.create_time:type_name -> google.protobuf.Timestamp
+	48, // 3: switchyard.accountpool.v1.Account.update_time:type_name -> google.protobuf.Timestamp
 	6,  // 4: switchyard.accountpool.v1.Account.breaker:type_name -> switchyard.accountpool.v1.CircuitBreaker
 	7,  // 5: switchyard.accountpool.v1.Account.capacity:type_name -> switchyard.accountpool.v1.Capacity
-	46, // 6: switchyard.accountpool.v1.Account.cooldown_until:type_name -> google.protobuf.Timestamp
+	48, // 6: switchyard.accountpool.v1.Account.cooldown_until:type_name -> google.protobuf.Timestamp
 	1,  // 7: switchyard.accountpool.v1.CircuitBreaker.state:type_name -> switchyard.accountpool.v1.BreakerState
-	46, // 8: switchyard.accountpool.v1.CircuitBreaker.open_until:type_name -> google.protobuf.Timestamp
-	45, // 9: switchyard.accountpool.v1.RegisterAccountRequest.labels:type_name -> switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
+	48, // 8: switchyard.accountpool.v1.CircuitBreaker.open_until:type_name -> google.protobuf.Timestamp
+	46, // 9: switchyard.accountpool.v1.RegisterAccountRequest.labels:type_name -> switchyard.accountpool.v1.RegisterAccountRequest.LabelsEntry
 	5,  // 10: switchyard.accountpool.v1.RegisterAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
 	5,  // 11: switchyard.accountpool.v1.GetAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
 	5,  // 12: switchyard.accountpool.v1.ListAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
@@ -3689,70 +3887,73 @@ var file_switchyard_accountpool_v1_accountpool_proto_depIdxs = []int32{
 	5,  // 14: switchyard.accountpool.v1.UpdateAccountResponse.account:type_name -> switchyard.accountpool.v1.Account
 	5,  // 15: switchyard.accountpool.v1.RotateAccountKeyResponse.account:type_name -> switchyard.accountpool.v1.Account
 	2,  // 16: switchyard.accountpool.v1.SelectAccountRequest.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	47, // 17: switchyard.accountpool.v1.SelectAccountRequest.max_wait:type_name -> google.protobuf.Duration
-	46, // 18: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
+	49, // 17: switchyard.accountpool.v1.SelectAccountRequest.max_wait:type_name -> google.protobuf.Duration
+	48, // 18: switchyard.accountpool.v1.Lease.expire_time:type_name -> google.protobuf.Timestamp
 	21, // 19: switchyard.accountpool.v1.SelectAccountResponse.lease:type_name -> switchyard.accountpool.v1.Lease
 	2,  // 20: switchyard.accountpool.v1.SelectAccountResponse.strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
 	24, // 21: switchyard.accountpool.v1.SelectAccountResponse.candidates:type_name -> switchyard.accountpool.v1.Candidate
 	23, // 22: switchyard.accountpool.v1.SelectAccountResponse.default_key:type_name -> switchyard.accountpool.v1.DefaultKey
-	46, // 23: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
-	46, // 24: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
-	46, // 25: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
-	3,  // 26: switchyard.accountpool.v1.RecordRequestRequest.outcome:type_name -> switchyard.accountpool.v1.Outcome
-	25, // 27: switchyard.accountpool.v1.RecordRequestRequest.rate_limit:type_name -> switchyard.accountpool.v1.RateLimitHeaders
-	4,  // 28: switchyard.accountpool.v1.RecordRequestRequest.legacy_key:type_name -> switchyard.accountpool.v1.LegacyKey
-	2,  // 29: switchyard.accountpool.v1.OrganizationSettings.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	46, // 30: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
-	29, // 31: switchyard.accountpool.v1.OrganizationSettings.default_key:type_name -> switchyard.accountpool.v1.DefaultKeyInfo
-	46, // 32: switchyard.accountpool.v1.DefaultKeyInfo.update_time:type_name -> google.protobuf.Timestamp
-	28, // 33: switchyard.accountpool.v1.SetDefaultKeyResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	28, // 34: switchyard.accountpool.v1.ClearDefaultKeyResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	28, // 35: switchyard.accountpool.v1.GetOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	2,  // 36: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
-	28, // 37: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
-	46, // 38: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
-	46, // 39: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
-	3,  // 40: switchyard.accountpool.v1.UsageRecord.outcome:type_name -> switchyard.accountpool.v1.Outcome
-	46, // 41: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
-	39, // 42: switchyard.accountpool.v1.GetUsageResponse.total:type_name -> switchyard.accountpool.v1.UsageTotals
-	39, // 43: switchyard.accountpool.v1.GetUsageResponse.by_account:type_name -> switchyard.accountpool.v1.UsageTotals
-	40, // 44: switchyard.accountpool.v1.GetUsageResponse.records:type_name -> switchyard.accountpool.v1.UsageRecord
-	47, // 45: switchyard.accountpool.v1.WatchAccountsRequest.min_interval:type_name -> google.protobuf.Duration
-	5,  // 46: switchyard.accountpool.v1.WatchAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
-	46, // 47: switchyard.accountpool.v1.WatchAccountsResponse.observe_time:type_name -> google.protobuf.Timestamp
-	8,  // 48: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
-	10, // 49: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
-	12, // 50: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
-	14, // 51: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
-	16, // 52: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
-	18, // 53: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:input_type -> switchyard.accountpool.v1.RotateAccountKeyRequest
-	20, // 54: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
-	26, // 55: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
-	34, // 56: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
-	36, // 57: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
-	30, // 58: switchyard.accountpool.v1.AccountPoolService.SetDefaultKey:input_type -> switchyard.accountpool.v1.SetDefaultKeyRequest
-	32, // 59: switchyard.accountpool.v1.AccountPoolService.ClearDefaultKey:input_type -> switchyard.accountpool.v1.ClearDefaultKeyRequest
-	38, // 60: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
-	42, // 61: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:input_type -> switchyard.accountpool.v1.WatchAccountsRequest
-	9,  // 62: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
-	11, // 63: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
-	13, // 64: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
-	15, // 65: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
-	17, // 66: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
-	19, // 67: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:output_type -> switchyard.accountpool.v1.RotateAccountKeyResponse
-	22, // 68: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
-	27, // 69: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
-	35, // 70: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
-	37, // 71: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
-	31, // 72: switchyard.accountpool.v1.AccountPoolService.SetDefaultKey:output_type -> switchyard.accountpool.v1.SetDefaultKeyResponse
-	33, // 73: switchyard.accountpool.v1.AccountPoolService.ClearDefaultKey:output_type -> switchyard.accountpool.v1.ClearDefaultKeyResponse
-	41, // 74: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
-	43, // 75: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:output_type -> switchyard.accountpool.v1.WatchAccountsResponse
-	62, // [62:76] is the sub-list for method output_type
-	48, // [48:62] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	47, // 23: switchyard.accountpool.v1.SelectAccountResponse.omitted_reasons:type_name -> switchyard.accountpool.v1.SelectAccountResponse.OmittedReasonsEntry
+	48, // 24: switchyard.accountpool.v1.RateLimitHeaders.requests_reset:type_name -> google.protobuf.Timestamp
+	48, // 25: switchyard.accountpool.v1.RateLimitHeaders.input_tokens_reset:type_name -> google.protobuf.Timestamp
+	48, // 26: switchyard.accountpool.v1.RateLimitHeaders.output_tokens_reset:type_name -> google.protobuf.Timestamp
+	3,  // 27: switchyard.accountpool.v1.RecordRequestRequest.outcome:type_name -> switchyard.accountpool.v1.Outcome
+	25, // 28: switchyard.accountpool.v1.RecordRequestRequest.rate_limit:type_name -> switchyard.accountpool.v1.RateLimitHeaders
+	4,  // 29: switchyard.accountpool.v1.RecordRequestRequest.legacy_key:type_name -> switchyard.accountpool.v1.LegacyKey
+	2,  // 30: switchyard.accountpool.v1.OrganizationSettings.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	48, // 31: switchyard.accountpool.v1.OrganizationSettings.update_time:type_name -> google.protobuf.Timestamp
+	30, // 32: switchyard.accountpool.v1.OrganizationSettings.default_key:type_name -> switchyard.accountpool.v1.DefaultKeyInfo
+	29, // 33: switchyard.accountpool.v1.OrganizationSettings.task_limits:type_name -> switchyard.accountpool.v1.TaskLimits
+	48, // 34: switchyard.accountpool.v1.DefaultKeyInfo.update_time:type_name -> google.protobuf.Timestamp
+	28, // 35: switchyard.accountpool.v1.SetDefaultKeyResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	28, // 36: switchyard.accountpool.v1.ClearDefaultKeyResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	28, // 37: switchyard.accountpool.v1.GetOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	2,  // 38: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.selection_strategy:type_name -> switchyard.accountpool.v1.SelectionStrategy
+	29, // 39: switchyard.accountpool.v1.UpdateOrganizationSettingsRequest.task_limits:type_name -> switchyard.accountpool.v1.TaskLimits
+	28, // 40: switchyard.accountpool.v1.UpdateOrganizationSettingsResponse.settings:type_name -> switchyard.accountpool.v1.OrganizationSettings
+	48, // 41: switchyard.accountpool.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	48, // 42: switchyard.accountpool.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	3,  // 43: switchyard.accountpool.v1.UsageRecord.outcome:type_name -> switchyard.accountpool.v1.Outcome
+	48, // 44: switchyard.accountpool.v1.UsageRecord.create_time:type_name -> google.protobuf.Timestamp
+	40, // 45: switchyard.accountpool.v1.GetUsageResponse.total:type_name -> switchyard.accountpool.v1.UsageTotals
+	40, // 46: switchyard.accountpool.v1.GetUsageResponse.by_account:type_name -> switchyard.accountpool.v1.UsageTotals
+	41, // 47: switchyard.accountpool.v1.GetUsageResponse.records:type_name -> switchyard.accountpool.v1.UsageRecord
+	49, // 48: switchyard.accountpool.v1.WatchAccountsRequest.min_interval:type_name -> google.protobuf.Duration
+	5,  // 49: switchyard.accountpool.v1.WatchAccountsResponse.accounts:type_name -> switchyard.accountpool.v1.Account
+	48, // 50: switchyard.accountpool.v1.WatchAccountsResponse.observe_time:type_name -> google.protobuf.Timestamp
+	8,  // 51: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:input_type -> switchyard.accountpool.v1.RegisterAccountRequest
+	10, // 52: switchyard.accountpool.v1.AccountPoolService.GetAccount:input_type -> switchyard.accountpool.v1.GetAccountRequest
+	12, // 53: switchyard.accountpool.v1.AccountPoolService.ListAccounts:input_type -> switchyard.accountpool.v1.ListAccountsRequest
+	14, // 54: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:input_type -> switchyard.accountpool.v1.UpdateAccountRequest
+	16, // 55: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:input_type -> switchyard.accountpool.v1.DeleteAccountRequest
+	18, // 56: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:input_type -> switchyard.accountpool.v1.RotateAccountKeyRequest
+	20, // 57: switchyard.accountpool.v1.AccountPoolService.SelectAccount:input_type -> switchyard.accountpool.v1.SelectAccountRequest
+	26, // 58: switchyard.accountpool.v1.AccountPoolService.RecordRequest:input_type -> switchyard.accountpool.v1.RecordRequestRequest
+	35, // 59: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:input_type -> switchyard.accountpool.v1.GetOrganizationSettingsRequest
+	37, // 60: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:input_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsRequest
+	31, // 61: switchyard.accountpool.v1.AccountPoolService.SetDefaultKey:input_type -> switchyard.accountpool.v1.SetDefaultKeyRequest
+	33, // 62: switchyard.accountpool.v1.AccountPoolService.ClearDefaultKey:input_type -> switchyard.accountpool.v1.ClearDefaultKeyRequest
+	39, // 63: switchyard.accountpool.v1.AccountPoolService.GetUsage:input_type -> switchyard.accountpool.v1.GetUsageRequest
+	43, // 64: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:input_type -> switchyard.accountpool.v1.WatchAccountsRequest
+	9,  // 65: switchyard.accountpool.v1.AccountPoolService.RegisterAccount:output_type -> switchyard.accountpool.v1.RegisterAccountResponse
+	11, // 66: switchyard.accountpool.v1.AccountPoolService.GetAccount:output_type -> switchyard.accountpool.v1.GetAccountResponse
+	13, // 67: switchyard.accountpool.v1.AccountPoolService.ListAccounts:output_type -> switchyard.accountpool.v1.ListAccountsResponse
+	15, // 68: switchyard.accountpool.v1.AccountPoolService.UpdateAccount:output_type -> switchyard.accountpool.v1.UpdateAccountResponse
+	17, // 69: switchyard.accountpool.v1.AccountPoolService.DeleteAccount:output_type -> switchyard.accountpool.v1.DeleteAccountResponse
+	19, // 70: switchyard.accountpool.v1.AccountPoolService.RotateAccountKey:output_type -> switchyard.accountpool.v1.RotateAccountKeyResponse
+	22, // 71: switchyard.accountpool.v1.AccountPoolService.SelectAccount:output_type -> switchyard.accountpool.v1.SelectAccountResponse
+	27, // 72: switchyard.accountpool.v1.AccountPoolService.RecordRequest:output_type -> switchyard.accountpool.v1.RecordRequestResponse
+	36, // 73: switchyard.accountpool.v1.AccountPoolService.GetOrganizationSettings:output_type -> switchyard.accountpool.v1.GetOrganizationSettingsResponse
+	38, // 74: switchyard.accountpool.v1.AccountPoolService.UpdateOrganizationSettings:output_type -> switchyard.accountpool.v1.UpdateOrganizationSettingsResponse
+	32, // 75: switchyard.accountpool.v1.AccountPoolService.SetDefaultKey:output_type -> switchyard.accountpool.v1.SetDefaultKeyResponse
+	34, // 76: switchyard.accountpool.v1.AccountPoolService.ClearDefaultKey:output_type -> switchyard.accountpool.v1.ClearDefaultKeyResponse
+	42, // 77: switchyard.accountpool.v1.AccountPoolService.GetUsage:output_type -> switchyard.accountpool.v1.GetUsageResponse
+	44, // 78: switchyard.accountpool.v1.AccountPoolService.WatchAccounts:output_type -> switchyard.accountpool.v1.WatchAccountsResponse
+	65, // [65:79] is the sub-list for method output_type
+	51, // [51:65] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_switchyard_accountpool_v1_accountpool_proto_init() }
@@ -3767,7 +3968,7 @@ func file_switchyard_accountpool_v1_accountpool_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_switchyard_accountpool_v1_accountpool_proto_rawDesc), len(file_switchyard_accountpool_v1_accountpool_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -53,8 +53,12 @@ type AccountPoolServiceClient interface {
 	// GetAccount returns one account with its live capacity and breaker state.
 	// NotFound if the account does not exist in the organization.
 	GetAccount(ctx context.Context, in *GetAccountRequest, opts ...grpc.CallOption) (*GetAccountResponse, error)
-	// ListAccounts returns every account of the organization, ordered by name,
-	// with live capacity and breaker state.
+	// ListAccounts returns the organization's accounts with live capacity and
+	// breaker state, one page at a time, oldest first (create time, then id:
+	// an order no update changes, so walking the pages while accounts are
+	// added, renamed or deleted never repeats or skips one that exists
+	// throughout). A caller that wants every account follows
+	// next_page_token until it is empty.
 	ListAccounts(ctx context.Context, in *ListAccountsRequest, opts ...grpc.CallOption) (*ListAccountsResponse, error)
 	// UpdateAccount changes the fields that are set in the request. Setting the
 	// status to ACTIVE re-enables an INVALID account and closes its breaker.
@@ -91,7 +95,8 @@ type AccountPoolServiceClient interface {
 	// key marks it invalid.
 	RecordRequest(ctx context.Context, in *RecordRequestRequest, opts ...grpc.CallOption) (*RecordRequestResponse, error)
 	// GetOrganizationSettings returns the organization's settings; an
-	// organization that never saved any gets the defaults.
+	// organization that never saved any gets the defaults. The orchestrator
+	// may call it too, for the organization's task_limits.
 	GetOrganizationSettings(ctx context.Context, in *GetOrganizationSettingsRequest, opts ...grpc.CallOption) (*GetOrganizationSettingsResponse, error)
 	// UpdateOrganizationSettings changes the fields that are set in the request.
 	UpdateOrganizationSettings(ctx context.Context, in *UpdateOrganizationSettingsRequest, opts ...grpc.CallOption) (*UpdateOrganizationSettingsResponse, error)
@@ -298,8 +303,12 @@ type AccountPoolServiceServer interface {
 	// GetAccount returns one account with its live capacity and breaker state.
 	// NotFound if the account does not exist in the organization.
 	GetAccount(context.Context, *GetAccountRequest) (*GetAccountResponse, error)
-	// ListAccounts returns every account of the organization, ordered by name,
-	// with live capacity and breaker state.
+	// ListAccounts returns the organization's accounts with live capacity and
+	// breaker state, one page at a time, oldest first (create time, then id:
+	// an order no update changes, so walking the pages while accounts are
+	// added, renamed or deleted never repeats or skips one that exists
+	// throughout). A caller that wants every account follows
+	// next_page_token until it is empty.
 	ListAccounts(context.Context, *ListAccountsRequest) (*ListAccountsResponse, error)
 	// UpdateAccount changes the fields that are set in the request. Setting the
 	// status to ACTIVE re-enables an INVALID account and closes its breaker.
@@ -336,7 +345,8 @@ type AccountPoolServiceServer interface {
 	// key marks it invalid.
 	RecordRequest(context.Context, *RecordRequestRequest) (*RecordRequestResponse, error)
 	// GetOrganizationSettings returns the organization's settings; an
-	// organization that never saved any gets the defaults.
+	// organization that never saved any gets the defaults. The orchestrator
+	// may call it too, for the organization's task_limits.
 	GetOrganizationSettings(context.Context, *GetOrganizationSettingsRequest) (*GetOrganizationSettingsResponse, error)
 	// UpdateOrganizationSettings changes the fields that are set in the request.
 	UpdateOrganizationSettings(context.Context, *UpdateOrganizationSettingsRequest) (*UpdateOrganizationSettingsResponse, error)

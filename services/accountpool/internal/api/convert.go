@@ -138,6 +138,11 @@ func settingsToProto(s store.Settings, k pool.DefaultKeyInfo) *accountpoolv1.Org
 			Invalid:    k.Invalid,
 			UpdateTime: ts(k.UpdateTime),
 		},
+		TaskLimits: &accountpoolv1.TaskLimits{
+			MaxConcurrentTasks: s.TaskLimits.MaxConcurrentTasks,
+			TasksPerSecond:     s.TaskLimits.TasksPerSecond,
+			Burst:              s.TaskLimits.Burst,
+		},
 	}
 }
 

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"strconv"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -27,6 +28,9 @@ const (
 	// organization's default key was rejected by the upstream.
 	ReasonDefaultKeyInvalid = "DEFAULT_KEY_INVALID"
 	ReasonExhausted         = "ACCOUNTS_EXHAUSTED"
+	// ReasonAccountLimit: RegisterAccount refused, the organization has
+	// as many accounts as -max-accounts-per-organization allows.
+	ReasonAccountLimit = "ACCOUNT_LIMIT_REACHED"
 )
 
 // ToStatus translates an error from the pool or the store into a gRPC
@@ -41,12 +45,22 @@ func ToStatus(err error) error {
 	var (
 		field     *pool.FieldError
 		exhausted *pool.ExhaustedError
+		limit     *pool.LimitError
 	)
 	switch {
 	case errors.As(err, &field):
 		return withDetails(codes.InvalidArgument, field.Error(), &errdetails.BadRequest{
 			FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field.Field, Description: field.Problem}},
 		})
+	case errors.As(err, &limit):
+		// FailedPrecondition, not ResourceExhausted: nothing frees up by
+		// itself, so a retry (callers retry ResourceExhausted with backoff)
+		// cannot succeed until someone deletes accounts or raises the
+		// limit.
+		return withDetails(codes.FailedPrecondition, limit.Error(),
+			&errdetails.ErrorInfo{Reason: ReasonAccountLimit, Domain: errorDomain, Metadata: map[string]string{"limit": strconv.Itoa(limit.Max)}},
+			&errdetails.QuotaFailure{Violations: []*errdetails.QuotaFailure_Violation{{Subject: "organization", Description: limit.Error()}}},
+		)
 	case errors.Is(err, pool.ErrDefaultKeyInvalid):
 		return withDetails(codes.NotFound,
 			"the organization has no accounts in service (none active or invalid) and the upstream rejected its default key; set the default key again (SetDefaultKey), or the orchestrator runs it in legacy mode on its environment key only if its operator allows that",
@@ -69,6 +83,9 @@ func ToStatus(err error) error {
 		return status.Error(codes.Unavailable, "the account store lost its connection after the write was sent, so it may or may not have been applied; "+
 			"retry with backoff: a retry never applies a write twice, but if the first attempt was applied, "+
 			"a retried RegisterAccount answers AlreadyExists and a retried DeleteAccount NotFound")
+	case errors.Is(err, store.ErrQueryTimeout):
+		// Not Unavailable: the same read would run as long again.
+		return status.Error(codes.ResourceExhausted, err.Error()+"; ask for a shorter range (start_time, end_time), or for the totals without include_records")
 	case errors.Is(err, pool.ErrStateContended):
 		return status.Error(codes.Unavailable, "the pool's live state is too contended right now; retry with backoff")
 	case errors.Is(err, pool.ErrStateUnavailable):

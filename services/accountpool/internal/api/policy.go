@@ -12,6 +12,9 @@ import (
 func Policy() auth.Policy {
 	admin := auth.Rule{auth.Organization, auth.Admin}
 	orchestrator := auth.Rule{auth.Orchestrator}
+	// The orchestrator reads an organization's settings for its task
+	// limits; the settings name no key (DefaultKeyInfo only describes one).
+	settingsReader := auth.Rule{auth.Organization, auth.Admin, auth.Orchestrator}
 	return auth.Policy{
 		accountpoolv1.AccountPoolService_RegisterAccount_FullMethodName:            admin,
 		accountpoolv1.AccountPoolService_GetAccount_FullMethodName:                 admin,
@@ -20,7 +23,7 @@ func Policy() auth.Policy {
 		accountpoolv1.AccountPoolService_UpdateAccount_FullMethodName:              admin,
 		accountpoolv1.AccountPoolService_DeleteAccount_FullMethodName:              admin,
 		accountpoolv1.AccountPoolService_RotateAccountKey_FullMethodName:           admin,
-		accountpoolv1.AccountPoolService_GetOrganizationSettings_FullMethodName:    admin,
+		accountpoolv1.AccountPoolService_GetOrganizationSettings_FullMethodName:    settingsReader,
 		accountpoolv1.AccountPoolService_UpdateOrganizationSettings_FullMethodName: admin,
 		accountpoolv1.AccountPoolService_SetDefaultKey_FullMethodName:              admin,
 		accountpoolv1.AccountPoolService_ClearDefaultKey_FullMethodName:            admin,

@@ -92,14 +92,11 @@ func (s *Server) GetAccount(ctx context.Context, req *accountpoolv1.GetAccountRe
 
 // ListAccounts implements AccountPoolServiceServer.
 func (s *Server) ListAccounts(ctx context.Context, req *accountpoolv1.ListAccountsRequest) (*accountpoolv1.ListAccountsResponse, error) {
-	if err := checkOrg(req.GetOrganizationId()); err != nil {
-		return nil, s.fail(ctx, "ListAccounts", err)
-	}
-	infos, err := s.pool.ListAccounts(ctx, req.GetOrganizationId())
+	out, err := s.listAccounts(ctx, req)
 	if err != nil {
 		return nil, s.fail(ctx, "ListAccounts", err)
 	}
-	return &accountpoolv1.ListAccountsResponse{Accounts: accountsToProto(infos)}, nil
+	return out, nil
 }
 
 // UpdateAccount implements AccountPoolServiceServer.
@@ -235,7 +232,14 @@ func (s *Server) SelectAccount(ctx context.Context, req *accountpoolv1.SelectAcc
 			ApiKey:     sel.APIKey.Reveal(),
 			ExpireTime: ts(sel.ExpireTime),
 		},
-		Strategy: strategyToProto(sel.Strategy),
+		Strategy:          strategyToProto(sel.Strategy),
+		OmittedCandidates: int32(sel.Omitted),
+	}
+	for reason, n := range sel.OmittedReasons {
+		if out.OmittedReasons == nil {
+			out.OmittedReasons = map[string]int32{}
+		}
+		out.OmittedReasons[reason] = int32(n)
 	}
 	for _, c := range sel.Candidates {
 		out.Candidates = append(out.Candidates, &accountpoolv1.Candidate{
@@ -373,7 +377,11 @@ func (s *Server) UpdateOrganizationSettings(ctx context.Context, req *accountpoo
 	if err != nil {
 		return nil, s.fail(ctx, "UpdateOrganizationSettings", err)
 	}
-	st, err := s.pool.UpdateSettings(ctx, req.GetOrganizationId(), strategy)
+	change := pool.SettingsChange{Strategy: strategy}
+	if tl := req.GetTaskLimits(); tl != nil {
+		change.TaskLimits = &store.TaskLimits{MaxConcurrentTasks: tl.GetMaxConcurrentTasks(), TasksPerSecond: tl.GetTasksPerSecond(), Burst: tl.GetBurst()}
+	}
+	st, err := s.pool.ChangeSettings(ctx, req.GetOrganizationId(), change)
 	if err != nil {
 		return nil, s.fail(ctx, "UpdateOrganizationSettings", err)
 	}

@@ -306,10 +306,24 @@ func encodePageToken(c *store.UsageCursor, fp string) string {
 // other than the one fingerprinted fp. The cursor's id is a lowercase
 // canonical UUID and its time is between years 1 and 9999.
 func decodePageToken(tok, fp string) (*store.UsageCursor, error) {
+	return decodeCursorToken(tok, fp, usagePages)
+}
+
+// pageKind names what a page token pages through, for its errors: the
+// RPC that issues it, where a request without one starts, and the request
+// fields its fingerprint covers.
+type pageKind struct{ rpc, start, fields string }
+
+var usagePages = pageKind{"GetUsage", "the newest row", "organization_id, account_id, start_time or end_time"}
+
+// decodeCursorToken is decodePageToken for the pages of any RPC whose
+// cursor is a (time, UUID) pair: GetUsage's rows and ListAccounts'
+// accounts share one token format and one set of checks.
+func decodeCursorToken(tok, fp string, kind pageKind) (*store.UsageCursor, error) {
 	if tok == "" {
 		return nil, nil
 	}
-	bad := invalid("page_token", "not a token from a previous GetUsage response; pass next_page_token unchanged, or omit it to start from the newest row")
+	bad := invalid("page_token", "not a token from a previous %s response; pass next_page_token unchanged, or omit it to start from %s", kind.rpc, kind.start)
 	if len(tok) > maxPageTokenBytes {
 		return nil, bad
 	}
@@ -330,7 +344,7 @@ func decodePageToken(tok, fp string) (*store.UsageCursor, error) {
 		return nil, bad
 	}
 	if parts[3] != fp {
-		return nil, invalid("page_token", "was issued for a different organization_id, account_id, start_time or end_time; keep them unchanged while paging, or omit page_token to start again")
+		return nil, invalid("page_token", "was issued for a different %s; keep them unchanged while paging, or omit page_token to start again", kind.fields)
 	}
 	return &store.UsageCursor{CreateTime: time.UnixMicro(micros).UTC(), ID: id.String()}, nil
 }

@@ -13,7 +13,9 @@ import (
 )
 
 // WatchAccounts implements AccountPoolServiceServer. It sends the
-// organization's accounts as ListAccounts returns them, then again each
+// organization's accounts in name order, at most maxWatchAccounts of them
+// and maxAccountsBytes of accounts per message (omitted_accounts counts
+// the rest), so no message nears the gRPC limit, then again each
 // time the list differs from the last one sent, never sooner than
 // min_interval after the previous message: changes within the interval
 // are coalesced into the next one.
@@ -22,7 +24,7 @@ import (
 // (pool.Changes) and, whatever it reports, every min_interval: capacity
 // refills and cool-downs and breakers run out with time, and replicas
 // sharing the live state (Redis) change it without telling this one. A
-// read costs what a ListAccounts costs, so a watcher of an idle
+// read costs a state read of the accounts sent, so a watcher of an idle
 // organization costs one read per min_interval and sends nothing.
 //
 // The stream runs until the client leaves or the server shuts down
@@ -55,8 +57,9 @@ func (s *Server) watchAccounts(ctx context.Context, org string, every time.Durat
 	timer := time.NewTimer(every)
 	defer timer.Stop()
 	var (
-		last []*accountpoolv1.Account
-		sent time.Time // zero until the first message
+		last        []*accountpoolv1.Account
+		lastOmitted int32
+		sent        time.Time // zero until the first message
 	)
 	for {
 		// What woke the loop is in the read below; a change after this
@@ -65,7 +68,7 @@ func (s *Server) watchAccounts(ctx context.Context, org string, every time.Durat
 		case <-changed:
 		default:
 		}
-		infos, observed, err := s.pool.ObserveAccounts(ctx, org)
+		infos, total, observed, err := s.pool.ObserveAccounts(ctx, org, maxWatchAccounts)
 		if err != nil {
 			if ctx.Err() != nil {
 				// The client left or the server shuts down mid-read: no
@@ -75,11 +78,13 @@ func (s *Server) watchAccounts(ctx context.Context, org string, every time.Durat
 			return s.fail(ctx, "WatchAccounts", err)
 		}
 		accounts := accountsToProto(infos)
-		if sent.IsZero() || !slices.EqualFunc(accounts, last, equalAccount) {
-			if err := send(&accountpoolv1.WatchAccountsResponse{Accounts: accounts, ObserveTime: timestamppb.New(observed)}); err != nil {
+		accounts = accounts[:fitAccounts(accounts, maxAccountsBytes)]
+		omitted := int32(total - len(accounts))
+		if sent.IsZero() || omitted != lastOmitted || !slices.EqualFunc(accounts, last, equalAccount) {
+			if err := send(&accountpoolv1.WatchAccountsResponse{Accounts: accounts, ObserveTime: timestamppb.New(observed), OmittedAccounts: omitted}); err != nil {
 				return err
 			}
-			last, sent = accounts, time.Now()
+			last, lastOmitted, sent = accounts, omitted, time.Now()
 		}
 
 		timer.Reset(every)

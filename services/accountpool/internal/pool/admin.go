@@ -2,6 +2,7 @@ package pool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -60,15 +61,25 @@ func (p *Pool) unknownTier(tier string) error {
 	return &FieldError{Field: "tier", Problem: fmt.Sprintf("unknown tier %s; use one of %v", validate.Quote(tier), p.tiers.Names())}
 }
 
-// RegisterAccount encrypts the key and stores a new ACTIVE account.
-// FieldError for an unknown tier; store.ErrAlreadyExists for a name the
-// organization already uses.
+// RegisterAccount encrypts the key and stores a new ACTIVE account. Its
+// cost does not grow with the organization: the store checks the name and
+// the account cap by index, and the new view shares all but O(log n) of
+// the old one (tree.go).
+//
+// FieldError for an unknown tier or more labels than MaxLabelsPerAccount;
+// *LimitError when the organization already has MaxAccountsPerOrganization
+// accounts (checked by the store, atomically with the insert, so replicas
+// sharing it cannot overshoot together); store.ErrAlreadyExists for a name
+// the organization already uses.
 func (p *Pool) RegisterAccount(ctx context.Context, n NewAccount) (AccountInfo, error) {
 	if n.Tier == "" {
 		n.Tier = DefaultTier
 	}
 	if !p.tiers.Has(n.Tier) {
 		return AccountInfo{}, p.unknownTier(n.Tier)
+	}
+	if len(n.Labels) > p.maxLabels {
+		return AccountInfo{}, &FieldError{Field: "labels", Problem: fmt.Sprintf("at most %d labels per account, got %d; drop some (the operator sets the limit with -max-labels-per-account)", p.maxLabels, len(n.Labels))}
 	}
 	if n.Weight == 0 {
 		n.Weight = 1
@@ -95,7 +106,11 @@ func (p *Pool) RegisterAccount(ctx context.Context, n NewAccount) (AccountInfo, 
 		UpdateTime:     now,
 	}
 	v, err := p.modify(ctx, n.OrgID, func(v *orgView) (*orgView, error) {
-		if err := p.store.CreateAccount(ctx, a); err != nil {
+		err := p.store.CreateAccount(ctx, a, p.maxAccounts)
+		if errors.Is(err, store.ErrLimitReached) {
+			return nil, &LimitError{Limit: LimitAccountsPerOrganization, Max: p.maxAccounts, cause: err}
+		}
+		if err != nil {
 			return nil, err
 		}
 		return v.with(a), nil
@@ -103,7 +118,8 @@ func (p *Pool) RegisterAccount(ctx context.Context, n NewAccount) (AccountInfo, 
 	if err != nil {
 		return AccountInfo{}, err
 	}
-	infos, err := p.infos(ctx, v, []*account{v.byID[id]})
+	created, _ := v.account(id)
+	infos, err := p.infos(ctx, v, []*account{created})
 	if err != nil {
 		return AccountInfo{}, err
 	}
@@ -117,7 +133,7 @@ func (p *Pool) GetAccount(ctx context.Context, orgID, id string) (AccountInfo, e
 	if err != nil {
 		return AccountInfo{}, err
 	}
-	a, ok := v.byID[id]
+	a, ok := v.account(id)
 	if !ok {
 		return AccountInfo{}, fmt.Errorf("account %s: %w", id, store.ErrNotFound)
 	}
@@ -132,26 +148,108 @@ func (p *Pool) GetAccount(ctx context.Context, orgID, id string) (AccountInfo, e
 }
 
 // ListAccounts returns every account of the organization, ordered by name,
-// with live state.
+// with live state. It is O(accounts): for the pool's own tests and tools;
+// the API pages (AccountsPage).
 func (p *Pool) ListAccounts(ctx context.Context, orgID string) ([]AccountInfo, error) {
-	infos, _, err := p.ObserveAccounts(ctx, orgID)
-	return infos, err
-}
-
-// ObserveAccounts is ListAccounts that also returns the time the live
-// state was read at, which is the time cool-downs and breakers were judged
-// by and capacity refilled to.
-func (p *Pool) ObserveAccounts(ctx context.Context, orgID string) ([]AccountInfo, time.Time, error) {
 	v, err := p.view(ctx, orgID)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	if err := p.expireLeases(ctx); err != nil {
-		return nil, time.Time{}, err
+		return nil, err
+	}
+	return p.infos(ctx, v, v.accounts())
+}
+
+// AccountCursor is a position in the order AccountsPage lists accounts
+// in: create time, then id. Neither ever changes, so pages walked while
+// accounts are added, renamed or deleted never repeat or skip an account
+// that exists throughout.
+type AccountCursor struct {
+	CreateTime time.Time
+	ID         string
+}
+
+// AccountQuery asks for one page of accounts.
+type AccountQuery struct {
+	// PageSize is the most accounts returned, at least 1.
+	PageSize int
+	// After, when set, starts the page strictly after it.
+	After *AccountCursor
+}
+
+// AccountPage is one page of accounts, oldest first.
+type AccountPage struct {
+	Accounts []AccountInfo
+	// Next is the cursor of the last account returned when more may
+	// follow, nil on the last page.
+	Next *AccountCursor
+}
+
+// AccountsPage returns up to q.PageSize accounts of the organization with
+// their live state, in create-time order (then id), after q.After. Its
+// cost is O(log n + page): the view keeps the accounts in that order.
+func (p *Pool) AccountsPage(ctx context.Context, orgID string, q AccountQuery) (AccountPage, error) {
+	v, err := p.view(ctx, orgID)
+	if err != nil {
+		return AccountPage{}, err
+	}
+	if err := p.expireLeases(ctx); err != nil {
+		return AccountPage{}, err
+	}
+	size := max(q.PageSize, 1)
+	var probe *account
+	if q.After != nil {
+		probe = &account{Account: store.Account{CreateTime: q.After.CreateTime, ID: q.After.ID}}
+	}
+	page := make([]*account, 0, min(size, v.created.Len()))
+	more := false
+	for a := range v.created.After(probe) {
+		if len(page) == size {
+			more = true
+			break
+		}
+		page = append(page, a)
+	}
+	infos, err := p.infos(ctx, v, page)
+	if err != nil {
+		return AccountPage{}, err
+	}
+	out := AccountPage{Accounts: infos}
+	if more {
+		last := page[len(page)-1]
+		out.Next = &AccountCursor{CreateTime: last.CreateTime, ID: last.ID}
+	}
+	return out, nil
+}
+
+// ObserveAccounts returns the organization's first limit accounts in name
+// order (all of them when limit <= 0) with their live state, how many it
+// has, and the time the live state was read at, which is the time
+// cool-downs and breakers were judged by and capacity refilled to. Only
+// the accounts returned are read from the live state.
+func (p *Pool) ObserveAccounts(ctx context.Context, orgID string, limit int) ([]AccountInfo, int, time.Time, error) {
+	v, err := p.view(ctx, orgID)
+	if err != nil {
+		return nil, 0, time.Time{}, err
+	}
+	if err := p.expireLeases(ctx); err != nil {
+		return nil, 0, time.Time{}, err
+	}
+	total := v.names.Len()
+	if limit <= 0 || limit > total {
+		limit = total
+	}
+	accounts := make([]*account, 0, limit)
+	for a := range v.names.All() {
+		if len(accounts) == limit {
+			break
+		}
+		accounts = append(accounts, a)
 	}
 	now := p.now()
-	infos, err := p.infosAt(ctx, v, v.accounts, now)
-	return infos, now, err
+	infos, err := p.infosAt(ctx, v, accounts, now)
+	return infos, total, now, err
 }
 
 // AccountChanges lists the fields UpdateAccount changes; nil fields stay.
@@ -187,7 +285,7 @@ func (p *Pool) UpdateAccount(ctx context.Context, orgID, id string, c AccountCha
 	if err != nil {
 		return AccountInfo{}, err
 	}
-	a := v.byID[id]
+	a, _ := v.account(id)
 	if c.Status != nil && *c.Status == store.StatusActive {
 		if err := p.closeBreaker(ctx, a); err != nil {
 			return AccountInfo{}, err
@@ -219,7 +317,7 @@ func (p *Pool) RotateKey(ctx context.Context, orgID, id string, key secret.Strin
 	var updated store.Account
 	v, err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
 		u := store.AccountUpdate{Key: &store.EncryptedKey{Ciphertext: ct, Version: ver}, UpdateTime: store.Normalize(p.now())}
-		if a, ok := v.byID[id]; ok && a.Status == store.StatusInvalid {
+		if a, ok := v.account(id); ok && a.Status == store.StatusInvalid {
 			active := store.StatusActive
 			u.Status = &active
 		}
@@ -240,7 +338,7 @@ func (p *Pool) RotateKey(ctx context.Context, orgID, id string, key secret.Strin
 	if err != nil {
 		return AccountInfo{}, err
 	}
-	a := v.byID[id]
+	a, _ := v.account(id)
 	if err := p.closeBreaker(ctx, a); err != nil {
 		return AccountInfo{}, err
 	}
@@ -261,7 +359,7 @@ func (p *Pool) DeleteAccount(ctx context.Context, orgID, id string) error {
 		if err := p.store.DeleteAccount(ctx, orgID, id); err != nil {
 			return nil, err
 		}
-		deleted = v.byID[id]
+		deleted, _ = v.account(id)
 		now := p.now()
 		return v.without(id, now, now.Add(2*p.leaseTimeout)), nil
 	})
@@ -373,27 +471,10 @@ func (p *Pool) Settings(ctx context.Context, orgID string) (store.Settings, erro
 }
 
 // UpdateSettings sets the organization's selection strategy; an empty
-// strategy leaves it unchanged. FieldError for an unknown strategy.
+// strategy leaves it unchanged. FieldError for an unknown strategy. It is
+// ChangeSettings with the strategy alone.
 func (p *Pool) UpdateSettings(ctx context.Context, orgID string, strategy store.Strategy) (store.Settings, error) {
-	if strategy != "" && !validStrategy(strategy) {
-		return store.Settings{}, unknownStrategy("selection_strategy", strategy)
-	}
-	var out store.Settings
-	_, err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
-		out = v.settings
-		if strategy != "" {
-			out.SelectionStrategy = strategy
-		}
-		out.OrganizationID = orgID
-		out.UpdateTime = store.Normalize(p.now())
-		if err := p.store.PutSettings(ctx, out); err != nil {
-			return nil, err
-		}
-		n := v.clone()
-		n.settings = out
-		return n, nil
-	})
-	return out, err
+	return p.ChangeSettings(ctx, orgID, SettingsChange{Strategy: strategy})
 }
 
 func validStrategy(s store.Strategy) bool { return slices.Contains(store.Strategies(), s) }

@@ -32,17 +32,24 @@ type ExhaustedError struct {
 	// open breaker (a breaker exists to fail fast, so it is never waited
 	// for).
 	RetryAfter time.Duration
-	// Candidates explains every account of the organization.
+	// Candidates explains the accounts that free up first, at most
+	// MaxAlternatives of them (see Selection.Candidates).
 	Candidates []Candidate
+	// Omitted and OmittedReasons count the accounts Candidates leaves out
+	// (see Selection).
+	Omitted        int
+	OmittedReasons map[string]int
 	// settleMayFree is set when an account worth waiting for lacks only
 	// capacity: a call settling may give it back before RetryAfter.
 	settleMayFree bool
 }
 
 // maxExplained bounds how many accounts the message names: it travels in a
-// gRPC trailer, and the Candidates field has the full list.
+// gRPC trailer.
 const maxExplained = 20
 
+// Error names the explained accounts, at most maxExplained, and counts the
+// others by reason.
 func (e *ExhaustedError) Error() string {
 	var b strings.Builder
 	b.WriteString("no account can take the request")
@@ -57,6 +64,9 @@ func (e *ExhaustedError) Error() string {
 			b.WriteString("; ")
 		}
 		fmt.Fprintf(&b, "%s (%s): %s", c.AccountName, c.AccountID, c.SkipReason)
+	}
+	if e.Omitted > 0 {
+		fmt.Fprintf(&b, "; and %d others (%s)", e.Omitted, formatReasons(e.OmittedReasons))
 	}
 	if e.RetryAfter > 0 {
 		fmt.Fprintf(&b, "; the first account frees up in %s", e.RetryAfter.Round(time.Millisecond))

@@ -35,7 +35,7 @@ func (v *orgView) family(f Family, tiers Tiers) *familyIndex {
 	i := f.index()
 	fi := &v.index.fams[i]
 	v.index.once[i].Do(func() {
-		for _, a := range v.accounts {
+		for a := range v.names.All() {
 			lim, ok := tiers.Limits(a.Tier, f)
 			if a.QuotaGroup == "" || !ok {
 				continue
@@ -48,7 +48,9 @@ func (v *orgView) family(f Family, tiers Tiers) *familyIndex {
 			}
 			fi.groups[a.quotaKey] = lim
 		}
-		for j, a := range v.accounts {
+		j := -1
+		for a := range v.names.All() {
+			j++
 			lim, ok := fi.metered(a, f, tiers)
 			if a.Status != store.StatusActive || !ok {
 				continue

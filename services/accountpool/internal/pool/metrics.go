@@ -59,7 +59,7 @@ func (p *Pool) newMetrics(mp metric.MeterProvider) poolMetrics {
 			if ctx.Err() != nil {
 				break
 			}
-			infos, err := p.infos(ctx, v, v.accounts)
+			infos, err := p.infos(ctx, v, v.accounts())
 			if err != nil {
 				continue // the live state is unreachable; nothing to report for it
 			}

@@ -22,6 +22,7 @@ package pool
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -75,10 +76,20 @@ type Config struct {
 	// MaxSessionPins bounds the pins one organization keeps, least recently
 	// used evicted first; default 10,000.
 	MaxSessionPins int
+	// MaxAccountsPerOrganization caps each organization's accounts;
+	// RegisterAccount past it fails with a LimitError. Default
+	// DefaultMaxAccountsPerOrganization.
+	MaxAccountsPerOrganization int
+	// MaxLabelsPerAccount caps the labels of one account, at most
+	// MaxLabelsPerAccountCeiling; default DefaultMaxLabelsPerAccount.
+	MaxLabelsPerAccount int
 	// Logger; default slog.Default().
 	Logger *slog.Logger
 	// Meter receives the pool's metrics (metrics.go); nil for none.
 	Meter metric.MeterProvider
+	// Usage bounds the ranges Usage reads (usage.go); zero fields take
+	// their defaults.
+	Usage UsageLimits
 }
 
 // Breaker policy constants (docs/capacity.md).
@@ -113,6 +124,8 @@ type Pool struct {
 	breaker      breakerPolicy
 	pinTTL       time.Duration
 	maxPins      int
+	maxAccounts  int
+	maxLabels    int
 	logger       *slog.Logger
 
 	mu   sync.Mutex
@@ -125,6 +138,9 @@ type Pool struct {
 
 	// changes wakes the organization's watchers (Changes).
 	changes wakeup.Hub
+
+	// usage is Config.Usage with its defaults.
+	usage UsageLimits
 }
 
 // New returns a Pool.
@@ -159,6 +175,15 @@ func New(cfg Config) (*Pool, error) {
 	if cfg.MaxSessionPins <= 0 {
 		cfg.MaxSessionPins = defaultMaxSessionPins
 	}
+	if cfg.MaxAccountsPerOrganization <= 0 {
+		cfg.MaxAccountsPerOrganization = DefaultMaxAccountsPerOrganization
+	}
+	if cfg.MaxLabelsPerAccount <= 0 {
+		cfg.MaxLabelsPerAccount = DefaultMaxLabelsPerAccount
+	}
+	if cfg.MaxLabelsPerAccount > MaxLabelsPerAccountCeiling {
+		return nil, fmt.Errorf("pool: MaxLabelsPerAccount is %d; it must be at most %d", cfg.MaxLabelsPerAccount, MaxLabelsPerAccountCeiling)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -174,10 +199,13 @@ func New(cfg Config) (*Pool, error) {
 		breaker:      breakerPolicy{threshold: breakerThreshold, base: breakerBase, max: breakerMax, jitter: cfg.Jitter},
 		pinTTL:       cfg.SessionPinTTL,
 		maxPins:      cfg.MaxSessionPins,
+		maxAccounts:  cfg.MaxAccountsPerOrganization,
+		maxLabels:    cfg.MaxLabelsPerAccount,
 		logger:       cfg.Logger,
 		orgs:         map[string]*orgEntry{},
 	}
 	p.metrics = p.newMetrics(cfg.Meter)
+	p.usage = cfg.Usage.withDefaults()
 	return p, nil
 }
 

@@ -83,7 +83,7 @@ func (p *Pool) Record(ctx context.Context, r RecordRequest) (RecordResult, error
 	if err != nil {
 		return RecordResult{}, err
 	}
-	a, found := v.byID[r.AccountID]
+	a, found := v.account(r.AccountID)
 	deleted := false
 	if !found {
 		g, ok := v.gone[r.AccountID]
@@ -268,7 +268,7 @@ func coolDown(c *Cooldown, o store.Outcome, h RateLimitHeaders, now time.Time) {
 // stays.
 func (p *Pool) markInvalid(ctx context.Context, orgID, id string, httpStatus int32) error {
 	_, err := p.modify(ctx, orgID, func(v *orgView) (*orgView, error) {
-		a, ok := v.byID[id]
+		a, ok := v.account(id)
 		if !ok || a.Status != store.StatusActive {
 			return v, nil
 		}

@@ -75,9 +75,16 @@ type Selection struct {
 	Strategy    store.Strategy
 	// Headroom of the chosen account after the reservation (see Candidate).
 	Headroom float64
-	// Candidates explains every account of the organization, in name
-	// order; set only when SelectRequest.Explain is.
+	// Candidates explains the chosen account and at most MaxAlternatives
+	// others, the best alternatives first chosen (see explain), listed in
+	// name order; set only when SelectRequest.Explain is.
 	Candidates []Candidate
+	// Omitted counts the accounts Candidates leaves out, and OmittedReasons
+	// counts them by skip reason (the Skip* keys; an account skipped for
+	// several reasons counts under each). OmittedReasons is nil when
+	// nothing was omitted.
+	Omitted        int
+	OmittedReasons map[string]int
 	// DefaultKey, when set, is the organization's default key and every
 	// other field is zero: no lease (see Pool.selectDefaultKey).
 	DefaultKey *DefaultKey
@@ -460,41 +467,6 @@ func (sc *scan) lose(i int, vd verdict) {
 	sc.noteBlocked(&vd)
 }
 
-// explain describes every account of the view, in view order: the
-// selectable ones by their latest verdict, the others by why they are not
-// selectable at all. chosen indexes fi.accounts, -1 for none.
-func (sc *scan) explain(v *orgView, chosen int) []Candidate {
-	out := make([]Candidate, len(v.accounts))
-	k := 0
-	for j, a := range v.accounts {
-		c := &out[j]
-		c.AccountID, c.AccountName = a.ID, a.Name
-		if k < len(sc.fi.pos) && sc.fi.pos[k] == j {
-			vd := &sc.verdicts[k]
-			c.Chosen = k == chosen
-			c.SkipReason, c.Headroom = vd.reason(a, sc.now), vd.headroom
-			if vd.static == staticNone {
-				c.FreeAt = vd.freeAt
-			}
-			k++
-			continue
-		}
-		switch _, known := sc.p.tiers.Limits(a.Tier, FamilyDefault); {
-		case !sc.excluded.empty() && sc.excluded.has(a.ID):
-			c.SkipReason = "excluded"
-		case !sc.allowed.empty() && !sc.allowed.has(a.ID):
-			c.SkipReason = "not allowed"
-		case a.Status == store.StatusDisabled:
-			c.SkipReason = "disabled"
-		case a.Status == store.StatusInvalid:
-			c.SkipReason = "invalid: the upstream rejected its key; an admin must set it ACTIVE or rotate the key"
-		case !known:
-			c.SkipReason = fmt.Sprintf("tier %q is not in the limits table", a.Tier)
-		}
-	}
-	return out
-}
-
 // Select picks an account for one model call and reserves the estimate on
 // it (see selectNow). When no account can take the request now, it waits
 // up to r.MaxWait for one to free up: woken when capacity is given back
@@ -572,7 +544,7 @@ func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error
 	if err != nil {
 		return Selection{}, err
 	}
-	if !slices.ContainsFunc(v.accounts, inService) {
+	if v.inService == 0 {
 		return p.selectDefaultKey(v, &r)
 	}
 	strategy := cmp.Or(r.Strategy, v.settings.SelectionStrategy, store.StrategyLeastLoaded)
@@ -660,12 +632,14 @@ func (p *Pool) selectNow(ctx context.Context, r SelectRequest) (Selection, error
 			Headroom:    vd.headroom,
 		}
 		if r.Explain {
-			sel.Candidates = sc.explain(v, i)
+			x := sc.explain(v, i)
+			sel.Candidates, sel.Omitted, sel.OmittedReasons = x.candidates, x.omitted, x.reasons
 		}
 		return sel, nil
 	}
 
-	e := &ExhaustedError{Candidates: sc.explain(v, -1), settleMayFree: sc.capacityBlocked}
+	x := sc.explain(v, -1)
+	e := &ExhaustedError{Candidates: x.candidates, Omitted: x.omitted, OmittedReasons: x.reasons, settleMayFree: sc.capacityBlocked}
 	if !sc.freeAt.IsZero() {
 		e.RetryAfter = max(sc.freeAt.Sub(now), time.Millisecond)
 	}

@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -23,9 +22,14 @@ type orgEntry struct {
 
 // orgView is immutable once published.
 type orgView struct {
-	accounts []*account // ordered by name, then id
-	byID     map[string]*account
-	settings store.Settings
+	// The organization's accounts, three ways: by name then id (the view's
+	// order, which selection ties and explanations follow), by id
+	// (lookups) and by create time then id (ListAccounts pages). Trees,
+	// so an admin write copies O(log n) nodes, not the organization.
+	names, ids, created tree
+	// inService counts the accounts ACTIVE or INVALID (inService).
+	inService int
+	settings  store.Settings
 	// defaultKey is the organization's default key (ciphertext), nil when
 	// it has none; see defaultkey.go.
 	defaultKey *store.DefaultKey
@@ -117,22 +121,18 @@ func (p *Pool) reloadLocked(ctx context.Context, orgID string, e *orgEntry) (*or
 	if err != nil {
 		return nil, err
 	}
-	v := &orgView{byID: make(map[string]*account, len(accounts)), settings: settings, defaultKey: defaultKey, index: &viewIndex{}}
-	for _, sa := range accounts {
-		a := newAccount(sa)
-		v.accounts = append(v.accounts, a)
-		v.byID[a.ID] = a
-	}
+	v := viewOf(accounts, settings)
+	v.defaultKey = defaultKey
 	var vanished, reactivated []*account
 	if old := e.view.Load(); old != nil {
 		now := p.now()
 		for id, g := range old.gone {
-			if _, back := v.byID[id]; !back && !now.After(g.until) {
+			if _, back := v.account(id); !back && !now.After(g.until) {
 				v.remember(id, g)
 			}
 		}
-		for _, a := range old.accounts {
-			switch n, ok := v.byID[a.ID]; {
+		for a := range old.ids.All() {
+			switch n, ok := v.account(a.ID); {
 			case !ok:
 				v.remember(a.ID, goneAccount{account: a, until: now.Add(2 * p.leaseTimeout)})
 				vanished = append(vanished, a)
@@ -189,10 +189,106 @@ func (p *Pool) modify(ctx context.Context, orgID string, fn func(v *orgView) (*o
 	return next, nil
 }
 
+// emptyView is a view of no accounts.
+func emptyView(settings store.Settings) *orgView {
+	return &orgView{
+		names:    tree{less: byName},
+		ids:      tree{less: byID},
+		created:  tree{less: byCreate},
+		settings: settings,
+		index:    &viewIndex{},
+	}
+}
+
+// viewOf returns a view of accounts, which have distinct ids and names.
+func viewOf(accounts []store.Account, settings store.Settings) *orgView {
+	v := emptyView(settings)
+	as := make([]*account, len(accounts))
+	for i, sa := range accounts {
+		as[i] = newAccount(sa)
+		if inService(as[i]) {
+			v.inService++
+		}
+	}
+	sorted := func(less func(x, y *account) bool) []*account {
+		out := slices.Clone(as)
+		slices.SortFunc(out, func(x, y *account) int {
+			switch {
+			case less(x, y):
+				return -1
+			case less(y, x):
+				return 1
+			}
+			return 0
+		})
+		return out
+	}
+	v.names, v.ids, v.created = buildTree(sorted(byName), byName), buildTree(sorted(byID), byID), buildTree(sorted(byCreate), byCreate)
+	return v
+}
+
+func byName(x, y *account) bool {
+	return x.Name < y.Name || (x.Name == y.Name && x.ID < y.ID)
+}
+
+func byID(x, y *account) bool { return x.ID < y.ID }
+
+func byCreate(x, y *account) bool {
+	return x.CreateTime.Before(y.CreateTime) || (x.CreateTime.Equal(y.CreateTime) && x.ID < y.ID)
+}
+
+// account returns the view's account with id.
+func (v *orgView) account(id string) (*account, bool) {
+	for n := v.ids.root; n != nil; {
+		switch {
+		case id < n.a.ID:
+			n = n.left
+		case n.a.ID < id:
+			n = n.right
+		default:
+			return n.a, true
+		}
+	}
+	return nil, false
+}
+
+// accounts returns the view's accounts in its order (name, then id). It
+// copies them: O(n), for callers that visit every account anyway.
+func (v *orgView) accounts() []*account { return v.names.slice() }
+
+// put adds a to v in place, replacing the account with its id; only for a
+// view not yet published.
+func (v *orgView) put(a *account) {
+	v.drop(a.ID)
+	v.names, v.ids, v.created = v.names.with(a), v.ids.with(a), v.created.with(a)
+	if inService(a) {
+		v.inService++
+	}
+}
+
+// drop removes account id from v in place; only for a view not yet
+// published. It returns the account removed.
+func (v *orgView) drop(id string) (*account, bool) {
+	old, ok := v.account(id)
+	if !ok {
+		return nil, false
+	}
+	v.names, v.ids, v.created = v.names.without(old), v.ids.without(old), v.created.without(old)
+	if inService(old) {
+		v.inService--
+	}
+	return old, true
+}
+
+// clone returns a copy of v to modify: O(1) but for gone, which holds only
+// the accounts deleted in the last two lease timeouts. The trees are
+// shared, and put and drop replace them rather than change them.
 func (v *orgView) clone() *orgView {
 	return &orgView{
-		accounts:   slices.Clone(v.accounts),
-		byID:       maps.Clone(v.byID),
+		names:      v.names,
+		ids:        v.ids,
+		created:    v.created,
+		inService:  v.inService,
 		settings:   v.settings,
 		defaultKey: v.defaultKey, // never modified in place: replaced
 		gone:       maps.Clone(v.gone),
@@ -200,16 +296,10 @@ func (v *orgView) clone() *orgView {
 	}
 }
 
-// with returns a copy of v holding a (added or replaced).
+// with returns a copy of v holding a (added or replaced): O(log n).
 func (v *orgView) with(sa store.Account) *orgView {
-	a := newAccount(sa)
 	n := v.clone()
-	n.accounts = slices.DeleteFunc(n.accounts, func(x *account) bool { return x.ID == a.ID })
-	n.accounts = append(n.accounts, a)
-	slices.SortFunc(n.accounts, func(x, y *account) int {
-		return cmp.Or(cmp.Compare(x.Name, y.Name), cmp.Compare(x.ID, y.ID))
-	})
-	n.byID[a.ID] = a
+	n.put(newAccount(sa))
 	return n
 }
 
@@ -221,11 +311,9 @@ func (v *orgView) without(id string, now, until time.Time) *orgView {
 		n.gone = map[string]goneAccount{}
 	}
 	maps.DeleteFunc(n.gone, func(_ string, g goneAccount) bool { return now.After(g.until) })
-	if a, ok := n.byID[id]; ok {
+	if a, ok := n.drop(id); ok {
 		n.gone[id] = goneAccount{account: a, until: until}
 	}
-	n.accounts = slices.DeleteFunc(n.accounts, func(x *account) bool { return x.ID == id })
-	delete(n.byID, id)
 	return n
 }
 

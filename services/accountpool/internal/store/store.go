@@ -35,6 +35,9 @@ var (
 	// organization, compared byte for byte) or the id is taken, and by
 	// UpdateAccount when a rename collides with another account's name.
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrLimitReached is returned by CreateAccount when the organization
+	// already has as many accounts as the caller's limit allows.
+	ErrLimitReached = errors.New("limit reached")
 	// ErrDuplicate is returned by InsertUsage when the organization already
 	// has a row for the same upstream call (request id, attempt, upstream
 	// request id); the existing row is returned with it and nothing is
@@ -56,6 +59,12 @@ var (
 	// failed; retrying is safe as ErrUnavailable says. Methods that only
 	// read never return it.
 	ErrOutcomeUnknown = fmt.Errorf("%w: outcome unknown", ErrUnavailable)
+	// ErrQueryTimeout is returned by SumUsage and ListUsage when the read
+	// ran longer than the backend allows one usage read (pgstore's
+	// statement timeout), so that no caller can keep the database busy
+	// for long. It does not wrap ErrUnavailable: the same read is likely
+	// to time out again; a shorter range or a smaller page is not.
+	ErrQueryTimeout = errors.New("usage query timed out")
 )
 
 // Status is an account's administrative state.
@@ -161,8 +170,21 @@ type EncryptedKey struct {
 type Settings struct {
 	OrganizationID    string
 	SelectionStrategy Strategy
+	// TaskLimits are the organization's limits in the Orchestrator; the
+	// zero value (of any field) means the orchestrator's default.
+	TaskLimits TaskLimits
 	// UpdateTime is zero for an organization that never saved settings.
 	UpdateTime time.Time
+}
+
+// TaskLimits bound an organization's tasks in the Orchestrator, which
+// enforces them; the AccountPool only keeps them. A zero field means the
+// orchestrator's service-wide default for it. The pool validates the
+// ranges (pool.CheckTaskLimits) before a store sees them.
+type TaskLimits struct {
+	MaxConcurrentTasks int32
+	TasksPerSecond     float64
+	Burst              int32
 }
 
 // DefaultSettings are the settings of an organization that never saved any.
@@ -254,8 +276,15 @@ type UsageCursor struct {
 // account: reads, updates and deletes report ErrNotFound for it.
 type Store interface {
 	// CreateAccount stores a new account. ErrAlreadyExists when the
-	// organization already has an account named a.Name, or a.ID is taken.
-	CreateAccount(ctx context.Context, a Account) error
+	// organization already has an account named a.Name, or a.ID is taken;
+	// ErrLimitReached when maxAccounts > 0 and the organization already has
+	// maxAccounts accounts (or more: a lowered limit refuses until enough
+	// are deleted). The count and the insert are one atomic step, even
+	// across processes sharing the store: concurrent calls never take an
+	// organization past maxAccounts together. Its cost does not grow with
+	// the number of accounts beyond the count itself, which the limit
+	// bounds.
+	CreateAccount(ctx context.Context, a Account, maxAccounts int) error
 	// GetAccount returns one account. ErrNotFound when the organization has
 	// no account with that id.
 	GetAccount(ctx context.Context, orgID, id string) (Account, error)

@@ -23,6 +23,9 @@ import (
 type Store struct {
 	mu       sync.Mutex
 	accounts map[string]store.Account // by account id
+	// names maps each organization's account names to their ids: name
+	// checks and account counts by index, not by scanning every account.
+	names    map[string]map[string]string
 	settings map[string]store.Settings
 	defaults map[string]store.DefaultKey    // by organization
 	usage    map[string][]store.UsageRecord // by organization, in insert order
@@ -41,6 +44,7 @@ var _ store.Store = (*Store)(nil)
 func New() *Store {
 	return &Store{
 		accounts: map[string]store.Account{},
+		names:    map[string]map[string]string{},
 		settings: map[string]store.Settings{},
 		defaults: map[string]store.DefaultKey{},
 		usage:    map[string][]store.UsageRecord{},
@@ -48,8 +52,9 @@ func New() *Store {
 	}
 }
 
-// CreateAccount implements store.Store.
-func (s *Store) CreateAccount(_ context.Context, a store.Account) error {
+// CreateAccount implements store.Store. Under the store's one mutex the
+// count and the insert are atomic.
+func (s *Store) CreateAccount(_ context.Context, a store.Account, maxAccounts int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.accounts[a.ID]; ok {
@@ -58,17 +63,33 @@ func (s *Store) CreateAccount(_ context.Context, a store.Account) error {
 	if s.nameTaken(a.OrganizationID, a.Name, "") {
 		return fmt.Errorf("creating account %q: an account with this name exists: %w", a.Name, store.ErrAlreadyExists)
 	}
+	if n := len(s.names[a.OrganizationID]); maxAccounts > 0 && n >= maxAccounts {
+		return fmt.Errorf("creating account %q: the organization has %d accounts, its limit is %d: %w", a.Name, n, maxAccounts, store.ErrLimitReached)
+	}
 	s.accounts[a.ID] = copyAccount(normalizeAccount(a))
+	s.setName(a.OrganizationID, a.Name, a.ID)
 	return nil
 }
 
 func (s *Store) nameTaken(org, name, exceptID string) bool {
-	for id, a := range s.accounts {
-		if a.OrganizationID == org && a.Name == name && id != exceptID {
-			return true
-		}
+	id, ok := s.names[org][name]
+	return ok && id != exceptID
+}
+
+func (s *Store) setName(org, name, id string) {
+	m := s.names[org]
+	if m == nil {
+		m = map[string]string{}
+		s.names[org] = m
 	}
-	return false
+	m[name] = id
+}
+
+func (s *Store) dropName(org, name string) {
+	delete(s.names[org], name)
+	if len(s.names[org]) == 0 {
+		delete(s.names, org)
+	}
 }
 
 // GetAccount implements store.Store.
@@ -87,10 +108,8 @@ func (s *Store) ListAccounts(_ context.Context, orgID string) ([]store.Account, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []store.Account
-	for _, a := range s.accounts {
-		if a.OrganizationID == orgID {
-			out = append(out, copyAccount(a))
-		}
+	for _, id := range s.names[orgID] {
+		out = append(out, copyAccount(s.accounts[id]))
 	}
 	slices.SortFunc(out, func(a, b store.Account) int {
 		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
@@ -110,6 +129,8 @@ func (s *Store) UpdateAccount(_ context.Context, orgID, id string, u store.Accou
 		if s.nameTaken(orgID, *u.Name, id) {
 			return store.Account{}, fmt.Errorf("renaming account %s to %q: an account with this name exists: %w", id, *u.Name, store.ErrAlreadyExists)
 		}
+		s.dropName(orgID, a.Name)
+		s.setName(orgID, *u.Name, id)
 		a.Name = *u.Name
 	}
 	if u.Tier != nil {
@@ -145,6 +166,7 @@ func (s *Store) DeleteAccount(_ context.Context, orgID, id string) error {
 		return fmt.Errorf("deleting account %s: %w", id, store.ErrNotFound)
 	}
 	delete(s.accounts, id)
+	s.dropName(orgID, a.Name)
 	return nil
 }
 

@@ -39,6 +39,12 @@ import (
 // statement of the same batch without running on every write, and it
 // cannot be part of the INSERT statement, whose snapshot would not see a
 // conflicting row committed while the INSERT waited for it.
+//
+// Each INSERT also maintains the hourly usage_rollups SumUsage reads: a
+// statement-level trigger (migration 5) adds the per-hour sums of the rows
+// the statement inserted, in one INSERT ... ON CONFLICT DO UPDATE, in the
+// same transaction. A row refused as a duplicate is not among them, so the
+// rollups never count it; a write that fails rolls both back.
 type ledger struct {
 	db           *pgxpool.Pool
 	maxBatch     int

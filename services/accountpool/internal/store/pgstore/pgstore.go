@@ -15,6 +15,8 @@
 // InsertUsage calls share one transaction, and each is answered only after
 // that transaction committed. Store also implements store.ChangeWatcher
 // (watch.go) with LISTEN on the channel the schema's triggers notify.
+// Usage reads (usage.go) sum hourly rollups instead of the ledger, under
+// a statement timeout, on a pool of their own (Config.UsageDB).
 //
 // Errors: unique violations become store.ErrAlreadyExists (accounts) or
 // store.ErrDuplicate (usage), missing rows store.ErrNotFound. Failures a
@@ -30,8 +32,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -61,6 +61,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Meter receives the ledger's flush metrics; nil for none.
 	Meter metric.MeterProvider
+	// UsageDB, when set, is the pool the usage reads (SumUsage, ListUsage)
+	// run on, so that however many of them run, and however long, they
+	// never hold a connection the hot path (selection, the ledger's group
+	// commit) needs: size it small. Default: the store's own pool.
+	UsageDB *pgxpool.Pool
+	// UsageTimeout is the statement timeout of a usage read; a read
+	// stopped by it fails with store.ErrQueryTimeout. Default 5s.
+	UsageTimeout time.Duration
 }
 
 // Store is a store.Store on PostgreSQL. Create it with New and Close it
@@ -70,6 +78,9 @@ type Store struct {
 	logger    *slog.Logger
 	watchPing time.Duration
 	ledger    *ledger
+	// usageDB and usageTimeout run the usage reads (usage.go).
+	usageDB      *pgxpool.Pool
+	usageTimeout time.Duration
 }
 
 var (
@@ -94,11 +105,19 @@ func New(db *pgxpool.Pool, cfg Config) *Store {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.UsageDB == nil {
+		cfg.UsageDB = db
+	}
+	if cfg.UsageTimeout <= 0 {
+		cfg.UsageTimeout = DefaultUsageTimeout
+	}
 	return &Store{
-		db:        db,
-		logger:    cfg.Logger,
-		watchPing: cfg.WatchPing,
-		ledger:    newLedger(db, cfg.MaxBatch, cfg.FlushTimeout, cfg.Meter),
+		db:           db,
+		logger:       cfg.Logger,
+		watchPing:    cfg.WatchPing,
+		ledger:       newLedger(db, cfg.MaxBatch, cfg.FlushTimeout, cfg.Meter),
+		usageDB:      cfg.UsageDB,
+		usageTimeout: cfg.UsageTimeout,
 	}
 }
 
@@ -146,8 +165,18 @@ func isUUID(id string) bool {
 	return err == nil && len(id) == 36
 }
 
-// CreateAccount implements store.Store.
-func (s *Store) CreateAccount(ctx context.Context, a store.Account) error {
+// CreateAccount implements store.Store. The limit holds across every
+// process sharing the database: one batch (one implicit transaction, one
+// round trip) takes a transaction-scoped advisory lock on the
+// organization's accounts, so concurrent registrations of one organization
+// run one after the other, then inserts the row only while the count,
+// read after the lock was granted and so seeing every registration that
+// held it before, is under the limit. Other organizations never wait (but
+// for a hash collision of their lock keys). An account whose name or id
+// the organization already has is inserted even at the limit, so that the
+// unique index answers ErrAlreadyExists: a retried registration that was
+// applied reports what it always did.
+func (s *Store) CreateAccount(ctx context.Context, a store.Account, maxAccounts int) error {
 	if !isUUID(a.ID) {
 		return fmt.Errorf("creating account %q: the id is not a UUID", a.Name)
 	}
@@ -155,17 +184,43 @@ func (s *Store) CreateAccount(ctx context.Context, a store.Account) error {
 	if labels == nil {
 		labels = map[string]string{}
 	}
+	var inserted int64
 	err := s.tenant(ctx, a.OrganizationID, func(b *pgx.Batch) {
+		args := []any{a.ID, a.OrganizationID, a.Name, a.Tier, string(a.Status), a.Weight, a.Priority, a.QuotaGroup, labels,
+			nonNil(a.KeyCiphertext), a.KeyVersion, store.Normalize(a.CreateTime), store.Normalize(a.UpdateTime)}
+		if maxAccounts <= 0 {
+			b.Queue(`INSERT INTO accounts (id, organization_id, name, tier, status, weight, priority, quota_group, labels,
+					key_ciphertext, key_version, create_time, update_time)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`, args...).
+				Exec(func(tag pgconn.CommandTag) error {
+					inserted = tag.RowsAffected()
+					return nil
+				})
+			return
+		}
+		b.Queue(`SELECT pg_advisory_xact_lock(hashtextextended('switchyard.accountpool.accounts:' || $1, 0))`, a.OrganizationID)
 		b.Queue(`INSERT INTO accounts (id, organization_id, name, tier, status, weight, priority, quota_group, labels,
 				key_ciphertext, key_version, create_time, update_time)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
-			a.ID, a.OrganizationID, a.Name, a.Tier, string(a.Status), a.Weight, a.Priority, a.QuotaGroup, labels,
-			nonNil(a.KeyCiphertext), a.KeyVersion, store.Normalize(a.CreateTime), store.Normalize(a.UpdateTime))
+			SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text, $6::integer, $7::integer, $8::text, $9::jsonb,
+				$10::bytea, $11::integer, $12::timestamptz, $13::timestamptz
+			WHERE (SELECT count(*) FROM accounts WHERE organization_id = $2) < $14::bigint
+				OR EXISTS (SELECT 1 FROM accounts WHERE organization_id = $2 AND (name = $3 OR id = $1::uuid))`,
+			append(args, maxAccounts)...).
+			Exec(func(tag pgconn.CommandTag) error {
+				inserted = tag.RowsAffected()
+				return nil
+			})
 	})
 	if pgxutil.IsUniqueViolation(err) {
 		return fmt.Errorf("creating account %q: an account with this name or id exists: %w", a.Name, store.ErrAlreadyExists)
 	}
-	return wrap(ctx, "creating account "+a.ID, err)
+	if err != nil {
+		return wrap(ctx, "creating account "+a.ID, err)
+	}
+	if inserted == 0 {
+		return fmt.Errorf("creating account %q: the organization has %d accounts or more, its limit: %w", a.Name, maxAccounts, store.ErrLimitReached)
+	}
+	return nil
 }
 
 // GetAccount implements store.Store.
@@ -333,10 +388,12 @@ func (s *Store) ListOrganizations(ctx context.Context) ([]string, error) {
 func (s *Store) GetSettings(ctx context.Context, orgID string) (store.Settings, error) {
 	st := store.DefaultSettings(orgID)
 	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
-		b.Queue(`SELECT selection_strategy, update_time FROM organization_settings WHERE organization_id = $1`, orgID).
+		b.Queue(`SELECT selection_strategy, max_concurrent_tasks, tasks_per_second, task_burst, update_time
+			FROM organization_settings WHERE organization_id = $1`, orgID).
 			QueryRow(func(row pgx.Row) error {
 				var strategy string
-				if err := row.Scan(&strategy, &st.UpdateTime); err != nil {
+				tl := &st.TaskLimits
+				if err := row.Scan(&strategy, &tl.MaxConcurrentTasks, &tl.TasksPerSecond, &tl.Burst, &st.UpdateTime); err != nil {
 					return err
 				}
 				st.SelectionStrategy = store.Strategy(strategy)
@@ -353,11 +410,16 @@ func (s *Store) GetSettings(ctx context.Context, orgID string) (store.Settings, 
 // PutSettings implements store.Store.
 func (s *Store) PutSettings(ctx context.Context, st store.Settings) error {
 	err := s.tenant(ctx, st.OrganizationID, func(b *pgx.Batch) {
-		b.Queue(`INSERT INTO organization_settings (organization_id, selection_strategy, update_time)
-			VALUES ($1, $2, $3)
+		tl := st.TaskLimits
+		b.Queue(`INSERT INTO organization_settings
+			(organization_id, selection_strategy, max_concurrent_tasks, tasks_per_second, task_burst, update_time)
+			VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (organization_id) DO UPDATE
-			SET selection_strategy = EXCLUDED.selection_strategy, update_time = EXCLUDED.update_time`,
-			st.OrganizationID, string(st.SelectionStrategy), store.Normalize(st.UpdateTime))
+			SET selection_strategy = EXCLUDED.selection_strategy, max_concurrent_tasks = EXCLUDED.max_concurrent_tasks,
+				tasks_per_second = EXCLUDED.tasks_per_second, task_burst = EXCLUDED.task_burst,
+				update_time = EXCLUDED.update_time`,
+			st.OrganizationID, string(st.SelectionStrategy), tl.MaxConcurrentTasks, tl.TasksPerSecond, tl.Burst,
+			store.Normalize(st.UpdateTime))
 	})
 	return wrap(ctx, "saving settings", err)
 }
@@ -386,122 +448,6 @@ func scanUsage(row pgx.Row) (store.UsageRecord, error) {
 	r.Outcome = store.Outcome(outcome)
 	r.CreateTime = store.Normalize(r.CreateTime)
 	return r, err
-}
-
-// usageWhere builds the WHERE clause of a ledger query: only the filters
-// that are set, each as a parameter, so the planner sees plain predicates
-// it can match to the (organization_id, create_time, id) and
-// (organization_id, account_id, create_time) indexes.
-type usageWhere struct {
-	sql  strings.Builder
-	args []any
-}
-
-func newUsageWhere(orgID string, f store.UsageFilter) *usageWhere {
-	w := &usageWhere{}
-	w.add("organization_id = ", orgID)
-	if !f.Start.IsZero() {
-		w.add("create_time >= ", store.Normalize(f.Start))
-	}
-	if !f.End.IsZero() {
-		w.add("create_time < ", store.Normalize(f.End))
-	}
-	if f.AccountID != "" {
-		w.add("account_id = ", f.AccountID)
-	}
-	return w
-}
-
-func (w *usageWhere) param(v any) string {
-	w.args = append(w.args, v)
-	return "$" + strconv.Itoa(len(w.args))
-}
-
-func (w *usageWhere) add(cond string, v any) {
-	if w.sql.Len() == 0 {
-		w.sql.WriteString(" WHERE ")
-	} else {
-		w.sql.WriteString(" AND ")
-	}
-	w.sql.WriteString(cond + w.param(v))
-}
-
-// SumUsage implements store.Store. The account name is the one on the
-// newest row, and the order (name, then id) uses the "C" collation so it
-// matches memstore's byte order.
-func (s *Store) SumUsage(ctx context.Context, orgID string, f store.UsageFilter) ([]store.UsageTotals, error) {
-	if f.AccountID != "" && !isUUID(f.AccountID) {
-		return nil, nil
-	}
-	w := newUsageWhere(orgID, f)
-	query := `SELECT * FROM (
-		SELECT COALESCE(account_id::text, '') AS account_id,
-			(array_agg(account_name ORDER BY create_time DESC, id DESC))[1] AS account_name,
-			count(*), count(*) FILTER (WHERE outcome <> 'success'),
-			sum(input_tokens)::bigint, sum(output_tokens)::bigint,
-			sum(cache_read_tokens)::bigint, sum(cache_creation_tokens)::bigint, sum(cost_usd)
-		FROM usage_records` + w.sql.String() + `
-		GROUP BY usage_records.account_id,
-			CASE WHEN usage_records.account_id IS NULL THEN usage_records.account_name END
-	) t ORDER BY t.account_name COLLATE "C", t.account_id COLLATE "C"`
-	var out []store.UsageTotals
-	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
-		b.Queue(query, w.args...).Query(func(rows pgx.Rows) error {
-			for rows.Next() {
-				var t store.UsageTotals
-				if err := rows.Scan(&t.AccountID, &t.AccountName, &t.Requests, &t.FailedRequests, &t.InputTokens,
-					&t.OutputTokens, &t.CacheReadTokens, &t.CacheCreationTokens, &t.CostUSD); err != nil {
-					return err
-				}
-				out = append(out, t)
-			}
-			return rows.Err()
-		})
-	})
-	return out, wrapRead(ctx, "summing usage", err)
-}
-
-// ListUsage implements store.Store with keyset pagination on
-// (create_time, id), the order of the usage_records_org_time index. It
-// reads one row more than asked to learn whether another page exists.
-func (s *Store) ListUsage(ctx context.Context, orgID string, f store.UsageFilter, limit int, after *store.UsageCursor) ([]store.UsageRecord, *store.UsageCursor, error) {
-	if limit <= 0 {
-		return nil, nil, fmt.Errorf("listing usage: limit must be positive, got %d", limit)
-	}
-	if f.AccountID != "" && !isUUID(f.AccountID) {
-		return nil, nil, nil
-	}
-	w := newUsageWhere(orgID, f)
-	if after != nil {
-		if !isUUID(after.ID) {
-			return nil, nil, fmt.Errorf("listing usage: the cursor's row id is not a UUID")
-		}
-		w.sql.WriteString(" AND (create_time, id) < (" + w.param(store.Normalize(after.CreateTime)) + ", " + w.param(after.ID) + "::uuid)")
-	}
-	query := `SELECT ` + usageColumns + ` FROM usage_records` + w.sql.String() +
-		` ORDER BY create_time DESC, id DESC LIMIT ` + w.param(limit+1)
-	var rows []store.UsageRecord
-	err := s.tenant(ctx, orgID, func(b *pgx.Batch) {
-		b.Queue(query, w.args...).Query(func(rs pgx.Rows) error {
-			for rs.Next() {
-				r, err := scanUsage(rs)
-				if err != nil {
-					return err
-				}
-				rows = append(rows, r)
-			}
-			return rs.Err()
-		})
-	})
-	if err != nil {
-		return nil, nil, wrapRead(ctx, "listing usage", err)
-	}
-	if len(rows) <= limit {
-		return rows, nil, nil
-	}
-	rows = rows[:limit]
-	last := rows[limit-1]
-	return rows, &store.UsageCursor{CreateTime: last.CreateTime, ID: last.ID}, nil
 }
 
 func nonNil(b []byte) []byte {

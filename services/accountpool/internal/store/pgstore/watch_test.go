@@ -55,10 +55,20 @@ func TestWatchChanges(t *testing.T) {
 		return query
 	}
 
+	// pg_notify is database-wide: tests of other packages running at the
+	// same time on the same database notify the same channel. Only this
+	// test's organizations (and the feed's own AllOrganizations) count.
+	orgA, orgB := "org-"+uuid.NewString(), "org-"+uuid.NewString()
 	changes := make(chan string, 100)
 	ctx, cancel := context.WithCancel(t.Context())
 	returned := make(chan error, 1)
-	go func() { returned <- watcher.WatchChanges(ctx, func(org string) { changes <- org }) }()
+	go func() {
+		returned <- watcher.WatchChanges(ctx, func(org string) {
+			if org == orgA || org == orgB || org == store.AllOrganizations {
+				changes <- org
+			}
+		})
+	}()
 	next := func() string {
 		t.Helper()
 		select {
@@ -71,9 +81,8 @@ func TestWatchChanges(t *testing.T) {
 	}
 	require.Equal(t, store.AllOrganizations, next(), "connecting reports that anything may have changed")
 
-	orgA, orgB := "org-"+uuid.NewString(), "org-"+uuid.NewString()
 	a := account(orgA, "alpha")
-	require.NoError(t, s.CreateAccount(ctx, a))
+	require.NoError(t, s.CreateAccount(ctx, a, 0))
 	require.Equal(t, orgA, next())
 	require.NoError(t, s.PutSettings(ctx, store.Settings{OrganizationID: orgB, SelectionStrategy: store.StrategyRoundRobin, UpdateTime: a.CreateTime}))
 	require.Equal(t, orgB, next())
@@ -107,7 +116,7 @@ func TestWatchChanges(t *testing.T) {
 		WHERE application_name = $1`, appName).Scan(&killed))
 	require.Equal(t, 1, killed)
 	require.Equal(t, store.AllOrganizations, next(), "reconnecting reports that anything may have changed")
-	require.NoError(t, s.CreateAccount(ctx, account(orgB, "bravo")))
+	require.NoError(t, s.CreateAccount(ctx, account(orgB, "bravo"), 0))
 	require.Equal(t, orgB, next(), "the new connection listens")
 
 	cancel()

@@ -30,6 +30,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"AccountNotFound", testAccountNotFound},
 		{"AccountIDNotAUUIDIsNotFound", testAccountIDNotUUID},
 		{"AccountNameUniquePerOrganization", testNameUnique},
+		{"AccountLimit", testAccountLimit},
+		{"AccountLimitConcurrent", testAccountLimitConcurrent},
 		{"AccountListOrderedByName", testListOrder},
 		{"AccountUpdatePartialAndKeyRotation", testUpdatePartial},
 		{"AccountOrganizationIsolation", testAccountIsolation},
@@ -38,6 +40,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ReplaceKeyConcurrentOneWins", testReplaceKeyConcurrent},
 		{"ListOrganizations", testListOrganizations},
 		{"SettingsDefaultsAndUpdate", testSettings},
+		{"SettingsTaskLimits", testSettingsTaskLimits},
 		{"DefaultKeyLifecycle", testDefaultKeyLifecycle},
 		{"DefaultKeyCompareAndSwap", testDefaultKeyCompareAndSwap},
 		{"DefaultKeyOrganizationIsolation", testDefaultKeyIsolation},
@@ -48,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"UsageLegacyRowsHaveNoAccount", testUsageLegacy},
 		{"UsagePaginationNewestFirst", testUsagePagination},
 		{"UsageOrganizationIsolation", testUsageIsolation},
+		{"UsageTotalsMatchBruteForce", testUsageTotalsMatchBruteForce},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,7 +108,7 @@ func testAccountCRUD(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org := newOrg()
 	a := newAccount(org, "primary")
-	require.NoError(t, s.CreateAccount(ctx, a))
+	require.NoError(t, s.CreateAccount(ctx, a, 0))
 
 	got, err := s.GetAccount(ctx, org, a.ID)
 	require.NoError(t, err)
@@ -156,7 +160,7 @@ func testAccountNotFound(t *testing.T, s store.Store) {
 func testAccountIDNotUUID(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org := newOrg()
-	require.NoError(t, s.CreateAccount(ctx, newAccount(org, "real")))
+	require.NoError(t, s.CreateAccount(ctx, newAccount(org, "real"), 0))
 	for _, id := range []string{"acct-1", "", "00000000-0000-0000-0000"} {
 		_, err := s.GetAccount(ctx, org, id)
 		require.ErrorIs(t, err, store.ErrNotFound, "id %q", id)
@@ -177,20 +181,20 @@ func testNameUnique(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org, other := newOrg(), newOrg()
 	a := newAccount(org, "main")
-	require.NoError(t, s.CreateAccount(ctx, a))
+	require.NoError(t, s.CreateAccount(ctx, a, 0))
 
-	err := s.CreateAccount(ctx, newAccount(org, "main"))
+	err := s.CreateAccount(ctx, newAccount(org, "main"), 0)
 	require.ErrorIs(t, err, store.ErrAlreadyExists, "same name in the same organization")
 
 	dupID := newAccount(other, "unrelated")
 	dupID.ID = a.ID
-	require.ErrorIs(t, s.CreateAccount(ctx, dupID), store.ErrAlreadyExists, "an id is unique across organizations")
+	require.ErrorIs(t, s.CreateAccount(ctx, dupID, 0), store.ErrAlreadyExists, "an id is unique across organizations")
 
-	require.NoError(t, s.CreateAccount(ctx, newAccount(other, "main")), "the same name in another organization is fine")
-	require.NoError(t, s.CreateAccount(ctx, newAccount(org, "Main")), "names compare byte for byte")
+	require.NoError(t, s.CreateAccount(ctx, newAccount(other, "main"), 0), "the same name in another organization is fine")
+	require.NoError(t, s.CreateAccount(ctx, newAccount(org, "Main"), 0), "names compare byte for byte")
 
 	b := newAccount(org, "backup")
-	require.NoError(t, s.CreateAccount(ctx, b))
+	require.NoError(t, s.CreateAccount(ctx, b, 0))
 	taken := "main"
 	_, err = s.UpdateAccount(ctx, org, b.ID, store.AccountUpdate{Name: &taken, UpdateTime: base})
 	require.ErrorIs(t, err, store.ErrAlreadyExists, "rename onto another account's name")
@@ -203,14 +207,14 @@ func testNameUnique(t *testing.T, s store.Store) {
 	require.NoError(t, err, "renaming an account to its own name is not a conflict")
 
 	require.NoError(t, s.DeleteAccount(ctx, org, a.ID))
-	require.NoError(t, s.CreateAccount(ctx, newAccount(org, "main")), "a deleted account's name is free again")
+	require.NoError(t, s.CreateAccount(ctx, newAccount(org, "main"), 0), "a deleted account's name is free again")
 }
 
 func testListOrder(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org := newOrg()
 	for _, n := range []string{"charlie", "alpha", "bravo", "Zulu"} {
-		require.NoError(t, s.CreateAccount(ctx, newAccount(org, n)))
+		require.NoError(t, s.CreateAccount(ctx, newAccount(org, n), 0))
 	}
 	list, err := s.ListAccounts(ctx, org)
 	require.NoError(t, err)
@@ -225,7 +229,7 @@ func testUpdatePartial(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org := newOrg()
 	a := newAccount(org, "acct")
-	require.NoError(t, s.CreateAccount(ctx, a))
+	require.NoError(t, s.CreateAccount(ctx, a, 0))
 
 	tier, weight, prio, group := "scale", int32(5), int32(-2), ""
 	got, err := s.UpdateAccount(ctx, org, a.ID, store.AccountUpdate{
@@ -254,7 +258,7 @@ func testAccountIsolation(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org, other := newOrg(), newOrg()
 	a := newAccount(org, "mine")
-	require.NoError(t, s.CreateAccount(ctx, a))
+	require.NoError(t, s.CreateAccount(ctx, a, 0))
 
 	_, err := s.GetAccount(ctx, other, a.ID)
 	require.ErrorIs(t, err, store.ErrNotFound)
@@ -277,7 +281,7 @@ func testReplaceKey(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org := newOrg()
 	a := newAccount(org, "acct")
-	require.NoError(t, s.CreateAccount(ctx, a))
+	require.NoError(t, s.CreateAccount(ctx, a, 0))
 
 	v2 := store.EncryptedKey{Ciphertext: []byte{1, 0, 0, 0, 2, 0xca, 0xfe}, Version: 2}
 	require.NoError(t, s.ReplaceKey(ctx, org, a.ID, a.KeyCiphertext, v2, base.Add(time.Hour)))
@@ -320,7 +324,7 @@ func testReplaceKeyNotFound(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org, other := newOrg(), newOrg()
 	a := newAccount(org, "mine")
-	require.NoError(t, s.CreateAccount(ctx, a))
+	require.NoError(t, s.CreateAccount(ctx, a, 0))
 	key := store.EncryptedKey{Ciphertext: []byte{1, 0, 0, 0, 2, 5}, Version: 2}
 	for _, id := range []string{uuid.NewString(), "acct-1", ""} {
 		err := s.ReplaceKey(ctx, org, id, a.KeyCiphertext, key, base)
@@ -343,7 +347,7 @@ func testReplaceKeyConcurrent(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	org := newOrg()
 	a := newAccount(org, "raced")
-	require.NoError(t, s.CreateAccount(ctx, a))
+	require.NoError(t, s.CreateAccount(ctx, a, 0))
 	const n = 16
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -375,8 +379,8 @@ func testListOrganizations(t *testing.T, s store.Store) {
 	suffix := uuid.NewString()
 	orgs := []string{"b-" + suffix, "B-" + suffix, "a-" + suffix}
 	for _, org := range orgs {
-		require.NoError(t, s.CreateAccount(ctx, newAccount(org, "one")))
-		require.NoError(t, s.CreateAccount(ctx, newAccount(org, "two")))
+		require.NoError(t, s.CreateAccount(ctx, newAccount(org, "one"), 0))
+		require.NoError(t, s.CreateAccount(ctx, newAccount(org, "two"), 0))
 	}
 	settingsOnly := newOrg()
 	require.NoError(t, s.PutSettings(ctx, store.Settings{OrganizationID: settingsOnly, SelectionStrategy: store.StrategyRoundRobin, UpdateTime: base}))
