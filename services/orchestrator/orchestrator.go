@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -28,6 +29,7 @@ import (
 	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
+	"github.com/switchyard-dev/switchyard/pkg/tlsconfig"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/api"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/categories"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate"
@@ -104,8 +106,22 @@ type Config struct {
 	// before they are cancelled, and then how long the outbox may take to
 	// deliver what they recorded; default 30s each.
 	DrainTimeout time.Duration
-	// HTTPClient for the upstream; default a pooled client.
+	// HTTPClient for the upstream; default a pooled client with bounded
+	// connections and timeouts (executor.NewTransport).
 	HTTPClient *http.Client
+	// UpstreamMaxConns bounds the connections to the Anthropic API (per
+	// host, in use and idle); a call beyond it waits for one within its
+	// attempt timeout. Default executor.DefaultMaxConnsPerHost; ignored
+	// with HTTPClient.
+	UpstreamMaxConns int
+	// OrgMaxConcurrentTasks, OrgTasksPerSecond and OrgTaskBurst are the
+	// service-wide limits on one organization's tasks in this replica
+	// (package limits): tasks at once, tasks started per second and the
+	// burst above that rate. An organization's settings may override each
+	// (OrganizationSettings.task_limits). Defaults 256, 50 and 256.
+	OrgMaxConcurrentTasks int
+	OrgTasksPerSecond     float64
+	OrgTaskBurst          int
 
 	// Tokens authenticates callers (see pkg/auth). Required unless
 	// InsecureNoAuth is set.
@@ -122,6 +138,15 @@ type Config struct {
 	// other services with TLS (pkg/tlsconfig builds mutual TLS for both).
 	TLS       *tls.Config
 	ClientTLS *tls.Config
+	// GRPCLimits bounds what any caller can make the server hold
+	// (connections, streams, headers, message sizes, idle and read time);
+	// zero fields take grpcserver's defaults.
+	GRPCLimits grpcserver.Limits
+	// InsecurePlaintext allows serving, and dialing AccountPool and
+	// Activity, without TLS on addresses other machines reach (see
+	// grpcserver.Config.InsecurePlaintext); without it such an address is
+	// refused unless TLS (ClientTLS for the dials) is set.
+	InsecurePlaintext bool
 
 	Logger    *slog.Logger
 	Telemetry telemetry.Providers
@@ -153,6 +178,11 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	}
 	if cfg.AnthropicBaseURL == "" {
 		cfg.AnthropicBaseURL = DefaultAnthropicBaseURL
+	}
+	if u, err := url.Parse(cfg.AnthropicBaseURL); err == nil && u.Scheme == "http" && !tlsconfig.IsLoopback(u.Hostname()) {
+		// The simulator speaks plain HTTP; the real API is HTTPS only.
+		cfg.Logger.WarnContext(ctx, "the Anthropic base URL is plain HTTP to another machine: API keys cross the network in cleartext; use https:// for anything but a simulator",
+			"anthropic_base_url", cfg.AnthropicBaseURL)
 	}
 	if cfg.SkillsDir == "" {
 		cfg.SkillsDir = "skills"
@@ -209,7 +239,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		activityv1.ActivityService_TrackStart_FullMethodName,
 	}
 	clientCfg := func(target string) grpcclient.Config {
-		c := grpcclient.Config{Target: target, Telemetry: cfg.Telemetry, TLS: cfg.ClientTLS, RetryUnavailable: retried,
+		if cfg.ClientTLS == nil && cfg.InsecurePlaintext && grpcclient.PlaintextOffLoopback(target) {
+			cfg.Logger.Warn("calling a service WITHOUT TLS on an address other machines reach: the token and, from the AccountPool, API keys cross the network in cleartext", "target", target)
+		}
+		c := grpcclient.Config{Target: target, Telemetry: cfg.Telemetry, TLS: cfg.ClientTLS, InsecurePlaintext: cfg.InsecurePlaintext, RetryUnavailable: retried,
 			UnaryInterceptors: []grpc.UnaryClientInterceptor{auth.ForwardOrganization()}}
 		if !cfg.ServiceToken.IsZero() {
 			c.Credentials = auth.ClientCredentials(cfg.ServiceToken, cfg.ClientTLS != nil)
@@ -225,7 +258,15 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		_ = poolConn.Close()
 		return nil, fmt.Errorf("orchestrator: ActivityAddr: %w", err)
 	}
-	exec := executor.New(executor.Config{BaseURL: cfg.AnthropicBaseURL, HTTPClient: cfg.HTTPClient, Tracer: cfg.Telemetry.Tracer, Meter: cfg.Telemetry.Meter})
+	exec := executor.New(executor.Config{BaseURL: cfg.AnthropicBaseURL, HTTPClient: cfg.HTTPClient, MaxConnsPerHost: cfg.UpstreamMaxConns,
+		Tracer: cfg.Telemetry.Tracer, Meter: cfg.Telemetry.Meter})
+	poolClient := accountpoolv1.NewAccountPoolServiceClient(poolConn)
+	limiter, err := newLimiter(cfg, poolClient)
+	if err != nil {
+		_ = poolConn.Close()
+		_ = activityConn.Close()
+		return nil, fmt.Errorf("orchestrator: %w", err)
+	}
 	runner, err := delegate.New(delegate.Config{
 		Categories:              cats,
 		Skills:                  lib,
@@ -241,9 +282,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 		ProgressInterval:        cfg.ProgressInterval,
 		OutboxDir:               cfg.OutboxDir,
 		OutboxMaxRecords:        cfg.OutboxMaxRecords,
+		Limiter:                 limiter,
 
 		EnvironmentFallbackOnInvalidKey: cfg.LegacyEnvironmentFallbackOnInvalidKey,
-	}, accountpoolv1.NewAccountPoolServiceClient(poolConn), activityv1.NewActivityServiceClient(activityConn), exec, cfg.Logger, tracerOrNoop(cfg.Telemetry))
+	}, poolClient, activityv1.NewActivityServiceClient(activityConn), exec, cfg.Logger, tracerOrNoop(cfg.Telemetry))
 	if err != nil {
 		_ = poolConn.Close()
 		_ = activityConn.Close()
@@ -252,7 +294,10 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 
 	srv, err := grpcserver.New(grpcserver.Config{
 		Addr: cfg.Addr, Name: "orchestrator", Logger: cfg.Logger, Telemetry: cfg.Telemetry, TLS: cfg.TLS,
-		ShutdownGrace: cfg.DrainTimeout,
+		ShutdownGrace:     cfg.DrainTimeout,
+		Limits:            cfg.GRPCLimits,
+		Admit:             auth.Admission(cfg.Tokens),
+		InsecurePlaintext: cfg.InsecurePlaintext,
 		// A task may wait for accounts and make three model calls.
 		DefaultTimeout:    3*cfg.AttemptTimeout + time.Minute,
 		UnaryInterceptors: unary, StreamInterceptors: stream,

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate"
 )
@@ -17,6 +18,7 @@ import (
 func toStatus(err error) error {
 	var inv *delegate.InvalidArgumentError
 	var poolErr *delegate.PoolError
+	var limitErr *delegate.LimitError
 	switch {
 	case errors.As(err, &inv):
 		st := status.New(codes.InvalidArgument, inv.Error())
@@ -26,6 +28,8 @@ func toStatus(err error) error {
 			st = withDetails
 		}
 		return st.Err()
+	case errors.As(err, &limitErr):
+		return limitStatus(limitErr)
 	case errors.Is(err, delegate.ErrNoAccounts):
 		return status.Error(codes.FailedPrecondition, err.Error()+": register an account with AccountPoolService.RegisterAccount, set the organization's default key with AccountPoolService.SetDefaultKey, or set ANTHROPIC_API_KEY for the orchestrator")
 	case errors.Is(err, delegate.ErrDefaultKeyInvalid):
@@ -56,4 +60,26 @@ func toStatus(err error) error {
 	default:
 		return status.Error(codes.Internal, "internal error")
 	}
+}
+
+// Domain and reason of the ErrorInfo on a task refused by an organization
+// limit; its metadata names the limit and its value.
+const (
+	errorDomain       = "switchyard.orchestrator"
+	reasonTaskLimited = "ORGANIZATION_TASK_LIMIT"
+)
+
+// limitStatus is a task refused by an organization limit: RESOURCE_EXHAUSTED,
+// a message naming the limit and its value, a google.rpc.RetryInfo (when a
+// retry may succeed) and an ErrorInfo for programs.
+func limitStatus(e *delegate.LimitError) error {
+	st := status.New(codes.ResourceExhausted, e.Error()+"; nothing ran, retry after "+e.RetryAfter.String()+
+		" (an administrator changes the limit with AccountPoolService.UpdateOrganizationSettings task_limits)")
+	if withDetails, derr := st.WithDetails(
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)},
+		&errdetails.ErrorInfo{Domain: errorDomain, Reason: reasonTaskLimited, Metadata: map[string]string{"limit": e.Limit, "value": e.Value()}},
+	); derr == nil {
+		st = withDetails
+	}
+	return st.Err()
 }

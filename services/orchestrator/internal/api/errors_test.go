@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/delegate"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/limits"
 )
 
 func TestToStatus(t *testing.T) {
@@ -36,6 +38,8 @@ func TestToStatus(t *testing.T) {
 		{"pool invalid argument", &delegate.PoolError{Code: int(codes.InvalidArgument), Message: "session_id: bad"}, codes.InvalidArgument, "session_id"},
 		{"pool permission denied", &delegate.PoolError{Code: int(codes.PermissionDenied), Message: "PermissionDenied: no"}, codes.PermissionDenied, "refused"},
 		{"pool internal", &delegate.PoolError{Code: int(codes.Internal), Message: "Internal: boom"}, codes.Unavailable, "refused"},
+		{"concurrency limit", &delegate.LimitError{Limit: limits.LimitConcurrent, Limits: limits.Limits{MaxConcurrent: 7, PerSecond: 1, Burst: 1}, RetryAfter: time.Second}, codes.ResourceExhausted, "max_concurrent_tasks 7"},
+		{"rate limit", fmt.Errorf("x: %w", &delegate.LimitError{Limit: limits.LimitRate, Limits: limits.Limits{MaxConcurrent: 7, PerSecond: 0.5, Burst: 3}, RetryAfter: 2 * time.Second}), codes.ResourceExhausted, "tasks_per_second 0.5 with a burst of 3"},
 		{"cancelled", context.Canceled, codes.Canceled, "cancelled"},
 		{"deadline", context.DeadlineExceeded, codes.DeadlineExceeded, "deadline"},
 		{"unexpected", errors.New("secret internals sk-ant-xyz"), codes.Internal, "internal error"},
@@ -56,4 +60,41 @@ func TestInvalidArgumentCarriesFieldViolation(t *testing.T) {
 	br, ok := st.Details()[0].(*errdetails.BadRequest)
 	require.True(t, ok)
 	require.Equal(t, "load_skills", br.GetFieldViolations()[0].GetField())
+}
+
+// A task refused by a limit says when to retry (RetryInfo) and which limit
+// (ErrorInfo), so clients can back off without parsing the message.
+func TestLimitErrorCarriesRetryInfo(t *testing.T) {
+	cases := []struct {
+		err   *delegate.LimitError
+		delay time.Duration
+		value string
+	}{
+		{&delegate.LimitError{Limit: limits.LimitRate, Limits: limits.Limits{MaxConcurrent: 1, PerSecond: 4, Burst: 2}, RetryAfter: 250 * time.Millisecond}, 250 * time.Millisecond, "4"},
+		{&delegate.LimitError{Limit: limits.LimitConcurrent, Limits: limits.Limits{MaxConcurrent: 9, PerSecond: 4, Burst: 2}, RetryAfter: time.Second}, time.Second, "9"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.err.Limit, func(t *testing.T) {
+			st := status.Convert(toStatus(tc.err))
+			require.Equal(t, codes.ResourceExhausted, st.Code())
+			require.Contains(t, st.Message(), tc.err.Limit)
+			require.Contains(t, st.Message(), "nothing ran")
+			var retry *errdetails.RetryInfo
+			var info *errdetails.ErrorInfo
+			for _, d := range st.Details() {
+				switch d := d.(type) {
+				case *errdetails.RetryInfo:
+					retry = d
+				case *errdetails.ErrorInfo:
+					info = d
+				}
+			}
+			require.NotNil(t, retry)
+			require.Equal(t, tc.delay, retry.GetRetryDelay().AsDuration())
+			require.NotNil(t, info)
+			require.Equal(t, "ORGANIZATION_TASK_LIMIT", info.GetReason())
+			require.Equal(t, tc.err.Limit, info.GetMetadata()["limit"])
+			require.Equal(t, tc.value, info.GetMetadata()["value"])
+		})
+	}
 }

@@ -53,6 +53,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
@@ -63,6 +64,7 @@ import (
 	"github.com/switchyard-dev/switchyard/pkg/validate"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/categories"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/limits"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/outbox"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/skills"
 )
@@ -137,7 +139,22 @@ type Config struct {
 	// Meter receives the task and outbox metrics (telemetry.go); nil for
 	// none.
 	Meter metric.MeterProvider
+	// Limiter admits each task of an organization before anything of it
+	// runs (limits.Limiter: concurrency and rate per organization); a
+	// refused task returns its *LimitError having selected no account and
+	// started no activity. Nil admits every task.
+	Limiter TaskLimiter
 }
+
+// TaskLimiter admits tasks per organization; *limits.Limiter is the real
+// one. release is called once when the admitted task ends.
+type TaskLimiter interface {
+	Acquire(ctx context.Context, orgID string) (release func(), err error)
+}
+
+// LimitError is a task refused by the Limiter: which limit, its value and
+// when to retry.
+type LimitError = limits.Error
 
 // Limits and names of the flow.
 const (
@@ -294,7 +311,7 @@ func (e *PoolError) Error() string { return "the account pool refused the select
 
 // Run executes one task. The returned response carries the task's outcome
 // (SUCCESS, FAILED, RATE_LIMITED); an error means the task could not be run
-// at all (*InvalidArgumentError, *PoolError, ErrNoAccounts,
+// at all (*InvalidArgumentError, *LimitError, *PoolError, ErrNoAccounts,
 // ErrDefaultKeyInvalid, ErrInProgress,
 // ErrRequestIDReused, ErrPoolUnavailable, ErrSelectionTimeout,
 // ErrActivityUnavailable, or the caller's context error).
@@ -309,6 +326,21 @@ func (r *Runner) Stream(ctx context.Context, t Task, observe Observer) (*orchest
 	p, err := r.prepare(t)
 	if err != nil {
 		return nil, err
+	}
+	// The organization's limits come before anything with a cost: a
+	// refused task leases nothing, writes no activity and no record.
+	if r.cfg.Limiter != nil {
+		release, err := r.cfg.Limiter.Acquire(ctx, p.OrganizationID)
+		if err != nil {
+			var le *LimitError
+			if errors.As(err, &le) {
+				trace.SpanFromContext(ctx).AddEvent("task refused by an organization limit", trace.WithAttributes(
+					attrOrganization.String(p.OrganizationID), attribute.String("switchyard.limit", le.Limit),
+					attribute.Int64("switchyard.retry_after_ms", le.RetryAfter.Milliseconds())))
+			}
+			return nil, err
+		}
+		defer release()
 	}
 	if err := r.outbox.Admit(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBookkeepingUnavailable, err)

@@ -22,8 +22,13 @@ type Config struct {
 	// BaseURL of the Messages API, e.g. https://api.anthropic.com or the
 	// simulator's address.
 	BaseURL string
-	// HTTPClient defaults to a client with sane connection pooling.
+	// HTTPClient defaults to a client on NewTransport: bounded connections
+	// (MaxConnsPerHost) and timeouts for everything but the stream itself,
+	// which the caller's attempt timeout bounds.
 	HTTPClient *http.Client
+	// MaxConnsPerHost bounds the default client's connections to the
+	// upstream; default DefaultMaxConnsPerHost. Ignored with HTTPClient.
+	MaxConnsPerHost int
 	// Tracer receives a client span for every call, and Meter the GenAI
 	// client metrics (see instrumentation); nil for none.
 	Tracer trace.TracerProvider
@@ -43,9 +48,9 @@ type Client struct {
 func New(cfg Config) *Client {
 	hc := cfg.HTTPClient
 	if hc == nil {
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.MaxIdleConnsPerHost = 64
-		hc = &http.Client{Transport: tr}
+		// No http.Client.Timeout: it would cut long streams; the attempt
+		// timeout (the call's context) bounds the whole call.
+		hc = &http.Client{Transport: NewTransport(TransportConfig{MaxConnsPerHost: cfg.MaxConnsPerHost})}
 	}
 	opts := []option.RequestOption{
 		option.WithoutEnvironmentDefaults(),
