@@ -206,6 +206,23 @@ func TestComposeFile(t *testing.T) {
 		}
 	})
 
+	t.Run("gRPC between containers is mutual TLS, never plaintext", func(t *testing.T) {
+		for name, s := range p.Services {
+			if !isSwitchyard(s) {
+				continue
+			}
+			v, grpcService := listenVar[s.Command[0]]
+			if !grpcService || s.Command[0] == "sim" {
+				continue
+			}
+			require.NotEqual(t, "127.0.0.1", strings.Split(env(s, v), ":")[0], "%s listens for other containers", name)
+			require.Empty(t, env(s, "SWITCHYARD_INSECURE_PLAINTEXT"), "%s: plaintext would carry tokens and API keys in cleartext", name)
+			for _, tv := range []string{"SWITCHYARD_TLS_CERT_FILE", "SWITCHYARD_TLS_KEY_FILE", "SWITCHYARD_TLS_CA_FILE"} {
+				require.True(t, strings.HasPrefix(env(s, tv), "/run/secrets/"), "%s: %s is a mounted secret", name, tv)
+			}
+		}
+	})
+
 	t.Run("every SWITCHYARD variable is one the command knows", func(t *testing.T) {
 		anyKnows := func(v string) bool {
 			for _, set := range known {

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Generates development secrets for docker-compose.yml into deploy/secrets/
 # (or the directory given as the first argument). Runs on the host, not in a
-# container: it needs a POSIX shell, openssl and sha256sum (or shasum).
+# container: it needs a POSIX shell, openssl and sha256sum (or shasum), and,
+# for the TLS certificates, the switchyard command (SWITCHYARD=/path/to/it,
+# or on PATH) or Go in this checkout.
 #
 #   deploy/gen-secrets.sh            # writes deploy/secrets/*
 #   . deploy/secrets/client.env      # TOKEN and ACME_TOKEN for grpcurl
@@ -25,6 +27,7 @@ dir=${1:-$(dirname "$0")/secrets}
 umask 022
 mkdir -p "$dir"
 chmod 700 "$dir"
+dir=$(cd "$dir" && pwd)
 
 for cmd in openssl; do
 	command -v "$cmd" >/dev/null 2>&1 || { echo "gen-secrets: $cmd is needed" >&2; exit 1; }
@@ -84,6 +87,10 @@ fi
 
 echo "1:$(openssl rand -base64 32)" | write keyring
 
+# The simulator's control token (its /sim/ endpoints), so it is in no log:
+# SIM_TOKEN=$(cat deploy/secrets/sim-control-token).
+token | write sim-control-token
+
 # Legacy mode's key: a simulator key until you write a real one here.
 echo "sk-ant-sim-legacy-compose" | write anthropic-api-key
 
@@ -103,3 +110,25 @@ else
 	printf '*:*:*:postgres:%s\n' "$owner_pw" | write pgpass-owner
 fi
 printf '*:*:*:switchyard_app:%s\n' "$app_pw" | write pgpass-app
+
+# Mutual TLS between the services (docs/security.md "TLS"): a development CA
+# (ca.pem; ca-key.pem stays here, unmounted) and a certificate per service
+# and for clients, from `switchyard certs`, which keeps the files that exist.
+# The services refuse plaintext gRPC on addresses other containers reach.
+root=$(cd "$(dirname "$0")/.." && pwd)
+if [ -n "${SWITCHYARD:-}" ]; then
+	"$SWITCHYARD" certs -dir "$dir" >&2
+elif command -v switchyard >/dev/null 2>&1; then
+	switchyard certs -dir "$dir" >&2
+elif command -v go >/dev/null 2>&1 && [ -d "$root/cmd/switchyard" ]; then
+	(cd "$root" && go run ./cmd/switchyard certs -dir "$dir") >&2
+else
+	echo "gen-secrets: the TLS certificates need the switchyard command (SWITCHYARD=/path/to/switchyard, or on PATH) or Go in this checkout" >&2
+	exit 1
+fi
+for f in "$dir"/*.pem; do
+	case $f in
+	*/ca-key.pem) chmod 600 "$f" ;;
+	*) chmod 644 "$f" ;;
+	esac
+done

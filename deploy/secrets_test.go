@@ -17,12 +17,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
+	"github.com/switchyard-dev/switchyard/pkg/tlsconfig"
 )
 
 func needGenSecrets(t *testing.T) {
@@ -48,6 +49,8 @@ func genSecrets(t *testing.T, script, dir string) string {
 		args = append(args, dir)
 	}
 	cmd := exec.Command("sh", args...)
+	// The certificates come from `switchyard certs`, as the script finds it.
+	cmd.Env = append(os.Environ(), "SWITCHYARD="+switchyardBinary(t))
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Run(), out.String())
@@ -62,7 +65,8 @@ func readFile(t *testing.T, path string) string {
 }
 
 // secretFiles are the files deploy/gen-secrets.sh writes.
-var secretFiles = []string{"keyring", "tokens", "orchestrator-token", "anthropic-api-key", "client.env", "postgres-password", "pgpass-owner", "pgpass-app"}
+var secretFiles = []string{"keyring", "tokens", "orchestrator-token", "anthropic-api-key", "client.env", "postgres-password", "pgpass-owner", "pgpass-app", "sim-control-token",
+	"ca.pem", "ca-key.pem", "orchestrator.pem", "orchestrator-key.pem", "accountpool.pem", "accountpool-key.pem", "activity.pem", "activity-key.pem", "client.pem", "client-key.pem"}
 
 // tokenTable maps each hash of a token table to its principal.
 func tokenTable(t *testing.T, spec string) map[string]string {
@@ -101,8 +105,12 @@ func TestGenSecrets(t *testing.T) {
 		info, err := os.Stat(filepath.Join(dir, name))
 		require.NoError(t, err)
 		// Compose bind-mounts the file as it is; the services run as uid
-		// 65532 and must be able to read it.
-		require.Equal(t, os.FileMode(0o644), info.Mode().Perm(), name)
+		// 65532 and must be able to read it. The CA's key is never mounted.
+		want := os.FileMode(0o644)
+		if name == "ca-key.pem" {
+			want = 0o600
+		}
+		require.Equal(t, want, info.Mode().Perm(), name)
 	}
 
 	table := tokenTable(t, readFile(t, filepath.Join(dir, "tokens")))
@@ -180,10 +188,11 @@ func start(t *testing.T, bin string, env []string, args ...string) *bytes.Buffer
 }
 
 // health runs the health command as the compose health checks do.
-func health(t *testing.T, bin string, args ...string) {
+// env is added to PATH, as the container's variables are.
+func health(t *testing.T, bin string, env []string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(bin, append([]string{"health", "-timeout", "20s"}, args...)...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
 	b, err := cmd.CombinedOutput()
 	require.NoError(t, err, "switchyard health %v: %s", args, b)
 }
@@ -198,12 +207,21 @@ func TestGeneratedSecretsStartTheServices(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "secrets")
 	genSecrets(t, filepath.Join(root, "deploy", "gen-secrets.sh"), dir)
 
+	// Mutual TLS with the generated certificates, as docker-compose.yml
+	// configures each service.
+	tlsEnv := func(name string) []string {
+		return []string{
+			"SWITCHYARD_TLS_CERT_FILE=" + filepath.Join(dir, name+".pem"),
+			"SWITCHYARD_TLS_KEY_FILE=" + filepath.Join(dir, name+"-key.pem"),
+			"SWITCHYARD_TLS_CA_FILE=" + filepath.Join(dir, "ca.pem"),
+		}
+	}
 	poolAddr, orchAddr, simAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	start(t, bin, []string{
+	start(t, bin, append([]string{
 		"SWITCHYARD_ACCOUNTPOOL_ADDR=" + poolAddr,
 		"SWITCHYARD_KEYRING_FILE=" + filepath.Join(dir, "keyring"),
 		"SWITCHYARD_TOKENS_FILE=" + filepath.Join(dir, "tokens"),
-	}, "accountpool")
+	}, tlsEnv("accountpool")...), "accountpool")
 	env := []string{
 		"SWITCHYARD_ORCHESTRATOR_ADDR=" + orchAddr,
 		"SWITCHYARD_ACCOUNTPOOL_ADDR=" + poolAddr,
@@ -212,16 +230,19 @@ func TestGeneratedSecretsStartTheServices(t *testing.T) {
 		"SWITCHYARD_TOKENS_FILE=" + filepath.Join(dir, "tokens"),
 		"SWITCHYARD_ORCHESTRATOR_TOKEN_FILE=" + filepath.Join(dir, "orchestrator-token"),
 	}
-	start(t, bin, env, "orchestrator")
+	start(t, bin, append(env, tlsEnv("orchestrator")...), "orchestrator")
 	start(t, bin, []string{"SWITCHYARD_SIM_ADDR=" + simAddr}, "sim")
 
-	health(t, bin, "-addr", poolAddr)
-	health(t, bin, "-addr", orchAddr)
-	health(t, bin, "-http", "http://"+simAddr+"/healthz")
+	client := tlsEnv("client")
+	health(t, bin, client, "-addr", poolAddr)
+	health(t, bin, client, "-addr", orchAddr)
+	health(t, bin, nil, "-http", "http://"+simAddr+"/healthz")
 
-	client, err := dotenv.Read(filepath.Join(dir, "client.env"))
+	tokens, err := dotenv.Read(filepath.Join(dir, "client.env"))
 	require.NoError(t, err)
-	conn, err := grpc.NewClient("passthrough:///"+poolAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	clientTLS, err := tlsconfig.Client(tlsconfig.Files{CertFile: filepath.Join(dir, "client.pem"), KeyFile: filepath.Join(dir, "client-key.pem"), CAFile: filepath.Join(dir, "ca.pem")}, "")
+	require.NoError(t, err)
+	conn, err := grpc.NewClient("passthrough:///"+poolAddr, grpc.WithTransportCredentials(credentials.NewTLS(clientTLS)))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	pool := accountpoolv1.NewAccountPoolServiceClient(conn)
@@ -232,8 +253,8 @@ func TestGeneratedSecretsStartTheServices(t *testing.T) {
 		_, err := pool.ListAccounts(ctx, &accountpoolv1.ListAccountsRequest{OrganizationId: org})
 		return err
 	}
-	require.NoError(t, call(client["TOKEN"], "acme"), "the admin token")
-	require.NoError(t, call(client["ACME_TOKEN"], "acme"), "acme's token")
-	require.Equal(t, codes.PermissionDenied, status.Code(call(client["ACME_TOKEN"], "globex")))
+	require.NoError(t, call(tokens["TOKEN"], "acme"), "the admin token")
+	require.NoError(t, call(tokens["ACME_TOKEN"], "acme"), "acme's token")
+	require.Equal(t, codes.PermissionDenied, status.Code(call(tokens["ACME_TOKEN"], "globex")))
 	require.Equal(t, codes.Unauthenticated, status.Code(call("sy_not-a-token", "acme")))
 }

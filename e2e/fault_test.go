@@ -117,7 +117,8 @@ func TestFaultInjection(t *testing.T) {
 	common := []string{"SWITCHYARD_LOG_LEVEL=info", "SWITCHYARD_LOG_FORMAT=text"}
 	withCommon := func(env ...string) []string { return append(append([]string{}, common...), env...) }
 	secured := []string{"SWITCHYARD_TOKENS=" + toks.table}
-	sim := newProc(t, dir, bin, "sim", simAddr, []string{"sim"}, withCommon("SWITCHYARD_SIM_ADDR="+simAddr))
+	simToken, simTokenEnv := newSimToken()
+	sim := newProc(t, dir, bin, "sim", simAddr, []string{"sim"}, withCommon("SWITCHYARD_SIM_ADDR="+simAddr, simTokenEnv))
 	act := newProc(t, dir, bin, "activity", actAddr, []string{"activity"}, withCommon(append(secured,
 		"SWITCHYARD_ACTIVITY_ADDR="+actAddr, "SWITCHYARD_STORE=postgres", "SWITCHYARD_DATABASE_URL="+dbURL,
 		"SWITCHYARD_ABANDON_GRACE=2s", "SWITCHYARD_REAPER_INTERVAL=1s")...))
@@ -159,7 +160,7 @@ func TestFaultInjection(t *testing.T) {
 		health[p] = healthpb.NewHealthClient(dialFast(t, p.addr, secret.String{}))
 	}
 	httpClient := &http.Client{Timeout: 10 * time.Second}
-	simc := simControl{base: "http://" + simAddr, client: httpClient}
+	simc := simControl{base: "http://" + simAddr, client: httpClient, token: simToken}
 
 	mustStart := func(p *proc) {
 		t.Helper()

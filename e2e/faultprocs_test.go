@@ -32,6 +32,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/switchyard-dev/switchyard/migrations"
+	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
 	"github.com/switchyard-dev/switchyard/pkg/pgxutil/pgtest"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
@@ -282,6 +283,14 @@ func waitServing(ctx context.Context, health healthpb.HealthClient, p *proc, tim
 type simControl struct {
 	base   string
 	client *http.Client
+	token  string // the control token: SWITCHYARD_SIM_CONTROL_TOKEN of the sim process
+}
+
+// newSimToken is a control token for a sim process the test starts, and
+// the variable that gives it to the process.
+func newSimToken() (token, envVar string) {
+	token = anthropicsim.GenerateControlToken()
+	return token, "SWITCHYARD_SIM_CONTROL_TOKEN=" + token
 }
 
 // simStats is GET /sim/stats for one key.
@@ -307,6 +316,7 @@ func (s simControl) setDelay(ctx context.Context, key string, delay time.Duratio
 		return err
 	}
 	req.Header.Set("content-type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+s.token)
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return err
@@ -324,6 +334,7 @@ func (s simControl) stats(ctx context.Context, key string) (simStats, error) {
 	if err != nil {
 		return simStats{}, err
 	}
+	req.Header.Set("Authorization", "Bearer "+s.token)
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return simStats{}, err

@@ -79,7 +79,8 @@ func TestReplicasShareOnlyPostgreSQL(t *testing.T) {
 	// calls that succeed are at debug.
 	common := []string{"SWITCHYARD_LOG_LEVEL=debug", "SWITCHYARD_LOG_FORMAT=text", "SWITCHYARD_TOKENS=" + toks.table}
 	withCommon := func(env ...string) []string { return append(append([]string{}, common...), env...) }
-	sim := newProc(t, dir, bin, "sim", simAddr, []string{"sim"}, []string{"SWITCHYARD_SIM_ADDR=" + simAddr})
+	simToken, simTokenEnv := newSimToken()
+	sim := newProc(t, dir, bin, "sim", simAddr, []string{"sim"}, []string{"SWITCHYARD_SIM_ADDR=" + simAddr, simTokenEnv})
 	pool := newProc(t, dir, bin, "accountpool", poolAddr, []string{"accountpool"}, withCommon(
 		"SWITCHYARD_ACCOUNTPOOL_ADDR="+poolAddr, "SWITCHYARD_STORE=postgres", "SWITCHYARD_DATABASE_URL="+schema.AppURL,
 		"SWITCHYARD_KEYRING="+keyring))
@@ -137,7 +138,7 @@ func TestReplicasShareOnlyPostgreSQL(t *testing.T) {
 		}
 	}
 	httpClient := &http.Client{Timeout: 10 * time.Second}
-	simc := simControl{base: "http://" + simAddr, client: httpClient}
+	simc := simControl{base: "http://" + simAddr, client: httpClient, token: simToken}
 	mustStart(sim)
 	if err := waitHTTP(ctx, httpClient, simc.base+"/healthz", 30*time.Second); err != nil {
 		t.Fatalf("%v\nsim log:\n%s", err, sim.logTail(30))

@@ -120,7 +120,8 @@ func TestScaleOutAccountPools(t *testing.T) {
 	// calls that succeed are at debug.
 	common := []string{"SWITCHYARD_LOG_LEVEL=debug", "SWITCHYARD_LOG_FORMAT=text", "SWITCHYARD_TOKENS=" + toks.table}
 	withCommon := func(env ...string) []string { return append(append([]string{}, common...), env...) }
-	sim := newProc(t, dir, bin, "sim", simAddr, []string{"sim"}, []string{"SWITCHYARD_SIM_ADDR=" + simAddr})
+	simToken, simTokenEnv := newSimToken()
+	sim := newProc(t, dir, bin, "sim", simAddr, []string{"sim"}, []string{"SWITCHYARD_SIM_ADDR=" + simAddr, simTokenEnv})
 	var pools []*proc
 	for i, addr := range poolAddrs {
 		pools = append(pools, newProc(t, dir, bin, fmt.Sprintf("accountpool-%d", i), addr, []string{"accountpool"}, withCommon(
@@ -166,7 +167,7 @@ func TestScaleOutAccountPools(t *testing.T) {
 		e.health[p] = healthpb.NewHealthClient(dialFast(t, p.addr, secret.String{}))
 	}
 	httpClient := &http.Client{Timeout: 10 * time.Second}
-	e.sim = simControl{base: "http://" + simAddr, client: httpClient}
+	e.sim = simControl{base: "http://" + simAddr, client: httpClient, token: simToken}
 	if err := sim.start(); err != nil {
 		t.Fatal(err)
 	}

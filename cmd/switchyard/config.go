@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/switchyard-dev/switchyard/pkg/auth"
+	"github.com/switchyard-dev/switchyard/pkg/grpcserver"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/pkg/servicekit"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
@@ -48,11 +49,17 @@ const (
 	envDrainTimeout        = "SWITCHYARD_DRAIN_TIMEOUT"
 	envOutboxDir           = "SWITCHYARD_OUTBOX_DIR"
 	envOutboxMax           = "SWITCHYARD_OUTBOX_MAX_RECORDS"
+	envOrgMaxConcurrent    = "SWITCHYARD_ORG_MAX_CONCURRENT_TASKS"
+	envOrgTasksPerSecond   = "SWITCHYARD_ORG_TASKS_PER_SECOND"
+	envOrgTaskBurst        = "SWITCHYARD_ORG_TASK_BURST"
+	envUpstreamMaxConns    = "SWITCHYARD_UPSTREAM_MAX_CONNS"
 	envStore               = "SWITCHYARD_STORE"
 	envDatabaseURL         = "SWITCHYARD_DATABASE_URL"
 	envAbandonGrace        = "SWITCHYARD_ABANDON_GRACE"
 	envReaperInterval      = "SWITCHYARD_REAPER_INTERVAL"
 	envLeaseTimeout        = "SWITCHYARD_LEASE_TIMEOUT"
+	envMaxAccountsPerOrg   = "SWITCHYARD_MAX_ACCOUNTS_PER_ORGANIZATION"
+	envMaxLabelsPerAccount = "SWITCHYARD_MAX_LABELS_PER_ACCOUNT"
 	envState               = "SWITCHYARD_STATE"
 	envRedisURL            = "SWITCHYARD_REDIS_URL"
 	envRedisNamespace      = "SWITCHYARD_REDIS_NAMESPACE"
@@ -206,6 +213,8 @@ var settings = []setting{
 	{envAccountPoolAddr, []string{"addr", "accountpool-addr"}},
 	{envActivityAddr, []string{"addr", "activity-addr"}},
 	{envSimAddr, []string{"addr", "sim-addr"}},
+	{envSimControlToken, nil},
+	{envSimControlTokenFile, []string{"control-token-file", "sim-control-token-file"}},
 	{envDashboardAddr, []string{"addr", "dashboard-addr"}},
 	{envAnthropicBaseURL, []string{"anthropic-base-url"}},
 	{envAnthropicAPIKey, nil},
@@ -220,6 +229,10 @@ var settings = []setting{
 	{envProgressInterval, []string{"progress-interval"}},
 	{envOutboxDir, []string{"outbox-dir"}},
 	{envOutboxMax, []string{"outbox-max-records"}},
+	{envOrgMaxConcurrent, []string{"org-max-concurrent-tasks"}},
+	{envOrgTasksPerSecond, []string{"org-tasks-per-second"}},
+	{envOrgTaskBurst, []string{"org-task-burst"}},
+	{envUpstreamMaxConns, []string{"upstream-max-conns"}},
 	{envDrainTimeout, []string{"drain-timeout"}},
 	{envAbandonGrace, []string{"abandon-grace"}},
 	{envReaperInterval, []string{"reaper-interval"}},
@@ -229,6 +242,13 @@ var settings = []setting{
 	{envRedisNamespace, []string{"redis-namespace"}},
 	{envRedisFailure, []string{"redis-failure"}},
 	{envLeaseTimeout, []string{"lease-timeout"}},
+	{envDBMaxConns, []string{"db-max-conns"}},
+	{envUsageQueryConns, []string{"usage-query-conns"}},
+	{envUsageQueryTimeout, []string{"usage-query-timeout"}},
+	{envUsageMaxRange, []string{"usage-max-range"}},
+	{envUsageMaxRecordsRange, []string{"usage-max-records-range"}},
+	{envMaxAccountsPerOrg, []string{"max-accounts-per-organization"}},
+	{envMaxLabelsPerAccount, []string{"max-labels-per-account"}},
 	{envDatabaseURL, nil},
 	{"DATABASE_URL", nil},
 	{envMigrateDatabaseURL, []string{"database-url"}},
@@ -243,9 +263,18 @@ var settings = []setting{
 	{envServiceToken, nil},
 	{envServiceTokenFile, nil},
 	{envInsecureNoAuth, []string{"insecure-no-auth"}},
+	{envInsecurePlaintext, []string{"insecure-plaintext"}},
 	{envTLSCert, []string{"tls-cert-file"}},
 	{envTLSKey, []string{"tls-key-file"}},
 	{envTLSCA, []string{"tls-ca-file"}},
+	{envGRPCMaxConnections, []string{"grpc-max-connections"}},
+	{envGRPCMaxStreamsPerConn, []string{"grpc-max-concurrent-streams"}},
+	{envGRPCMaxCalls, []string{"grpc-max-calls"}},
+	{envGRPCMaxHeaderBytes, []string{"grpc-max-header-bytes"}},
+	{envGRPCMaxMessageBytes, []string{"grpc-max-message-bytes"}},
+	{envGRPCHandshakeTimeout, []string{"grpc-handshake-timeout"}},
+	{envGRPCIdleTimeout, []string{"grpc-max-connection-idle"}},
+	{envGRPCReadTimeout, []string{"grpc-request-read-timeout"}},
 	{envMetricsAddr, []string{"metrics-addr"}},
 	{envPprof, []string{"pprof"}},
 	// The standard variables pkg/telemetry reads itself (the OTLP
@@ -352,7 +381,9 @@ const (
 	envTokens         = "SWITCHYARD_TOKENS"
 	envTokensFile     = "SWITCHYARD_TOKENS_FILE"
 	envInsecureNoAuth = "SWITCHYARD_INSECURE_NO_AUTH"
-	envServiceToken   = "SWITCHYARD_ORCHESTRATOR_TOKEN"
+	// envInsecurePlaintext allows gRPC without TLS off loopback.
+	envInsecurePlaintext = "SWITCHYARD_INSECURE_PLAINTEXT"
+	envServiceToken      = "SWITCHYARD_ORCHESTRATOR_TOKEN"
 	// envServiceTokenFile names a file holding it, for secrets mounted as
 	// files (compose, Kubernetes).
 	envServiceTokenFile = "SWITCHYARD_ORCHESTRATOR_TOKEN_FILE"
@@ -361,10 +392,14 @@ const (
 	envTLSCA            = "SWITCHYARD_TLS_CA_FILE"
 )
 
+// securityFlags are what protects a server: its tokens, its TLS and its
+// transport limits.
 type securityFlags struct {
 	tokens, tokensFile string
 	insecureNoAuth     bool
 	tls                tlsconfig.Files
+	insecurePlaintext  bool
+	limits             limitFlags
 }
 
 func (f *securityFlags) register(fs *flag.FlagSet) {
@@ -372,6 +407,15 @@ func (f *securityFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tokensFile, "tokens-file", env(envTokensFile, ""), "file of '<sha256 hex of token> <admin|orchestrator|org:ID>' lines ("+envTokensFile+"; or the table itself in "+envTokens+")")
 	envVar(fs, &f.insecureNoAuth, "insecure-no-auth", envInsecureNoAuth, false, parseBool, "serve without authentication: any caller may act for any organization; local experiments only")
 	registerTLSFlags(fs, &f.tls)
+	registerInsecurePlaintext(fs, &f.insecurePlaintext)
+	f.limits.register(fs)
+}
+
+// registerInsecurePlaintext registers -insecure-plaintext, which lets a
+// process serve or dial gRPC without TLS on addresses beyond loopback.
+func registerInsecurePlaintext(fs *flag.FlagSet, p *bool) {
+	envVar(fs, p, "insecure-plaintext", envInsecurePlaintext, false, parseBool,
+		"allow gRPC without TLS on addresses other machines reach, where tokens and API keys then cross the network in cleartext; only on a network protected otherwise")
 }
 
 func registerTLSFlags(fs *flag.FlagSet, f *tlsconfig.Files) {
@@ -418,6 +462,8 @@ type security struct {
 	tokens               *auth.Tokens
 	serverTLS, clientTLS *tls.Config
 	serviceToken         secret.String
+	limits               grpcserver.Limits
+	insecurePlaintext    bool
 }
 
 func (f *securityFlags) resolve() (security, error) {
@@ -429,7 +475,7 @@ func (f *securityFlags) resolve() (security, error) {
 	if err != nil {
 		return security{}, err
 	}
-	return security{tokens: tokens, serverTLS: server, clientTLS: client}, nil
+	return security{tokens: tokens, serverTLS: server, clientTLS: client, limits: f.limits.limits(), insecurePlaintext: f.insecurePlaintext}, nil
 }
 
 // serviceToken is the orchestrator's own token, from

@@ -41,6 +41,8 @@ func TestBadVariablesStopTheCommand(t *testing.T) {
 		{"activity", envReaperInterval, "0", `SWITCHYARD_REAPER_INTERVAL: "0" is not a positive duration`},
 		{"accountpool", envLeaseTimeout, "0", `SWITCHYARD_LEASE_TIMEOUT: "0" is not a positive duration`},
 		{"dev", envLeaseTimeout, "2", `SWITCHYARD_LEASE_TIMEOUT: "2" is not a duration`},
+		{"accountpool", envMaxAccountsPerOrg, "0", `SWITCHYARD_MAX_ACCOUNTS_PER_ORGANIZATION: "0" is out of range; use a whole number of at least 1`},
+		{"dev", envMaxLabelsPerAccount, "65", `SWITCHYARD_MAX_LABELS_PER_ACCOUNT: "65" is out of range; use a whole number from 1 to 64`},
 		{"orchestrator", envOutboxMax, "0", `SWITCHYARD_OUTBOX_MAX_RECORDS: "0" is out of range; use a whole number of at least 1`},
 		{"orchestrator", envOutboxMax, "-7", `SWITCHYARD_OUTBOX_MAX_RECORDS: "-7" is out of range; use a whole number of at least 1`},
 		{"orchestrator", envOutboxMax, "1e5", `SWITCHYARD_OUTBOX_MAX_RECORDS: "1e5" is not an integer; use a whole number such as 100000`},

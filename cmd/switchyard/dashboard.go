@@ -26,12 +26,14 @@ func runDashboard(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlagSet("dashboard", "Serves the live dashboard: a web page, and the HTTP API it reads, which forwards each request\nwith the caller's own token to AccountPool and Activity. It holds no token of its own.", stderr)
 	var addr, poolAddr, activityAddr string
 	var files tlsconfig.Files
+	var insecurePlaintext bool
 	var lf logFlags
 	var tf telemetryFlags
 	fs.StringVar(&addr, "addr", env(envDashboardAddr, defaultDashboardAddr), "dashboard HTTP listen address ("+envDashboardAddr+")")
 	fs.StringVar(&poolAddr, "accountpool-addr", env(envAccountPoolAddr, defaultAccountPool), "AccountPool address ("+envAccountPoolAddr+")")
 	fs.StringVar(&activityAddr, "activity-addr", env(envActivityAddr, defaultActivity), "Activity address ("+envActivityAddr+")")
 	registerTLSFlags(fs, &files)
+	registerInsecurePlaintext(fs, &insecurePlaintext)
 	lf.register(fs)
 	tf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -57,7 +59,7 @@ func runDashboard(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s for the dashboard: %w", addr, err)
 	}
-	h, closeConns, err := newDashboard(dashboardTargets{pool: poolAddr, activity: activityAddr, tls: clientTLS}, tp.Service("switchyard-dashboard"), logger)
+	h, closeConns, err := newDashboard(dashboardTargets{pool: poolAddr, activity: activityAddr, tls: clientTLS, insecurePlaintext: insecurePlaintext}, tp.Service("switchyard-dashboard"), logger)
 	if err != nil {
 		_ = lis.Close()
 		return err
@@ -68,18 +70,24 @@ func runDashboard(ctx context.Context, args []string, stderr io.Writer) error {
 
 // dashboardTargets is where the dashboard reaches the services it reads.
 type dashboardTargets struct {
-	pool, activity string
-	tls            *tls.Config
+	pool, activity    string
+	tls               *tls.Config
+	insecurePlaintext bool
 }
 
 // newDashboard dials the services and builds the dashboard's handler;
 // closeConns closes the connections once it no longer serves.
 func newDashboard(t dashboardTargets, tel telemetry.Providers, logger *slog.Logger) (h http.Handler, closeConns func(), err error) {
-	poolConn, err := grpcclient.Dial(grpcclient.Config{Target: t.pool, Telemetry: tel, TLS: t.tls})
+	for _, target := range []string{t.pool, t.activity} {
+		if t.tls == nil && t.insecurePlaintext && grpcclient.PlaintextOffLoopback(target) {
+			logger.Warn("the dashboard forwards bearer tokens WITHOUT TLS to a service other machines reach", "target", target)
+		}
+	}
+	poolConn, err := grpcclient.Dial(grpcclient.Config{Target: t.pool, Telemetry: tel, TLS: t.tls, InsecurePlaintext: t.insecurePlaintext})
 	if err != nil {
 		return nil, nil, err
 	}
-	activityConn, err := grpcclient.Dial(grpcclient.Config{Target: t.activity, Telemetry: tel, TLS: t.tls})
+	activityConn, err := grpcclient.Dial(grpcclient.Config{Target: t.activity, Telemetry: tel, TLS: t.tls, InsecurePlaintext: t.insecurePlaintext})
 	if err != nil {
 		_ = poolConn.Close()
 		return nil, nil, err

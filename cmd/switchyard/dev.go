@@ -34,6 +34,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	var tf telemetryFlags
 	var activityAddr, simAddr, dashboardAddr, readyFile string
 	var rf activityReaperFlags
+	var sc simControlFlags
 	of.register(fs, "orchestrator-", "")
 	af.register(fs, "accountpool-")
 	// dev defaults to the embedded store even when a database URL is in
@@ -43,6 +44,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	rf.register(fs)
 	of.securityFlags.register(fs)
 	fs.StringVar(&simAddr, "sim-addr", env(envSimAddr, defaultSimAddr), "simulator listen address ("+envSimAddr+"); used as the upstream unless -anthropic-base-url is set")
+	sc.register(fs, "sim-")
 	fs.StringVar(&dashboardAddr, "dashboard-addr", env(envDashboardAddr, defaultDashboardAddr), "dashboard HTTP listen address ("+envDashboardAddr+"); empty serves none")
 	fs.StringVar(&readyFile, "ready-file", "", "once every server listens, write their addresses and this run's tokens to this file as JSON (mode 0600), for scripts and tests")
 	lf.register(fs)
@@ -57,6 +59,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	logStarting(logger, "dev")
 	useRedisLog(logger)
 
+	simToken, simTokenGenerated, err := sc.token("-sim-control-token-file")
+	if err != nil {
+		return err
+	}
 	simLis, err := net.Listen("tcp", simAddr)
 	if err != nil {
 		return fmt.Errorf("listening on %s for the simulator: %w", simAddr, err)
@@ -107,7 +113,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	orchTel := tp.Service("switchyard-orchestrator")
 
 	act, err := activity.New(ctx, activity.Config{Addr: activityAddr, Store: store, DatabaseURL: dbURL,
-		Tokens: sec.tokens, InsecureNoAuth: of.insecureNoAuth, TLS: sec.serverTLS,
+		Tokens: sec.tokens, InsecureNoAuth: of.insecureNoAuth, TLS: sec.serverTLS, GRPCLimits: sec.limits, InsecurePlaintext: sec.insecurePlaintext,
 		AbandonGrace: rf.abandonGrace, ReaperInterval: rf.reaperInterval,
 		Logger: logger.With("service", "activity"), Telemetry: activityTel})
 	if err != nil {
@@ -133,7 +139,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return fmt.Errorf("listening on %s for the dashboard: %w", dashboardAddr, err)
 		}
 		var closeConns func()
-		dash, closeConns, err = newDashboard(dashboardTargets{pool: of.poolAddr, activity: of.activityAddr, tls: sec.clientTLS}, tp.Service("switchyard-dashboard"), logger)
+		dash, closeConns, err = newDashboard(dashboardTargets{pool: of.poolAddr, activity: of.activityAddr, tls: sec.clientTLS, insecurePlaintext: sec.insecurePlaintext}, tp.Service("switchyard-dashboard"), logger)
 		if err != nil {
 			_ = dashLis.Close()
 			return err
@@ -153,9 +159,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			stopDeps() // a service failed: stop everything at once
 		}
 	})()
-	g.Go(func() error {
-		return serveSim(depsCtx, simLis, anthropicsim.Config{Logger: logger.With("service", "sim")}, logger)
-	})
+	sim := anthropicsim.New(anthropicsim.Config{ControlToken: simToken.Reveal(), Logger: logger.With("service", "sim")})
+	g.Go(func() error { return serveSim(depsCtx, simLis, sim, logger) })
 	if dash != nil {
 		g.Go(func() error { return serveHTTP(depsCtx, dashLis, dash, "the dashboard", logger) })
 	}
@@ -176,14 +181,15 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 
 	addrs := devAddresses{Orchestrator: orch.Addr().String(), AccountPool: pool.Addr().String(), Activity: act.Addr().String(),
-		Simulator: "http://" + simLis.Addr().String(), AdminToken: devTokens.admin.Reveal(), AcmeToken: devTokens.acme.Reveal()}
+		Simulator: "http://" + simLis.Addr().String(), AdminToken: devTokens.admin.Reveal(), AcmeToken: devTokens.acme.Reveal(),
+		SimControlToken: sim.ControlToken()}
 	if dashLis != nil {
 		addrs.Dashboard = "http://" + dashLis.Addr().String() + "/"
 	}
 	if err := walkthrough.Execute(stdout, map[string]string{
 		"Orch": addrs.Orchestrator, "Pool": addrs.AccountPool, "Activity": addrs.Activity,
 		"Sim": addrs.Simulator, "Upstream": of.baseURL, "Store": storeBanner(store), "Dashboard": addrs.Dashboard,
-		"AdminToken": addrs.AdminToken, "AcmeToken": addrs.AcmeToken,
+		"AdminToken": addrs.AdminToken, "AcmeToken": addrs.AcmeToken, "SimToken": generatedOnly(simTokenGenerated, addrs.SimControlToken),
 	}); err != nil {
 		return abort(err)
 	}
@@ -209,6 +215,9 @@ Switchyard dev stack is up ({{.Store}}).
   export TOKEN={{.AdminToken}}        # admin: acts for any organization it names
   export ACME_TOKEN={{.AcmeToken}}   # acts for organization "acme" only
 
+{{end}}{{if .SimToken}}The simulator's control token for this run (its /sim/ endpoints need it):
+  export SIM_TOKEN={{.SimToken}}
+
 {{end}}Try it (see README.md for the full walkthrough):
   grpcurl -plaintext {{.Orch}} list
   grpcurl -plaintext -H "authorization: Bearer $TOKEN" \
@@ -216,12 +225,15 @@ Switchyard dev stack is up ({{.Store}}).
     {{.Pool}} switchyard.accountpool.v1.AccountPoolService/RegisterAccount
   grpcurl -plaintext -H "authorization: Bearer $ACME_TOKEN" -d '{"category":"quick","prompt":"Say hello"}' \
     {{.Orch}} switchyard.orchestrator.v1.OrchestratorService/DelegateTask
+  curl -H "Authorization: Bearer $SIM_TOKEN" '{{.Sim}}/sim/stats?api_key=sk-ant-sim-tier4-primary'
 
 Press Ctrl-C to stop.
 `))
 
 // devAddresses is what -ready-file holds: where each server listens and
-// the tokens dev generated (empty when the operator configured tokens).
+// the tokens dev generated (empty when the operator configured tokens),
+// and the simulator's control token, generated or configured, which a
+// script needs to drive the simulator's /sim/ endpoints.
 type devAddresses struct {
 	Orchestrator string `json:"orchestrator"`
 	AccountPool  string `json:"accountpool"`
@@ -230,6 +242,8 @@ type devAddresses struct {
 	Dashboard    string `json:"dashboard,omitempty"`
 	AdminToken   string `json:"admin_token,omitempty"`
 	AcmeToken    string `json:"acme_token,omitempty"`
+	// SimControlToken is the bearer token of the simulator's /sim/ endpoints.
+	SimControlToken string `json:"sim_control_token"`
 }
 
 // writeReadyFile writes the addresses atomically (a reader sees no file
@@ -257,6 +271,15 @@ func writeReadyFile(path string, addrs devAddresses) error {
 		return fmt.Errorf("writing the ready file: %w", werr)
 	}
 	return nil
+}
+
+// generatedOnly is token when it was generated for this run, else empty:
+// a configured token is not printed.
+func generatedOnly(generated bool, token string) string {
+	if generated {
+		return token
+	}
+	return ""
 }
 
 func storeBanner(store string) string {

@@ -59,6 +59,7 @@ commands:
   migrate        apply the PostgreSQL schema (up, status, down)
   keys           re-encrypt stored API keys under the keyring's newest version (rewrap, status)
   health         check a service's gRPC health (exit 0 when SERVING), for container health checks
+  certs          create a development CA and service certificates for mutual TLS
   version        print the version, VCS revision and Go version (also -version)
 
 Run 'switchyard <command> -h' for the command's flags.
@@ -84,7 +85,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "activity":
 		return runActivity(ctx, rest, stderr)
 	case "sim":
-		return runSim(ctx, rest, stderr)
+		return runSim(ctx, rest, stdout, stderr)
 	case "dashboard":
 		return runDashboard(ctx, rest, stderr)
 	case "migrate":
@@ -93,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runKeys(ctx, rest, stdout, stderr)
 	case "health":
 		return runHealth(ctx, rest, stdout, stderr)
+	case "certs":
+		return runCerts(ctx, rest, stdout, stderr)
 	case "version", "-version", "--version":
 		_, err := fmt.Fprintln(stdout, buildinfo.Read())
 		return err

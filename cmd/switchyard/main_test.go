@@ -71,6 +71,14 @@ func TestDevStartsEverythingAndStopsCleanly(t *testing.T) {
 	require.Contains(t, out.String(), "dashboard     "+ready.Dashboard)
 	require.NotEmpty(t, ready.AcmeToken)
 
+	// The simulator's control endpoints need the token the ready file and
+	// the walkthrough hold; the log never has it.
+	require.Regexp(t, `^sy_sim_`, ready.SimControlToken)
+	require.Contains(t, out.String(), "export SIM_TOKEN="+ready.SimControlToken+"\n")
+	require.Equal(t, http.StatusUnauthorized, simStats(t, ready.Simulator, ""))
+	require.Equal(t, http.StatusOK, simStats(t, ready.Simulator, ready.SimControlToken))
+	require.NotContains(t, errOut.String(), ready.SimControlToken)
+
 	// The dashboard's API reaches AccountPool with the caller's token.
 	listAccounts := func(token string) int {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, ready.Dashboard+"api/accountpool/ListAccounts", strings.NewReader(`{}`))

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"time"
 
-	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
 	"github.com/switchyard-dev/switchyard/pkg/grpcclient"
 	"github.com/switchyard-dev/switchyard/pkg/secret"
 	"github.com/switchyard-dev/switchyard/pkg/telemetry"
@@ -27,6 +25,8 @@ type orchestratorFlags struct {
 	drainTimeout                                              time.Duration
 	outboxDir                                                 string
 	outboxMax                                                 int
+	orgMaxConcurrent, orgTaskBurst, upstreamMaxConns          int
+	orgTasksPerSecond                                         float64
 }
 
 func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL string) {
@@ -44,6 +44,7 @@ func (f *orchestratorFlags) register(fs *flag.FlagSet, prefix, defaultBaseURL st
 	fs.StringVar(&f.outboxDir, "outbox-dir", env(envOutboxDir, ""), "directory of the durable bookkeeping outbox; empty keeps it in memory ("+envOutboxDir+")")
 	envVar(fs, &f.outboxMax, "outbox-max-records", envOutboxMax, 100_000, parsePositiveInt, "bookkeeping records that may wait for delivery before new tasks are refused")
 	envVar(fs, &f.progressInterval, "progress-interval", envProgressInterval, 5*time.Second, parsePositiveDuration, "least time between progress events of a streaming attempt")
+	f.registerTaskLimits(fs)
 }
 
 func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers, fallbackKey secret.String, sec security) orchestrator.Config {
@@ -53,6 +54,8 @@ func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers,
 		ServiceToken:            sec.serviceToken,
 		TLS:                     sec.serverTLS,
 		ClientTLS:               sec.clientTLS,
+		GRPCLimits:              sec.limits,
+		InsecurePlaintext:       sec.insecurePlaintext,
 		Addr:                    f.addr,
 		AccountPoolAddr:         f.poolAddr,
 		ActivityAddr:            f.activityAddr,
@@ -68,6 +71,10 @@ func (f *orchestratorFlags) config(logger *slog.Logger, tel telemetry.Providers,
 		DrainTimeout:            f.drainTimeout,
 		OutboxDir:               f.outboxDir,
 		OutboxMaxRecords:        f.outboxMax,
+		OrgMaxConcurrentTasks:   f.orgMaxConcurrent,
+		OrgTasksPerSecond:       f.orgTasksPerSecond,
+		OrgTaskBurst:            f.orgTaskBurst,
+		UpstreamMaxConns:        f.upstreamMaxConns,
 		Logger:                  logger.With("service", "orchestrator"),
 		Telemetry:               tel,
 
@@ -100,13 +107,15 @@ type accountPoolFlags struct {
 	addr, keyring, keyringFile, tiers, pricing    string
 	state, redisURL, redisNamespace, redisFailure string
 	leaseTimeout                                  time.Duration
+	maxAccountsPerOrg, maxLabelsPerAccount        int
 	storeFlags
+	usageFlags
 }
 
 // accountPoolSecurity is what the accountpool needs of the security
 // settings.
 func accountPoolSecurity(c *accountpool.Config, sec security, insecureNoAuth bool) {
-	c.Tokens, c.TLS, c.InsecureNoAuth = sec.tokens, sec.serverTLS, insecureNoAuth
+	c.Tokens, c.TLS, c.InsecureNoAuth, c.GRPCLimits, c.InsecurePlaintext = sec.tokens, sec.serverTLS, insecureNoAuth, sec.limits, sec.insecurePlaintext
 }
 
 func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
@@ -114,7 +123,10 @@ func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
 	fs.StringVar(&f.keyringFile, "keyring-file", env(envKeyringFile, ""), "file holding the key-encryption keyring ("+envKeyringFile+")")
 	fs.StringVar(&f.tiers, "tiers-file", env(envTiersFile, ""), "JSON file overriding the tier limits table ("+envTiersFile+")")
 	fs.StringVar(&f.pricing, "pricing-file", env(envPricingFile, ""), "JSON file overriding the model pricing table ("+envPricingFile+")")
+	f.usageFlags.register(fs)
 	envVar(fs, &f.leaseTimeout, "lease-timeout", envLeaseTimeout, 2*time.Minute, parsePositiveDuration, "how long a selection's reservation holds when its usage is never recorded; a lease outliving it is released")
+	envVar(fs, &f.maxAccountsPerOrg, "max-accounts-per-organization", envMaxAccountsPerOrg, accountpool.DefaultMaxAccountsPerOrganization, parsePositiveInt, "the most accounts one organization may register; RegisterAccount past it answers FailedPrecondition")
+	envVar(fs, &f.maxLabelsPerAccount, "max-labels-per-account", envMaxLabelsPerAccount, accountpool.DefaultMaxLabelsPerAccount, parseLabelsPerAccount, "the most labels one account may carry, 1 to 64")
 	fs.StringVar(&f.state, "state", env(envState, ""), "where the pool's live state lives: memory (this process only) or redis (shared by replicas); default redis when a Redis URL is set ("+envState+")")
 	// The URL may hold a password: its flag does not default to the
 	// variable, so -h never prints it (config reads the variable).
@@ -124,6 +136,16 @@ func (f *accountPoolFlags) register(fs *flag.FlagSet, prefix string) {
 	// The inline keyring is read from the environment only: a flag would
 	// show it in the process list.
 	f.keyring = env(envKeyring, "")
+}
+
+// parseLabelsPerAccount accepts 1 to accountpool.MaxLabelsPerAccountCeiling:
+// the API refuses more labels than that whatever the setting.
+func parseLabelsPerAccount(s string) (int, error) {
+	n, err := parsePositiveInt(s)
+	if err == nil && n > accountpool.MaxLabelsPerAccountCeiling {
+		return 0, fmt.Errorf("out of range; use a whole number from 1 to %d", accountpool.MaxLabelsPerAccountCeiling)
+	}
+	return n, err
 }
 
 // resolve is storeFlags.resolve plus the live state's settings, checked
@@ -143,7 +165,7 @@ func (f *accountPoolFlags) resolve() (store, url string, err error) {
 }
 
 func (f *accountPoolFlags) config(logger *slog.Logger, tel telemetry.Providers, keyring, store, databaseURL string) accountpool.Config {
-	return accountpool.Config{
+	c := accountpool.Config{
 		Store:       store,
 		DatabaseURL: databaseURL,
 		Addr:        f.addr,
@@ -153,12 +175,16 @@ func (f *accountPoolFlags) config(logger *slog.Logger, tel telemetry.Providers, 
 		Logger:      logger.With("service", "accountpool"),
 		Telemetry:   tel,
 
-		LeaseTimeout:   f.leaseTimeout,
-		State:          f.state,
-		RedisURL:       cmp.Or(f.redisURL, env(envRedisURL, "")),
-		RedisNamespace: f.redisNamespace,
-		RedisFailure:   f.redisFailure,
+		LeaseTimeout:               f.leaseTimeout,
+		MaxAccountsPerOrganization: f.maxAccountsPerOrg,
+		MaxLabelsPerAccount:        f.maxLabelsPerAccount,
+		State:                      f.state,
+		RedisURL:                   cmp.Or(f.redisURL, env(envRedisURL, "")),
+		RedisNamespace:             f.redisNamespace,
+		RedisFailure:               f.redisFailure,
 	}
+	f.usageFlags.apply(&c)
+	return c
 }
 
 func runOrchestrator(ctx context.Context, args []string, stderr io.Writer) error {
@@ -292,38 +318,8 @@ func runActivity(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	return withTelemetry(ctx, tf, logger, "switchyard-activity", func(tel telemetry.Providers) error {
 		return activity.Run(ctx, activity.Config{Addr: addr, Store: store, DatabaseURL: dbURL,
-			Tokens: sec.tokens, InsecureNoAuth: secf.insecureNoAuth, TLS: sec.serverTLS,
+			Tokens: sec.tokens, InsecureNoAuth: secf.insecureNoAuth, TLS: sec.serverTLS, GRPCLimits: sec.limits, InsecurePlaintext: sec.insecurePlaintext,
 			AbandonGrace: rf.abandonGrace, ReaperInterval: rf.reaperInterval,
 			Logger: logger.With("service", "activity"), Telemetry: tel})
 	})
-}
-
-func runSim(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlagSet("sim", "Runs the Anthropic Messages API simulator (see pkg/anthropicsim for its key conventions).", stderr)
-	var addr, tier string
-	var lf logFlags
-	fs.StringVar(&addr, "addr", env(envSimAddr, defaultSimAddr), "simulator HTTP listen address ("+envSimAddr+")")
-	fs.StringVar(&tier, "default-tier", "scale", "rate-limit tier of keys that do not name one")
-	lf.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	logger, err := lf.logger(stderr)
-	if err != nil {
-		return err
-	}
-	logStarting(logger, "sim")
-	if _, ok := anthropicsim.DefaultTiers()[tier]; !ok {
-		return fmt.Errorf("-default-tier %q is not a tier; use one of tier1, tier2, tier3, tier4, start, build, scale", tier)
-	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listening on %s for the simulator: %w", addr, err)
-	}
-	return serveSim(ctx, lis, anthropicsim.Config{DefaultTier: tier, Logger: logger.With("service", "sim")}, logger)
-}
-
-// serveSim serves the simulator on lis until ctx is cancelled.
-func serveSim(ctx context.Context, lis net.Listener, cfg anthropicsim.Config, logger *slog.Logger) error {
-	return serveHTTP(ctx, lis, anthropicsim.New(cfg), "the Anthropic simulator", logger)
 }

@@ -75,6 +75,29 @@ describe("against switchyard dev", { timeout: 600_000 }, () => {
 
   let failover: DelegateTaskResponse;
 
+  it("the simulator's /sim/ control needs the token the ready file holds", async () => {
+    assert.match(stack.simControlToken, /^sy_sim_/);
+    const stats = (token?: string) =>
+      fetch(`${stack.simulator}/sim/stats?api_key=sk-ant-sim-tier4-ctl`, {
+        headers: token === undefined ? {} : { authorization: `Bearer ${token}` },
+      });
+    for (const token of [undefined, "sy_sim_not-the-token-at-all"]) {
+      const res = await stats(token);
+      assert.equal(res.status, 401);
+      const body = (await res.json()) as { type: string; error: { type: string } };
+      assert.equal(body.error.type, "authentication_error");
+    }
+    const fault = await fetch(`${stack.simulator}/sim/faults`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.simControlToken}`, "content-type": "application/json" },
+      body: JSON.stringify({ api_key: "sk-ant-sim-tier4-ctl", status: 529, count: 1 }),
+    });
+    assert.equal(fault.status, 204);
+    const res = await stats(stack.simControlToken);
+    assert.equal(res.status, 200);
+    assert.equal(((await res.json()) as { requests: number }).requests, 0);
+  });
+
   it("RegisterAccount: two accounts for acme, selection by PRIORITY", async () => {
     const limited = await acme.accountPool.registerAccount({
       organizationId: "acme", name: "rate-limited", apiKey: "sk-ant-sim-429-a", tier: "tier4", priority: 0,

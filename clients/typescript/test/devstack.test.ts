@@ -51,7 +51,7 @@ while [ $# -gt 0 ]; do
   case "$1" in -ready-file) f="$2"; shift;; esac
   shift
 done
-printf '{"orchestrator":"127.0.0.1:1","accountpool":"127.0.0.1:2","activity":"127.0.0.1:3","simulator":"http://127.0.0.1:4","dashboard":"http://127.0.0.1:5/","admin_token":"sy_admin","acme_token":"sy_acme"}' > "$f.tmp"
+printf '{"orchestrator":"127.0.0.1:1","accountpool":"127.0.0.1:2","activity":"127.0.0.1:3","simulator":"http://127.0.0.1:4","dashboard":"http://127.0.0.1:5/","admin_token":"sy_admin","acme_token":"sy_acme","sim_control_token":"sy_sim_ctl"}' > "$f.tmp"
 mv "$f.tmp" "$f"
 exec sleep 60`);
     const stack = await startDevStack({ bin });
@@ -61,6 +61,7 @@ exec sleep 60`);
       assert.equal(stack.dashboard, "http://127.0.0.1:5/");
       assert.equal(stack.adminToken, "sy_admin");
       assert.equal(stack.acmeToken, "sy_acme");
+      assert.equal(stack.simControlToken, "sy_sim_ctl");
       assert.ok(stack.running());
       // The tokens are not enumerable: logging the object shows none.
       assert.doesNotMatch(JSON.stringify(stack), /sy_/);

@@ -28,6 +28,8 @@ export interface ReadyFile {
   admin_token?: string;
   /** Token of organization "acme" for this run; absent when the operator configured tokens. */
   acme_token?: string;
+  /** Bearer token of the simulator's /sim/ control endpoints (generated or configured). */
+  sim_control_token?: string;
 }
 
 export interface DevStackOptions {
@@ -67,6 +69,11 @@ export interface DevStack {
   readonly adminToken: string;
   /** The token of organization "acme" for this run. Not enumerable: never logged with the object. */
   readonly acmeToken: string;
+  /**
+   * The bearer token of the simulator's control endpoints (/sim/faults, /sim/stats):
+   * send it as "Authorization: Bearer <token>". Not enumerable: never logged with the object.
+   */
+  readonly simControlToken: string;
   /** The process's stderr (its logs; no tokens): print this path when a test fails. */
   readonly logFile: string;
   readonly pid: number;
@@ -197,6 +204,7 @@ export async function startDevStack(opts: DevStackOptions = {}): Promise<DevStac
   };
   Object.defineProperty(stack, "adminToken", { value: ready.admin_token ?? "", enumerable: false });
   Object.defineProperty(stack, "acmeToken", { value: ready.acme_token ?? "", enumerable: false });
+  Object.defineProperty(stack, "simControlToken", { value: ready.sim_control_token ?? "", enumerable: false });
   return stack as DevStack;
 }
 
