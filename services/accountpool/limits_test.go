@@ -63,7 +63,7 @@ func TestAccountLimitOnEveryStore(t *testing.T) {
 			require.Equal(t, limit, created)
 			require.Len(t, refused, 12-limit)
 			for _, err := range refused {
-				st := requireCode(t, err, codes.FailedPrecondition, "already has 4 accounts", "-max-accounts-per-organization")
+				st := requireCode(t, err, codes.FailedPrecondition, "its limit of 4 accounts", "-max-accounts-per-organization")
 				var reason string
 				var quota bool
 				for _, d := range st.Details() {

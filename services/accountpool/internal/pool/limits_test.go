@@ -27,7 +27,7 @@ func TestRegisterAccountStopsAtTheAccountLimit(t *testing.T) {
 	require.Equal(t, LimitAccountsPerOrganization, lim.Limit)
 	require.Equal(t, 3, lim.Max)
 	require.ErrorIs(t, err, store.ErrLimitReached)
-	require.Contains(t, err.Error(), "already has 3 accounts")
+	require.Contains(t, err.Error(), "its limit of 3 accounts")
 	list, err := f.pool.ListAccounts(f.ctx, f.org)
 	require.NoError(t, err)
 	require.Len(t, list, 3, "the refused account is in neither the store nor the view")
