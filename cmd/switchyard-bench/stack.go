@@ -147,7 +147,11 @@ func startStack(ctx context.Context, cfg stackConfig) (s *stack, err error) {
 	orchEnv := with("SWITCHYARD_TOKENS="+table,
 		"SWITCHYARD_ORCHESTRATOR_TOKEN="+tokens.orchestrator.Reveal(),
 		"SWITCHYARD_ORCHESTRATOR_ADDR="+orchAddr, "SWITCHYARD_ACCOUNTPOOL_ADDR="+poolAddr, "SWITCHYARD_ACTIVITY_ADDR="+actAddr,
-		"SWITCHYARD_ANTHROPIC_BASE_URL="+s.simURL, "SWITCHYARD_SKILLS_DIR="+cfg.skillsDir)
+		"SWITCHYARD_ANTHROPIC_BASE_URL="+s.simURL, "SWITCHYARD_SKILLS_DIR="+cfg.skillsDir,
+		// The load is one organization's, as fast as the stack goes: the
+		// benchmark measures what a task costs, not the per-organization
+		// limits that would refuse most of it.
+		"SWITCHYARD_ORG_MAX_CONCURRENT_TASKS=100000", "SWITCHYARD_ORG_TASKS_PER_SECOND=100000", "SWITCHYARD_ORG_TASK_BURST=100000")
 	if !cfg.memoryOutbox {
 		orchEnv = append(orchEnv, "SWITCHYARD_OUTBOX_DIR="+filepath.Join(dir, "outbox"))
 	}

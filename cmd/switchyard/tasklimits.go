@@ -5,16 +5,17 @@ import (
 	"flag"
 	"math"
 	"strconv"
+
+	"github.com/switchyard-dev/switchyard/services/orchestrator"
 )
 
 // Service-wide task limits per organization and the upstream connection
-// bound (the Orchestrator's; see services/orchestrator/internal/limits and
-// internal/executor). The defaults are those packages' own.
+// bound: the Orchestrator's own defaults.
 const (
-	defaultOrgMaxConcurrent  = 256
-	defaultOrgTasksPerSecond = 50.0
-	defaultOrgTaskBurst      = 256
-	defaultUpstreamMaxConns  = 512
+	defaultOrgMaxConcurrent  = orchestrator.DefaultOrgMaxConcurrentTasks
+	defaultOrgTasksPerSecond = float64(orchestrator.DefaultOrgTasksPerSecond)
+	defaultOrgTaskBurst      = orchestrator.DefaultOrgTaskBurst
+	defaultUpstreamMaxConns  = orchestrator.DefaultUpstreamMaxConns
 )
 
 func (f *orchestratorFlags) registerTaskLimits(fs *flag.FlagSet) {

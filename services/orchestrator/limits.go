@@ -4,7 +4,19 @@ import (
 	"context"
 
 	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/executor"
 	"github.com/switchyard-dev/switchyard/services/orchestrator/internal/limits"
+)
+
+// The service-wide task limits per organization, and the upstream
+// connection bound, when Config leaves them zero: generous, so they stop
+// one organization's flood (the concurrency cap bounds the descriptors and
+// memory its tasks hold) rather than shape ordinary traffic.
+const (
+	DefaultOrgMaxConcurrentTasks = limits.DefaultMaxConcurrent
+	DefaultOrgTasksPerSecond     = limits.DefaultPerSecond
+	DefaultOrgTaskBurst          = limits.DefaultBurst
+	DefaultUpstreamMaxConns      = executor.DefaultMaxConnsPerHost
 )
 
 // newLimiter builds the per-organization task limiter: the service-wide

@@ -118,7 +118,8 @@ type Config struct {
 	// service-wide limits on one organization's tasks in this replica
 	// (package limits): tasks at once, tasks started per second and the
 	// burst above that rate. An organization's settings may override each
-	// (OrganizationSettings.task_limits). Defaults 256, 50 and 256.
+	// (OrganizationSettings.task_limits). Defaults DefaultOrgMaxConcurrentTasks, DefaultOrgTasksPerSecond and
+	// DefaultOrgTaskBurst.
 	OrgMaxConcurrentTasks int
 	OrgTasksPerSecond     float64
 	OrgTaskBurst          int

@@ -66,8 +66,8 @@ type Limits struct {
 // once and is then held to the sustained rate.
 const (
 	DefaultMaxConcurrent = 256
-	DefaultPerSecond     = 50
-	DefaultBurst         = 256
+	DefaultPerSecond     = 500
+	DefaultBurst         = 512
 )
 
 // Default returns the service-wide default limits.
