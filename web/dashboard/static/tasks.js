@@ -58,6 +58,8 @@ function selectionOf(raw) {
     headroom: raw.headroom === undefined ? null : number(raw.headroom),
     skipped: Array.isArray(raw.skipped) ? raw.skipped.map(String) : [],
     omitted: int(raw.skipped_omitted ?? raw.skippedOmitted),
+    // Accounts the pool did not explain (a large organization), by reason.
+    notExplained: int(raw.not_explained ?? raw.notExplained),
   };
 }
 
@@ -354,9 +356,10 @@ function selectionsList(selections) {
         s.strategy && h('span', { class: 'chip', text: s.strategy }),
         h('span', {}, 'chose ', h('strong', { text: s.account || '—' })),
         s.headroom !== null && h('span', { class: 'muted', text: `${Math.round(s.headroom * 100)}% headroom left` })),
-      (s.skipped.length > 0 || s.omitted > 0) && h('ul', { class: 'skipped' },
+      (s.skipped.length > 0 || s.omitted > 0 || s.notExplained > 0) && h('ul', { class: 'skipped' },
         s.skipped.map((text) => h('li', { text: `skipped ${text}` })),
-        s.omitted > 0 && h('li', { class: 'muted', text: `and ${s.omitted} more` }))))));
+        s.omitted > 0 && h('li', { class: 'muted', text: `and ${s.omitted} more` }),
+        s.notExplained > 0 && h('li', { class: 'muted', text: `${s.notExplained} other accounts not compared in detail` }))))));
 }
 
 function factsList(task) {

@@ -8,6 +8,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
+	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
 	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
 	"github.com/switchyard-dev/switchyard/pkg/validate"
 )
@@ -51,4 +54,27 @@ func TestProgressSchedule(t *testing.T) {
 	require.Equal(t, 120*time.Second, at[15])
 	require.Equal(t, 600*time.Second, at[31], "the last at the default attempt timeout")
 	require.False(t, s.take(start.Add(2*time.Hour)))
+}
+
+// A large organization's selection is explained in part by the pool; the
+// summary keeps its counts of the rest, and stays a valid activity value.
+func TestSelectionSummaryKeepsThePoolsCountsOfTheRest(t *testing.T) {
+	resp := &accountpoolv1.SelectAccountResponse{
+		Lease: &accountpoolv1.Lease{AccountName: "a-1"},
+		Candidates: []*accountpoolv1.Candidate{
+			{AccountName: "a-1", Chosen: true, Headroom: 0.5},
+			{AccountName: "a-2", SkipReason: "cooling down"},
+		},
+		OmittedCandidates: 9998,
+		OmittedReasons:    map[string]int32{"eligible": 9000, "cooling_down": 998},
+	}
+	s := selectionSummary(resp)
+	require.Equal(t, float64(9998), s["not_explained"])
+	require.Equal(t, map[string]any{"eligible": float64(9000), "cooling_down": float64(998)}, s["not_explained_reasons"])
+	st, err := structpb.NewStruct(s)
+	require.NoError(t, err)
+	require.Equal(t, float64(998), st.GetFields()["not_explained_reasons"].GetStructValue().GetFields()["cooling_down"].GetNumberValue())
+
+	small := selectionSummary(&accountpoolv1.SelectAccountResponse{Lease: &accountpoolv1.Lease{AccountName: "a-1"}})
+	require.NotContains(t, small, "not_explained", "nothing omitted, nothing said")
 }

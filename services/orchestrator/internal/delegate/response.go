@@ -163,5 +163,15 @@ func selectionSummary(resp *accountpoolv1.SelectAccountResponse) map[string]any 
 	if omitted > 0 {
 		summary["skipped_omitted"] = omitted
 	}
+	// The pool explains the chosen account and its best alternatives only,
+	// and counts the rest, by reason.
+	if n := resp.GetOmittedCandidates(); n > 0 {
+		reasons := make(map[string]any, len(resp.GetOmittedReasons()))
+		for reason, count := range resp.GetOmittedReasons() {
+			reasons[reason] = float64(count)
+		}
+		summary["not_explained"] = float64(n)
+		summary["not_explained_reasons"] = reasons
+	}
 	return summary
 }
