@@ -49,9 +49,12 @@ func startSim(t *testing.T, args ...string) (base string, out, log *syncbuf.Buff
 			t.Error("sim did not stop")
 		}
 	})
-	addr := regexp.MustCompile(`Anthropic simulator on (http://\S+)`)
-	require.Eventually(t, func() bool { return addr.MatchString(out.String()) }, 10*time.Second, 5*time.Millisecond, "stdout: %s", out)
-	return addr.FindStringSubmatch(out.String())[1], out, log
+	// The banner is printed a piece at a time: wait for its last line, the
+	// curl example, so that the test reads all of it (the token lines come
+	// after the address).
+	banner := regexp.MustCompile(`(?s)^Anthropic simulator on (http://\S+)\n.*  curl .*/sim/stats\?api_key=\S+'\n`)
+	require.Eventually(t, func() bool { return banner.MatchString(out.String()) }, 10*time.Second, 5*time.Millisecond, "stdout: %s", out)
+	return banner.FindStringSubmatch(out.String())[1], out, log
 }
 
 func TestSimPrintsTheControlTokenItGenerated(t *testing.T) {
