@@ -342,10 +342,15 @@ func (l *Limiter) refill(e *entry, now time.Time) {
 	}
 }
 
-// entryLocked returns the organization's entry, created with a full bucket
-// of the defaults (the burst of the limits fetched next caps it), and moves
-// it to the front; it evicts what has become evictable.
+// entryLocked evicts what has become evictable, then returns the
+// organization's entry, created with a full bucket of the defaults (the
+// burst of the limits fetched next caps it), moved to the front.
+//
+// Eviction comes first: the pass moves busy entries to the front, which
+// can leave the caller's entry at the back, and an entry evicted after it
+// was looked up would be an orphan whose counts no later call sees.
 func (l *Limiter) entryLocked(orgID string, now time.Time) *entry {
+	l.evictLocked(now)
 	e, ok := l.orgs[orgID]
 	if !ok {
 		e = &entry{org: orgID, limits: l.cfg.Defaults, tokens: float64(l.cfg.Defaults.Burst), last: now, used: now}
@@ -354,7 +359,6 @@ func (l *Limiter) entryLocked(orgID string, now time.Time) *entry {
 	} else {
 		l.lru.moveToFront(e)
 	}
-	l.evictLocked(now)
 	return e
 }
 
@@ -368,7 +372,7 @@ const evictSteps = 16
 func (l *Limiter) evictLocked(now time.Time) {
 	for range evictSteps {
 		e := l.lru.back()
-		if e == nil || e == l.lru.front() {
+		if e == nil {
 			return
 		}
 		over := len(l.orgs) > l.cfg.MaxOrganizations

@@ -315,6 +315,22 @@ func TestStateIsBoundedAndRunningCountsSurvive(t *testing.T) {
 	mustAcquire(t, l, "busy")
 }
 
+// A busy entry moved to the front by an eviction pass must not push the
+// entry being admitted to the back and out: the task would count on an
+// orphan, and the organization's next task would find a fresh entry.
+func TestAdmittedOrganizationIsNotEvictedByThePassItTriggers(t *testing.T) {
+	c := newClock()
+	l := newLimiter(t, Config{Defaults: Limits{MaxConcurrent: 1, PerSecond: 1000, Burst: 1000}, IdleTTL: time.Minute, Now: c.Now})
+	mustAcquire(t, l, "x")()
+	held := mustAcquire(t, l, "b")
+	defer held()
+	c.Advance(10 * time.Minute) // x is idle, b busy past the TTL: the pass moves b ahead of x
+	release := mustAcquire(t, l, "x")
+	requireRefused(t, l, "x", LimitConcurrent)
+	release()
+	mustAcquire(t, l, "x")()
+}
+
 func TestDefaultsAreChecked(t *testing.T) {
 	for _, bad := range []Limits{
 		{MaxConcurrent: -1, PerSecond: 1, Burst: 1},

@@ -7,8 +7,7 @@ type lruList struct {
 	head, tail *entry
 }
 
-func (l *lruList) front() *entry { return l.head }
-func (l *lruList) back() *entry  { return l.tail }
+func (l *lruList) back() *entry { return l.tail }
 
 func (l *lruList) pushFront(e *entry) {
 	e.prev, e.next = nil, l.head
