@@ -189,7 +189,7 @@ func New(cfg Config, register func(grpc.ServiceRegistrar)) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on %s for %s: %w", cfg.Addr, cfg.Name, err)
 	}
-	lis := &limitListener{Listener: tcp, max: int64(cfg.Limits.MaxConnections)}
+	lis := &limitListener{Listener: tcp, max: int64(cfg.Limits.MaxConnections), userTimeout: cfg.Limits.tcpUserTimeout()}
 	admit := &admission{max: int64(cfg.Limits.MaxStreams), readTimeout: cfg.Limits.RequestReadTimeout, admit: cfg.Admit}
 
 	logger := cfg.Logger

@@ -38,8 +38,12 @@ type Limits struct {
 	// (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS); default 128.
 	MaxConcurrentStreams uint32
 	// MaxStreams caps the calls in flight on the whole server; a call past
-	// it is refused with ResourceExhausted before its body is read.
-	// Default 8192.
+	// it is refused with ResourceExhausted before its body is read. A
+	// call's slot is released when its stream is done: when it ends, or
+	// as soon as the client cancels or the connection drops, which can be
+	// shortly before its handler returns. It bounds the streams the
+	// transport holds, not handler goroutines (handlers honour their
+	// context). Default 8192.
 	MaxStreams int
 	// MaxHeaderListSize caps a call's header block (HTTP/2
 	// SETTINGS_MAX_HEADER_LIST_SIZE): a bearer token, trace context and
@@ -54,8 +58,8 @@ type Limits struct {
 	MaxConnectionIdle time.Duration
 	// RequestReadTimeout bounds the time from a call's headers to the end
 	// of its request message for unary calls (streams are bounded by
-	// their handlers); a call that sends its body slower is cancelled.
-	// Default 30s.
+	// their handlers); a call that sends its body slower is ended with
+	// DeadlineExceeded. Default 30s.
 	RequestReadTimeout time.Duration
 	// KeepaliveTime is how long the server waits on a silent connection
 	// before pinging it, and KeepaliveTimeout how long it then waits for
@@ -185,19 +189,36 @@ func (a *admission) tap(ctx context.Context, info *tap.Info) (context.Context, e
 	}
 	if a.readTimeout <= 0 {
 		// The transport cancels the stream's context when the call ends,
-		// however it ends; the slot is released then.
+		// however it ends (or earlier, on a client's cancel or a dropped
+		// connection); the slot is released then.
 		context.AfterFunc(ctx, func() { a.inFlight.Add(-1) })
 		return ctx, nil
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	timer := time.AfterFunc(a.readTimeout, func() {
-		cancel(status.Errorf(codes.DeadlineExceeded, "the request was not received within %s", a.readTimeout))
-	})
-	context.AfterFunc(ctx, func() {
+	cctx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(a.readTimeout, func() { cancel(errRequestReadTimeout) })
+	context.AfterFunc(cctx, func() {
 		timer.Stop()
 		a.inFlight.Add(-1)
 	})
-	return context.WithValue(ctx, readDeadlineKey{}, timer), nil
+	return context.WithValue(readTimeoutContext{cctx}, readDeadlineKey{}, timer), nil
+}
+
+// errRequestReadTimeout is the cause of a call cancelled by its
+// request-read timer.
+var errRequestReadTimeout = errors.New("grpcserver: the request was not received within the request-read timeout")
+
+// readTimeoutContext reports a context cancelled by the request-read timer
+// as context.DeadlineExceeded, which grpc-go sends as DEADLINE_EXCEEDED:
+// a plain cancel would reach the client as CANCELLED, which reads as the
+// client's own doing. A real deadline cannot serve, because the timer
+// stops once the request is in and a deadline cannot be lifted.
+type readTimeoutContext struct{ context.Context }
+
+func (c readTimeoutContext) Err() error {
+	if err := c.Context.Err(); err == nil || context.Cause(c.Context) != errRequestReadTimeout {
+		return err
+	}
+	return context.DeadlineExceeded
 }
 
 // requestReceived stops a unary call's request-read timer: its interceptor
@@ -239,12 +260,24 @@ func methodSizes(limits map[string]int) grpc.UnaryServerInterceptor {
 }
 
 // limitListener accepts at most max connections at once and closes the
-// ones past it as soon as they are accepted.
+// ones past it as soon as they are accepted. It sets TCP_USER_TIMEOUT to
+// userTimeout (when positive) on each connection it hands out, which
+// grpc-go cannot do through the wrapper.
 type limitListener struct {
 	net.Listener
-	max     int64
-	open    atomic.Int64
-	refused atomic.Int64
+	max         int64
+	userTimeout time.Duration
+	open        atomic.Int64
+	refused     atomic.Int64
+}
+
+// tcpUserTimeout is the TCP_USER_TIMEOUT grpc-go would set for l: the
+// keepalive timeout, when keepalive pings are on.
+func (l Limits) tcpUserTimeout() time.Duration {
+	if l.KeepaliveTime <= 0 || l.KeepaliveTimeout <= 0 {
+		return 0
+	}
+	return l.KeepaliveTimeout
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -258,6 +291,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			l.refused.Add(1)
 			_ = c.Close()
 			continue
+		}
+		if l.userTimeout > 0 {
+			setTCPUserTimeout(c, l.userTimeout)
 		}
 		return &countedConn{Conn: c, l: l}, nil
 	}
