@@ -29,7 +29,9 @@ type target struct {
 
 // loopback reports whether every server the target names is on this
 // machine: each host (of a list, a dns or passthrough target) is
-// loopback (tlsconfig.IsLoopback), or the target is a Unix socket.
+// loopback (tlsconfig.IsLoopback), or the target is a Unix socket. A name
+// sent to a DNS server of the target's own (dns://server/name) is not
+// taken as loopback, whatever the name.
 func (t target) loopback() bool {
 	if t.list != nil {
 		for _, hp := range t.list {
@@ -51,10 +53,26 @@ func (t target) loopback() bool {
 		if endpoint == "" {
 			endpoint = u.Opaque
 		}
-		return tlsconfig.IsLoopbackAddr(strings.TrimPrefix(endpoint, "/"))
+		endpoint = strings.TrimPrefix(endpoint, "/")
+		if u.Scheme == "dns" && u.Host != "" && !isIPLiteral(endpoint) {
+			// The name is resolved by the DNS server the authority names,
+			// which may answer "localhost" with any address.
+			return false
+		}
+		return tlsconfig.IsLoopbackAddr(endpoint)
 	default:
 		return false
 	}
+}
+
+// isIPLiteral reports whether hostport's host is an IP address, which no
+// resolver can map elsewhere.
+func isIPLiteral(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		host = hostport
+	}
+	return net.ParseIP(strings.Trim(host, "[]")) != nil
 }
 
 // CheckTarget reports whether Dial accepts s as a target, and if not why,

@@ -21,6 +21,9 @@ func TestPlaintextIsRefusedBeyondThisMachine(t *testing.T) {
 		"dns:///accountpool.internal:50052":   true,
 		"passthrough:///accountpool:50052":    true,
 		"dns://8.8.8.8/accountpool.svc:50052": true,
+		"dns://10.0.0.53/localhost:50052":     true, // that server may answer anything
+		"dns://10.0.0.53/127.0.0.1:50052":     false,
+		"dns://10.0.0.53/[::1]:50052":         false,
 	} {
 		if got := PlaintextOffLoopback(target); got != leaves {
 			t.Errorf("PlaintextOffLoopback(%q) = %v, want %v", target, got, leaves)
