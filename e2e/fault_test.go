@@ -113,7 +113,8 @@ func TestFaultInjection(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	simAddr, actAddr, poolAddr, orchAddr := freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 4)
+	simAddr, actAddr, poolAddr, orchAddr := addrs[0], addrs[1], addrs[2], addrs[3]
 	common := []string{"SWITCHYARD_LOG_LEVEL=info", "SWITCHYARD_LOG_FORMAT=text"}
 	withCommon := func(env ...string) []string { return append(append([]string{}, common...), env...) }
 	secured := []string{"SWITCHYARD_TOKENS=" + toks.table}

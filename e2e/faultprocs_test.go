@@ -31,6 +31,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	accountpoolv1 "github.com/switchyard-dev/switchyard/gen/switchyard/accountpool/v1"
+	activityv1 "github.com/switchyard-dev/switchyard/gen/switchyard/activity/v1"
+	orchestratorv1 "github.com/switchyard-dev/switchyard/gen/switchyard/orchestrator/v1"
 	"github.com/switchyard-dev/switchyard/migrations"
 	"github.com/switchyard-dev/switchyard/pkg/anthropicsim"
 	"github.com/switchyard-dev/switchyard/pkg/auth"
@@ -70,16 +73,22 @@ func childEnv(extra []string) []string {
 	return append(env, extra...)
 }
 
-// freeAddr returns a loopback address nobody listens on right now.
-func freeAddr(t *testing.T) string {
+// freeAddrs returns n distinct loopback addresses nobody listens on right
+// now. It holds every listener open until it has all n: closing each one
+// before asking for the next lets the kernel hand the same port out twice,
+// and two of the test's processes would then race for one address.
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+	addrs := make([]string, 0, n)
+	for range n {
+		lis, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("finding a free port: %v", err)
+		}
+		defer lis.Close()
+		addrs = append(addrs, lis.Addr().String())
 	}
-	addr := lis.Addr().String()
-	_ = lis.Close()
-	return addr
+	return addrs
 }
 
 // proc is one switchyard process that can be killed and started again
@@ -253,14 +262,27 @@ func dialFast(t *testing.T, addr string, token secret.String) *grpc.ClientConn {
 	return conn
 }
 
-// waitServing polls addr's health until SERVING, the process exits or
-// timeout passes; it returns how long it took.
+// servedService is the gRPC service each switchyard command serves. The
+// health wait asks for it by name, so another service answering on the
+// same address (a port taken by someone else) is not mistaken for it.
+var servedService = map[string]string{
+	"activity":     activityv1.ActivityService_ServiceDesc.ServiceName,
+	"accountpool":  accountpoolv1.AccountPoolService_ServiceDesc.ServiceName,
+	"orchestrator": orchestratorv1.OrchestratorService_ServiceDesc.ServiceName,
+}
+
+// waitServing polls the health of p's service until SERVING, the process
+// exits or timeout passes; it returns how long it took.
 func waitServing(ctx context.Context, health healthpb.HealthClient, p *proc, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
 	deadline := start.Add(timeout)
+	req := &healthpb.HealthCheckRequest{}
+	if p != nil && len(p.args) > 0 {
+		req.Service = servedService[p.args[0]]
+	}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		resp, err := health.Check(cctx, &healthpb.HealthCheckRequest{})
+		resp, err := health.Check(cctx, req)
 		cancel()
 		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 			return time.Since(start), nil

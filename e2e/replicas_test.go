@@ -72,9 +72,9 @@ func TestReplicasShareOnlyPostgreSQL(t *testing.T) {
 	f := newProcessFixture(t)
 	dir, bin, schema, toks, keyring, skillsDir := f.dir, f.bin, f.schema, f.toks, f.keyring, f.skillsDir
 
-	simAddr, poolAddr := freeAddr(t), freeAddr(t)
-	actAddrs := []string{freeAddr(t), freeAddr(t)}
-	orchAddrs := []string{freeAddr(t), freeAddr(t)}
+	addrs := freeAddrs(t, 6)
+	simAddr, poolAddr := addrs[0], addrs[1]
+	actAddrs, orchAddrs := addrs[2:4], addrs[4:6]
 	// Debug: the test counts calls in the access log, whose lines for
 	// calls that succeed are at debug.
 	common := []string{"SWITCHYARD_LOG_LEVEL=debug", "SWITCHYARD_LOG_FORMAT=text", "SWITCHYARD_TOKENS=" + toks.table}

@@ -110,12 +110,9 @@ func TestScaleOutAccountPools(t *testing.T) {
 	f := newProcessFixture(t)
 	dir, bin, schema, toks, keyring, skillsDir := f.dir, f.bin, f.schema, f.toks, f.keyring, f.skillsDir
 
-	simAddr, actAddr := freeAddr(t), freeAddr(t)
-	var poolAddrs []string
-	for range scalePools {
-		poolAddrs = append(poolAddrs, freeAddr(t))
-	}
-	orchAddrs := []string{freeAddr(t), freeAddr(t)}
+	addrs := freeAddrs(t, 2+scalePools+2)
+	simAddr, actAddr := addrs[0], addrs[1]
+	poolAddrs, orchAddrs := addrs[2:2+scalePools], addrs[2+scalePools:]
 	// Debug: the test counts calls in the access log, whose lines for
 	// calls that succeed are at debug.
 	common := []string{"SWITCHYARD_LOG_LEVEL=debug", "SWITCHYARD_LOG_FORMAT=text", "SWITCHYARD_TOKENS=" + toks.table}
