@@ -277,8 +277,12 @@ func waitServing(ctx context.Context, health healthpb.HealthClient, p *proc, tim
 	start := time.Now()
 	deadline := start.Add(timeout)
 	req := &healthpb.HealthCheckRequest{}
-	if p != nil && len(p.args) > 0 {
-		req.Service = servedService[p.args[0]]
+	if p != nil {
+		name, ok := servedService[p.args[0]]
+		if !ok {
+			return 0, fmt.Errorf("%s: no gRPC service is known for command %q (add it to servedService)", p.name, p.args[0])
+		}
+		req.Service = name
 	}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)

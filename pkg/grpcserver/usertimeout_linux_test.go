@@ -1,9 +1,12 @@
 package grpcserver
 
 import (
+	"log/slog"
 	"net"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
@@ -16,6 +19,12 @@ func TestAcceptedConnectionsHaveTheKeepaliveUserTimeout(t *testing.T) {
 	limits := Limits{KeepaliveTimeout: 7 * time.Second}.withDefaults()
 	require.Equal(t, 7*time.Second, limits.tcpUserTimeout())
 	require.Zero(t, Limits{KeepaliveTime: -1}.withDefaults().tcpUserTimeout(), "no keepalive, no user timeout")
+
+	srv, err := New(Config{Addr: "127.0.0.1:0", Name: "user-timeout", Logger: slog.New(slog.DiscardHandler), Limits: Limits{KeepaliveTimeout: 7 * time.Second}},
+		func(grpc.ServiceRegistrar) {})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = srv.lis.Close() })
+	require.Equal(t, 7*time.Second, srv.lis.(*limitListener).userTimeout, "New gives the listener the keepalive timeout")
 
 	tcp, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
